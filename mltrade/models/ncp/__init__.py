@@ -1,0 +1,1 @@
+"""NCP/LTC strategy model: dual-branch network over daily features and early-session candles."""

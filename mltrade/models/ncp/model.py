@@ -1,0 +1,162 @@
+"""Dual-branch Keras 3 model: dense layers over daily features, stacked LTC/CfC (NCP wiring) over candles.
+
+Output: probability that a long certificate bought after the session's first N
+candles ends the session above its entry price. Inputs are standardised by
+``Normalization`` layers inside the model (adapted on training data only), so a
+saved ``.keras`` file is self-contained.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Optional, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+CELLS = ("ltc", "cfc")
+
+
+@dataclass
+class NCPConfig:
+    """Architecture and optimiser hyper-parameters of :func:`build_model`."""
+
+    n_daily: int = 32                       #: number of daily features (dense branch input width)
+    n_candles: int = 17                     #: candles before the decision (sequence length)
+    n_seq_features: int = 6                 #: values per candle
+    cell: str = "ltc"                       #: "ltc" (liquid time-constant) or "cfc" (closed-form)
+    dense_units: Sequence[int] = (32, 16)   #: dense branch block widths
+    dense_dropout: float = 0.2
+    dense_slope: float = 0.1                #: LeakyReLU negative slope in the dense branch
+    ltc_units: int = 16                     #: first recurrent layer: AutoNCP(ltc_units, ltc_units-3)
+    ltc_units2: int = 8                     #: second recurrent layer: AutoNCP(ltc_units2, ltc_units2-3)
+    branch_head: int = 4                    #: width of each branch's sigmoid head
+    head_units: int = 8                     #: the dense block after concatenation
+    head_dropout: float = 0.1
+    head_slope: float = 0.1
+    learning_rate: float = 1e-3
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")
+        for name in ("ltc_units", "ltc_units2"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, np.integer)) or v < 5:
+                raise ValueError(f"{name}: expected an integer >= 5 (AutoNCP(units, units-3)), got {v!r}")
+        for name in ("dense_dropout", "head_dropout"):
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ValueError(f"{name}: expected a fraction in [0, 1), got {v!r}")
+        if self.n_daily < 1 or self.n_candles < 1 or self.n_seq_features < 1:
+            raise ValueError("n_daily/n_candles/n_seq_features: expected positive integers")
+        if not list(self.dense_units) or any(int(u) < 1 for u in self.dense_units):
+            raise ValueError(f"dense_units: expected positive widths, got {self.dense_units!r}")
+        self.dense_units = tuple(int(u) for u in self.dense_units)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dense_units"] = list(self.dense_units)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NCPConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"NCPConfig: unknown keys {unknown}; valid: {sorted(known)}")
+        return cls(**d)
+
+
+def _recurrent(cell: str, units: int, return_sequences: bool, name: str, seed: int):
+    from ncps.keras import CfC, LTC
+    from ncps.wirings import AutoNCP
+    wiring = AutoNCP(int(units), int(units) - 3, seed=seed)
+    if cell == "ltc":
+        return LTC(wiring, return_sequences=return_sequences, name=name)
+    return CfC(wiring, return_sequences=return_sequences, name=name)
+
+
+def _block(x, units: int, slope: float, dropout: float, name: str):
+    import keras
+    x = keras.layers.Dense(units, name=f"{name}_dense")(x)
+    x = keras.layers.LeakyReLU(negative_slope=slope, name=f"{name}_lrelu")(x)
+    if dropout > 0:
+        x = keras.layers.Dropout(dropout, name=f"{name}_drop")(x)
+    return keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+
+
+def build_model(cfg: NCPConfig, daily_sample: Optional[np.ndarray] = None,
+                seq_sample: Optional[np.ndarray] = None):
+    """Compile the dual-branch model; ``*_sample`` (training inputs) adapt the input normalisation."""
+    import keras
+    keras.utils.set_random_seed(cfg.seed)
+    daily_in = keras.Input(shape=(cfg.n_daily,), name="daily")
+    seq_in = keras.Input(shape=(cfg.n_candles, cfg.n_seq_features), name="candles")
+
+    dnorm = keras.layers.Normalization(axis=-1, name="daily_norm")
+    snorm = keras.layers.Normalization(axis=-1, name="candles_norm")
+    if daily_sample is not None:
+        dnorm.adapt(np.nan_to_num(np.asarray(daily_sample, "float32")))
+    if seq_sample is not None:
+        snorm.adapt(np.nan_to_num(np.asarray(seq_sample, "float32")).reshape(-1, cfg.n_seq_features))
+    x = dnorm(daily_in)
+    for i, u in enumerate(cfg.dense_units):
+        x = _block(x, u, cfg.dense_slope, cfg.dense_dropout, f"daily{i}")
+    x = keras.layers.Dense(cfg.branch_head, activation="sigmoid", name="daily_head")(x)
+
+    s = snorm(seq_in)
+    s = _recurrent(cfg.cell, cfg.ltc_units, True, "rnn1", cfg.seed)(s)
+    s = _recurrent(cfg.cell, cfg.ltc_units2, False, "rnn2", cfg.seed + 1)(s)
+    s = keras.layers.Dense(cfg.branch_head, activation="sigmoid", name="candles_head")(s)
+
+    h = keras.layers.Concatenate(name="concat")([x, s])
+    h = _block(h, cfg.head_units, cfg.head_slope, cfg.head_dropout, "head")
+    out = keras.layers.Dense(1, activation="sigmoid", name="p_long")(h)
+    model = keras.Model([daily_in, seq_in], out, name=f"ncp_{cfg.cell}")
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+def custom_objects() -> dict:
+    """Objects needed to load a saved model (the ncps layers and wirings)."""
+    from ncps.keras import CfC, LTC
+    from ncps.wirings import AutoNCP
+    return {"LTC": LTC, "CfC": CfC, "AutoNCP": AutoNCP}
+
+
+def save_model(model: Any, path: str) -> str:
+    """Save as ``.keras`` atomically (temp file + ``os.replace``); returns the path."""
+    if not str(path).endswith(".keras"):
+        raise ValueError(f"path: expected a file name ending in .keras, got {path!r}")
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    tmp = os.path.join(d, f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    model.save(tmp)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def load_model(path: str):
+    """Load a ``.keras`` model saved by :func:`save_model`."""
+    import keras
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path}: NCP model file not found (train one with `mltrade train ncp`)")
+    return keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
+
+
+def predict_proba(model: Any, daily: np.ndarray, seq: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Probabilities for a batch (one forward pass per ``batch_size`` rows, no Keras callbacks)."""
+    daily = np.nan_to_num(np.asarray(daily, "float32"))
+    seq = np.nan_to_num(np.asarray(seq, "float32"))
+    if len(daily) != len(seq):
+        raise ValueError(f"daily/seq: expected the same number of rows, got {len(daily)} and {len(seq)}")
+    if len(daily) == 0:
+        return np.zeros(0)
+    outs = []
+    for i in range(0, len(daily), batch_size):
+        outs.append(np.asarray(model([daily[i:i + batch_size], seq[i:i + batch_size]], training=False)))
+    return np.concatenate(outs).reshape(-1).astype(float)
