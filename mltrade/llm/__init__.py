@@ -1,0 +1,18 @@
+"""LLM overlay: a language model confirms, adjusts or reverses a strategy's decision, safely and replayably."""
+from mltrade.llm.cache import MODES, ReplayCache, ReplayMiss, Responder, cache_key, dry_answer
+from mltrade.llm.client import ChatAnswer, LLMCallError, LLMClient, LLMConfigError
+from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, LLMResponse,
+                                  Verdict, extract_json, parse_response, parse_text, validate)
+from mltrade.llm.overlay import (CONFIG_DEFAULTS, LLMOverlay, OverlayRecord, build_overlay, price_decision,
+                                 trades_pnl_on_sessions)
+from mltrade.llm.prompt import RESPONSE_SCHEMA, SYSTEM_PROMPT, build_messages, repair_messages
+
+__all__ = [
+    "MODES", "ReplayCache", "ReplayMiss", "Responder", "cache_key", "dry_answer",
+    "ChatAnswer", "LLMCallError", "LLMClient", "LLMConfigError",
+    "OUTCOMES", "REASONS", "ContractError", "ContractRules", "LLMRequest", "LLMResponse", "Verdict",
+    "extract_json", "parse_response", "parse_text", "validate",
+    "CONFIG_DEFAULTS", "LLMOverlay", "OverlayRecord", "build_overlay", "price_decision",
+    "trades_pnl_on_sessions",
+    "RESPONSE_SCHEMA", "SYSTEM_PROMPT", "build_messages", "repair_messages",
+]

@@ -1,0 +1,360 @@
+"""``LLMOverlay``: a language model reviews any strategy's decision before it is executed.
+
+The overlay composes with every :class:`~mltrade.strategies.base.KnockoutStrategy`
+through its ``overlay`` parameter: ``review(decision, context) -> Decision``.
+Flow per decision: build the request, ask (API, cache or dry policy), parse;
+an unparsable answer gets one repair call; the parsed answer is checked by the
+contract's rules; anything that still fails (invalid answer, rule broken,
+time-out, HTTP error, refusal) falls back to the ML decision or skips the
+trade (``on_failure``). Every review is kept as an :class:`OverlayRecord`
+with an outcome and a reason code, for :meth:`LLMOverlay.summary` and
+:meth:`LLMOverlay.report_section`.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+
+from mltrade.llm.cache import MODES, ReplayCache, Responder
+from mltrade.llm.client import DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, LLMCallError, LLMClient
+from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, parse_text,
+                                  validate)
+from mltrade.llm.prompt import build_messages, repair_messages
+from mltrade.products import KnockoutProduct
+from mltrade.strategies.decision import Decision, DecisionContext
+
+log = logging.getLogger("mltrade.llm")
+
+ON_FAILURE = ("ml", "skip")
+
+
+@dataclass
+class OverlayRecord:
+    """One review: the ML decision, the decision handed on, the outcome and its reason code."""
+
+    ml: Decision
+    final: Decision
+    outcome: str
+    reason: str
+    failed: bool = False
+    reasoning: str = ""
+    answers: int = 0
+    detail: str = ""
+
+    @property
+    def session(self) -> Optional[Any]:
+        """Session date of the decision (from its time), if known."""
+        t = self.ml.time
+        return t.date() if isinstance(t, datetime) else None
+
+    def to_dict(self) -> dict:
+        def b(d: Decision) -> Optional[float]:
+            return None if not d.direction else d.barrier_level()
+        return {"time": None if self.ml.time is None else str(self.ml.time), "price": self.ml.price,
+                "ml_direction": self.ml.direction, "ml_barrier": b(self.ml),
+                "llm_direction": self.final.direction, "llm_barrier": b(self.final),
+                "outcome": self.outcome, "reason": self.reason, "failed": self.failed,
+                "reasoning": self.reasoning, "answers": self.answers, "detail": self.detail}
+
+
+class LLMOverlay:
+    """Reviews decisions with a language model under the contract's rules; keeps a record of each."""
+
+    def __init__(self, responder: Responder, rules: ContractRules = ContractRules(), candles: int = 17,
+                 on_failure: str = "ml", repair: bool = True) -> None:
+        if on_failure not in ON_FAILURE:
+            raise ValueError(f"llm.on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
+        if int(candles) < 0:
+            raise ValueError(f"llm.candles: expected an integer >= 0, got {candles!r}")
+        self.responder = responder
+        self.rules = rules
+        self.candles = int(candles)
+        self.on_failure = on_failure
+        self.repair = repair
+        self.records: list[OverlayRecord] = []
+
+    def __repr__(self) -> str:
+        return (f"LLMOverlay(mode={self.responder.mode!r}, client={self.responder.client!r}, "
+                f"rules={self.rules}, candles={self.candles}, on_failure={self.on_failure!r})")
+
+    # -- review ----------------------------------------------------------------
+    def review(self, decision: Decision, context: DecisionContext) -> Decision:
+        """Return the decision to execute: confirmed, adjusted, reversed, skipped, or the ML one."""
+        if decision.direction == 0 or decision.barrier_level() is None:
+            return decision
+        request = LLMRequest.from_decision(decision, context, self.candles)
+        messages = build_messages(request)
+        answers = 0
+        try:
+            text = self.responder.complete(messages, request)
+            answers += 1
+            try:
+                response = parse_text(text)
+            except ContractError as first:
+                if not self.repair:
+                    raise
+                log.info("llm: unusable answer (%s); asking once for a repair", first.code)
+                text = self.responder.complete(repair_messages(messages, text, first.message), request)
+                answers += 1
+                response = parse_text(text)
+        except (LLMCallError, ContractError) as e:
+            return self._fail(decision, e.code, e.message, answers)
+        verdict = validate(request, response, self.rules)
+        if not verdict.accepted:
+            return self._fail(decision, verdict.reason, REASONS.get(verdict.reason, ""), answers,
+                              response.reasoning)
+        info = dict(decision.info)
+        info["llm"] = {"outcome": verdict.outcome, "reason": verdict.reason, "reasoning": response.reasoning,
+                       "ml_direction": decision.direction, "ml_barrier": request.barrier}
+        final = Decision(direction=verdict.direction, price=decision.price, time=decision.time,
+                         barrier=verdict.barrier, distance=None, stop=decision.stop, source="llm", info=info)
+        self.records.append(OverlayRecord(decision, final, verdict.outcome or "", verdict.reason,
+                                          reasoning=response.reasoning, answers=answers))
+        log.info("llm: %s (%s) at %s", verdict.outcome, verdict.reason, decision.time)
+        return final
+
+    def _fail(self, decision: Decision, code: str, message: str, answers: int, reasoning: str = "") -> Decision:
+        info = dict(decision.info)
+        if self.on_failure == "skip":
+            outcome = "skipped"
+            info["llm"] = {"outcome": outcome, "reason": code, "detail": message}
+            final = decision.replace(direction=0, barrier=None, distance=None, source="llm", info=info)
+        else:
+            outcome = "fallback"
+            info["llm"] = {"outcome": outcome, "reason": code, "detail": message}
+            final = decision.replace(info=info)
+        log.info("llm: %s after %s at %s: %s", outcome, code, decision.time, message)
+        self.records.append(OverlayRecord(decision, final, outcome, code, failed=True, reasoning=reasoning,
+                                          answers=answers, detail=message))
+        return final
+
+    # -- reporting -------------------------------------------------------------
+    def counts(self) -> dict:
+        """How many reviews ended in each outcome, plus ``failed`` and ``reviews``; reason code counts."""
+        out: dict = {o: 0 for o in OUTCOMES}
+        reasons: dict = {}
+        for r in self.records:
+            out[r.outcome] = out.get(r.outcome, 0) + 1
+            reasons[r.reason] = reasons.get(r.reason, 0) + 1
+        out["failed"] = sum(r.failed for r in self.records)
+        out["reviews"] = len(self.records)
+        out["reasons"] = reasons
+        return out
+
+    def summary(self, bars: Optional[pd.DataFrame] = None, trades: Any = None, **pricing: Any) -> dict:
+        """Outcome counts and, given ``bars`` (and the strategy's closed ``trades``), overlay vs ML-only P&L.
+
+        ML-only and overlay decisions are both priced by :func:`price_decision` on the
+        same sessions; ``trades`` (rows with an entry time and a P&L) add the
+        strategy's realised P&L on those sessions. ``pricing`` goes to :func:`price_decision`.
+        """
+        out = self.counts()
+        out["mode"] = self.responder.mode
+        out["api_calls"] = self.responder.api_calls
+        out["cache_hits"] = self.responder.cache_hits
+        if bars is None:
+            return out
+        ml_pnl = llm_pnl = 0.0
+        priced = 0
+        per_outcome: dict = {}
+        for r in self.records:
+            if r.ml.time is None:
+                continue
+            ml = price_decision(r.ml, bars, **pricing)
+            ov = price_decision(r.final, bars, **pricing)
+            priced += 1
+            ml_pnl += ml["pnl"]
+            llm_pnl += ov["pnl"]
+            po = per_outcome.setdefault(r.outcome, {"n": 0, "ml_pnl": 0.0, "overlay_pnl": 0.0})
+            po["n"] += 1
+            po["ml_pnl"] += ml["pnl"]
+            po["overlay_pnl"] += ov["pnl"]
+        out["sessions_priced"] = priced
+        out["ml_only_pnl"] = round(ml_pnl, 6)
+        out["overlay_pnl"] = round(llm_pnl, 6)
+        out["overlay_minus_ml"] = round(llm_pnl - ml_pnl, 6)
+        out["by_outcome"] = per_outcome
+        if trades is not None:
+            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, {r.session for r in self.records}), 6)
+        return out
+
+    def report_section(self, bars: Optional[pd.DataFrame] = None, trades: Any = None,
+                       max_rows: int = 200, **pricing: Any) -> tuple[str, str]:
+        """``(title, html)`` for ``mltrade.report.write_report(extra_sections=[...])``."""
+        s = self.summary(bars, trades, **pricing)
+        e = html.escape
+        parts = [f"<p>Mode <b>{e(s['mode'])}</b>: {s['reviews']} reviews, {s['api_calls']} API calls, "
+                 f"{s['cache_hits']} cache hits.</p>", "<table><tr><th>outcome</th><th>count</th></tr>"]
+        for o in OUTCOMES + ("failed",):
+            parts.append(f"<tr><td>{o}</td><td>{s[o]}</td></tr>")
+        parts.append("</table><table><tr><th>reason</th><th>count</th><th>meaning</th></tr>")
+        for code, n in sorted(s["reasons"].items()):
+            parts.append(f"<tr><td>{e(code)}</td><td>{n}</td><td>{e(REASONS.get(code, ''))}</td></tr>")
+        parts.append("</table>")
+        if "ml_only_pnl" in s:
+            parts.append("<table><tr><th></th><th>sessions</th><th>ML-only P&amp;L</th><th>overlay P&amp;L</th></tr>"
+                         f"<tr><td>all</td><td>{s['sessions_priced']}</td><td>{s['ml_only_pnl']:.2f}</td>"
+                         f"<td>{s['overlay_pnl']:.2f}</td></tr>")
+            for o, v in sorted(s["by_outcome"].items()):
+                parts.append(f"<tr><td>{e(o)}</td><td>{v['n']}</td><td>{v['ml_pnl']:.2f}</td>"
+                             f"<td>{v['overlay_pnl']:.2f}</td></tr>")
+            parts.append("</table>")
+            if "strategy_trades_pnl" in s:
+                parts.append(f"<p>Strategy's realised P&amp;L on the reviewed sessions: "
+                             f"{s['strategy_trades_pnl']:.2f}</p>")
+        parts.append("<table><tr><th>time</th><th>price</th><th>ML</th><th>overlay</th><th>outcome</th>"
+                     "<th>reason</th><th>reasoning</th></tr>")
+        for r in self.records[:max_rows]:
+            d = r.to_dict()
+            parts.append(f"<tr><td>{e(str(d['time']))}</td><td>{d['price']:.2f}</td>"
+                         f"<td>{_side(d['ml_direction'], d['ml_barrier'])}</td>"
+                         f"<td>{_side(d['llm_direction'], d['llm_barrier'])}</td><td>{e(r.outcome)}</td>"
+                         f"<td>{e(r.reason)}</td><td>{e(r.reasoning[:300])}</td></tr>")
+        parts.append("</table>")
+        if len(self.records) > max_rows:
+            parts.append(f"<p>{len(self.records) - max_rows} more reviews not shown.</p>")
+        return "LLM overlay", "\n".join(parts)
+
+
+def _side(direction: int, barrier: Optional[float]) -> str:
+    if not direction:
+        return "no trade"
+    return f"{'Long' if direction > 0 else 'Short'} @ {barrier:.2f}"
+
+
+# --------------------------------------------------------------------------
+# ML-only pricing over a session (small on purpose)
+# --------------------------------------------------------------------------
+def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.01, spread: float = 0.01,
+                   fx: float = 1.0, commission: float = 1.0, stake: float = 1000.0,
+                   stop: Optional[float] = None) -> dict:
+    """P&L of a turbo bought for ``decision`` and held over the rest of its session.
+
+    Entry: the open of the first bar after ``decision.time`` on the same date (at
+    the ask), whole certificates ``int((stake - commission) / ask)``. Exit, bar
+    by bar: knock-out (open through the barrier, or no stop and the bar's worst
+    price touches it: paid 0), stop (certificate bid at or below ``stop * entry``:
+    at the open's bid if it gapped below, else at the stop level), or the
+    session's last close at the bid. ``commission`` is charged on entry and exit.
+    ``stop`` defaults to ``decision.stop``.
+    """
+    none = {"pnl": 0.0, "entry": None, "exit": None, "size": 0, "exit_reason": "no_trade"}
+    if not decision.direction or decision.time is None:
+        return none
+    barrier = decision.barrier_level()
+    if barrier is None:
+        return none
+    t = pd.Timestamp(decision.time)
+    idx = bars.index
+    local = idx.tz_localize(None) if getattr(idx, "tz", None) is not None else idx
+    if t.tzinfo is not None:
+        t = t.tz_convert(idx.tz).tz_localize(None) if getattr(idx, "tz", None) is not None else t.tz_localize(None)
+    mask = (local > t) & (local.normalize() == t.normalize())
+    session = bars.loc[mask]
+    if session.empty:
+        return {**none, "exit_reason": "no_bars"}
+    stop = decision.stop if stop is None else stop
+    o, h, lo, c = (session[k].to_numpy(float) for k in ("open", "high", "low", "close"))
+    d = decision.direction
+    if (d > 0 and o[0] <= barrier) or (d < 0 and o[0] >= barrier):
+        return {**none, "exit_reason": "knocked_out_before_entry"}
+    product = KnockoutProduct.for_index(d, float(o[0]), barrier=barrier, ratio=ratio, spread=spread, fx=fx)
+    entry = float(product.ask(o[0]))
+    size = int((stake - commission) / entry) if entry > 0 else 0
+    if size <= 0:
+        return {**none, "entry": entry, "exit_reason": "stake_too_small"}
+    worst = lo if d > 0 else h
+    stop_level = None if not stop else stop * entry
+    exit_price, reason = float(product.bid(c[-1])), "session_end"
+    for i in range(len(o)):
+        if bool(product.knocked_out_by(o[i], o[i])):
+            exit_price, reason = float(product.residual(o[i])), "knockout"
+            break
+        if stop_level is not None:
+            if float(product.bid(o[i])) <= stop_level:
+                exit_price, reason = float(product.bid(o[i])), "stop"
+                break
+            if float(product.bid(worst[i])) <= stop_level:
+                exit_price, reason = stop_level, "stop"
+                break
+        if bool(product.knocked_out_by(lo[i], h[i])):
+            exit_price, reason = float(product.residual(worst[i])), "knockout"
+            break
+    pnl = size * (exit_price - entry) - 2 * commission
+    return {"pnl": float(pnl), "entry": entry, "exit": exit_price, "size": size, "exit_reason": reason}
+
+
+def trades_pnl_on_sessions(trades: Any, sessions: Iterable[Any]) -> float:
+    """Sum of closed trades' P&L whose entry falls on one of ``sessions`` (dates).
+
+    ``trades``: a DataFrame or list of dicts with an entry time column
+    (``entry_time``/``open_time``/``dt_open``/``entry_dt``) and a P&L column
+    (``pnl_net``/``pnlcomm``/``pnl``).
+    """
+    df = trades if isinstance(trades, pd.DataFrame) else pd.DataFrame(list(trades))
+    if df.empty:
+        return 0.0
+    tcol = next((c for c in ("entry_time", "open_time", "dt_open", "entry_dt", "opened") if c in df.columns), None)
+    pcol = next((c for c in ("pnl_net", "pnlcomm", "net_pnl", "pnl") if c in df.columns), None)
+    if tcol is None or pcol is None:
+        raise ValueError(f"trades: expected an entry time column and a P&L column, got {list(df.columns)}")
+    wanted = {s for s in sessions if s is not None}
+    dates = pd.to_datetime(df[tcol]).map(lambda x: x.date())
+    return float(df.loc[dates.isin(wanted), pcol].astype(float).sum())
+
+
+# --------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------
+CONFIG_DEFAULTS: dict = {
+    "enabled": False,
+    "mode": "dry",
+    "base_url": DEFAULT_BASE_URL,
+    "model": DEFAULT_MODEL,
+    "api_key_env": DEFAULT_KEY_ENV,
+    "temperature": 0.7,
+    "max_tokens": 1024,
+    "timeout": 30.0,
+    "max_retries": 2,
+    "structured_output": True,
+    "candles": 17,
+    "on_failure": "ml",
+    "repair": True,
+    "closer_barrier": "refuse",
+    "max_leverage": 50.0,
+    "leverage_mode": "clamp",
+    "cache_path": "data/llm-cache.sqlite",
+}
+
+
+def build_overlay(config: dict) -> LLMOverlay:
+    """An :class:`LLMOverlay` from the ``[llm]`` section (or a whole config holding one)."""
+    section = config.get("llm", config) if isinstance(config, dict) else None
+    if not isinstance(section, dict):
+        raise ValueError(f"llm: expected a table of settings, got {type(config).__name__}")
+    unknown = sorted(set(section) - set(CONFIG_DEFAULTS))
+    if unknown:
+        raise ValueError(f"[llm]: unknown key(s) {unknown}; valid keys: {sorted(CONFIG_DEFAULTS)}")
+    cfg = {**CONFIG_DEFAULTS, **section}
+    if cfg["mode"] not in MODES:
+        raise ValueError(f"[llm] mode: expected one of {MODES}, got {cfg['mode']!r}")
+    max_lev = cfg["max_leverage"]
+    if max_lev is not None and (not isinstance(max_lev, (int, float)) or isinstance(max_lev, bool)):
+        raise ValueError(f"[llm] max_leverage: expected a number (0 = no cap), got {max_lev!r}")
+    rules = ContractRules(closer_barrier=cfg["closer_barrier"],
+                          max_leverage=None if not max_lev or math.isinf(max_lev) else float(max_lev),
+                          leverage_mode=cfg["leverage_mode"])
+    client = None
+    if cfg["mode"] != "dry":
+        client = LLMClient(base_url=cfg["base_url"], model=cfg["model"], api_key_env=cfg["api_key_env"],
+                           temperature=cfg["temperature"], max_tokens=cfg["max_tokens"], timeout=cfg["timeout"],
+                           max_retries=cfg["max_retries"], structured=cfg["structured_output"])
+    cache = ReplayCache(cfg["cache_path"]) if cfg["mode"] in ("record", "replay") else None
+    return LLMOverlay(Responder(cfg["mode"], client, cache), rules, candles=cfg["candles"],
+                      on_failure=cfg["on_failure"], repair=bool(cfg["repair"]))
