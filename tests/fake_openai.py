@@ -47,7 +47,7 @@ class FakeOpenAI:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n) or b"{}")
                 with outer._lock:
-                    outer.requests.append({"path": self.path, "body": body, "headers": dict(self.headers)})
+                    outer.requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
                     if self.path.rstrip("/") != "/v1/chat/completions":
                         reply = Reply(status=404, content="not found")
                     elif outer.reject_response_format and "response_format" in body:
@@ -84,7 +84,8 @@ class FakeOpenAI:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True)
 
     @property
     def base_url(self) -> str:
