@@ -1,0 +1,223 @@
+"""``SeleniumStore``: one headless Chromium session per venue (backtrader's store pattern).
+
+The store owns the browser, logs in (credentials from the environment or the
+OS keyring, 2FA code from a prompt, a file or a command), keeps the session
+alive, logs in again when the venue expires it, and saves a screenshot plus
+the page source (credentials masked) on every failure. ``getbroker()`` returns
+a :class:`~mltrade.live.broker.SeleniumBroker` bound to this store.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, TypeVar
+
+from mltrade.live.credentials import Credentials, code_source, load_credentials, mask, register_secret
+from mltrade.live.venues.base import SessionExpired, Venue
+
+log = logging.getLogger("mltrade.live")
+T = TypeVar("T")
+
+CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+               "--window-size=1280,1000")
+
+
+def venue_class(name: str) -> type:
+    """Venue driver class for ``ig`` or ``traderepublic``."""
+    if name == "ig":
+        from mltrade.live.venues.ig import IGVenue
+        return IGVenue
+    if name in ("traderepublic", "tr"):
+        from mltrade.live.venues.traderepublic import TradeRepublicVenue
+        return TradeRepublicVenue
+    raise ValueError(f"venue: expected 'ig' or 'traderepublic', got {name!r}")
+
+
+class SeleniumStore:
+    """Browser session for one venue; ``SeleniumStore.instance(venue, ...)`` returns the singleton."""
+
+    _instances: ClassVar[Dict[Tuple[str, str], "SeleniumStore"]] = {}
+    _ilock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, venue: str, base_url: str, *, credentials: Optional[Credentials] = None,
+                 code: str | Callable[[], str] = "prompt", driver_path: str = "/usr/bin/chromedriver",
+                 chromium_path: str = "/usr/bin/chromium", headless: bool = True, undetected: bool = False,
+                 timeout: float = 10.0, confirm_timeout: float = 15.0, keepalive_s: float = 240.0,
+                 screenshots_dir: str | Path = "live/screenshots", venue_kwargs: Optional[dict] = None):
+        self.venue_name = venue
+        self.base_url = base_url.rstrip("/")
+        self._credentials = credentials
+        self._code = code if callable(code) else code_source(code)
+        self.driver_path, self.chromium_path = driver_path, chromium_path
+        self.headless, self.undetected = headless, undetected
+        self.timeout, self.confirm_timeout, self.keepalive_s = float(timeout), float(confirm_timeout), keepalive_s
+        self.screenshots_dir = Path(screenshots_dir)
+        self.venue: Venue = venue_class(venue)(self, **(venue_kwargs or {}))
+        self._driver: Any = None
+        self._profile: Optional[str] = None
+        self._logged_in = False
+        self._last_activity = 0.0
+        self.logins = 0
+        self.failures: list[Path] = []
+        self.lock = threading.RLock()
+        if credentials is not None:
+            register_secret(credentials.username)
+            register_secret(credentials.password)
+
+    @classmethod
+    def instance(cls, venue: str, base_url: str, **kw: Any) -> "SeleniumStore":
+        """The one store for ``(venue, base_url)``; created on first use."""
+        with cls._ilock:
+            key = (venue, base_url.rstrip("/"))
+            if key not in cls._instances:
+                cls._instances[key] = cls(venue, base_url, **kw)
+            return cls._instances[key]
+
+    # -- browser -----------------------------------------------------------
+    @property
+    def credentials(self) -> Credentials:
+        if self._credentials is None:
+            self._credentials = load_credentials(self.venue_name)
+        return self._credentials
+
+    @property
+    def driver(self) -> Any:
+        if self._driver is None:
+            self._driver = self._start_browser()
+        return self._driver
+
+    def _start_browser(self) -> Any:
+        self._profile = tempfile.mkdtemp(prefix="mltrade-chromium-")
+        if self.undetected:
+            try:
+                import undetected_chromedriver as uc  # type: ignore[import-not-found]
+            except ImportError as e:
+                raise RuntimeError("undetected: the optional package 'undetected-chromedriver' is not "
+                                   "installed (pip install undetected-chromedriver)") from e
+            opts = uc.ChromeOptions()
+            for a in CHROME_ARGS:
+                opts.add_argument(a)
+            opts.add_argument(f"--user-data-dir={self._profile}")
+            return uc.Chrome(options=opts, driver_executable_path=self.driver_path,
+                             browser_executable_path=self.chromium_path)
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        if not Path(self.driver_path).exists():
+            raise RuntimeError(f"driver_path: chromedriver not found at {self.driver_path!r} "
+                               "(install chromium-driver or set [live] driver_path)")
+        opts = webdriver.ChromeOptions()
+        if self.chromium_path:
+            opts.binary_location = self.chromium_path
+        for a in CHROME_ARGS:
+            if a == "--headless=new" and not self.headless:
+                continue
+            opts.add_argument(a)
+        opts.add_argument(f"--user-data-dir={self._profile}")
+        d = webdriver.Chrome(service=Service(self.driver_path), options=opts)
+        d.set_page_load_timeout(max(self.timeout, 5.0) * 3)
+        log.info("%s: browser started", self.venue_name)
+        return d
+
+    def close(self) -> None:
+        """Quit the browser and forget the singleton."""
+        with self.lock:
+            if self._driver is not None:
+                try:
+                    self._driver.quit()
+                finally:
+                    self._driver = None
+            if self._profile:
+                shutil.rmtree(self._profile, ignore_errors=True)
+                self._profile = None
+            self._logged_in = False
+        with self._ilock:
+            for k, v in list(self._instances.items()):
+                if v is self:
+                    del self._instances[k]
+
+    # -- session -----------------------------------------------------------
+    def login(self) -> None:
+        """Log in with 2FA (the venue driver knows the pages)."""
+        with self.lock:
+            c = self.credentials
+            log.info("%s: logging in as %s", self.venue_name, c.username)
+            try:
+                self.venue.login(c.username, c.password, self._code)
+            except Exception as e:
+                self.capture_failure("login", e)
+                raise
+            self._logged_in = True
+            self.logins += 1
+            self._last_activity = time.monotonic()
+
+    def ensure_session(self) -> None:
+        """Log in if needed; ping the venue when idle longer than ``keepalive_s``."""
+        if not self._logged_in:
+            self.login()
+        elif time.monotonic() - self._last_activity > self.keepalive_s:
+            self.call(self.venue.ping, name="keepalive")
+
+    def call(self, fn: Callable[..., T], *args: Any, name: Optional[str] = None, **kw: Any) -> T:
+        """Run a venue action; on session expiry log in again and retry once; capture failures."""
+        name = name or getattr(fn, "__name__", "action")
+        with self.lock:
+            if not self._logged_in:
+                self.login()
+            for attempt in (1, 2):
+                try:
+                    out = fn(*args, **kw)
+                    self._last_activity = time.monotonic()
+                    return out
+                except SessionExpired as e:
+                    if attempt == 2:
+                        self.capture_failure(name, e)
+                        raise
+                    log.warning("%s: session expired during %s; logging in again", self.venue_name, name)
+                    self._logged_in = False
+                    self.login()
+                except Exception as e:
+                    self.capture_failure(name, e)
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # -- failures ----------------------------------------------------------
+    def capture_failure(self, name: str, exc: Optional[BaseException] = None) -> Optional[Path]:
+        """Save a screenshot and the page source (secrets masked) under ``screenshots_dir``."""
+        if self._driver is None:
+            return None
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+        base = self.screenshots_dir / f"{self.venue_name}-{name}-{stamp}"
+        try:
+            self.screenshots_dir.mkdir(parents=True, exist_ok=True)
+            secrets = [s for s in (self._credentials.username, self._credentials.password)
+                       if s] if self._credentials else []
+            # blank typed secrets and any echo of them before the screenshot
+            self._driver.execute_script(
+                "for (const i of document.querySelectorAll('input')) { if (arguments[0].includes(i.value)"
+                " || i.type === 'password') i.value = ''; }"
+                "const w = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);"
+                "while (w.nextNode()) { let t = w.currentNode.nodeValue;"
+                " for (const s of arguments[0]) t = t.split(s).join('***'); w.currentNode.nodeValue = t; }",
+                secrets)
+            self._driver.save_screenshot(str(base.with_suffix(".png")))
+            tmp = base.with_suffix(".html.tmp")
+            tmp.write_text(mask(self._driver.page_source), encoding="utf-8")
+            tmp.replace(base.with_suffix(".html"))
+            self.failures.append(base)
+            log.error("%s: %s failed (%s); screenshot %s.png", self.venue_name, name,
+                      mask(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) if exc else "", base)
+            return base
+        except Exception as e:  # never let the capture hide the original error
+            log.error("%s: could not save failure screenshot: %s", self.venue_name, mask(str(e)))
+            return None
+
+    def getbroker(self, **kw: Any) -> Any:
+        """A :class:`~mltrade.live.broker.SeleniumBroker` trading through this store."""
+        from mltrade.live.broker import SeleniumBroker
+        return SeleniumBroker(store=self, **kw)

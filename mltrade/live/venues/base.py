@@ -1,0 +1,310 @@
+"""One interface for every venue driver, plus the Selenium helpers they share.
+
+A venue driver turns "buy a long knock-out near barrier B for stake X" into
+clicks on the venue's pages. Drivers keep their page selectors in a
+``SELECTORS`` dict at the top of their module, raise the exceptions below, and
+never log credentials. The :class:`~mltrade.live.store.SeleniumStore` owns the
+browser and wraps every call with re-login and failure screenshots.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+if TYPE_CHECKING:  # pragma: no cover
+    from mltrade.live.store import SeleniumStore
+
+log = logging.getLogger("mltrade.live")
+
+
+class VenueError(RuntimeError):
+    """Something went wrong on the venue's pages."""
+
+
+class ElementMissing(VenueError):
+    """An expected page element did not appear in time."""
+
+
+class SessionExpired(VenueError):
+    """The venue sent us back to its login page."""
+
+
+class OrderRejected(VenueError):
+    """The venue refused the order; ``reason`` is its message."""
+
+    def __init__(self, reason: str):
+        super().__init__(f"order rejected: {reason}")
+        self.reason = reason
+
+
+class ConfirmationTimeout(VenueError):
+    """The order was submitted but no confirmation or rejection appeared: outcome unknown."""
+
+
+@dataclass
+class VenueFill:
+    """A confirmed buy."""
+
+    deal_id: str
+    product_id: str
+    direction: int
+    barrier: float
+    size: int
+    price: float
+    client_ref: str
+
+
+@dataclass
+class VenuePosition:
+    """An open position as the venue shows it."""
+
+    deal_id: str
+    product_id: str
+    direction: int
+    barrier: float
+    size: int
+    entry: float
+    bid: float
+    pnl: float
+    client_ref: str = ""
+    stop: Optional[float] = None
+
+
+@dataclass
+class ClosedPosition:
+    """A closed position from the venue's history (reason: closed | stop | knockout)."""
+
+    deal_id: str
+    client_ref: str
+    size: int
+    exit: float
+    pnl: float
+    reason: str
+
+
+def pick_level(levels: List[float], direction: int, wanted: float) -> float:
+    """Nearest offered knock-out level on the safe side of ``wanted``.
+
+    Long: the highest level at or below ``wanted``; short: the lowest at or above.
+    Raises :class:`VenueError` when the venue offers none on that side.
+    """
+    if direction > 0:
+        ok = [x for x in levels if x <= wanted + 1e-9]
+        if ok:
+            return max(ok)
+    else:
+        ok = [x for x in levels if x >= wanted - 1e-9]
+        if ok:
+            return min(ok)
+    side = "at or below" if direction > 0 else "at or above"
+    raise VenueError(f"no knock-out level offered {side} {wanted:.2f} "
+                     f"({len(levels)} levels, {min(levels, default=float('nan')):.2f}"
+                     f"..{max(levels, default=float('nan')):.2f})")
+
+
+def size_for(price: float, stake: Optional[float] = None, cash: Optional[float] = None,
+             fee: float = 0.0) -> int:
+    """Whole certificates for ``stake`` (or all ``cash`` less the fee) at ``price``."""
+    if price <= 0 or not math.isfinite(price):
+        raise VenueError(f"price: expected a positive dealable price, got {price!r}")
+    budget = stake if stake is not None else (cash or 0.0) - fee
+    return max(int(math.floor(budget / price + 1e-9)), 0)
+
+
+class Venue(ABC):
+    """Interface of a venue driver (IG, Trade Republic, ...)."""
+
+    name: str = "venue"
+    SELECTORS: Dict[str, str] = {}
+    number_locale: str = "en"
+
+    def __init__(self, store: "SeleniumStore"):
+        self.store = store
+
+    # -- shared Selenium helpers -------------------------------------------
+    @property
+    def driver(self) -> Any:
+        return self.store.driver
+
+    def sel(self, key: str) -> str:
+        return self.SELECTORS[key]
+
+    def open(self, path: str, ready: Optional[str] = None) -> None:
+        """Load ``base_url + path``; raise :class:`SessionExpired` if the venue shows its login page."""
+        self.driver.get(self.store.base_url + path)
+        if "/login" in self.driver.current_url and "/login" not in path:
+            raise SessionExpired(f"{self.name}: redirected to the login page when opening {path}")
+        if ready:
+            self.wait_js(f"return document.body && document.body.dataset.{ready} === '1'",
+                         f"page {path} to finish loading")
+
+    def wait(self, key: str, timeout: Optional[float] = None, visible: bool = True) -> Any:
+        """Wait for the element ``SELECTORS[key]``; raise :class:`ElementMissing` naming it."""
+        from selenium.common.exceptions import TimeoutException
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support import expected_conditions as EC
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        css = self.sel(key)
+        cond = EC.visibility_of_element_located if visible else EC.presence_of_element_located
+        try:
+            return WebDriverWait(self.driver, timeout or self.store.timeout, poll_frequency=0.05).until(
+                cond((By.CSS_SELECTOR, css)))
+        except TimeoutException:
+            if "/login" in self.driver.current_url:
+                raise SessionExpired(f"{self.name}: on the login page while waiting for {key}") from None
+            raise ElementMissing(f"{self.name}: element {key!r} ({css}) did not appear within "
+                                 f"{timeout or self.store.timeout:.1f} s on {self.driver.current_url}") from None
+
+    def wait_js(self, script: str, what: str, timeout: Optional[float] = None) -> Any:
+        """Poll ``script`` until it returns a truthy value."""
+        end = time.monotonic() + (timeout or self.store.timeout)
+        while True:
+            v = self.driver.execute_script(script)
+            if v:
+                return v
+            if time.monotonic() > end:
+                if "/login" in self.driver.current_url:
+                    raise SessionExpired(f"{self.name}: on the login page while waiting for {what}")
+                raise ElementMissing(f"{self.name}: timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def first_of(self, keys: List[str], timeout: float) -> str:
+        """Wait until one of the elements ``keys`` is visible; return its key."""
+        end = time.monotonic() + timeout
+        script = ("const s = arguments[0]; for (let i = 0; i < s.length; i++) {"
+                  " const e = document.querySelector(s[i]); if (e && e.offsetParent !== null) return i + 1; }"
+                  " return 0;")
+        while True:
+            i = self.driver.execute_script(script, [self.sel(k) for k in keys])
+            if i:
+                return keys[i - 1]
+            if time.monotonic() > end:
+                raise ConfirmationTimeout(f"{self.name}: none of {keys} appeared within {timeout:.1f} s")
+            time.sleep(0.05)
+
+    def type_into(self, key: str, text: str) -> None:
+        e = self.wait(key)
+        e.clear()
+        e.send_keys(text)
+
+    def click(self, key: str) -> None:
+        self.wait(key).click()
+
+    def text(self, key: str) -> str:
+        return self.wait(key).text
+
+    def number(self, key: str) -> float:
+        from mltrade.live.formats import parse_number
+        return parse_number(self.text(key), self.number_locale, field=f"{self.name}.{key}")
+
+    def table(self, row_key: str, cells: Dict[str, str]) -> List[Dict[str, str]]:
+        """Read rows ``SELECTORS[row_key]``: for each, ``{name: text of cell selector}`` plus data-*."""
+        script = ("const rows = document.querySelectorAll(arguments[0]); const cells = arguments[1];"
+                  "return Array.from(rows).map(r => { const o = Object.assign({}, r.dataset);"
+                  " for (const [k, s] of Object.entries(cells)) { const c = r.querySelector(s);"
+                  "  o[k] = c ? c.textContent : null; } return o; });")
+        return self.driver.execute_script(script, self.sel(row_key), cells)
+
+    # -- the interface -------------------------------------------------------
+    @abstractmethod
+    def login(self, username: str, password: str, code: Callable[[], str]) -> None:
+        """Log in, pass 2FA, and land on the trading account."""
+
+    @abstractmethod
+    def cash(self) -> float:
+        """Available cash in account currency."""
+
+    @abstractmethod
+    def positions(self) -> List[VenuePosition]:
+        """Open positions with current bid and P&L."""
+
+    @abstractmethod
+    def history(self) -> List[ClosedPosition]:
+        """Closed positions (closed, stopped out, knocked out)."""
+
+    @abstractmethod
+    def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
+            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "",
+            stop_fraction: Optional[float] = None) -> VenueFill:
+        """Buy the certificate nearest ``barrier`` on the safe side; optional stop at a fraction of entry."""
+
+    @abstractmethod
+    def place_stop(self, deal_id: str, stop_price: float) -> float:
+        """Set a stop (sell) order on position ``deal_id``; returns the accepted stop price."""
+
+    @abstractmethod
+    def close(self, deal_id: str) -> float:
+        """Sell position ``deal_id`` at market; returns the exit price."""
+
+    def ping(self) -> None:
+        """Keep the session alive (loads a cheap authenticated page)."""
+        self.cash()
+
+
+class PositionsPageMixin:
+    """Reads and acts on a positions page laid out as rows with per-cell selectors.
+
+    Needs SELECTORS keys: ``positions_page``, ``position_row``, ``pos_*`` cells,
+    ``history_row``, ``h_*`` cells, ``cash``, ``stop_input``, ``stop_button``,
+    ``stop_done``, ``close_button``, ``close_done``, ``close_price``.
+    """
+
+    def _positions_page(self: Any) -> None:
+        self.open(self.sel("positions_page"), ready="loaded")
+
+    def _num(self: Any, text: Optional[str], field: str) -> float:
+        from mltrade.live.formats import parse_number
+        return parse_number(text, self.number_locale, field=f"{self.name}.{field}")
+
+    def cash(self: Any) -> float:
+        self._positions_page()
+        return self.number("cash")
+
+    def positions(self: Any) -> List[VenuePosition]:
+        self._positions_page()
+        cells = {k[4:]: self.sel(k) for k in self.SELECTORS if k.startswith("pos_")}
+        out = []
+        for r in self.table("position_row", cells):
+            out.append(VenuePosition(
+                deal_id=r["dealId"], product_id=r["product"], direction=1 if r["dir"] in ("CALL", "Long") else -1,
+                barrier=self._num(r["level"], "level"), size=int(self._num(r["size"], "size")),
+                entry=self._num(r["entry"], "entry"), bid=self._num(r["bid"], "bid"),
+                pnl=self._num(r["pnl"], "pnl"), client_ref=r["ref"] or "",
+                stop=self._num(r["stop"], "stop") if r["stop"] else None))
+        return out
+
+    def history(self: Any) -> List[ClosedPosition]:
+        self._positions_page()
+        cells = {k[2:]: self.sel(k) for k in self.SELECTORS if k.startswith("h_")}
+        return [ClosedPosition(deal_id=r["dealId"], client_ref=r["ref"] or "", size=int(self._num(r["size"], "size")),
+                               exit=self._num(r["exit"], "exit"), pnl=self._num(r["pnl"], "pnl"),
+                               reason=r["reason"]) for r in self.table("history_row", cells)]
+
+    def _row_button(self: Any, deal_id: str, key: str) -> Any:
+        from selenium.webdriver.common.by import By
+        css = f"{self.sel('position_row')}[data-deal-id='{deal_id}'] {self.sel(key)}"
+        found = self.driver.find_elements(By.CSS_SELECTOR, css)
+        if not found:
+            raise ElementMissing(f"{self.name}: no {key} for position {deal_id} ({css})")
+        return found[0]
+
+    def place_stop(self: Any, deal_id: str, stop_price: float) -> float:
+        from mltrade.live.formats import format_number
+        self._positions_page()
+        inp = self._row_button(deal_id, "stop_input")
+        inp.clear()
+        inp.send_keys(format_number(stop_price, 2, self.number_locale))
+        self._row_button(deal_id, "stop_button").click()
+        self.wait("stop_done")
+        return self.number("stop_value")
+
+    def close(self: Any, deal_id: str) -> float:
+        self._positions_page()
+        self._row_button(deal_id, "close_button").click()
+        self.first_of(["close_done"], self.store.confirm_timeout)
+        return self.number("close_price")
