@@ -1,0 +1,132 @@
+"""ML-only pricing over a session, overlay summary (overlay vs ML-only) and the report section."""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from mltrade.llm import (LLMClient, LLMOverlay, ReplayCache, Responder, build_messages, cache_key,
+                         price_decision, trades_pnl_on_sessions)
+from mltrade.llm.contract import LLMRequest
+from mltrade.strategies.decision import Decision, DecisionContext
+
+RATIO, SPREAD, FEE, STAKE = 0.01, 0.01, 1.0, 1000.0
+
+
+def session(rows: list[tuple[float, float, float, float]], day: str = "2018-03-05") -> pd.DataFrame:
+    idx = pd.date_range(f"{day} 09:30", periods=len(rows), freq="5min", tz="America/New_York")
+    return pd.DataFrame(rows, columns=["open", "high", "low", "close"], index=idx).assign(volume=1.0)
+
+
+def long_at(barrier: float = 9600.0, stop: float | None = 0.71, day: str = "2018-03-05") -> Decision:
+    return Decision(direction=1, price=10000.0, time=datetime.fromisoformat(f"{day} 09:35"), barrier=barrier,
+                    stop=stop)
+
+
+def price(d: Decision, bars: pd.DataFrame) -> dict:
+    return price_decision(d, bars, ratio=RATIO, spread=SPREAD, commission=FEE, stake=STAKE)
+
+
+def expected(entry_underlying: float, exit_value: float, barrier: float = 9600.0, direction: int = 1):
+    entry = direction * (entry_underlying - barrier) * RATIO
+    n = int((STAKE - FEE) / entry)
+    return n, n * (exit_value - entry) - 2 * FEE
+
+
+FLAT = [(10000, 10005, 9995, 10000), (10000, 10010, 9990, 10005)]
+
+
+def test_held_to_session_end_enters_at_next_open():
+    bars = session(FLAT + [(10010, 10030, 10000, 10020), (10020, 10050, 10015, 10040)])
+    r = price(long_at(), bars)
+    n, pnl = expected(10010, (10040 - 9600) * RATIO - SPREAD)
+    assert (r["exit_reason"], r["size"], r["entry"]) == ("session_end", n, pytest.approx(4.10))
+    assert r["pnl"] == pytest.approx(pnl)
+
+
+def test_stop_inside_bar_and_on_a_gap():
+    bars = session(FLAT + [(10000, 10010, 9850, 9900), (9900, 9950, 9890, 9940)])
+    r = price(long_at(), bars)
+    assert r["exit_reason"] == "stop" and r["exit"] == pytest.approx(0.71 * 4.0)
+    gap = session(FLAT + [(10000, 10010, 9950, 9990), (9870, 9900, 9860, 9890)])
+    r = price(long_at(), gap)
+    assert r["exit_reason"] == "stop" and r["exit"] == pytest.approx((9870 - 9600) * RATIO - SPREAD)
+    assert r["pnl"] == pytest.approx(expected(10000, r["exit"])[1])
+
+
+def test_knockout_without_stop_and_through_a_gap():
+    bars = session(FLAT + [(10000, 10010, 9590, 9700), (9700, 9750, 9690, 9740)])
+    r = price(long_at(stop=None), bars)
+    assert (r["exit_reason"], r["exit"]) == ("knockout", 0.0)
+    assert r["pnl"] == pytest.approx(expected(10000, 0.0)[1])
+    gap = session(FLAT + [(10000, 10010, 9950, 9990), (9590, 9700, 9580, 9650)])
+    r = price(long_at(), gap)  # with a stop, but the open is already through the barrier
+    assert (r["exit_reason"], r["exit"]) == ("knockout", 0.0)
+
+
+def test_short_and_no_trade_cases():
+    bars = session(FLAT + [(10000, 10020, 9990, 9980), (9980, 9990, 9900, 9910)])
+    d = Decision(direction=-1, price=10000.0, time=datetime(2018, 3, 5, 9, 35), distance=0.04, stop=0.71)
+    r = price(d, bars)
+    n, pnl = expected(10000, (10400 - 9910) * RATIO - SPREAD, barrier=10400, direction=-1)
+    assert (r["exit_reason"], r["size"]) == ("session_end", n) and r["pnl"] == pytest.approx(pnl)
+    assert price(long_at(), session(FLAT))["exit_reason"] == "no_bars"  # decided on the last bar
+    assert price(long_at(), session(FLAT + [(9500, 9600, 9400, 9500)]))["exit_reason"] == \
+        "knocked_out_before_entry"
+    assert price(Decision(0, 10000.0, time=datetime(2018, 3, 5, 9, 35)), bars)["pnl"] == 0.0
+    other_day = session(FLAT + [(10000, 10010, 9990, 10005)], day="2018-03-06")
+    assert price(long_at(), other_day)["exit_reason"] == "no_bars"
+
+
+def seeded_overlay(tmp_path, answers: list[tuple[Decision, DecisionContext, dict]]) -> LLMOverlay:
+    """A replay overlay whose cache holds ``answers`` for exactly these decisions (the real replay path)."""
+    client = LLMClient(base_url="http://127.0.0.1:9/v1", model="grok-test")
+    cache = ReplayCache(str(tmp_path / "seed.sqlite"))
+    for d, ctx, answer in answers:
+        msgs = build_messages(LLMRequest.from_decision(d, ctx, 17))
+        cache.put(cache_key(client.model, msgs, client.parameters()), client.model, {"messages": msgs},
+                  json.dumps(answer))
+    return LLMOverlay(Responder("replay", client, cache))
+
+
+def test_summary_compares_overlay_with_ml_only_on_the_same_sessions(tmp_path):
+    day1 = session(FLAT + [(10000, 10010, 9850, 9900), (9900, 9950, 9890, 9880)], "2018-03-05")
+    day2 = session(FLAT + [(10010, 10030, 10000, 10020), (10020, 10050, 10015, 10040)], "2018-03-06")
+    bars = pd.concat([day1, day2])
+    d1, d2 = long_at(day="2018-03-05"), long_at(day="2018-03-06")
+    c1, c2 = DecisionContext(day1.iloc[:2]), DecisionContext(day2.iloc[:2])
+    ov = seeded_overlay(tmp_path, [
+        (d1, c1, {"action": "BUY", "position": ["Short", 10500, "<b>falling</b> & weak"]}),
+        (d2, c2, {"action": "BUY", "direction": "Long", "barrier": 9500, "reasoning": "wider"}),
+    ])
+    f1, f2 = ov.review(d1, c1), ov.review(d2, c2)
+    assert (f1.direction, f2.barrier) == (-1, 9500.0)
+    trades = [{"entry_time": "2018-03-05T09:40:00-05:00", "pnl": 12.5},
+              {"entry_time": "2018-03-06T09:40:00-05:00", "pnl": -2.5},
+              {"entry_time": "2018-03-07T09:40:00-05:00", "pnl": 100.0}]
+    pricing = dict(ratio=RATIO, spread=SPREAD, commission=FEE, stake=STAKE)
+    s = ov.summary(bars, trades, **pricing)
+    assert (s["reviews"], s["reversed"], s["adjusted"], s["failed"], s["cache_hits"]) == (2, 1, 1, 0, 2)
+    ml = price(d1, bars)["pnl"] + price(d2, bars)["pnl"]
+    overlay = price(f1, bars)["pnl"] + price(f2, bars)["pnl"]
+    assert ml < 0 < overlay  # the stop on day 1 hurt the long; the reversal profited
+    assert s["ml_only_pnl"] == pytest.approx(ml) and s["overlay_pnl"] == pytest.approx(overlay)
+    assert s["overlay_minus_ml"] == pytest.approx(overlay - ml)
+    assert s["strategy_trades_pnl"] == pytest.approx(10.0)
+    assert s["by_outcome"]["reversed"]["n"] == 1
+    title, html = ov.report_section(bars, trades, **pricing)
+    assert title == "LLM overlay"
+    assert "&lt;b&gt;falling&lt;/b&gt; &amp; weak" in html and "<b>falling" not in html
+    assert "reversed_ok" in html and "barrier_further" in html and f"{ml:.2f}" in html
+    assert "Short @ 10500.00" in html
+
+
+def test_counts_without_bars_and_trades_validation():
+    ov = LLMOverlay(Responder("dry"))
+    assert ov.summary()["reviews"] == 0 and "ml_only_pnl" not in ov.summary()
+    assert ov.review(Decision(0, 100.0), DecisionContext(pd.DataFrame())).direction == 0
+    assert ov.records == []
+    with pytest.raises(ValueError, match="entry time column"):
+        trades_pnl_on_sessions([{"when": 1, "pnl": 2}], [])
