@@ -1,0 +1,1 @@
+"""Sub-commands of the ``mltrade`` CLI; each module defines ``register(subparsers)``."""

@@ -138,6 +138,6 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
 def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> None:
     """Write bars as CSV (ISO timestamps with offset), atomically."""
     out = df[[c for c in ("open", "high", "low", "close", "volume") if c in df]].copy()
-    out.index = out.index.map(lambda ts: ts.isoformat())
+    out.index = out.index.strftime("%Y-%m-%dT%H:%M:%S%z")
     out.index.name = "datetime"
     atomic_write_text(path, out.to_csv(float_format="%.6f"))

@@ -1,6 +1,8 @@
 """Reference strategies without ML: the original's intraday mechanics and the index baseline."""
 from __future__ import annotations
 
+import random
+
 from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.decision import Decision
 
@@ -9,11 +11,14 @@ class IntradayMomentum(KnockoutStrategy):
     """After ``decision_bar`` candles go long if the session is up so far, else short; flat at the close.
 
     Barrier ``distance`` from the index, stop at ``stop`` of the entry price (defaults: 17 candles, 4 %, 0.71).
+    ``direction_rule`` turns it into the baselines: ``long`` (always long) or ``random`` (seeded coin).
     """
 
     params = (
         ("decision_bar", 17),      # decide after this many completed candles of the session
         ("min_move", 0.0),         # no trade unless |session return| exceeds this fraction
+        ("direction_rule", "momentum"),  # momentum | long | random
+        ("seed", 7),               # seed of the random direction rule
     )
     param_space = {
         "decision_bar": (3, 60, 1),
@@ -25,6 +30,9 @@ class IntradayMomentum(KnockoutStrategy):
     def __init__(self) -> None:
         super().__init__()
         self._session_open = None
+        if self.p.direction_rule not in ("momentum", "long", "random"):
+            raise ValueError(f"direction_rule: expected momentum, long or random, got {self.p.direction_rule!r}")
+        self._rng = random.Random(self.p.seed)
 
     def on_bar(self) -> None:
         if self.session_bar() == 0:
@@ -35,7 +43,12 @@ class IntradayMomentum(KnockoutStrategy):
         move = price / self._session_open - 1.0
         if abs(move) < self.p.min_move:
             return
-        direction = 1 if move > 0 else -1
+        if self.p.direction_rule == "long":
+            direction = 1
+        elif self.p.direction_rule == "random":
+            direction = self._rng.choice((1, -1))
+        else:
+            direction = 1 if move > 0 else -1
         self.submit_decision(Decision(direction=direction, price=price, time=self.data.datetime.datetime(0),
                                       distance=self.p.distance, stop=self.p.stop, source="momentum",
                                       info={"session_move": move}))

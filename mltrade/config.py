@@ -1,0 +1,101 @@
+"""One TOML configuration for every command: defaults, user overrides, validation.
+
+Defaults come from ``mltrade/default_config.toml`` plus every file in
+``mltrade/config.d/`` (one per capability). A user file overrides any subset;
+unknown sections or keys, and values of the wrong type, are rejected with the
+file, the key and what was expected.
+"""
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+from typing import Optional, Union
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_FILE = PACKAGE_DIR / "default_config.toml"
+CONFIG_D = PACKAGE_DIR / "config.d"
+#: tables whose keys are free-form (checked later by their consumer)
+FREE_TABLES = {"strategy.params"}
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that does not fit; the message names file and key."""
+
+
+def _read(path: Path) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def default_config() -> dict:
+    """The documented defaults: default_config.toml merged with config.d/*.toml."""
+    cfg = _read(DEFAULT_FILE)
+    if CONFIG_D.is_dir():
+        for extra in sorted(CONFIG_D.glob("*.toml")):
+            cfg = _merge(cfg, _read(extra))
+    return cfg
+
+
+def _validate(user: dict, defaults: dict, source: str, prefix: str = "") -> None:
+    for key, value in user.items():
+        name = f"{prefix}{key}"
+        if prefix.rstrip(".") in FREE_TABLES:
+            continue
+        if key not in defaults:
+            valid = ", ".join(sorted(defaults)) or "(none)"
+            where = f"[{prefix.rstrip('.')}]" if prefix else "the top level"
+            raise ConfigError(f"{source}: unknown key '{name}'; valid keys in {where}: {valid}")
+        ref = defaults[key]
+        if isinstance(ref, dict):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: '{name}' must be a table, got {value!r}")
+            _validate(value, ref, source, f"{name}.")
+        elif not _same_type(ref, value):
+            raise ConfigError(f"{source}: '{name}' expects {type(ref).__name__} "
+                              f"(default {ref!r}), got {value!r}")
+
+
+def _same_type(ref, value) -> bool:
+    if isinstance(ref, bool) or isinstance(value, bool):
+        return isinstance(ref, bool) and isinstance(value, bool)
+    if isinstance(ref, (int, float)):
+        return isinstance(value, (int, float))
+    if ref is None:
+        return True
+    return isinstance(value, type(ref))
+
+
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dict] = None) -> dict:
+    """Defaults, then the user file at ``path``, then ``overrides`` (e.g. from CLI flags); validated."""
+    defaults = default_config()
+    cfg = defaults
+    layers = []
+    if path is not None:
+        layers.append((_read(Path(path)), str(path)))
+    if overrides:
+        layers.append((overrides, "command line"))
+    for layer, source in layers:
+        _validate(layer, defaults, source)
+        strat = layer.get("strategy", {})
+        if "name" in strat and strat["name"] != cfg["strategy"]["name"]:
+            # another strategy: the previous strategy's parameters do not apply to it
+            cfg = _merge(cfg, {})
+            cfg["strategy"]["params"] = {}
+        cfg = _merge(cfg, layer)
+    return cfg
