@@ -1,7 +1,8 @@
 """A real HTTP server on 127.0.0.1 speaking ``/v1/chat/completions``, scripted per test.
 
 Each request takes the next :class:`Reply` of the script (the last one repeats
-when the script runs out). Every request's JSON body and headers are kept in
+when the script runs out); a callable in the script is called with the request
+body and returns the reply (or its content). Every request's JSON body and headers are kept in
 ``server.requests``. ``reject_response_format=True`` makes the server answer 400
 to any request that carries ``response_format`` without consuming the script,
 like servers that do not support structured output.
@@ -32,7 +33,7 @@ class FakeOpenAI:
     """Context manager: start the server, expose ``base_url``, stop it on exit."""
 
     def __init__(self, script: list, reject_response_format: bool = False) -> None:
-        self.script = [r if isinstance(r, Reply) else Reply(content=r) for r in script]
+        self.script = [r if isinstance(r, Reply) or callable(r) else Reply(content=r) for r in script]
         self.reject_response_format = reject_response_format
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -55,6 +56,9 @@ class FakeOpenAI:
                     else:
                         reply = outer.script[min(outer._served, len(outer.script) - 1)]
                         outer._served += 1
+                        if callable(reply):
+                            reply = reply(body)
+                            reply = reply if isinstance(reply, Reply) else Reply(content=reply)
                 if reply.delay:
                     time.sleep(reply.delay)
                 if reply.status == 200:

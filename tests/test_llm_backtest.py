@@ -1,0 +1,106 @@
+"""Integration: a real backtrader backtest of ``IntradayMomentum`` with the LLM overlay (dry, record, replay)."""
+from __future__ import annotations
+
+import json
+import re
+from datetime import date
+
+import backtrader as bt
+import pytest
+
+from mltrade.brokers.knockout import KnockoutBroker
+from mltrade.feeds.bars import IndexData
+from mltrade.feeds.sample import sample_intraday
+from mltrade.llm import LLMClient, LLMOverlay, ReplayCache, Responder, build_overlay, price_decision
+from mltrade.strategies.reference import IntradayMomentum
+from tests.fake_openai import FakeOpenAI
+
+ENV = "MLTRADE_TEST_LLM_KEY"
+PRICING = dict(ratio=0.01, spread=0.01, commission=1.0, stake=1000.0)
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return sample_intraday("2018-03-05", "2018-03-16")  # 10 sessions of synthetic 5-minute bars
+
+
+def backtest(df, overlay: LLMOverlay):
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.setbroker(KnockoutBroker(cash=10_000.0, commission_fixed=PRICING["commission"]))
+    cerebro.adddata(IndexData(dataframe=df, exchange="XNAS", interval=5))
+    cerebro.addstrategy(IntradayMomentum, overlay=overlay, spread=PRICING["spread"], ratio=PRICING["ratio"],
+                        stake=PRICING["stake"])
+    strat = cerebro.run()[0]
+    return strat, cerebro.broker.roundtrips
+
+
+def fingerprint(overlay: LLMOverlay, roundtrips) -> tuple:
+    recs = [(r.outcome, r.reason, r.final.direction, r.final.barrier_level()) for r in overlay.records]
+    rts = [(t["entry_time"], t["direction"], t["barrier"], t["exit_reason"], round(t["pnl"], 9))
+           for t in roundtrips]
+    return recs, rts
+
+
+def test_dry_overlay_drives_the_backtest_and_prices_like_the_broker(bars):
+    ov = build_overlay({"llm": {"mode": "dry", "max_leverage": 0}})
+    strat, rts = backtest(bars, ov)
+    n_sessions = len(set(bars.index.date))
+    assert len(ov.records) == len(strat.decisions) == n_sessions
+    assert {r.outcome for r in ov.records} <= {"confirmed", "adjusted"}
+    assert len(rts) == n_sessions
+    by_day = {r.ml.time.date(): r for r in ov.records}
+    for dec, rt in zip(strat.decisions, rts):
+        rec = by_day[date.fromisoformat(dec["time"][:10])]
+        assert dec["direction"] == rec.final.direction and dec["barrier"] == pytest.approx(rec.final.barrier)
+        assert rt["barrier"] == pytest.approx(rec.final.barrier)
+        priced = price_decision(rec.final, bars, **PRICING)
+        assert priced["exit_reason"] == rt["exit_reason"]
+        assert priced["pnl"] == pytest.approx(rt["pnl"], rel=1e-9, abs=1e-9)
+    s = ov.summary(bars, rts, **PRICING)
+    assert s["strategy_trades_pnl"] == pytest.approx(s["overlay_pnl"])
+    assert s["sessions_priced"] == n_sessions
+    # deterministic: a second run gives the same decisions and trades
+    ov2 = build_overlay({"llm": {"mode": "dry", "max_leverage": 0}})
+    assert fingerprint(ov2, backtest(bars, ov2)[1]) == fingerprint(ov, rts)
+
+
+def reverse_wider(body: dict) -> str:
+    """Server-side policy: reverse every proposal with a barrier 5 % away; garbage on every third call."""
+    text = body["messages"][1]["content"] if len(body["messages"]) == 2 else ""
+    if not text:  # a repair turn
+        return json.dumps({"action": "SKIP", "reasoning": "repaired: no trade"})
+    price = float(re.search(r"Current index price: (\S+)", text).group(1))
+    day = int(re.search(r"Decision time \(exchange local\): \d{4}-\d\d-(\d\d)", text).group(1))
+    if day % 3 == 0:
+        return "Let me think about it... the market looks"
+    long_ = "Proposed direction: Long" in text
+    return json.dumps({"action": "BUY", "position": ["Short" if long_ else "Long",
+                                                     round(price * (1.05 if long_ else 0.95), 2), "contrarian"]})
+
+
+def test_record_then_replay_backtest_is_identical_offline(bars, tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV, "xai-integration-key")
+    path = str(tmp_path / "bt.sqlite")
+
+    def overlay(mode: str, url: str) -> LLMOverlay:
+        client = LLMClient(base_url=url, model="grok-test", api_key_env=ENV, timeout=2.0, max_retries=0)
+        return LLMOverlay(Responder(mode, client, ReplayCache(path)))
+
+    with FakeOpenAI([reverse_wider]) as srv:
+        rec = overlay("record", srv.base_url)
+        _, rts1 = backtest(bars, rec)
+        calls = srv.calls
+    outcomes = {r.outcome for r in rec.records}
+    assert {"reversed", "skipped"} <= outcomes and calls == rec.responder.api_calls > len(rec.records)
+    assert all(r.final.direction == -r.ml.direction for r in rec.records if r.outcome == "reversed")
+
+    monkeypatch.delenv(ENV)  # replay needs no key and no server
+    with FakeOpenAI(["must not be called"]) as srv2:
+        rep = overlay("replay", srv2.base_url)
+        _, rts2 = backtest(bars, rep)
+        assert srv2.calls == 0
+    assert rep.responder.api_calls == 0 and rep.responder.cache_hits == calls
+    assert fingerprint(rep, rts2) == fingerprint(rec, rts1)
+    s = rep.summary(bars, rts2, **PRICING)
+    assert s["reversed"] + s["skipped"] == len(rep.records)
+    assert s["strategy_trades_pnl"] == pytest.approx(s["overlay_pnl"])
