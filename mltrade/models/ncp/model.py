@@ -70,6 +70,48 @@ class NCPConfig:
         return cls(**d)
 
 
+def _standardize_class():
+    import keras
+
+    @keras.utils.register_keras_serializable(package="mltrade_ncp", name="Standardize")
+    class Standardize(keras.layers.Layer):
+        """``(x - mean) / std`` over the last axis; statistics are non-trainable weights set from data."""
+
+        def build(self, input_shape):
+            n = int(input_shape[-1])
+            self.mean = self.add_weight(name="mean", shape=(n,), initializer="zeros", trainable=False)
+            self.std = self.add_weight(name="std", shape=(n,), initializer="ones", trainable=False)
+
+        def call(self, x):
+            return (x - self.mean) / self.std
+
+        def set_stats(self, sample: np.ndarray) -> None:
+            x = np.nan_to_num(np.asarray(sample, "float32"))
+            x = x.reshape(-1, x.shape[-1])
+            sd = x.std(axis=0)
+            self.mean.assign(x.mean(axis=0))
+            self.std.assign(np.where(sd > 1e-8, sd, 1.0).astype("float32"))
+
+    return Standardize
+
+
+_STANDARDIZE = None
+
+
+def standardize_layer_class():
+    """The registered ``Standardize`` layer class (created on first use, after Keras is imported)."""
+    global _STANDARDIZE
+    if _STANDARDIZE is None:
+        _STANDARDIZE = _standardize_class()
+    return _STANDARDIZE
+
+
+def set_input_stats(model, daily_sample: np.ndarray, seq_sample: np.ndarray) -> None:
+    """Set the input standardisation of a built model from (training) samples."""
+    model.get_layer("daily_norm").set_stats(daily_sample)
+    model.get_layer("candles_norm").set_stats(seq_sample)
+
+
 def _recurrent(cell: str, units: int, return_sequences: bool, name: str, seed: int):
     from ncps.keras import CfC, LTC
     from ncps.wirings import AutoNCP
@@ -96,12 +138,9 @@ def build_model(cfg: NCPConfig, daily_sample: Optional[np.ndarray] = None,
     daily_in = keras.Input(shape=(cfg.n_daily,), name="daily")
     seq_in = keras.Input(shape=(cfg.n_candles, cfg.n_seq_features), name="candles")
 
-    dnorm = keras.layers.Normalization(axis=-1, name="daily_norm")
-    snorm = keras.layers.Normalization(axis=-1, name="candles_norm")
-    if daily_sample is not None:
-        dnorm.adapt(np.nan_to_num(np.asarray(daily_sample, "float32")))
-    if seq_sample is not None:
-        snorm.adapt(np.nan_to_num(np.asarray(seq_sample, "float32")).reshape(-1, cfg.n_seq_features))
+    Standardize = standardize_layer_class()
+    dnorm = Standardize(name="daily_norm")
+    snorm = Standardize(name="candles_norm")
     x = dnorm(daily_in)
     for i, u in enumerate(cfg.dense_units):
         x = _block(x, u, cfg.dense_slope, cfg.dense_dropout, f"daily{i}")
@@ -116,8 +155,11 @@ def build_model(cfg: NCPConfig, daily_sample: Optional[np.ndarray] = None,
     h = _block(h, cfg.head_units, cfg.head_slope, cfg.head_dropout, "head")
     out = keras.layers.Dense(1, activation="sigmoid", name="p_long")(h)
     model = keras.Model([daily_in, seq_in], out, name=f"ncp_{cfg.cell}")
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy",
-                  metrics=["accuracy"])
+    if daily_sample is not None:
+        dnorm.set_stats(daily_sample)
+    if seq_sample is not None:
+        snorm.set_stats(seq_sample)
+    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
     return model
 
 
@@ -125,7 +167,7 @@ def custom_objects() -> dict:
     """Objects needed to load a saved model (the ncps layers and wirings)."""
     from ncps.keras import CfC, LTC
     from ncps.wirings import AutoNCP
-    return {"LTC": LTC, "CfC": CfC, "AutoNCP": AutoNCP}
+    return {"LTC": LTC, "CfC": CfC, "AutoNCP": AutoNCP, "Standardize": standardize_layer_class()}
 
 
 def save_model(model: Any, path: str) -> str:
