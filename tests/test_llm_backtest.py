@@ -104,3 +104,34 @@ def test_record_then_replay_backtest_is_identical_offline(bars, tmp_path, monkey
     s = rep.summary(bars, rts2, **PRICING)
     assert s["reversed"] + s["skipped"] == len(rep.records)
     assert s["strategy_trades_pnl"] == pytest.approx(s["overlay_pnl"])
+
+
+def test_run_backtest_with_overlay_writes_the_llm_section(tmp_path):
+    from mltrade.backtest import run_backtest
+    from mltrade.config import load_config
+
+    cfg = load_config(None, {"backtest": {"start": "2018-03-05", "end": "2018-03-09", "baselines": False,
+                                          "out": str(tmp_path)}, "llm": {"mode": "dry"}})
+    ov = build_overlay(cfg)
+    res = run_backtest(cfg, run_name="llm", extra_params={"overlay": ov})
+    assert len(ov.records) == 5 and len(res.trades) == 5
+    html = (tmp_path / "llm" / "report.html").read_text()
+    assert "LLM overlay" in html and ("barrier_further" in html or "same_barrier" in html)
+    s = ov.summary(strategy=res.strategy)
+    assert s["strategy_trades_pnl"] == pytest.approx(float(res.trades["pnl"].sum()))
+    assert s["pricing"]["stake"] == 10_000.0 and s["pricing"]["commission"] == 1.0
+    assert s["sessions_priced"] == 5
+
+
+def test_cli_backtest_llm_flag_in_replay_mode_with_an_empty_cache_fails_clearly(tmp_path, capsys):
+    from mltrade.cli import main
+
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[backtest]\nstart = "2018-03-05"\nend = "2018-03-06"\nbaselines = false\nout = "{tmp_path}"\n'
+                    f'[llm]\nmode = "replay"\ncache_path = "{tmp_path / "none.sqlite"}"\n')
+    assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "r"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r'no stored answer for key [0-9a-f]{64} in .*none.sqlite.*mode = "record"', err), err
+    conf.write_text(conf.read_text().replace('mode = "replay"', 'mode = "dry"'))
+    assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "d"]) == 0
+    assert "LLM overlay" in (tmp_path / "d" / "report.html").read_text()

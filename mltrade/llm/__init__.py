@@ -4,7 +4,7 @@ from mltrade.llm.client import ChatAnswer, LLMCallError, LLMClient, LLMConfigErr
 from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, LLMResponse,
                                   Verdict, extract_json, parse_response, parse_text, validate)
 from mltrade.llm.overlay import (CONFIG_DEFAULTS, LLMOverlay, OverlayRecord, build_overlay, price_decision,
-                                 trades_pnl_on_sessions)
+                                 pricing_for, trades_pnl_on_sessions)
 from mltrade.llm.prompt import RESPONSE_SCHEMA, SYSTEM_PROMPT, build_messages, repair_messages
 
 __all__ = [
@@ -13,6 +13,6 @@ __all__ = [
     "OUTCOMES", "REASONS", "ContractError", "ContractRules", "LLMRequest", "LLMResponse", "Verdict",
     "extract_json", "parse_response", "parse_text", "validate",
     "CONFIG_DEFAULTS", "LLMOverlay", "OverlayRecord", "build_overlay", "price_decision",
-    "trades_pnl_on_sessions",
+    "pricing_for", "trades_pnl_on_sessions",
     "RESPONSE_SCHEMA", "SYSTEM_PROMPT", "build_messages", "repair_messages",
 ]

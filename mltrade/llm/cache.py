@@ -34,8 +34,8 @@ log = logging.getLogger("mltrade.llm")
 MODES = ("live", "record", "replay", "dry")
 
 
-class ReplayMiss(LookupError):
-    """Replay mode found no stored answer for a request."""
+class ReplayMiss(LookupError, ValueError):
+    """Replay mode found no stored answer for a request (a ``ValueError`` too, so the CLI reports it cleanly)."""
 
     def __init__(self, key: str, path: str) -> None:
         super().__init__(

@@ -147,13 +147,17 @@ class LLMOverlay:
         out["reasons"] = reasons
         return out
 
-    def summary(self, bars: Optional[pd.DataFrame] = None, trades: Any = None, **pricing: Any) -> dict:
+    def summary(self, bars: Optional[pd.DataFrame] = None, trades: Any = None, strategy: Any = None,
+                **pricing: Any) -> dict:
         """Outcome counts and, given ``bars`` (and the strategy's closed ``trades``), overlay vs ML-only P&L.
 
         ML-only and overlay decisions are both priced by :func:`price_decision` on the
         same sessions; ``trades`` (rows with an entry time and a P&L) add the
-        strategy's realised P&L on those sessions. ``pricing`` goes to :func:`price_decision`.
+        strategy's realised P&L on those sessions. With ``strategy`` (a finished
+        ``KnockoutStrategy``), bars, trades and pricing default to its feed, its
+        broker's round trips and :func:`pricing_for`; ``pricing`` overrides them.
         """
+        bars, trades, pricing = _from_strategy(strategy, bars, trades, pricing)
         out = self.counts()
         out["mode"] = self.responder.mode
         out["api_calls"] = self.responder.api_calls
@@ -175,6 +179,7 @@ class LLMOverlay:
             po["n"] += 1
             po["ml_pnl"] += ml["pnl"]
             po["overlay_pnl"] += ov["pnl"]
+        out["pricing"] = dict(pricing)
         out["sessions_priced"] = priced
         out["ml_only_pnl"] = round(ml_pnl, 6)
         out["overlay_pnl"] = round(llm_pnl, 6)
@@ -184,10 +189,15 @@ class LLMOverlay:
             out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, {r.session for r in self.records}), 6)
         return out
 
-    def report_section(self, bars: Optional[pd.DataFrame] = None, trades: Any = None,
+    def report_sections(self, strategy: Any = None, bars: Optional[pd.DataFrame] = None, trades: Any = None,
+                        **pricing: Any) -> list[tuple[str, str]]:
+        """``[(title, html)]`` for ``write_report(extra_sections=...)``; pass the finished ``strategy`` for P&L."""
+        return [self.report_section(bars, trades, strategy=strategy, **pricing)]
+
+    def report_section(self, bars: Optional[pd.DataFrame] = None, trades: Any = None, strategy: Any = None,
                        max_rows: int = 200, **pricing: Any) -> tuple[str, str]:
         """``(title, html)`` for ``mltrade.report.write_report(extra_sections=[...])``."""
-        s = self.summary(bars, trades, **pricing)
+        s = self.summary(bars, trades, strategy, **pricing)
         e = html.escape
         parts = [f"<p>Mode <b>{e(s['mode'])}</b>: {s['reviews']} reviews, {s['api_calls']} API calls, "
                  f"{s['cache_hits']} cache hits.</p>", "<table><tr><th>outcome</th><th>count</th></tr>"]
@@ -222,6 +232,30 @@ class LLMOverlay:
         return "LLM overlay", "\n".join(parts)
 
 
+def pricing_for(strategy: Any) -> dict:
+    """:func:`price_decision` settings matching a ``KnockoutStrategy`` and its ``KnockoutBroker``.
+
+    ``stake``: the strategy's ``stake`` or, when it trades all cash, the broker's starting cash
+    (the ML-only P&L does not compound). ``commission_pct`` is not modelled here.
+    """
+    p, broker = strategy.p, strategy.broker
+    stake = getattr(p, "stake", None) or getattr(broker, "startingcash", None) or broker.getcash()
+    bp = getattr(broker, "p", None)
+    return {"ratio": float(p.ratio), "spread": float(p.spread), "fx": float(p.fx),
+            "commission": float(getattr(bp, "commission_fixed", 0.0) or 0.0), "stake": float(stake),
+            "kind": getattr(p, "kind", "turbo"), "barrier_buffer": float(getattr(p, "barrier_buffer", 0.0))}
+
+
+def _from_strategy(strategy: Any, bars: Optional[pd.DataFrame], trades: Any, pricing: dict):
+    if strategy is None:
+        return bars, trades, pricing
+    if bars is None:
+        bars = getattr(strategy.data.p, "dataframe", None)
+    if trades is None:
+        trades = getattr(strategy.broker, "roundtrips", None)
+    return bars, trades, {**pricing_for(strategy), **pricing}
+
+
 def _side(direction: int, barrier: Optional[float]) -> str:
     if not direction:
         return "no trade"
@@ -233,8 +267,8 @@ def _side(direction: int, barrier: Optional[float]) -> str:
 # --------------------------------------------------------------------------
 def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.01, spread: float = 0.01,
                    fx: float = 1.0, commission: float = 1.0, stake: float = 1000.0,
-                   stop: Optional[float] = None) -> dict:
-    """P&L of a turbo bought for ``decision`` and held over the rest of its session.
+                   stop: Optional[float] = None, kind: str = "turbo", barrier_buffer: float = 0.0) -> dict:
+    """P&L of a certificate bought for ``decision`` and held over the rest of its session.
 
     Entry: the open of the first bar after ``decision.time`` on the same date (at
     the ask), whole certificates ``int((stake - commission) / ask)``. Exit, bar
@@ -242,7 +276,9 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
     price touches it: paid 0), stop (certificate bid at or below ``stop * entry``:
     at the open's bid if it gapped below, else at the stop level), or the
     session's last close at the bid. ``commission`` is charged on entry and exit.
-    ``stop`` defaults to ``decision.stop``.
+    ``stop`` defaults to ``decision.stop``. A mini future (``kind``) pays its
+    residual at the bar's worst price after a knock-out; financing is ignored
+    within a session.
     """
     none = {"pnl": 0.0, "entry": None, "exit": None, "size": 0, "exit_reason": "no_trade"}
     if not decision.direction or decision.time is None:
@@ -264,7 +300,8 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
     d = decision.direction
     if (d > 0 and o[0] <= barrier) or (d < 0 and o[0] >= barrier):
         return {**none, "exit_reason": "knocked_out_before_entry"}
-    product = KnockoutProduct.for_index(d, float(o[0]), barrier=barrier, ratio=ratio, spread=spread, fx=fx)
+    product = KnockoutProduct.for_index(d, float(o[0]), barrier=barrier, ratio=ratio, spread=spread, fx=fx,
+                                        kind=kind, barrier_buffer=barrier_buffer)
     entry = float(product.ask(o[0]))
     size = int((stake - commission) / entry) if entry > 0 else 0
     if size <= 0:
@@ -274,7 +311,7 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
     exit_price, reason = float(product.bid(c[-1])), "session_end"
     for i in range(len(o)):
         if bool(product.knocked_out_by(o[i], o[i])):
-            exit_price, reason = float(product.residual(o[i])), "knockout"
+            exit_price, reason = float(product.residual(worst[i])), "knockout"
             break
         if stop_level is not None:
             if float(product.bid(o[i])) <= stop_level:
