@@ -1,0 +1,308 @@
+"""Walk-forward training of the DQN ensembles and the inference used by the backtrader strategy.
+
+Per fold and session: agents are trained on the training range, the best
+``agents`` of ``candidates`` are selected on the validation range, the gate is
+fitted on the first part of validation and its threshold tuned on the rest, and
+the result is evaluated once on the test range beside the baselines. The last
+fold's ensembles go to the model registry when their out-of-sample return
+beats the kept model's.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from mltrade.models.baselines import TradeCosts, baseline_table, decisions_result
+from mltrade.models.dqn.ensemble import (DeviationStore, Ensemble, EnsembleConfig, Scaler, agent_specs,
+                                         deviation_stats, fit_regressor, train_agent)
+from mltrade.models.dqn.gate import ConfidenceGate, drawdown_block, gate_features
+from mltrade.models.dqn.observations import build_observations
+from mltrade.models.registry import ModelRegistry, read_json, write_json_atomic
+from mltrade.models.walkforward import Fold, walk_forward_folds
+
+COST_KEYS = ("ratio", "spread", "fx", "fee", "stop", "barrier_step", "budget", "floor", "max_stake")
+
+
+def costs_from(cfg: dict) -> TradeCosts:
+    """TradeCosts from a ``[dqn]`` section."""
+    return TradeCosts(**{k: cfg[k] for k in COST_KEYS if k in cfg})
+
+
+def ensemble_config_from(cfg: dict) -> EnsembleConfig:
+    """EnsembleConfig from the keys of a ``[dqn]`` section that it knows."""
+    fields = EnsembleConfig.__dataclass_fields__
+    return EnsembleConfig(**{k: v for k, v in cfg.items() if k in fields})
+
+
+def load_training_daily(cfg: dict) -> pd.DataFrame:
+    """Daily bars named by ``[dqn] data`` cut to start/end."""
+    if cfg.get("data", "sample") == "sample":
+        from mltrade.feeds.sample import load_daily
+        daily = load_daily()
+    else:
+        from mltrade.feeds.loader import load_csv
+        from mltrade.models.dqn.observations import daily_from_intraday
+        df = load_csv(cfg["data"])
+        daily = df if df.index.tz is None else daily_from_intraday(df)
+    start, end = cfg.get("start") or None, cfg.get("end") or None
+    return daily.loc[start:end]
+
+
+# ------------------------------------------------------------------------ inference
+def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, obs: pd.DataFrame,
+           costs: TradeCosts, settings: dict, per_row: bool = False) -> pd.DataFrame:
+    """Votes, gate and final decisions for every session of ``daily`` (one batch per agent).
+
+    Returns one row per session: direction / distance of the vote, agreement and
+    counts, gate probability, drawdown block, the final ``trade_direction`` and the
+    ensemble's predicted OHLC mean/standard error with the z deviations.
+    """
+    obs = obs.reindex(daily.index)
+    ok = np.isfinite(obs[ens.columns].to_numpy(float)).all(axis=1)
+    if ens.session == "night" and len(ok):
+        ok[0] = False
+    q = np.zeros((len(ens), len(obs), len(ens.directions)), np.float32)
+    if ok.any():
+        sub = obs[ok]
+        q[:, ok] = ens.q_values_per_row(sub) if per_row else ens.q_values(sub)
+    v = ens.vote(q)
+    v.direction[~ok] = 0
+    frame = v.frame(daily.index)
+    frame["valid"] = ok
+    shadow_sum, shadow = decisions_result(daily, v.direction, v.distance, costs, ens.session)
+    opp_sum, opposite = decisions_result(daily, -v.direction, v.distance, costs, ens.session)
+
+    def cert_ret(sim: pd.DataFrame) -> np.ndarray:
+        e, x = sim["entry"].to_numpy(float), sim["exit"].to_numpy(float)
+        return np.where(e > 0, x / np.where(e > 0, e, 1.0) - 1.0, np.nan)
+    frame["shadow_return"] = cert_ret(shadow)
+    frame["opposite_return"] = cert_ret(opposite)
+    prev_close = daily["close"].shift(1).to_numpy(float)
+    pred = np.full((len(ens), len(obs), 4), np.nan)
+    if ok.any() and len(ens.regressors) == len(ens):
+        pred[:, ok] = ens.predict_ohlc(obs[ok], prev_close[ok])
+    actual = daily[["open", "high", "low", "close"]].to_numpy(float)
+    if len(ens) >= 2:
+        stats = deviation_stats(pred, actual)
+        dev = DeviationStore.frame(daily.index, stats)
+    else:
+        dev = pd.DataFrame(index=daily.index)
+    frame = pd.concat([frame, dev], axis=1)
+    dev_feat = DeviationStore.next_day_features(dev).fillna(0.0) if len(dev.columns) else None
+    feats = gate_features(frame, ens.margins(q), frame["shadow_return"].to_numpy(),
+                          frame["opposite_return"].to_numpy(), daily, int(settings.get("perf_window", 10)),
+                          dev_feat)
+    proba = gate.proba(feats) if gate is not None else np.ones(len(frame))
+    frame["gate_proba"] = proba
+    frame["gate_pass"] = proba >= (gate.threshold if gate is not None else 0.0)
+    frame["drawdown_block"] = drawdown_block(frame["shadow_return"].to_numpy(),
+                                             int(settings.get("drawdown_window", 20)),
+                                             float(settings.get("drawdown_limit", -1.0)))
+    trade = (frame["direction"] != 0) & frame["gate_pass"] & ~frame["drawdown_block"]
+    frame["trade_direction"] = np.where(trade, frame["direction"], 0).astype(int)
+    frame.attrs["gate_features"] = feats
+    return frame
+
+
+# ------------------------------------------------------------------------ training
+@dataclass
+class FoldResult:
+    """One session's ensemble, gate and figures on one fold."""
+
+    ensemble: Ensemble
+    gate: ConfidenceGate
+    metrics: dict
+    decisions: pd.DataFrame
+
+
+def _score(daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, costs: TradeCosts,
+           session: str) -> float:
+    return decisions_result(daily, direction, distance, costs, session)[0]["total_return"]
+
+
+def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
+                       progress: bool = True, log: Callable[[str], None] = print) -> FoldResult:
+    """Train, select, gate-fit and test one session's ensemble on one fold."""
+    ecfg = ensemble_config_from(cfg)
+    costs = costs_from(cfg)
+    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
+    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
+    train_rows = np.arange(fold.train_start, fold.train_stop)
+    x_train = obs.iloc[train_rows].to_numpy(float)
+    scaler = Scaler.fit(x_train[np.isfinite(x_train).all(1)])
+    scaled = pd.DataFrame(scaler.transform(obs.to_numpy(float)), index=obs.index, columns=obs.columns)
+    scaled[~np.isfinite(obs.to_numpy(float)).all(1)] = np.nan
+    specs = agent_specs(ecfg, max(ecfg.candidates, ecfg.agents), len(train_rows))
+    for s in specs:
+        s["window"] = [s["window"][0] + fold.train_start, s["window"][1] + fold.train_start]
+    agents, regs = [], []
+    bar = tqdm(specs, desc=f"fold {fold.index} {session} agents", disable=not progress)
+    for s in bar:
+        agents.append(train_agent(s, ecfg, scaled, daily, session, costs, progress=False, **kw))
+        regs.append(fit_regressor(s, scaled, daily))
+    val_daily = daily.iloc[fold.val]
+    ident = Scaler(np.zeros(len(obs.columns)), np.ones(len(obs.columns)))
+    # individual validation scores -> keep the best `agents`
+    tmp = Ensemble(session, agents, regs, ident, list(obs.columns), specs=specs, **kw)
+    val_obs = scaled.iloc[fold.val]
+    ok = np.isfinite(val_obs.to_numpy(float)).all(1)
+    qv = np.zeros((len(agents), len(val_obs), len(tmp.directions)), np.float32)
+    qv[:, ok] = tmp.q_values(val_obs[ok])
+    acts = np.argmax(qv, axis=2)
+    scores = []
+    for i in range(len(agents)):
+        d = np.where(ok, tmp.directions[acts[i]], 0)
+        scores.append(_score(val_daily, d, tmp.distances[acts[i]], costs, session))
+    order = np.argsort(-np.asarray(scores), kind="stable")[:ecfg.agents]
+    keep = sorted(order.tolist())
+    for i, s in enumerate(specs):
+        s["val_return"] = float(scores[i])
+        s["kept"] = i in keep
+    ens = Ensemble(session, [agents[i] for i in keep], [regs[i] for i in keep], scaler, list(obs.columns),
+                   specs=[specs[i] for i in keep], obs_kind=cfg.get("observations", "original"), **kw)
+    # gate: fit on the first part of validation, threshold on the rest
+    settings = {k: cfg[k] for k in ("perf_window", "drawdown_window", "drawdown_limit") if k in cfg}
+    no_gate = ConfidenceGate([], np.zeros(0), np.zeros(0), np.zeros(0), 0.0, 0.0)
+    vdec = decide(ens, None, val_daily, obs.iloc[fold.val], costs, settings)
+    feats = vdec.attrs["gate_features"]
+    traded = (vdec["direction"] != 0).to_numpy() & np.isfinite(vdec["shadow_return"].to_numpy())
+    n_fit = int(len(vdec) * float(cfg.get("gate_fit_frac", 0.5)))
+    fit_mask = traded.copy()
+    fit_mask[n_fit:] = False
+    gate = no_gate
+    gate_info: Dict[str, Any] = {"fitted": False}
+    if fit_mask.sum() >= 10:
+        gate = ConfidenceGate.fit(feats[fit_mask], (vdec["shadow_return"].to_numpy()[fit_mask] > 0).astype(int),
+                                  C=float(cfg.get("gate_c", 0.5)), seed=int(cfg.get("seed", 0)))
+        tune = np.zeros(len(vdec), bool)
+        tune[n_fit:] = True
+        tune_daily = val_daily.iloc[n_fit:]
+        p = gate.proba(feats)[n_fit:]
+        dirs = vdec["direction"].to_numpy()[n_fit:]
+        dist = vdec["distance"].to_numpy()[n_fit:]
+        blocked = vdec["drawdown_block"].to_numpy()[n_fit:]
+
+        def score(mask: np.ndarray) -> float:
+            return _score(tune_daily, np.where(mask & ~blocked, dirs, 0), dist, costs, session)
+        gate_info = {"fitted": True, **gate.choose_threshold(
+            np.where(dirs != 0, p, 1.0), score, int(cfg.get("gate_min_trades", 5)))}
+    else:
+        log(f"fold {fold.index} {session}: only {int(fit_mask.sum())} validation trades to fit the gate; "
+            "gate disabled (threshold 0)")
+    # test: evaluated once
+    test_daily = daily.iloc[fold.test]
+    tdec = decide(ens, gate, test_daily, obs.iloc[fold.test], costs, settings)
+    gated, _ = decisions_result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
+                                costs, session)
+    ungated, _ = decisions_result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
+                                  costs, session)
+    base = baseline_table(test_daily, float(cfg.get("baseline_distance", 0.08)), costs,
+                          int(cfg.get("baseline_draws", 50)), int(cfg.get("seed", 0)), session)
+    metrics = {"fold": fold.describe(daily.index), "session": session, "test": gated,
+               "test_ungated": ungated, "baselines": base, "gate": gate_info,
+               "validation_agent_returns": [float(s) for s in scores],
+               "validation_ensemble": _score(val_daily, vdec["direction"].to_numpy(),
+                                             vdec["distance"].to_numpy(), costs, session),
+               "vote_distribution": {"long": int((tdec["direction"] > 0).sum()),
+                                     "short": int((tdec["direction"] < 0).sum()),
+                                     "none": int((tdec["direction"] == 0).sum())},
+               "mean_agreement": float(tdec["agreement"].mean())}
+    return FoldResult(ens, gate, metrics, tdec)
+
+
+def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, daily: pd.DataFrame) -> None:
+    """Write each session's ensemble, gate, settings and deviation store under ``directory/<session>/``."""
+    for session, r in results.items():
+        d = Path(directory) / session
+        r.ensemble.save(d)
+        write_json_atomic(d / "gate.json", r.gate.to_dict())
+        write_json_atomic(d / "settings.json", {
+            "session": session, "costs": {k: cfg[k] for k in COST_KEYS if k in cfg},
+            "perf_window": cfg.get("perf_window", 10), "drawdown_window": cfg.get("drawdown_window", 20),
+            "drawdown_limit": cfg.get("drawdown_limit", -1.0), "observations": cfg.get("observations", "original"),
+            "test_start": r.metrics["fold"]["test"][0], "test_end": r.metrics["fold"]["test"][1],
+            "val_end": r.metrics["fold"]["val"][1] if r.metrics["fold"]["val"] else None})
+        DeviationStore(d / "deviations.parquet").update(
+            r.decisions[[c for c in r.decisions.columns if c.split("_")[0] in ("mean", "se", "z")]])
+
+
+@dataclass
+class SessionModel:
+    """A loaded session ensemble with its gate and settings."""
+
+    ensemble: Ensemble
+    gate: ConfidenceGate
+    settings: dict
+
+    @property
+    def costs(self) -> TradeCosts:
+        return TradeCosts(**self.settings["costs"])
+
+    def decide(self, daily: pd.DataFrame, per_row: bool = False) -> pd.DataFrame:
+        """Decisions for every session of ``daily`` (observations built from ``daily`` itself)."""
+        obs = build_observations(daily, self.settings.get("observations", "original"))
+        return decide(self.ensemble, self.gate if self.gate.columns else None, daily, obs, self.costs,
+                      self.settings, per_row=per_row)
+
+
+def load_bundle(directory: str | Path) -> Dict[str, SessionModel]:
+    """Every session model saved by :func:`save_bundle` under ``directory``."""
+    d = Path(directory)
+    out = {}
+    for session in ("day", "night"):
+        sd = d / session
+        if (sd / "ensemble.json").exists():
+            out[session] = SessionModel(Ensemble.load(sd), ConfidenceGate.from_dict(read_json(sd / "gate.json")),
+                                        read_json(sd / "settings.json"))
+    if not out:
+        raise FileNotFoundError(f"no DQN ensemble (day/ or night/ with ensemble.json) under {d}")
+    return out
+
+
+def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
+                       log: Callable[[str], None] = print) -> dict:
+    """Walk-forward training over all folds and sessions; offers the last fold's bundle to the registry.
+
+    Returns the metrics dict (also written as metrics.json when the model is kept).
+    """
+    t0 = time.time()
+    daily = load_training_daily(cfg) if daily is None else daily
+    obs = build_observations(daily, cfg.get("observations", "original"))
+    folds = walk_forward_folds(daily.index, int(cfg["n_folds"]), int(cfg["train_days"]), int(cfg["val_days"]),
+                               int(cfg["test_days"]), int(cfg["embargo"]))
+    sessions: List[str] = list(cfg.get("sessions", ["day"]))
+    for s in sessions:
+        if s not in ("day", "night"):
+            raise ValueError(f"dqn.sessions: expected 'day' and/or 'night', got {s!r}")
+    per_fold: List[dict] = []
+    last: Dict[str, FoldResult] = {}
+    for fold in folds:
+        for s in sessions:
+            r = train_session_fold(cfg, daily, obs, fold, s, progress, log)
+            per_fold.append(r.metrics)
+            last[s] = r
+            t = r.metrics["test"]
+            log(f"fold {fold.index} {s}: test {fold.describe(daily.index)['test']} return "
+                f"{t['total_return']:+.2%} ({t['trades']} trades); ungated "
+                f"{r.metrics['test_ungated']['total_return']:+.2%}; buy&hold "
+                f"{r.metrics['baselines']['buy_and_hold']['total_return']:+.2%}, always-long "
+                f"{r.metrics['baselines']['always_long']['total_return']:+.2%}, random "
+                f"{r.metrics['baselines']['random_direction']['total_return']:+.2%}")
+    summary: Dict[str, Any] = {"folds": per_fold, "seconds": round(time.time() - t0, 1)}
+    for s in sessions:
+        rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
+        summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
+    primary = "day" if "day" in sessions else sessions[0]
+    summary["oos_return"] = summary[f"oos_return_{primary}"]
+    reg = ModelRegistry(cfg.get("registry", "models"))
+    kept = reg.offer(cfg.get("name", "dqn"), lambda d: save_bundle(d, last, cfg, daily), summary,
+                     {"dqn": cfg}, "oos_return")
+    summary["kept"] = kept
+    summary["model_dir"] = str(reg.path(cfg.get("name", "dqn")))
+    return summary
