@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional
 log = logging.getLogger("mltrade.live")
 
 UNRESOLVED = ("pending", "submitted")
-STATUSES = ("pending", "submitted", "filled", "rejected", "failed", "absent", "dry_run", "closed")
+STATUSES = ("pending", "submitted", "filled", "rejected", "failed", "absent", "dry_run", "closed", "paper")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
