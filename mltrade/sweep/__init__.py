@@ -1,0 +1,1 @@
+"""Optimisation sweeps: the vectorised knock-out evaluator, broker confirmation runs and Optuna studies."""
