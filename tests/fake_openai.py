@@ -48,7 +48,8 @@ class FakeOpenAI:
                 n = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(n) or b"{}")
                 with outer._lock:
-                    outer.requests.append({"path": self.path, "body": body, "headers": {k.lower(): v for k, v in self.headers.items()}})
+                    headers = {k.lower(): v for k, v in self.headers.items()}
+                    outer.requests.append({"path": self.path, "body": body, "headers": headers})
                     if self.path.rstrip("/") != "/v1/chat/completions":
                         reply = Reply(status=404, content="not found")
                     elif outer.reject_response_format and "response_format" in body:
@@ -67,7 +68,8 @@ class FakeOpenAI:
                         msg = {"role": "assistant", "content": None, "refusal": reply.refusal}
                     payload = {"id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion",
                                "created": int(time.time()), "model": body.get("model", "fake"),
-                               "choices": [{"index": 0, "message": msg, "finish_reason": reply.finish_reason}],
+                               "choices": [{"index": 0, "message": msg,
+                                            "finish_reason": reply.finish_reason}],
                                "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}
                 else:
                     payload = {"error": {"message": reply.content or f"status {reply.status}",

@@ -1,4 +1,4 @@
-"""Integration: a real backtrader backtest of ``IntradayMomentum`` with the LLM overlay (dry, record, replay)."""
+"""Integration: real backtests of ``IntradayMomentum`` with the LLM overlay (dry, record, replay)."""
 from __future__ import annotations
 
 import json
@@ -74,8 +74,8 @@ def reverse_wider(body: dict) -> str:
     if day % 3 == 0:
         return "Let me think about it... the market looks"
     long_ = "Proposed direction: Long" in text
-    return json.dumps({"action": "BUY", "position": ["Short" if long_ else "Long",
-                                                     round(price * (1.05 if long_ else 0.95), 2), "contrarian"]})
+    barrier = round(price * (1.05 if long_ else 0.95), 2)
+    return json.dumps({"action": "BUY", "position": ["Short" if long_ else "Long", barrier, "contrarian"]})
 
 
 def test_record_then_replay_backtest_is_identical_offline(bars, tmp_path, monkeypatch):
@@ -127,7 +127,8 @@ def test_cli_backtest_llm_flag_in_replay_mode_with_an_empty_cache_fails_clearly(
     from mltrade.cli import main
 
     conf = tmp_path / "c.toml"
-    conf.write_text(f'[backtest]\nstart = "2018-03-05"\nend = "2018-03-06"\nbaselines = false\nout = "{tmp_path}"\n'
+    conf.write_text('[backtest]\nstart = "2018-03-05"\nend = "2018-03-06"\nbaselines = false\n'
+                    f'out = "{tmp_path}"\n'
                     f'[llm]\nmode = "replay"\ncache_path = "{tmp_path / "none.sqlite"}"\n')
     assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "r"]) == 2
     err = capsys.readouterr().err

@@ -28,7 +28,8 @@ def test_cache_key_is_canonical_and_sensitive():
     assert len(k) == 64
     assert k != cache_key("grok-2", m, {"temperature": 0.7, "max_tokens": 10})
     assert k != cache_key("grok", m, {"temperature": 0.2, "max_tokens": 10})
-    assert k != cache_key("grok", [{"role": "user", "content": "hi!"}], {"temperature": 0.7, "max_tokens": 10})
+    assert k != cache_key("grok", [{"role": "user", "content": "hi!"}],
+                          {"temperature": 0.7, "max_tokens": 10})
 
 
 def decisions(n: int = 4) -> list[tuple[Decision, DecisionContext]]:
@@ -54,7 +55,8 @@ def summary_of(ov: LLMOverlay, outs) -> list:
 def test_record_then_replay_is_identical_with_zero_server_calls(tmp_path):
     path = tmp_path / "cache.sqlite"
     script = [json.dumps({"action": "BUY", "position": ["Long", 9500.0, "a"]}),
-              "garbage", json.dumps({"action": "BUY", "direction": "Long", "barrier": 9400.0, "reasoning": "b"}),
+              "garbage",
+              json.dumps({"action": "BUY", "direction": "Long", "barrier": 9400.0, "reasoning": "b"}),
               Reply(status=500, content="down"),
               json.dumps({"action": "SKIP", "reasoning": "choppy"})]
     with FakeOpenAI(script) as srv:

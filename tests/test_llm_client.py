@@ -41,8 +41,8 @@ def overlay_for(server: FakeOpenAI, *, timeout: float = 2.0, max_retries: int = 
                 closer: str = "refuse", max_leverage: float | None = 50.0) -> LLMOverlay:
     client = LLMClient(base_url=server.base_url, model="grok-test", api_key_env=ENV, timeout=timeout,
                        max_retries=max_retries)
-    return LLMOverlay(Responder("live", client), ContractRules(closer_barrier=closer, max_leverage=max_leverage),
-                      on_failure=on_failure)
+    rules = ContractRules(closer_barrier=closer, max_leverage=max_leverage)
+    return LLMOverlay(Responder("live", client), rules, on_failure=on_failure)
 
 
 def ans(direction: str, barrier: float, reasoning: str = "r", action: str = "BUY") -> str:
@@ -128,7 +128,8 @@ def test_leverage_increase_refused_or_clamped():
     with FakeOpenAI([ans("Long", 9800.0)]) as srv:  # ML 9600 -> 9800 = twice the leverage
         ov = overlay_for(srv, closer="refuse")
         out = ov.review(*ml_decision(1))
-    assert (out.barrier, ov.records[-1].outcome, ov.records[-1].reason) == (9600.0, "fallback", "closer_barrier")
+    rec = ov.records[-1]
+    assert (out.barrier, rec.outcome, rec.reason) == (9600.0, "fallback", "closer_barrier")
     with FakeOpenAI([ans("Long", 9800.0)]) as srv:
         ov = overlay_for(srv, closer="clamp")
         out = ov.review(*ml_decision(1))

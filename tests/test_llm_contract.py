@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mltrade.llm.contract import (ContractError, ContractRules, LLMRequest, LLMResponse, extract_json, leverage,
-                                  parse_response, parse_text, validate)
+from mltrade.llm.contract import (ContractError, ContractRules, LLMRequest, LLMResponse, extract_json,
+                                  leverage, parse_text, validate)
 from mltrade.llm.prompt import build_messages, repair_messages
 from mltrade.strategies.decision import Decision, DecisionContext
 

@@ -80,6 +80,16 @@ def test_short_and_no_trade_cases():
     assert price(long_at(), other_day)["exit_reason"] == "no_bars"
 
 
+def test_daily_bars_trade_the_next_session_open_to_close():
+    idx = pd.DatetimeIndex(["2018-03-05", "2018-03-06", "2018-03-07"])
+    bars = pd.DataFrame({"open": [10000.0, 10010.0, 9000.0], "high": [10050.0, 10100.0, 9100.0],
+                         "low": [9950.0, 9990.0, 8900.0], "close": [10020.0, 10080.0, 9050.0]}, index=idx)
+    d = Decision(direction=1, price=10020.0, time=datetime(2018, 3, 5), barrier=9600.0, stop=0.71)
+    r = price(d, bars)
+    assert r["exit_reason"] == "session_end"
+    assert r["pnl"] == pytest.approx(expected(10010, (10080 - 9600) * RATIO - SPREAD)[1])
+
+
 def seeded_overlay(tmp_path, answers: list[tuple[Decision, DecisionContext, dict]]) -> LLMOverlay:
     """A replay overlay whose cache holds ``answers`` for exactly these decisions (the real replay path)."""
     client = LLMClient(base_url="http://127.0.0.1:9/v1", model="grok-test")

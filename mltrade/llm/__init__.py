@@ -1,4 +1,4 @@
-"""LLM overlay: a language model confirms, adjusts or reverses a strategy's decision, safely and replayably."""
+"""LLM overlay: a language model reviews a strategy's decision under enforced rules, with replay."""
 from mltrade.llm.cache import MODES, ReplayCache, ReplayMiss, Responder, cache_key, dry_answer
 from mltrade.llm.client import ChatAnswer, LLMCallError, LLMClient, LLMConfigError
 from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, LLMResponse,

@@ -35,7 +35,7 @@ MODES = ("live", "record", "replay", "dry")
 
 
 class ReplayMiss(LookupError, ValueError):
-    """Replay mode found no stored answer for a request (a ``ValueError`` too, so the CLI reports it cleanly)."""
+    """Replay mode found no stored answer (also a ``ValueError``, so the CLI reports it cleanly)."""
 
     def __init__(self, key: str, path: str) -> None:
         super().__init__(
@@ -81,7 +81,7 @@ class ReplayCache:
         return None if hit is None or hit[1] is not None else hit[0]
 
     def get_entry(self, key: str) -> Optional[tuple[str, Optional[tuple[str, str]]]]:
-        """``(text, None)`` for a stored answer, ``("", (code, message))`` for a stored failure, or ``None``."""
+        """``(text, None)``, ``("", (code, message))`` for a stored failed call, or ``None``."""
         row = self._conn().execute("SELECT response, error_code, error_message FROM answers WHERE key = ?",
                                    (key,)).fetchone()
         if row is None:

@@ -154,7 +154,8 @@ class LLMClient:
         msg = choice.message
         refusal = getattr(msg, "refusal", None)
         if refusal or choice.finish_reason == "content_filter":
-            log.info("llm: model %s refused (%s)", self.model, self._scrub(str(refusal or choice.finish_reason)))
+            log.info("llm: model %s refused (%s)", self.model,
+                     self._scrub(str(refusal or choice.finish_reason)))
             raise LLMCallError("refusal", self._scrub(str(refusal or "finish_reason=content_filter")))
         text = msg.content or ""
         log.debug("llm: %s answered in %.2f s (structured=%s, finish=%s, %d chars)",

@@ -223,7 +223,8 @@ def parse_response(obj: dict) -> LLMResponse:
     if action in _ACTIONS_SKIP:
         return LLMResponse(action="SKIP", direction=0, barrier=None, reasoning=_reasoning(low))
     if action not in _ACTIONS_TRADE:
-        raise ContractError("invalid_value", f"field 'action': expected BUY, SELL or SKIP, got {low['action']!r}")
+        raise ContractError("invalid_value",
+                            f"field 'action': expected BUY, SELL or SKIP, got {low['action']!r}")
     if "position" in low:
         pos = low["position"]
         if isinstance(pos, dict):
@@ -231,8 +232,8 @@ def parse_response(obj: dict) -> LLMResponse:
         if not isinstance(pos, (list, tuple)):
             raise ContractError("invalid_value", "field 'position': expected [direction, barrier, reasoning]")
         if len(pos) < 2:
-            raise ContractError("missing_field", f"field 'position': expected [direction, barrier, reasoning], "
-                                                 f"got {len(pos)} item(s)")
+            raise ContractError("missing_field", "field 'position': expected [direction, barrier, "
+                                                 f"reasoning], got {len(pos)} item(s)")
         direction = _direction(pos[0], "position[0]")
         barrier = _barrier(pos[1], "position[1]")
         reasoning = str(pos[2]) if len(pos) > 2 else _reasoning(low)
@@ -287,9 +288,11 @@ def parse_text(text: Optional[str]) -> LLMResponse:
 def check_side(direction: int, barrier: float, price: float) -> None:
     """Raise :class:`ContractError` ``wrong_side`` unless long barrier < price < short barrier."""
     if direction > 0 and not barrier < price:
-        raise ContractError("wrong_side", f"a Long barrier must lie below the price {price:.2f}, got {barrier:.2f}")
+        raise ContractError("wrong_side",
+                            f"a Long barrier must lie below the price {price:.2f}, got {barrier:.2f}")
     if direction < 0 and not barrier > price:
-        raise ContractError("wrong_side", f"a Short barrier must lie above the price {price:.2f}, got {barrier:.2f}")
+        raise ContractError("wrong_side",
+                            f"a Short barrier must lie above the price {price:.2f}, got {barrier:.2f}")
 
 
 def leverage(price: float, barrier: float) -> float:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import html
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Iterable, Optional
 
@@ -119,7 +119,8 @@ class LLMOverlay:
         log.info("llm: %s (%s) at %s", verdict.outcome, verdict.reason, decision.time)
         return final
 
-    def _fail(self, decision: Decision, code: str, message: str, answers: int, reasoning: str = "") -> Decision:
+    def _fail(self, decision: Decision, code: str, message: str, answers: int,
+              reasoning: str = "") -> Decision:
         info = dict(decision.info)
         if self.on_failure == "skip":
             outcome = "skipped"
@@ -186,12 +187,13 @@ class LLMOverlay:
         out["overlay_minus_ml"] = round(llm_pnl - ml_pnl, 6)
         out["by_outcome"] = per_outcome
         if trades is not None:
-            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, {r.session for r in self.records}), 6)
+            sessions = {r.session for r in self.records}
+            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, sessions), 6)
         return out
 
     def report_sections(self, strategy: Any = None, bars: Optional[pd.DataFrame] = None, trades: Any = None,
                         **pricing: Any) -> list[tuple[str, str]]:
-        """``[(title, html)]`` for ``write_report(extra_sections=...)``; pass the finished ``strategy`` for P&L."""
+        """``[(title, html)]`` for ``write_report(extra_sections=...)``; ``strategy`` adds the P&L."""
         return [self.report_section(bars, trades, strategy=strategy, **pricing)]
 
     def report_section(self, bars: Optional[pd.DataFrame] = None, trades: Any = None, strategy: Any = None,
@@ -208,7 +210,8 @@ class LLMOverlay:
             parts.append(f"<tr><td>{e(code)}</td><td>{n}</td><td>{e(REASONS.get(code, ''))}</td></tr>")
         parts.append("</table>")
         if "ml_only_pnl" in s:
-            parts.append("<table><tr><th></th><th>sessions</th><th>ML-only P&amp;L</th><th>overlay P&amp;L</th></tr>"
+            parts.append("<table><tr><th></th><th>sessions</th><th>ML-only P&amp;L</th>"
+                         "<th>overlay P&amp;L</th></tr>"
                          f"<tr><td>all</td><td>{s['sessions_priced']}</td><td>{s['ml_only_pnl']:.2f}</td>"
                          f"<td>{s['overlay_pnl']:.2f}</td></tr>")
             for o, v in sorted(s["by_outcome"].items()):
@@ -276,7 +279,8 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
     price touches it: paid 0), stop (certificate bid at or below ``stop * entry``:
     at the open's bid if it gapped below, else at the stop level), or the
     session's last close at the bid. ``commission`` is charged on entry and exit.
-    ``stop`` defaults to ``decision.stop``. A mini future (``kind``) pays its
+    ``stop`` defaults to ``decision.stop``. On daily bars (naive dates) the
+    trade is the next session, from its open to its close. A mini future (``kind``) pays its
     residual at the bar's worst price after a knock-out; financing is ignored
     within a session.
     """
@@ -290,9 +294,12 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
     idx = bars.index
     local = idx.tz_localize(None) if getattr(idx, "tz", None) is not None else idx
     if t.tzinfo is not None:
-        t = t.tz_convert(idx.tz).tz_localize(None) if getattr(idx, "tz", None) is not None else t.tz_localize(None)
-    mask = (local > t) & (local.normalize() == t.normalize())
-    session = bars.loc[mask]
+        tz = getattr(idx, "tz", None)
+        t = t.tz_convert(tz).tz_localize(None) if tz is not None else t.tz_localize(None)
+    if getattr(idx, "tz", None) is None and bool((local == local.normalize()).all()):
+        session = bars.loc[local > t].iloc[:1]  # daily bars: the next session, open to close
+    else:
+        session = bars.loc[(local > t) & (local.normalize() == t.normalize())]
     if session.empty:
         return {**none, "exit_reason": "no_bars"}
     stop = decision.stop if stop is None else stop
@@ -337,7 +344,8 @@ def trades_pnl_on_sessions(trades: Any, sessions: Iterable[Any]) -> float:
     df = trades if isinstance(trades, pd.DataFrame) else pd.DataFrame(list(trades))
     if df.empty:
         return 0.0
-    tcol = next((c for c in ("entry_time", "open_time", "dt_open", "entry_dt", "opened") if c in df.columns), None)
+    tcol = next((c for c in ("entry_time", "open_time", "dt_open", "entry_dt", "opened") if c in df.columns),
+                None)
     pcol = next((c for c in ("pnl_net", "pnlcomm", "net_pnl", "pnl") if c in df.columns), None)
     if tcol is None or pcol is None:
         raise ValueError(f"trades: expected an entry time column and a P&L column, got {list(df.columns)}")
@@ -390,7 +398,8 @@ def build_overlay(config: dict) -> LLMOverlay:
     client = None
     if cfg["mode"] != "dry":
         client = LLMClient(base_url=cfg["base_url"], model=cfg["model"], api_key_env=cfg["api_key_env"],
-                           temperature=cfg["temperature"], max_tokens=cfg["max_tokens"], timeout=cfg["timeout"],
+                           temperature=cfg["temperature"], max_tokens=cfg["max_tokens"],
+                           timeout=cfg["timeout"],
                            max_retries=cfg["max_retries"], structured=cfg["structured_output"])
     cache = ReplayCache(cfg["cache_path"]) if cfg["mode"] in ("record", "replay") else None
     return LLMOverlay(Responder(cfg["mode"], client, cache), rules, candles=cfg["candles"],

@@ -29,11 +29,13 @@ Rules:
 - If you reverse the direction, the new barrier must be at least as far from the price
   as the proposed barrier is.
 - Answer with one JSON object and nothing else:
-  {"action": "BUY" | "SKIP", "direction": "Long" | "Short", "barrier": <number>, "reasoning": "<short text>"}"""
+  {"action": "BUY" | "SKIP", "direction": "Long" | "Short", "barrier": <number>,
+   "reasoning": "<short text>"}"""
 
 REPAIR_PROMPT = """Your previous answer could not be used: {error}
 Reply again with only one valid JSON object of this form and nothing else:
-{{"action": "BUY" | "SKIP", "direction": "Long" | "Short", "barrier": <number>, "reasoning": "<short text>"}}"""
+{{"action": "BUY" | "SKIP", "direction": "Long" | "Short", "barrier": <number>,
+  "reasoning": "<short text>"}}"""
 
 #: JSON schema sent as ``response_format`` to servers that support structured output
 RESPONSE_SCHEMA = {
