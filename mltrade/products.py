@@ -271,6 +271,21 @@ class KnockoutProduct:
         return bid_price(self.direction, underlying, self.strike, self.ratio,
                          self.fx if fx is None else fx, self.spread)
 
+    # scalar twins of the vectorised functions, for the broker's per-bar hot path
+    def fair_scalar(self, underlying: float, fx: float) -> float:
+        """``fair_value`` for one float (same formula, no numpy overhead)."""
+        v = self.direction * (underlying - self.strike)
+        return v * self.ratio * fx if v > 0.0 else 0.0
+
+    def bid_scalar(self, underlying: float, fx: float) -> float:
+        """``bid_price`` for one float."""
+        v = self.fair_scalar(underlying, fx) - self.spread
+        return v if v > 0.0 else 0.0
+
+    def underlying_for_bid_scalar(self, bid: float, fx: float) -> float:
+        """``underlying_for_bid`` for one float."""
+        return self.strike + self.direction * (bid + self.spread) / (self.ratio * fx)
+
     def leverage(self, underlying: float, fx: Optional[float] = None) -> float:
         """Index exposure per unit of certificate price: ``S*ratio*fx / ask``."""
         fx = self.fx if fx is None else fx

@@ -93,7 +93,7 @@ class KnockoutBroker(bt.BrokerBase):
         self.knockouts: List[dict] = []
         self._comminfo = CertificateCommInfo()
         self._seen_len: Dict[int, int] = {}
-        self._last_day: Dict[int, int] = {}
+        self._financed: Dict[int, int] = {}   #: product id -> UTC day number it was last financed
 
     # ------------------------------------------------------------------ backtrader API
     def start(self) -> None:
@@ -113,7 +113,7 @@ class KnockoutBroker(bt.BrokerBase):
             if datas is not None and pos.data not in datas:
                 continue
             if len(pos.data):
-                value += pos.size * float(pos.product.bid(pos.data.close[0], self._fx(pos.product)))
+                value += pos.size * pos.product.bid_scalar(pos.data.close[0], self._fx(pos.product))
         return value if datas is not None else self.cash + value
 
     def getposition(self, data, product: Optional[KnockoutProduct] = None) -> bt.Position:
@@ -183,6 +183,8 @@ class KnockoutBroker(bt.BrokerBase):
         if reason not in EXIT_REASONS:
             raise ValueError(f"reason: expected one of {EXIT_REASONS}, got {reason!r}")
         self.products.setdefault(product.id, product)
+        if len(data):
+            self._financed.setdefault(product.id, self._day(data))
         order = cls(owner=owner, data=data, size=size if size else 1, price=price, pricelimit=plimit,
                     exectype=exectype, valid=valid, tradeid=product.id)
         order.addinfo(product=product, stake=stake, stop=stop, reason=reason, **kwargs)
@@ -211,6 +213,8 @@ class KnockoutBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ per bar
     def next(self) -> None:
+        if not self.pending and not self.positions:
+            return
         datas = {id(o.data): o.data for o in self.pending}
         datas.update({id(p.data): p.data for p in self.positions.values()})
         for data in datas.values():
@@ -218,24 +222,49 @@ class KnockoutBroker(bt.BrokerBase):
             if self._seen_len.get(id(data)) == n:
                 continue
             self._seen_len[id(data)] = n
-            self._finance(data)
-            self._expire(data)
-            for pid in sorted({o.info["product"].id for o in self.pending if o.data is data}
-                              | {p.product.id for p in self.positions.values() if p.data is data}):
-                self._walk(self.products[pid], data)
+            live = sorted({o.info["product"].id for o in self.pending if o.data is data}
+                          | {p.product.id for p in self.positions.values() if p.data is data})
+            self._finance(data, live)
+            if self.pending:
+                self._expire(data)
+            for pid in live:
+                if not self._quiet(pid, data):
+                    self._walk(self.products[pid], data)
 
-    def _finance(self, data) -> None:
-        day = int(math.floor(data.datetime[0] + 1e-9))  # UTC calendar day number
-        last = self._last_day.get(id(data))
-        self._last_day[id(data)] = day
-        if last is None or day <= last:
-            return
-        for pid, product in self.products.items():
+    def _quiet(self, pid: int, data) -> bool:
+        """Fast path: a held certificate with no orders whose barrier and stop the bar did not reach."""
+        pos = self.positions.get(pid)
+        if pos is None or any(o.info["product"].id == pid for o in self.pending):
+            return False
+        p = pos.product
+        if p.direction > 0:
+            worst, level = data.low[0], p.barrier
+            if pos.stop_price:
+                level = max(level, p.underlying_for_bid_scalar(pos.stop_price, self._fx(p)))
+            return worst > level and data.open[0] > level
+        worst, level = data.high[0], p.barrier
+        if pos.stop_price:
+            level = min(level, p.underlying_for_bid_scalar(pos.stop_price, self._fx(p)))
+        return worst < level and data.open[0] < level
+
+    @staticmethod
+    def _day(data) -> int:
+        return int(math.floor(data.datetime[0] + 1e-9))  # UTC calendar day number
+
+    def _finance(self, data, live) -> None:
+        """Move each live mini future's financing level by the calendar days since it was last financed."""
+        day = self._day(data)
+        for pid in live:
+            product = self.products[pid]
             if pid in self.dead or product.kind != "minifuture":
                 continue
+            last = self._financed.setdefault(pid, day)
+            if day <= last:
+                continue
+            self._financed[pid] = day
             dk = product.apply_financing(day - last)
             pos = self.positions.get(pid)
-            if pos is not None and pos.data is data:
+            if pos is not None:
                 pos.financing += product.direction * dk * product.ratio * self._fx(product) * pos.size
 
     def _expire(self, data) -> None:
@@ -252,13 +281,12 @@ class KnockoutBroker(bt.BrokerBase):
         d = product.direction
         out = []
         pos = self.positions.get(product.id)
-        if pos is not None:
-            out.append(Trigger("knockout", product.barrier, -d, PRIORITY_KNOCKOUT))
-            if pos.stop_price is not None and pos.stop_price > 0:
-                lvl = float(underlying_for_bid(d, pos.stop_price, product.strike, product.ratio, fx, product.spread))
-                out.append(Trigger(("stop", product.id), lvl, -d, PRIORITY_STOP))
-        else:
-            out.append(Trigger("knockout", product.barrier, -d, PRIORITY_KNOCKOUT))
+        if pos is None and not any(o.info["product"] is product for o in self.pending):
+            return out  # nothing of ours depends on this certificate any more
+        out.append(Trigger("knockout", product.barrier, -d, PRIORITY_KNOCKOUT))
+        if pos is not None and pos.stop_price is not None and pos.stop_price > 0:
+            lvl = float(underlying_for_bid(d, pos.stop_price, product.strike, product.ratio, fx, product.spread))
+            out.append(Trigger(("stop", product.id), lvl, -d, PRIORITY_STOP))
         in_hours = product.in_trading_hours(data.datetime.time(0))
         for o in self.pending:
             if o.info["product"] is not product or o.data is not data or not in_hours:

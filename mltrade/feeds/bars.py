@@ -70,9 +70,8 @@ class IndexData(bt.feed.DataBase):
                               sb.tolist(), sl.tolist()))
         self._pos = 0
         if self.p.tz is None:
-            # backtrader localises through pytz's ``localize``
-            zone = str(idx.tz) if str(idx.tz) != "UTC" else timezone_of(self.p.exchange)
-            self.p.tz = pytz.timezone(zone)
+            # shown in the exchange's timezone; backtrader localises through pytz's ``localize``
+            self.p.tz = pytz.timezone(timezone_of(self.p.exchange))
         if self.p.interval:
             self.p.timeframe, self.p.compression = bt.TimeFrame.Minutes, int(self.p.interval)
         else:
