@@ -200,6 +200,15 @@ def test_server_without_structured_output_gets_json_in_text_and_is_remembered():
     assert ov.responder.client.structured is False
 
 
+def test_bad_request_unrelated_to_structured_output_is_an_http_error():
+    with FakeOpenAI([Reply(status=400, content="context length exceeded")]) as srv:
+        ov = overlay_for(srv)
+        out = ov.review(*ml_decision(1))
+    assert ["response_format" in r["body"] for r in srv.requests] == [True, False]
+    assert (out.source, ov.records[-1].reason) == ("strategy", "http_error")
+    assert ov.responder.client.structured is True
+
+
 def test_missing_key_names_the_variable(monkeypatch):
     monkeypatch.delenv(ENV)
     client = LLMClient(base_url="http://127.0.0.1:9/v1", model="m", api_key_env=ENV)

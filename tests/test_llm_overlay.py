@@ -131,11 +131,15 @@ def test_summary_compares_overlay_with_ml_only_on_the_same_sessions(tmp_path):
     assert "&lt;b&gt;falling&lt;/b&gt; &amp; weak" in html and "<b>falling" not in html
     assert "reversed_ok" in html and "barrier_further" in html and f"{ml:.2f}" in html
     assert "Short @ 10500.00" in html
+    frame = ov.records_frame()
+    assert list(frame["outcome"]) == ["reversed", "adjusted"] and list(frame["llm_barrier"]) == [10500.0, 9500.0]
+    assert list(frame["ml_barrier"]) == [9600.0, 9600.0]
 
 
 def test_counts_without_bars_and_trades_validation():
     ov = LLMOverlay(Responder("dry"))
     assert ov.summary()["reviews"] == 0 and "ml_only_pnl" not in ov.summary()
+    assert ov.records_frame().empty and "outcome" in ov.records_frame().columns
     assert ov.review(Decision(0, 100.0), DecisionContext(pd.DataFrame())).direction == 0
     assert ov.records == []
     with pytest.raises(ValueError, match="entry time column"):

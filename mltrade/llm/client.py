@@ -121,9 +121,12 @@ class LLMClient:
             except LLMCallError as e:
                 if e.status not in (400, 422):
                     raise
+                # if the plain request fails too, the 400 was not about response_format: keep asking for it
+                answer = self._create(client, messages, structured=False)
                 log.info("llm: %s rejected response_format (%s); asking for JSON in the text from now on",
                          self.base_url, e.status)
                 self.structured = False
+                return answer
         return self._create(client, messages, structured=False)
 
     def _create(self, client: Any, messages: list[dict], structured: bool) -> ChatAnswer:

@@ -136,6 +136,11 @@ class LLMOverlay:
         return final
 
     # -- reporting -------------------------------------------------------------
+    def records_frame(self) -> pd.DataFrame:
+        """One row per review (ML vs overlay decision, outcome, reason) for CSV export."""
+        cols = list(OverlayRecord(Decision(0, 1.0), Decision(0, 1.0), "", "").to_dict())
+        return pd.DataFrame([r.to_dict() for r in self.records], columns=cols)
+
     def counts(self) -> dict:
         """How many reviews ended in each outcome, plus ``failed`` and ``reviews``; reason code counts."""
         out: dict = {o: 0 for o in OUTCOMES}
