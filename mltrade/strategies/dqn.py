@@ -1,0 +1,243 @@
+"""``DQNEnsembleStrategy``: the DQN day ensemble as a backtrader strategy (registered as ``dqn``).
+
+At the last bar of session ``t-1`` the strategy looks up the ensemble's decision
+for session ``t`` (observations use only sessions up to ``t-1``), runs it
+through the overlay (``submit_decision``) and buys the certificate at the next
+open; it is sold at the session close (``exectype=Close``) or at the stop on the
+certificate bid, as the original did. In backtests every agent's Q-values for
+the whole period are computed in one batch per agent at start; with
+``live=True`` the decision is computed per session from the bars seen so far.
+
+By default (``oos_only=True``) the strategy trades only sessions after the
+model's validation range, i.e. its out-of-sample period; the report states it.
+"""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import pandas as pd
+
+from mltrade.models.baselines import baseline_table, decisions_result
+from mltrade.strategies.base import KnockoutStrategy
+from mltrade.strategies.decision import Decision
+
+
+def _daily_of(df: pd.DataFrame) -> pd.DataFrame:
+    from mltrade.models.dqn.observations import daily_from_intraday
+
+    if isinstance(df.index, pd.DatetimeIndex) and df.index.tz is None and \
+            (df.index == df.index.normalize()).all():
+        return df[["open", "high", "low", "close"]].astype(float)
+    return daily_from_intraday(df)
+
+
+class DQNEnsembleStrategy(KnockoutStrategy):
+    """Trades the vote of a DQN ensemble loaded from the model registry, through its gates."""
+
+    params = (
+        ("registry", "models"),     # model registry folder
+        ("model_name", "dqn"),      # model name in the registry
+        ("model_dir", None),        # explicit model folder (wins over registry/model_name)
+        ("session", "day"),         # ensemble to trade (the backtrader path supports "day")
+        ("live", False),            # per-session inference from the bars seen so far
+        ("oos_only", True),         # trade only sessions after the model's validation range
+        ("use_gate", True),         # apply the confidence and drawdown gates
+        ("history", 60),            # sessions of history used per live decision
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        from mltrade.models.dqn.pipeline import load_bundle
+        from mltrade.models.registry import ModelRegistry
+
+        if self.p.session != "day":
+            raise ValueError(f"session: DQNEnsembleStrategy trades the 'day' ensemble in backtrader, "
+                             f"got {self.p.session!r} (the night ensemble is evaluated by `mltrade train dqn`)")
+        path = self.p.model_dir or ModelRegistry(self.p.registry).path(self.p.model_name)
+        if path is None:
+            raise ValueError(f"model: no '{self.p.model_name}' model in registry {self.p.registry!r}; "
+                             "run `mltrade train dqn` first or set model_dir")
+        self.model_dir = Path(path)
+        bundle = load_bundle(self.model_dir)
+        if "day" not in bundle:
+            raise ValueError(f"model: {self.model_dir} has no day ensemble")
+        self.model = bundle["day"]
+        val_end = self.model.settings.get("val_end")
+        self.oos_start = pd.Timestamp(val_end) + pd.Timedelta(days=1) if val_end else None
+        self.table: Optional[pd.DataFrame] = None
+        self.daily: Optional[pd.DataFrame] = None
+        self.plan: Dict = {}
+        self._live_bars: Dict = {}
+        if not self.p.live:
+            self.daily = _daily_of(self.data.p.dataframe)
+            self.table = self.model.decide(self.daily)          # one batch per agent
+            dates = list(self.daily.index)
+            for t in range(1, len(dates)):
+                self.plan[dates[t - 1].date()] = dates[t]
+
+    # ------------------------------------------------------------------ decisions
+    def _allowed(self, session_date: pd.Timestamp) -> bool:
+        return not (self.p.oos_only and self.oos_start is not None and session_date < self.oos_start)
+
+    def _row_for_next(self) -> Optional[Tuple[pd.Timestamp, pd.Series]]:
+        today = self.data.datetime.date(0)
+        if self.p.live:
+            return self._live_row(today)
+        nxt = self.plan.get(today)
+        if nxt is None:
+            return None
+        return nxt, self.table.loc[nxt]
+
+    def _live_row(self, today) -> Optional[Tuple[pd.Timestamp, pd.Series]]:
+        import exchange_calendars as xcals
+
+        bars = pd.DataFrame.from_dict(self._live_bars, orient="index",
+                                      columns=["open", "high", "low", "close"]).sort_index()
+        if len(bars) < 3:
+            return None
+        cal = xcals.get_calendar(getattr(self.data.p, "exchange", "XNAS"))
+        nxt = pd.Timestamp(cal.next_session(pd.Timestamp(today))).tz_localize(None).normalize()
+        hist = bars.iloc[-int(self.p.history):].copy()
+        last = float(hist["close"].iloc[-1])
+        hist.loc[nxt] = [last, last, last, last]      # placeholder: only its date is used
+        hist.index = pd.DatetimeIndex(hist.index)
+        table = self.model.decide(hist, per_row=True)
+        if self.table is None:
+            self.table = table.iloc[[-1]]
+        else:
+            self.table = pd.concat([self.table[self.table.index != nxt], table.iloc[[-1]]])
+        return nxt, table.iloc[-1]
+
+    def next(self) -> None:
+        if self.p.live:
+            d = pd.Timestamp(self.data.datetime.date(0))
+            o, h, lo, c = (float(x[0]) for x in (self.data.open, self.data.high, self.data.low, self.data.close))
+            if d in self._live_bars:
+                po, ph, pl, _ = self._live_bars[d]
+                self._live_bars[d] = (po, max(ph, h), min(pl, lo), c)
+            else:
+                self._live_bars[d] = (o, h, lo, c)
+        super().next()
+        if not self.is_last_bar_of_session() or self.is_last_bar_of_data():
+            return
+        found = self._row_for_next()
+        if found is None:
+            return
+        session_date, row = found
+        if not self._allowed(session_date):
+            return
+        direction = int(row["trade_direction"] if self.p.use_gate else row["direction"])
+        if direction == 0 and int(row["direction"]) == 0:
+            reason = "vote"
+        elif direction == 0:
+            reason = "drawdown" if bool(row["drawdown_block"]) else "gate"
+        else:
+            reason = "trade"
+        decision = Decision(direction=direction, price=float(self.data.close[0]),
+                            time=self.data.datetime.datetime(0),
+                            distance=float(row["distance"]) if direction else None, stop=self.p.stop,
+                            source="dqn", info={"session": str(session_date.date()),
+                                                "agreement": float(row["agreement"]),
+                                                "vote_direction": int(row["direction"]),
+                                                "gate_proba": float(row["gate_proba"]), "why": reason})
+        self.submit_decision(decision)
+
+    # ------------------------------------------------------------------ report
+    def _oos_table(self) -> pd.DataFrame:
+        t = self.table if self.table is not None else pd.DataFrame()
+        if self.p.oos_only and self.oos_start is not None and len(t):
+            t = t[t.index >= self.oos_start]
+        return t
+
+    def report_sections(self) -> List[Tuple[str, str]]:
+        """Model scope, vote distribution, gate decisions and baselines on the same sessions."""
+        from mltrade.models.registry import read_json
+
+        t = self._oos_table()
+        out = []
+        s = self.model.settings
+        metrics_path = self.model_dir / "metrics.json"
+        scope = (f"<p>Model <code>{html.escape(str(self.model_dir))}</code>: "
+                 f"{len(self.model.ensemble)} agents, day session. Validation ends {s.get('val_end')}; "
+                 f"test range {s.get('test_start')} .. {s.get('test_end')}. "
+                 + ("Only sessions after the validation range are traded (out-of-sample)." if self.p.oos_only
+                    else "<b>oos_only is off: sessions inside the training/validation range are traded "
+                         "(in-sample, not a fair result).</b>") + "</p>")
+        if metrics_path.exists():
+            m = read_json(metrics_path)
+            rows = []
+            for f in m.get("folds", []):
+                b = f["baselines"]
+                rows.append({"fold": f["fold"]["fold"], "session": f["session"],
+                             "test": " .. ".join(f["fold"]["test"]),
+                             "ensemble": f["test"]["total_return"], "ungated": f["test_ungated"]["total_return"],
+                             "buy_and_hold": b["buy_and_hold"]["total_return"],
+                             "always_long": b["always_long"]["total_return"],
+                             "random_direction": b["random_direction"]["total_return"]})
+            if rows:
+                scope += "<p>Walk-forward test results at training time (total return):</p>" + \
+                    pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:+.2%}")
+        out.append(("DQN ensemble: model and out-of-sample scope", scope))
+        if len(t):
+            votes = pd.DataFrame({"sessions": [len(t)], "long": [int((t["direction"] > 0).sum())],
+                                  "short": [int((t["direction"] < 0).sum())],
+                                  "no trade / tie": [int((t["direction"] == 0).sum())],
+                                  "mean agreement": [round(float(t["agreement"].mean()), 3)]})
+            voted = t["direction"] != 0
+            gates = pd.DataFrame({"voted trades": [int(voted.sum())],
+                                  "passed": [int((t["trade_direction"] != 0).sum())],
+                                  "refused by confidence gate": [int((voted & ~t["gate_pass"]).sum())],
+                                  "refused by drawdown gate": [int((voted & t["gate_pass"] &
+                                                                    t["drawdown_block"]).sum())]})
+            out.append(("DQN ensemble: vote distribution", votes.to_html(index=False)))
+            out.append(("DQN ensemble: gate decisions", gates.to_html(index=False)))
+            if self.daily is not None:
+                daily = self.daily.loc[t.index]
+                costs = self.model.costs
+                ens, _ = decisions_result(daily, t["trade_direction"].to_numpy(), t["distance"].to_numpy(), costs)
+                base = baseline_table(daily, 0.08, costs, 30, 0)
+                tab = pd.DataFrame({"total return": [ens["total_return"]] +
+                                    [base[k]["total_return"] for k in ("buy_and_hold", "always_long",
+                                                                        "random_direction")],
+                                    "trades": [ens["trades"], 1, base["always_long"]["trades"],
+                                               base["random_direction"]["sessions"]]},
+                                   index=["DQN ensemble (session simulation)", "buy-and-hold",
+                                          "always long (8% barrier)", "random direction (mean of 30)"])
+                out.append(("DQN ensemble vs baselines on the same sessions (budget simulation, "
+                            f"start {costs.budget:g})", tab.to_html(float_format=lambda v: f"{v:+.2%}")))
+        return out
+
+    def report_figures(self) -> List[Tuple[str, object]]:
+        """Agreement over time and the deviation plot (actual close vs ensemble mean +- 2 se)."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        t = self._oos_table()
+        if not len(t):
+            return []
+        figs = []
+        fig, ax = plt.subplots(figsize=(9, 3))
+        ax.plot(t.index, t["agreement"].rolling(10, min_periods=1).mean(), label="agreement (10-session mean)")
+        ax.scatter(t.index[t["direction"] > 0], np.ones((t["direction"] > 0).sum()) * 1.02, s=4, c="g",
+                   label="long vote")
+        ax.scatter(t.index[t["direction"] < 0], np.ones((t["direction"] < 0).sum()) * 1.05, s=4, c="r",
+                   label="short vote")
+        ax.set_ylim(0, 1.1)
+        ax.legend(loc="lower left", fontsize=7)
+        figs.append(("DQN ensemble agreement over time", fig))
+        if "mean_close" in t.columns and self.daily is not None:
+            fig2, (a1, a2) = plt.subplots(2, 1, figsize=(9, 5), sharex=True)
+            actual = self.daily.loc[t.index, "close"]
+            a1.plot(t.index, actual, lw=0.8, label="actual close")
+            a1.plot(t.index, t["mean_close"], lw=0.8, label="ensemble mean")
+            a1.fill_between(t.index, t["mean_close"] - 2 * t["se_close"], t["mean_close"] + 2 * t["se_close"],
+                            alpha=0.3, label="+-2 standard errors")
+            a1.legend(fontsize=7)
+            a2.plot(t.index, t["z_close"].clip(-20, 20), lw=0.6)
+            a2.set_ylabel("(actual-mean)/se")
+            figs.append(("DQN ensemble deviation tracking (predicted close)", fig2))
+        return figs
