@@ -136,3 +136,20 @@ def test_cli_backtest_llm_flag_in_replay_mode_with_an_empty_cache_fails_clearly(
     conf.write_text(conf.read_text().replace('mode = "replay"', 'mode = "dry"'))
     assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "d"]) == 0
     assert "LLM overlay" in (tmp_path / "d" / "report.html").read_text()
+
+
+def test_cli_backtest_llm_online_against_a_compatible_server(tmp_path, monkeypatch):
+    from mltrade.cli import main
+
+    monkeypatch.setenv(ENV, "xai-cli-key")
+    with FakeOpenAI([reverse_wider]) as srv:
+        conf = tmp_path / "live.toml"
+        conf.write_text('[backtest]\nstart = "2018-03-05"\nend = "2018-03-07"\nbaselines = false\n'
+                        f'out = "{tmp_path}"\n[llm]\nmode = "record"\nbase_url = "{srv.base_url}"\n'
+                        f'model = "any-model"\napi_key_env = "{ENV}"\ntimeout = 2.0\nmax_retries = 0\n'
+                        f'cache_path = "{tmp_path / "rec.sqlite"}"\n')
+        assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "online"]) == 0
+        assert srv.calls >= 3 and {r["body"]["model"] for r in srv.requests} == {"any-model"}
+    assert len(ReplayCache(str(tmp_path / "rec.sqlite"))) == srv.calls
+    html = (tmp_path / "online" / "report.html").read_text()
+    assert "LLM overlay" in html and "reversed_ok" in html
