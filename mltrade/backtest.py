@@ -118,14 +118,16 @@ def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict,
 
 
 def _extras(strat: KnockoutStrategy):
+    """Report sections/figures the strategy and its overlay contribute (``report_sections``/``report_figures``)."""
     sections, figures = [], []
-    for obj in (strat, getattr(strat.p, "overlay", None)):
+    overlay = getattr(strat.p, "overlay", None)
+    for obj, kw in ((strat, {}), (overlay, {"strategy": strat})):
         if obj is None:
             continue
         if hasattr(obj, "report_sections"):
-            sections += list(obj.report_sections())
+            sections += list(obj.report_sections(**kw))
         if hasattr(obj, "report_figures"):
-            figures += list(obj.report_figures())
+            figures += list(obj.report_figures(**kw))
     return sections, figures
 
 
@@ -141,6 +143,9 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     result.summary.update(strategy=name, data=str(cfg["backtest"]["data"]), synthetic_intraday=synthetic,
                           data_source=bars.attrs.get("source", ""), params={k: v for k, v in kwargs.items()
                                                                              if k != "overlay"})
+    overlay = kwargs.get("overlay")
+    if overlay is not None and hasattr(overlay, "summary"):
+        result.summary["llm"] = overlay.summary(strategy=result.strategy)
     if cfg["backtest"]["baselines"]:
         result.baselines = baseline_runs(bars, cls, kwargs, cfg, progress)
     if report:

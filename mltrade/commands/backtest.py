@@ -45,9 +45,10 @@ def _backtest(args) -> int:
 
     cfg = load_config(args.config, _overrides(args))
     extra = {}
-    if args.llm:
+    if args.llm or cfg.get("llm", {}).get("enabled", False):
         from mltrade.llm import build_overlay
         extra["overlay"] = build_overlay(cfg)
+        extra["context_candles"] = int(cfg["llm"]["candles"])
     res = run_backtest(cfg, run_name=args.name, progress=not args.quiet, extra_params=extra)
     s = res.summary
     print(f"strategy {s['strategy']}: {s['trades']} trades, total return {s['total_return']:+.2%}, "
