@@ -88,7 +88,6 @@ class SeleniumBroker(bt.BrokerBase):
         if self.is_live:
             self.store.ensure_session()
             self.reconcile()
-            self.cash = self.store.call(self.store.venue.cash)
 
     def stop(self) -> None:
         super().stop()
@@ -104,8 +103,7 @@ class SeleniumBroker(bt.BrokerBase):
     def reconcile(self) -> Any:
         """Resolve in-flight journal entries with the venue and adopt open positions."""
         venue = self.store.venue
-        open_ = self.store.call(venue.positions)
-        history = self.store.call(venue.history)
+        self.cash, open_, history = self.store.call(venue.snapshot, name="reconcile")
         rep = self.journal.reconcile(open_, history)
         by_ref = {p.client_ref: p for p in open_}
         known = {pos_ref for pos_ref in self.refs.values()}
@@ -176,7 +174,7 @@ class SeleniumBroker(bt.BrokerBase):
 
     def _new_order(self, cls, owner, data, size, price, exectype, product, **info) -> bt.Order:
         order = cls(owner=owner, data=data, size=size if size else 1, price=price, exectype=exectype,
-                    tradeid=product.id, simulated=True)
+                    tradeid=product.id, simulated=False)
         order.addinfo(product=product, **info)
         order.addcomminfo(self._comminfo)
         order.submit(self)
@@ -236,6 +234,8 @@ class SeleniumBroker(bt.BrokerBase):
     def _open(self, order: bt.Order, product: KnockoutProduct, data: Any, size: Optional[float],
               stake: Optional[float], stop: Optional[float]) -> None:
         day = self._day(data)
+        if stake is not None:
+            size = None      # a stake wins over backtrader's default sizer (as in KnockoutBroker)
         index = float(data.close[0]) if data is not None and len(data) else None
         ask = float(product.ask(index)) if index is not None else None
         budget = stake if stake is not None else (size or 0) * (ask or 0)
@@ -262,7 +262,7 @@ class SeleniumBroker(bt.BrokerBase):
             self.journal.update(ref, "filled", price=fill.price, size=fill.size, barrier=fill.barrier,
                                 deal_id=fill.deal_id, product_id=fill.product_id)
             if abs(fill.barrier - product.barrier) > 1e-9:   # the venue's level (safe side) wins
-                product = product.copy(strike=fill.barrier, barrier=fill.barrier, id=product.id)
+                product = product.copy(strike=fill.barrier, barrier=fill.barrier, id=product.id, name="")
                 order.info["product"] = product
             self.deals[product.id] = fill.deal_id
             n, px = fill.size, fill.price
@@ -352,7 +352,7 @@ class SeleniumBroker(bt.BrokerBase):
     def _synthetic_close(self, pos: CertPosition, px: float, reason: str) -> None:
         order = bt.SellOrder(owner=pos.owner, data=pos.data, size=pos.size,
                              exectype=bt.Order.Stop if reason == "stop" else bt.Order.Market,
-                             tradeid=pos.product.id, simulated=True)
+                             tradeid=pos.product.id, simulated=False)
         order.addinfo(product=pos.product, stake=None, stop=None, reason=reason)
         order.addcomminfo(self._comminfo)
         order.submit(self)
@@ -370,8 +370,11 @@ class SeleniumBroker(bt.BrokerBase):
     def next(self) -> None:
         self._bars += 1
         if self.is_live:
-            if self.unresolved or self._bars % max(1, int(self.p.poll_every)) == 0:
+            busy = self.unresolved or self.positions
+            if busy and self._bars % max(1, int(self.p.poll_every)) == 0 or self.unresolved:
                 self.poll()
+            else:
+                self.store.ensure_session()      # keep-alive while flat
         else:
             self._simulate_exits()
 
@@ -379,9 +382,7 @@ class SeleniumBroker(bt.BrokerBase):
         """Read venue positions: resolve unconfirmed orders, detect stops and knock-outs, refresh cash."""
         venue = self.store.venue
         try:
-            open_ = self.store.call(venue.positions, name="positions")
-            history = self.store.call(venue.history, name="history")
-            self.cash = self.store.call(venue.cash, name="cash")
+            self.cash, open_, history = self.store.call(venue.snapshot, name="poll")
         except VenueError as e:
             log.error("polling the venue failed: %s", mask(str(e).splitlines()[0]))
             return
@@ -398,8 +399,8 @@ class SeleniumBroker(bt.BrokerBase):
             self.journal.update(ref, "filled", price=vp.entry, size=vp.size, deal_id=vp.deal_id, reconciled=True)
             product = order.info["product"]
             self.deals[product.id] = vp.deal_id
+            self.cash += vp.size * vp.entry      # the snapshot's cash already paid for it
             self._book_open(order, product, order.data, vp.size, vp.entry, None, order.info.get("stop"), ref)
-            self.cash = self.store.call(venue.cash, name="cash")
         closed = {c.deal_id: c for c in history}
         open_deals = {p.deal_id for p in open_}
         for pid, deal in list(self.deals.items()):

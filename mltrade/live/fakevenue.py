@@ -159,8 +159,8 @@ class FakeVenue:
         offer = round(fair * p.get("markup", 1.0), 2)
         bid = round(float(P.bid_price(p["direction"], self.state.index, p["level"], p["ratio"],
                                       spread=self.state.spread)) * p.get("markup", 1.0), 2)
-        lev = self.state.index * p["ratio"] / offer if offer > 0 else float("inf")
-        return {"bid": bid, "offer": offer, "leverage": round(lev, 1)}
+        lev = round(self.state.index * p["ratio"] / offer, 1) if offer > 0 else None
+        return {"bid": bid, "offer": offer, "leverage": lev}
 
     def set_index(self, price: float) -> List[dict]:
         """Move the index; triggers stops and knock-outs. Returns the positions closed."""
@@ -330,7 +330,7 @@ def _make_handler(venue: FakeVenue):
                         qq = venue.quote(p)
                         out.append({"index": i, "isin": p["isin"], "ko": format_number(p["level"]),
                                     "price": format_number(qq["offer"]) + " €",
-                                    "leverage": format_number(qq["leverage"], 1)})
+                                    "leverage": format_number(qq["leverage"] or 0.0, 1)})
                     return self._json({"total": len(rows), "rows": out})
                 if what == "quote":
                     p = venue.product(q.get("id", ""))

@@ -13,7 +13,7 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
     from mltrade.live.store import SeleniumStore
@@ -241,6 +241,10 @@ class Venue(ABC):
     def close(self, deal_id: str) -> float:
         """Sell position ``deal_id`` at market; returns the exit price."""
 
+    def snapshot(self) -> Tuple[float, List[VenuePosition], List[ClosedPosition]]:
+        """Cash, open positions and closed positions (drivers may read them in one page load)."""
+        return self.cash(), self.positions(), self.history()
+
     def ping(self) -> None:
         """Keep the session alive (loads a cheap authenticated page)."""
         self.cash()
@@ -265,8 +269,20 @@ class PositionsPageMixin:
         self._positions_page()
         return self.number("cash")
 
+    def snapshot(self: Any) -> Tuple[float, List[VenuePosition], List[ClosedPosition]]:
+        """Cash, open positions and closed positions from one load of the positions page."""
+        self._positions_page()
+        return self.number("cash"), self._read_positions(), self._read_history()
+
     def positions(self: Any) -> List[VenuePosition]:
         self._positions_page()
+        return self._read_positions()
+
+    def history(self: Any) -> List[ClosedPosition]:
+        self._positions_page()
+        return self._read_history()
+
+    def _read_positions(self: Any) -> List[VenuePosition]:
         cells = {k[4:]: self.sel(k) for k in self.SELECTORS if k.startswith("pos_")}
         out = []
         for r in self.table("position_row", cells):
@@ -278,8 +294,7 @@ class PositionsPageMixin:
                 stop=self._num(r["stop"], "stop") if r["stop"] else None))
         return out
 
-    def history(self: Any) -> List[ClosedPosition]:
-        self._positions_page()
+    def _read_history(self: Any) -> List[ClosedPosition]:
         cells = {k[2:]: self.sel(k) for k in self.SELECTORS if k.startswith("h_")}
         return [ClosedPosition(deal_id=r["dealId"], client_ref=r["ref"] or "", size=int(self._num(r["size"], "size")),
                                exit=self._num(r["exit"], "exit"), pnl=self._num(r["pnl"], "pnl"),

@@ -1,0 +1,87 @@
+"""``mltrade live``: paper or venue trading by the exchange calendar (see docs/live.md)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    """Add the ``live`` sub-command."""
+    from mltrade.live.scheduler import FEEDS, VENUES
+    p = sub.add_parser(
+        "live", help="trade a strategy live: paper (default), IG or Trade Republic",
+        description="Run sessions of a strategy by the exchange calendar. Paper mode (default) fills "
+                    "with the simulated KnockoutBroker against live prices. IG / Trade Republic are "
+                    "driven through their web pages: a dry run unless --live AND [live] confirm is set. "
+                    "Automating a broker's web interface can break its terms of service.")
+    p.add_argument("--strategy", default=None, help="registered strategy name (default: [strategy] name)")
+    p.add_argument("--venue", choices=VENUES, default=None, help="paper | ig | traderepublic ([live] venue)")
+    p.add_argument("--feed", choices=FEEDS, default="sample",
+                   help="sample = replay the embedded sample as if live; twelvedata = live TwelveData feed")
+    p.add_argument("--config", help="TOML config file")
+    p.add_argument("--max-sessions", type=int, default=1, help="sessions to run before exiting (default 1)")
+    p.add_argument("--live", action="store_true",
+                   help="send real orders (also needs [live] confirm in the config)")
+    p.add_argument("--demo", action="store_true",
+                   help="trade against the local fake venue on 127.0.0.1 (ig/traderepublic demo, offline)")
+    p.add_argument("--speed", type=float, default=None, help="replay speed, times real time (0 = no waiting)")
+    p.add_argument("--kill", metavar="REASON", help="engage the kill switch (no new positions) and exit")
+    p.add_argument("--revive", action="store_true", help="remove the kill switch file and exit")
+    p.set_defaults(func=_live)
+
+
+def _live(args: argparse.Namespace) -> int:
+    from mltrade.config import load_config
+    from mltrade.live.risk import RiskGuard, RiskLimits
+    from mltrade.live.scheduler import run_live
+
+    cfg = load_config(args.config)
+    lv = cfg["live"]
+    if args.kill or args.revive:
+        guard = RiskGuard(RiskLimits.from_config(lv))
+        if args.kill:
+            print(f"kill switch engaged: {guard.kill(args.kill)}")
+        else:
+            guard.revive()
+            print("kill switch removed")
+        return 0
+    venue = args.venue or lv["venue"]
+    strategy = args.strategy or cfg["strategy"]["name"]
+    live = bool(args.live or lv["live"])
+    kw: dict = {}
+    fake = None
+    if args.demo and venue != "paper":
+        from mltrade.feeds.sample import sample_intraday
+        from mltrade.live.broker import LIVE_CONFIRMATION
+        from mltrade.live.credentials import Credentials
+        from mltrade.live.fakevenue import FakeVenue
+
+        first = sample_intraday(lv["replay_start"]).iloc[0]["open"]
+        fake = FakeVenue(index=float(first)).start()
+        kw = dict(base_url=fake.url, credentials=Credentials(fake.state.username, fake.state.password),
+                  code=lambda: fake.state.code, on_bar=lambda d: fake.set_index(float(d.close[0])))
+        if live:   # the local fake venue holds no real money: the opt-in is implied
+            cfg["live"]["confirm"] = LIVE_CONFIRMATION
+        print(f"demo: fake {venue} venue at {fake.url}")
+    elif live and venue != "paper" and not lv["confirm"]:
+        print("mltrade: error: --live needs [live] confirm in the config (see docs/live.md)", file=sys.stderr)
+        return 2
+    try:
+        res = run_live(cfg, strategy, venue, args.feed, max_sessions=args.max_sessions, live=live,
+                       speed=args.speed, **kw)
+    finally:
+        if fake is not None:
+            fake.stop()
+        if venue != "paper":
+            from mltrade.live.store import SeleniumStore
+            for store in list(SeleniumStore._instances.values()):
+                store.close()
+    mode = "paper" if venue == "paper" else ("LIVE" if live else "dry run")
+    print(f"{strategy} on {venue} ({mode}): sessions {', '.join(res.sessions) or '-'}; "
+          f"{len(res.trades)} round trips; value {res.value:,.2f}")
+    for t in res.trades:
+        print(f"  {t['entry_time']} {t['direction']:5s} barrier {t['barrier']:.2f} x{t['size']:.0f} "
+              f"{t['entry_price']:.2f} -> {t['exit_price']:.2f} ({t['exit_reason']}) P&L {t['pnl']:+.2f}")
+    print(f"log: {res.log_file}")
+    return 0
