@@ -36,7 +36,8 @@ class KnockoutStrategy(bt.Strategy):
     params = PRODUCT_PARAMS + (
         ("distance", 0.04),           # default barrier distance from the index (fraction)
         ("stop", 0.71),               # stop at this fraction of the entry price (None = no stop)
-        ("stake", None),              # cash per trade (None = all available cash)
+        ("stake", None),              # cash per trade (None: stake_fraction, else all available cash)
+        ("stake_fraction", None),     # fraction of the account value per trade (e.g. 0.25)
         ("overlay", None),            # DecisionOverlay reviewing each decision (e.g. LLMOverlay)
         ("context_candles", 17),      # candles handed to the overlay
         ("flat_at_session_end", True),  # close everything at the close of the last session bar
@@ -98,7 +99,12 @@ class KnockoutStrategy(bt.Strategy):
             product = self.make_product(direction, barrier=barrier, distance=distance, data=d)
         stop = self.p.stop if stop is None else stop
         if size is None and stake is None:
-            stake = self.p.stake if self.p.stake is not None else self.broker.getcash()
+            if self.p.stake is not None:
+                stake = self.p.stake
+            elif self.p.stake_fraction:
+                stake = min(self.p.stake_fraction * self.broker.getvalue(), self.broker.getcash())
+            else:
+                stake = self.broker.getcash()
         return self.buy(data=d, size=size, product=product, stake=stake, stop=stop, **kwargs)
 
     def close_knockout(self, product: Optional[KnockoutProduct] = None, at_close: bool = False,
