@@ -49,7 +49,8 @@ class SeleniumStore:
                  code: str | Callable[[], str] = "prompt", driver_path: str = "/usr/bin/chromedriver",
                  chromium_path: str = "/usr/bin/chromium", headless: bool = True, undetected: bool = False,
                  timeout: float = 10.0, confirm_timeout: float = 15.0, keepalive_s: float = 240.0,
-                 screenshots_dir: str | Path = "live/screenshots", venue_kwargs: Optional[dict] = None):
+                 screenshots_dir: str | Path = "live/screenshots", venue_kwargs: Optional[dict] = None,
+                 driver: Any = None):
         self.venue_name = venue
         self.base_url = base_url.rstrip("/")
         self._credentials = credentials
@@ -59,7 +60,8 @@ class SeleniumStore:
         self.timeout, self.confirm_timeout, self.keepalive_s = float(timeout), float(confirm_timeout), keepalive_s
         self.screenshots_dir = Path(screenshots_dir)
         self.venue: Venue = venue_class(venue)(self, **(venue_kwargs or {}))
-        self._driver: Any = None
+        self._driver: Any = driver            # an existing WebDriver may be shared (tests)
+        self._owns_driver = driver is None
         self._profile: Optional[str] = None
         self._logged_in = False
         self._last_activity = 0.0
@@ -129,7 +131,8 @@ class SeleniumStore:
         with self.lock:
             if self._driver is not None:
                 try:
-                    self._driver.quit()
+                    if self._owns_driver:
+                        self._driver.quit()
                 finally:
                     self._driver = None
             if self._profile:
