@@ -38,7 +38,7 @@ def calendar_onehots(index: pd.DatetimeIndex) -> pd.DataFrame:
     idx = pd.DatetimeIndex(index)
     wd = np.zeros((len(idx), 5), np.float32)
     dm = np.zeros((len(idx), 31), np.float32)
-    w = idx.weekday.to_numpy()
+    w = idx.day_of_week.to_numpy()
     ok = w < 5
     wd[np.arange(len(idx))[ok], w[ok]] = 1.0
     dm[np.arange(len(idx)), idx.day.to_numpy() - 1] = 1.0
