@@ -169,7 +169,7 @@ def _daily_features_local(daily: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame(f, index=daily.index).shift(1)  # known before today's open
     idx = pd.DatetimeIndex(daily.index)
     for i in range(5):
-        out[f"wd_{i}"] = (idx.weekday == i).astype(float)
+        out[f"wd_{i}"] = (idx.day_of_week == i).astype(float)
     for i in range(1, 13):
         out[f"m_{i}"] = (idx.month == i).astype(float)
     for i in range(1, 32):
