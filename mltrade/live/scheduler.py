@@ -214,7 +214,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         cerebro.addanalyzer(SessionCheckpoint, _name="sessions", journal=journal)
         strat = cerebro.run()[0]
         notifier.flush(timeout=5.0)
-        trades = strat.analyzers.ko_trades.to_frame().to_dict("records")
+        trades = [dict(rt) for rt in getattr(broker, "roundtrips", [])]
         res = LiveResult(sessions=list(strat.analyzers.sessions.done), trades=trades, cash=broker.getcash(),
                          value=broker.getvalue(), log_file=log_file, broker=broker)
         log.info("live run finished: %d sessions, %d round trips, value %.2f", len(res.sessions),

@@ -1,0 +1,121 @@
+"""Paper mode end to end on the replayed sample, restarts, kill switch, CLI, and the dry-run broker."""
+import backtrader as bt
+import pytest
+
+from mltrade.cli import main
+from mltrade.config import load_config
+from mltrade.feeds.sample import sample_intraday
+from mltrade.live.broker import LIVE_CONFIRMATION, SeleniumBroker
+from mltrade.live.journal import OrderJournal
+from mltrade.live.notify import Notifier
+from mltrade.live.risk import RiskGuard, RiskLimits
+from mltrade.live.scheduler import ReplayData, live_strategy, next_sessions, run_live, wait_until_open
+from mltrade.strategies.reference import IntradayMomentum
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    c = load_config(None)
+    c["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
+                     kill_switch_file=str(tmp_path / "KILL"), screenshots_dir=str(tmp_path / "shots"))
+    return c
+
+
+def test_paper_trades_sample_end_to_end_and_resumes_after_restart(cfg, tmp_path):
+    r1 = run_live(cfg, "momentum", "paper", "sample", max_sessions=2)
+    assert r1.sessions == ["2018-06-01", "2018-06-04"]
+    assert len(r1.trades) == 2
+    assert {t["exit_reason"] for t in r1.trades} <= {"session_end", "stop", "knockout"}
+    assert all(t["invested"] <= cfg["live"]["max_stake"] + 1e-6 for t in r1.trades)
+    assert r1.value == pytest.approx(10_000 + sum(t["pnl"] for t in r1.trades))
+    # a restart continues with the next sessions instead of trading the same ones again
+    r2 = run_live(cfg, "momentum", "paper", "sample", max_sessions=1)
+    assert r2.sessions == ["2018-06-05"]
+    j = OrderJournal(cfg["live"]["journal_path"], "paper")
+    assert j.get_state("last_session") == "2018-06-05"
+    assert len(j.entries("buy")) == 3 and all(e.status == "paper" for e in j.entries())
+    log = (tmp_path / "live.log").read_text()
+    assert "session 2018-06-04 finished" in log and "resuming after 2018-06-04" in log
+
+
+def test_kill_switch_stops_new_positions(cfg, tmp_path):
+    (tmp_path / "KILL").write_text("test")
+    r = run_live(cfg, "momentum", "paper", "sample", max_sessions=1)
+    assert r.sessions == ["2018-06-01"] and r.trades == []
+    assert r.broker.risk_rejections and "kill switch" in r.broker.risk_rejections[0]
+
+
+def test_cli_live_paper_and_kill(cfg, tmp_path, capsys):
+    conf = tmp_path / "c.toml"
+    conf.write_text("[live]\n" + "".join(f'{k} = "{cfg["live"][k]}"\n' for k in
+                                         ("journal_path", "log_file", "kill_switch_file", "screenshots_dir")))
+    assert main(["live", "--venue", "paper", "--feed", "sample", "--max-sessions", "2",
+                 "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "sessions 2018-06-01, 2018-06-04" in out and "2 round trips" in out
+    assert main(["live", "--kill", "manual stop", "--config", str(conf)]) == 0
+    assert (tmp_path / "KILL").exists()
+    assert main(["live", "--revive", "--config", str(conf)]) == 0
+    assert not (tmp_path / "KILL").exists()
+
+
+def test_live_flag_without_confirmation_is_refused(cfg, tmp_path, capsys):
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\n')
+    assert main(["live", "--venue", "ig", "--live", "--config", str(conf)]) == 2
+    assert "confirm" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="confirm"):
+        SeleniumBroker(live=True, confirm="yes please")
+
+
+def test_next_sessions_and_wait_until_open():
+    s = next_sessions("XNAS", "2018-07-03", "2018-06-01", 2)
+    assert [d.date().isoformat() for d in s.index] == ["2018-07-05", "2018-07-06"]   # July 4th skipped
+    import pandas as pd
+    slept = []
+    opened = wait_until_open("XNAS", now=lambda: pd.Timestamp("2024-12-24T20:00Z").to_pydatetime(),
+                             sleep=slept.append, lead_s=0)
+    assert opened == pd.Timestamp("2024-12-26T14:30Z") and slept[0] == pytest.approx(42.5 * 3600)
+
+
+def _dry_cerebro(broker, bars):
+    c = bt.Cerebro(stdstats=False)
+    data = ReplayData(dataframe=bars, exchange="XNAS", interval=5)
+    c.adddata(data)
+    c.broker = broker
+    broker.setdata(data)
+    c.addstrategy(live_strategy(IntradayMomentum), stake=1000.0, spread=0.01)
+    return c.run()[0]
+
+
+def test_dry_run_broker_records_actions_and_touches_no_venue(tmp_path):
+    bars = sample_intraday("2018-06-01", "2018-06-05")
+    journal = OrderJournal(tmp_path / "j.sqlite", "ig")
+    broker = SeleniumBroker(store=None, journal=journal, notifier=Notifier(seed=1))
+    strat = _dry_cerebro(broker, bars)
+    assert not broker.is_live
+    buys = [a for a in broker.actions if a["action"] == "buy"]
+    assert len(buys) == 3 and all(a["dry_run"] for a in broker.actions)
+    assert all(e.status == "dry_run" for e in journal.entries())
+    assert len(broker.roundtrips) == 3
+    for rt in broker.roundtrips:
+        assert rt["exit_reason"] in ("session_end", "stop", "knockout") and rt["invested"] <= 1000.0 + 1e-6
+    assert broker.getvalue() == pytest.approx(10_000 + sum(r["pnl"] for r in broker.roundtrips))
+
+
+def test_dry_run_broker_books_stop_and_knockout(tmp_path):
+    # a long certificate 0.5 % below the index: any ordinary dip knocks it out
+    bars = sample_intraday("2018-06-01", "2018-06-08")
+    broker = SeleniumBroker(notifier=Notifier(), risk=RiskGuard(RiskLimits(max_leverage=None)))
+    c = bt.Cerebro(stdstats=False)
+    data = ReplayData(dataframe=bars, exchange="XNAS", interval=5)
+    c.adddata(data)
+    c.broker = broker
+    c.addstrategy(live_strategy(IntradayMomentum), stake=1000.0, distance=0.003, direction_rule="long",
+                  decision_bar=2)
+    c.run()
+    reasons = [r["exit_reason"] for r in broker.roundtrips]
+    assert "knockout" in reasons or "stop" in reasons
+    for r in broker.roundtrips:
+        if r["exit_reason"] == "knockout":
+            assert r["exit_price"] == 0.0 and r["pnl"] < 0
