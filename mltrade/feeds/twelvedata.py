@@ -1,0 +1,430 @@
+"""TwelveData ``time_series`` client: paging, a credit rate limiter, back-off and clear errors.
+
+Why a thin client on ``requests`` rather than the official ``twelvedata``
+package: we use one endpoint (``time_series``) and need control the package
+does not give — paging any date range in windows of at most 5000 bars, a
+shared credit budget per minute, bounded back-off with jitter on 429 (also
+when it arrives as an HTTP-200 error body), 5xx and time-outs, exceptions
+that never contain the API key, and a configurable ``base_url`` so tests can
+point at a real HTTP server on 127.0.0.1. The official package adds
+dependencies (and its own retry/format logic) without covering those needs.
+``requests`` is already a dependency of the project.
+
+The key travels in the ``Authorization: apikey <key>`` header (supported by
+TwelveData), so it never appears in URLs, logs or exception texts; every
+message is also scrubbed of the key as a second line of defence.
+"""
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Deque, Iterator, Optional, Tuple, Union
+
+import numpy as np
+import pandas as pd
+import requests
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.twelvedata.com"
+MAX_OUTPUTSIZE = 5000
+#: TwelveData interval name -> length in minutes (``None``: daily or longer, dates only)
+INTERVALS = {"1min": 1, "5min": 5, "15min": 15, "30min": 30, "45min": 45, "1h": 60, "2h": 120,
+             "4h": 240, "1day": None, "1week": None, "1month": None}
+_NO_DATA = "no data is available"
+DateLike = Union[str, pd.Timestamp]
+
+
+class TwelveDataError(RuntimeError):
+    """Base class of every error raised by the client (never contains the API key)."""
+
+
+class TwelveDataAuthError(TwelveDataError):
+    """401/403: the key is missing, wrong or not allowed to use this endpoint/symbol."""
+
+
+class TwelveDataRequestError(TwelveDataError):
+    """400/404 (bad parameters, unknown symbol) or another non-retryable API error."""
+
+
+class TwelveDataRateLimitError(TwelveDataError):
+    """Still rate limited (429) after the allowed retries."""
+
+
+class TwelveDataServerError(TwelveDataError):
+    """5xx, time-outs, connection failures or malformed bodies after the allowed retries."""
+
+
+def interval_minutes(interval: str) -> Optional[int]:
+    """Minutes of a TwelveData interval (``"5min"`` -> 5), ``None`` for daily or longer."""
+    if interval not in INTERVALS:
+        raise ValueError(f"interval: expected one of {list(INTERVALS)}, got {interval!r}")
+    return INTERVALS[interval]
+
+
+class RateLimiter:
+    """Sliding-window limiter: at most ``credits`` credits spent in any ``period`` seconds.
+
+    Thread-safe; ``clock``/``sleep`` are injectable so tests run on virtual time.
+    """
+
+    def __init__(self, credits: int, period: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        if credits < 1:
+            raise ValueError(f"credits_per_minute: expected a positive integer, got {credits!r}")
+        if period <= 0:
+            raise ValueError(f"period: expected a positive number of seconds, got {period!r}")
+        self.credits, self.period = int(credits), float(period)
+        self._clock, self._sleep = clock, sleep
+        self._spent: Deque[Tuple[float, int]] = collections.deque()
+        self._lock = threading.Lock()
+        self.waited = 0.0  #: total seconds spent waiting
+
+    def _used(self, now: float) -> int:
+        while self._spent and self._spent[0][0] <= now - self.period:
+            self._spent.popleft()
+        return sum(c for _, c in self._spent)
+
+    def acquire(self, cost: int = 1) -> float:
+        """Block until ``cost`` credits fit in the window, record them; returns seconds waited."""
+        if cost > self.credits:
+            raise ValueError(f"cost {cost} exceeds the budget of {self.credits} credits per window")
+        waited = 0.0
+        with self._lock:
+            while True:
+                now = self._clock()
+                used = self._used(now)
+                if used + cost <= self.credits:
+                    self._spent.append((now, cost))
+                    self.waited += waited
+                    return waited
+                # wait until enough of the oldest entries leave the window
+                need, freed, until = used + cost - self.credits, 0, now
+                for t, c in self._spent:
+                    freed += c
+                    until = t + self.period
+                    if freed >= need:
+                        break
+                delay = max(until - now, 1e-6)
+                self._sleep(delay)
+                waited += delay
+
+    def penalise(self) -> None:
+        """After a 429: treat the whole budget as spent now (the server knows better)."""
+        with self._lock:
+            now = self._clock()
+            used = self._used(now)
+            if used < self.credits:
+                self._spent.append((now, self.credits - used))
+
+
+@dataclass
+class FetchStats:
+    """Counters of one client: HTTP requests, credits spent, retries, bars returned."""
+
+    requests: int = 0
+    credits: int = 0
+    retries: int = 0
+    bars: int = 0
+    rate_wait_s: float = 0.0
+    errors: list = field(default_factory=list)
+
+
+class TwelveDataClient:
+    """Client of the ``time_series`` endpoint; see the module docstring for the design."""
+
+    def __init__(self, api_key: Optional[str] = None, *, base_url: str = DEFAULT_BASE_URL,
+                 credits_per_minute: int = 8, timeout: float = 30.0, max_retries: int = 5,
+                 backoff_base: float = 1.0, backoff_max: float = 60.0, jitter: float = 0.5,
+                 rate_period: float = 60.0, outputsize: int = MAX_OUTPUTSIZE,
+                 api_key_env: str = "TWELVEDATA_API_KEY",
+                 session: Optional[requests.Session] = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], pd.Timestamp] = lambda: pd.Timestamp.now(tz="UTC"),
+                 seed: Optional[int] = None) -> None:
+        key = api_key if api_key else os.environ.get(api_key_env, "")
+        if not key:
+            raise TwelveDataAuthError(
+                f"no TwelveData API key: set the {api_key_env} environment variable or "
+                f"[twelvedata] api_key in the config file")
+        if not (1 <= outputsize <= MAX_OUTPUTSIZE):
+            raise ValueError(f"outputsize: expected 1..{MAX_OUTPUTSIZE}, got {outputsize!r}")
+        if max_retries < 0 or timeout <= 0 or backoff_base < 0:
+            raise ValueError("max_retries >= 0, timeout > 0 and backoff_base >= 0 expected")
+        self._key = key
+        self.base_url = base_url.rstrip("/")
+        self.timeout, self.max_retries = float(timeout), int(max_retries)
+        self.backoff_base, self.backoff_max, self.jitter = float(backoff_base), float(backoff_max), jitter
+        self.outputsize = int(outputsize)
+        self.limiter = RateLimiter(credits_per_minute, rate_period, clock=clock, sleep=sleep)
+        self._sleep, self._now = sleep, now
+        self._rng = random.Random(seed)
+        self._http = session or requests.Session()
+        self.stats = FetchStats()
+
+    # -- helpers -------------------------------------------------------------
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.backoff_max, self.backoff_base * (2 ** attempt))
+        return base * (1.0 + self.jitter * self._rng.random())
+
+    def _fail(self, exc_type: type, message: str) -> TwelveDataError:
+        msg = self._scrub(message)
+        self.stats.errors.append(msg)
+        log.warning(msg)
+        return exc_type(msg)
+
+    # -- one request -----------------------------------------------------------
+    def request(self, endpoint: str, params: dict, cost: int = 1) -> dict:
+        """GET ``endpoint`` with retries; returns the decoded JSON body of a successful answer."""
+        url = f"{self.base_url}/{endpoint.lstrip('/')}"
+        what = f"TwelveData {endpoint} {params.get('symbol', '')} {params.get('interval', '')}".strip()
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.stats.retries += 1
+                self._sleep(self._backoff(attempt - 1))
+            self.stats.rate_wait_s += self.limiter.acquire(cost)
+            self.stats.requests += 1
+            self.stats.credits += cost
+            try:
+                resp = self._http.get(url, params=params, timeout=self.timeout,
+                                      headers={"Authorization": f"apikey {self._key}"})
+            except requests.Timeout:
+                last = f"{what}: no answer within {self.timeout:g} s (time-out)"
+                log.info("%s; retry %d/%d", last, attempt + 1, self.max_retries)
+                continue
+            except requests.RequestException as exc:
+                last = f"{what}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})"
+                log.info("%s; retry %d/%d", last, attempt + 1, self.max_retries)
+                continue
+            try:
+                body = resp.json()
+            except ValueError:
+                body = None
+            code = resp.status_code
+            message = ""
+            if isinstance(body, dict) and body.get("status") == "error":
+                code = int(body.get("code", code) or code)
+                message = str(body.get("message", ""))
+            elif code >= 400 and body is None:
+                message = resp.text[:200]
+            if code == 429:
+                self.limiter.penalise()
+                last = f"{what}: rate limited (HTTP 429): {message}"
+                log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+                if attempt == self.max_retries:
+                    raise self._fail(TwelveDataRateLimitError,
+                                     f"{last} — still limited after {self.max_retries} retries; "
+                                     f"lower credits_per_minute")
+                continue
+            if code >= 500:
+                last = f"{what}: server error HTTP {code}: {message or resp.text[:200]}"
+                log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+                continue
+            if code in (401, 403):
+                raise self._fail(TwelveDataAuthError, f"{what}: HTTP {code} (authentication): {message}")
+            if code >= 400:
+                if _NO_DATA in message.lower():  # an empty window, not a failure: no warning
+                    raise TwelveDataRequestError(self._scrub(f"{what}: HTTP {code}: {message}"))
+                raise self._fail(TwelveDataRequestError, f"{what}: HTTP {code}: {message}")
+            if not isinstance(body, dict):
+                last = (f"{what}: malformed answer (expected a JSON object), starts with "
+                        f"{resp.text[:80]!r}")
+                log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+                continue
+            return body
+        raise self._fail(TwelveDataServerError, f"{last} — gave up after {self.max_retries} retries")
+
+    # -- time_series -----------------------------------------------------------
+    def time_series_page(self, symbol: str, interval: str, start: Optional[pd.Timestamp] = None,
+                         end: Optional[pd.Timestamp] = None, outputsize: Optional[int] = None
+                         ) -> Tuple[pd.DataFrame, dict]:
+        """One ``time_series`` request (start/end naive exchange-local); returns (ascending bars, meta).
+
+        "No data is available on the specified dates" gives an empty frame.
+        """
+        interval_minutes(interval)
+        params = {"symbol": symbol, "interval": interval, "timezone": "Exchange",
+                  "outputsize": int(outputsize or self.outputsize), "format": "JSON", "order": "desc"}
+        fmt = "%Y-%m-%d %H:%M:%S" if INTERVALS[interval] else "%Y-%m-%d"
+        if start is not None:
+            params["start_date"] = pd.Timestamp(start).strftime(fmt)
+        if end is not None:
+            params["end_date"] = pd.Timestamp(end).strftime(fmt)
+        try:
+            body = self.request("time_series", params)
+        except TwelveDataRequestError as exc:
+            if _NO_DATA in str(exc).lower():
+                return _empty_frame(interval), {}
+            raise
+        return parse_time_series(body, interval, symbol), dict(body.get("meta") or {})
+
+    def iter_windows(self, symbol: str, interval: str, start: DateLike, end: Optional[DateLike] = None,
+                     tz: Optional[str] = None, complete_only: bool = True
+                     ) -> Iterator[Tuple[pd.Timestamp, pd.Timestamp, pd.DataFrame]]:
+        """Fetch ``[start, end)`` window by window (oldest first); yields ``(w_start, w_end, bars)``.
+
+        Each window spans at most ``outputsize`` bars at the densest plausible
+        rate; a page that comes back full is continued backwards until the
+        window is covered, so no bar is lost whatever the data density.
+        ``start``/``end`` naive are exchange-local (``tz``); aware ones are converted.
+        """
+        minutes = interval_minutes(interval)
+        now = self._now()
+        tz = tz or _guess_tz(symbol)
+        start_l = _to_local_naive(start, tz)
+        end_l = _to_local_naive(end if end is not None else now, tz)
+        if complete_only and minutes:
+            # the bar containing "now" is still forming: never fetch past the last completed bar
+            end_l = min(end_l, _to_local_naive(now.floor(f"{minutes}min"), tz))
+        if minutes:
+            # at most 24h of bars per calendar day: such a window never exceeds outputsize
+            span = pd.Timedelta(minutes=minutes) * self.outputsize
+        else:
+            span = pd.Timedelta(days=int(self.outputsize * {"1day": 1, "1week": 7, "1month": 28}[interval]))
+        w_start = start_l
+        while w_start < end_l:
+            w_end = min(w_start + span, end_l)
+            bars = self._fetch_window(symbol, interval, w_start, w_end, tz)
+            self.stats.bars += len(bars)
+            yield w_start, w_end, bars
+            if minutes and len(bars) >= 2:
+                # adapt: widen the window to the observed density (sessions cover a fraction of the day)
+                density = len(bars) / max((w_end - w_start) / pd.Timedelta(days=1), 1e-9)
+                wanted = pd.Timedelta(days=0.8 * self.outputsize / density)
+                span = max(span, min(wanted, pd.Timedelta(days=366)))
+            w_start = w_end
+
+    def _fetch_window(self, symbol: str, interval: str, w_start: pd.Timestamp, w_end: pd.Timestamp,
+                      tz: str) -> pd.DataFrame:
+        parts = []
+        cur_end = w_end
+        while True:
+            page, meta = self.time_series_page(symbol, interval, w_start, cur_end)
+            parts.append(page)
+            if len(page) < self.outputsize:
+                break
+            oldest = page.index[0]
+            oldest_l = oldest.tz_convert(tz).tz_localize(None) if oldest.tz is not None else oldest
+            if oldest_l <= w_start:
+                break
+            cur_end = oldest_l  # page was truncated: continue backwards from its oldest bar
+        bars = merge_bars(parts)
+        if len(bars):
+            idx = bars.index
+            lo, hi = _localise(w_start, idx.tz), _localise(w_end, idx.tz)
+            bars = bars[(idx >= lo) & (idx < hi)]
+        return bars
+
+    def time_series(self, symbol: str, interval: str, start: DateLike, end: Optional[DateLike] = None,
+                    tz: Optional[str] = None, complete_only: bool = True) -> pd.DataFrame:
+        """All bars in ``[start, end)``: ascending, exchange timezone, duplicates removed."""
+        parts = [b for _, _, b in self.iter_windows(symbol, interval, start, end, tz, complete_only)]
+        return merge_bars(parts) if parts else _empty_frame(interval)
+
+
+# ---------------------------------------------------------------------------
+# Parsing and merging (pure functions)
+# ---------------------------------------------------------------------------
+def _empty_frame(interval: str, tz: Optional[str] = None) -> pd.DataFrame:
+    idx = pd.DatetimeIndex([], name="datetime")
+    if INTERVALS.get(interval) and tz:
+        idx = idx.tz_localize(tz)
+    return pd.DataFrame({c: pd.Series([], dtype=float) for c in ("open", "high", "low", "close", "volume")},
+                        index=idx)
+
+
+def parse_time_series(body: dict, interval: str, symbol: str = "") -> pd.DataFrame:
+    """Turn a ``time_series`` JSON body into ascending bars (tz-aware for intraday intervals)."""
+    where = f"TwelveData time_series {symbol} {interval}".strip()
+    values = body.get("values")
+    meta = body.get("meta") or {}
+    if values is None:
+        raise TwelveDataServerError(f"{where}: answer has no 'values' field (keys: {sorted(body)})")
+    if not isinstance(values, list):
+        raise TwelveDataServerError(f"{where}: 'values' is not a list")
+    tz = meta.get("exchange_timezone") or _guess_tz(symbol)
+    if not values:
+        return _empty_frame(interval, tz if INTERVALS.get(interval) else None)
+    frame = pd.DataFrame(values)
+    missing = {"datetime", "open", "high", "low", "close"} - set(frame.columns)
+    if missing:
+        raise TwelveDataServerError(f"{where}: bars lack field(s) {sorted(missing)}")
+    try:
+        idx = pd.DatetimeIndex(pd.to_datetime(frame["datetime"], format="mixed"), name="datetime").as_unit("ns")
+        data = {c: pd.to_numeric(frame[c]).astype(float).to_numpy() for c in ("open", "high", "low", "close")}
+    except (ValueError, TypeError) as exc:
+        raise TwelveDataServerError(f"{where}: unparseable bar values ({exc})") from None
+    data["volume"] = (pd.to_numeric(frame["volume"], errors="coerce").fillna(0.0).astype(float).to_numpy()
+                      if "volume" in frame else np.zeros(len(frame)))
+    if INTERVALS.get(interval):
+        idx = idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
+    else:
+        idx = idx.normalize()
+    out = pd.DataFrame(data, index=idx)
+    out = out[out.index.notna()]
+    return merge_bars([out])
+
+
+def merge_bars(parts: list) -> pd.DataFrame:
+    """Concatenate bar frames, sort ascending, keep the LAST occurrence of a duplicated timestamp."""
+    parts = [p for p in parts if p is not None and len(p)]
+    if not parts:
+        return _empty_frame("1day")
+    tzs = {str(p.index.tz) for p in parts}
+    if len(tzs) > 1:
+        tz = str(parts[0].index.tz)
+        parts = [p.tz_convert(tz) if p.index.tz is not None else p for p in parts]
+    df = pd.concat(parts) if len(parts) > 1 else parts[0].copy()
+    df = df[~df.index.duplicated(keep="last")].sort_index(kind="stable")
+    df.index.name = "datetime"
+    return df[["open", "high", "low", "close", "volume"]]
+
+
+def _guess_tz(symbol: str) -> str:
+    from mltrade.calendars import calendar_for_symbol, timezone_of
+    try:
+        return timezone_of(calendar_for_symbol(symbol))
+    except ValueError:
+        return "UTC"
+
+
+def _to_local_naive(t: DateLike, tz: str) -> pd.Timestamp:
+    ts = pd.Timestamp(t)
+    if ts.tz is not None:
+        ts = ts.tz_convert(tz).tz_localize(None)
+    return ts
+
+
+def _localise(t: pd.Timestamp, tz) -> pd.Timestamp:
+    return t.tz_localize(tz) if tz is not None else t
+
+
+def client_from_config(cfg: Optional[dict] = None, **overrides) -> TwelveDataClient:
+    """Build a client from the ``[twelvedata]`` config section (and keyword overrides)."""
+    sec = dict((cfg or {}).get("twelvedata", {}) if cfg and "twelvedata" in cfg else (cfg or {}))
+    kw = dict(api_key=sec.get("api_key") or None, api_key_env=sec.get("api_key_env", "TWELVEDATA_API_KEY"),
+              base_url=sec.get("base_url", DEFAULT_BASE_URL),
+              credits_per_minute=int(sec.get("credits_per_minute", 8)),
+              timeout=float(sec.get("timeout", 30.0)), max_retries=int(sec.get("max_retries", 5)),
+              backoff_base=float(sec.get("backoff_base", 1.0)),
+              backoff_max=float(sec.get("backoff_max", 60.0)))
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    return TwelveDataClient(**kw)
+
+
+__all__ = ["TwelveDataClient", "RateLimiter", "FetchStats", "TwelveDataError", "TwelveDataAuthError",
+           "TwelveDataRequestError", "TwelveDataRateLimitError", "TwelveDataServerError",
+           "parse_time_series", "merge_bars", "interval_minutes", "client_from_config", "INTERVALS",
+           "MAX_OUTPUTSIZE"]
