@@ -1,0 +1,94 @@
+"""DQN benchmark: environment steps/s, training steps/s, one-batch vs per-bar ensemble inference.
+
+Run: python benchmarks/bench_dqn.py [--agents 10] [--years 5]
+Prints figures and ratios measured in this process (same machine, same data).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--agents", type=int, default=10)
+    ap.add_argument("--years", type=int, default=5)
+    ap.add_argument("--env-steps", type=int, default=20000)
+    ap.add_argument("--train-steps", type=int, default=2000)
+    args = ap.parse_args()
+
+    import keras
+
+    from mltrade.feeds.sample import load_daily
+    from mltrade.models.dqn.agent import DQNAgent, build_q_network
+    from mltrade.models.dqn.ensemble import Ensemble, Scaler
+    from mltrade.models.dqn.env import KnockoutEnv
+    from mltrade.models.dqn.memory import SequentialMemory
+    from mltrade.models.dqn.observations import original_observations
+    from mltrade.models.dqn.policy import BoltzmannQPolicy, LinearAnnealedPolicy
+
+    daily = load_daily("2014-01-01", None).iloc[-252 * args.years:]
+    obs = original_observations(daily)
+    print(f"data: {len(daily)} daily sessions {daily.index[0].date()} .. {daily.index[-1].date()}")
+
+    t = time.perf_counter()
+    env = KnockoutEnv(obs, daily, mode="day")
+    build = time.perf_counter() - t
+    rng = np.random.default_rng(0)
+    acts = rng.integers(0, env.nb_actions, args.env_steps)
+    env.reset(seed=0)
+    t = time.perf_counter()
+    for a in acts:
+        _, _, done, _, _ = env.step(int(a))
+        if done:
+            env.reset()
+    env_sps = args.env_steps / (time.perf_counter() - t)
+    print(f"environment: outcome table for {len(env.obs)} sessions x {env.nb_actions} actions built in "
+          f"{build:.2f} s; {env_sps:,.0f} steps/s")
+
+    def agent(seed: int, warmup: int) -> DQNAgent:
+        keras.utils.set_random_seed(seed)
+        m = build_q_network(env.observation_space.shape, env.nb_actions, (64, 32), seed=seed)
+        ag = DQNAgent(m, env.nb_actions, SequentialMemory(50000, 1),
+                      policy=LinearAnnealedPolicy(BoltzmannQPolicy(), "tau", 1.0, 0.05, 0.05, 1000),
+                      nb_steps_warmup=warmup, train_interval=1, target_model_update=10000, delta_clip=1.0,
+                      enable_double_dqn=True, enable_dueling_network=True, seed=seed)
+        ag.compile()
+        return ag
+
+    n = args.train_steps
+    ag = agent(0, n + 1)                   # acting only (never trains)
+    ag.fit(env, 200)
+    t = time.perf_counter()
+    ag.fit(env, n)
+    act_sps = n / (time.perf_counter() - t)
+    ag = agent(1, 32)
+    ag.fit(env, 200)                       # trace the train step
+    t = time.perf_counter()
+    ag.fit(env, n)
+    train_sps = n / (time.perf_counter() - t)
+    print(f"agent: acting only {act_sps:,.0f} steps/s; acting + one gradient step per env step "
+          f"(train_interval=1, batch 32) {train_sps:,.0f} steps/s; with train_interval=4 expect about "
+          f"{1 / (1 / act_sps + 0.25 * (1 / train_sps - 1 / act_sps)):,.0f} steps/s")
+
+    agents = [agent(100 + i, 10) for i in range(args.agents)]
+    cols = list(obs.columns)
+    x = obs.dropna()
+    ens = Ensemble("day", agents, [], Scaler.fit(x.to_numpy(float)), cols)
+    ens.q_values(x.iloc[:5])
+    ens.q_values_per_row(x.iloc[:5])                  # warm both paths
+    t = time.perf_counter()
+    qb = ens.q_values(x)
+    batch_s = time.perf_counter() - t
+    t = time.perf_counter()
+    qr = ens.q_values_per_row(x)
+    row_s = time.perf_counter() - t
+    assert np.allclose(qb, qr, atol=1e-5)
+    print(f"inference, {args.agents} agents x {len(x)} sessions: one batch per agent {batch_s * 1000:.1f} ms, "
+          f"per bar {row_s * 1000:.0f} ms; per-bar / batch = {row_s / batch_s:.0f}x")
+
+
+if __name__ == "__main__":
+    main()
