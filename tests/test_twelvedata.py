@@ -29,7 +29,7 @@ def server(bars):
 
 def make_client(srv, **kw):
     opts = dict(api_key=KEY, base_url=srv.url, credits_per_minute=1000, timeout=2.0, max_retries=3,
-                backoff_base=0.001, backoff_max=0.01, seed=0)
+                backoff_base=0.001, backoff_max=0.01, seed=0, rate_period=0.05)
     opts.update(kw)
     return TwelveDataClient(**opts)
 

@@ -1,0 +1,109 @@
+"""Parquet bar cache: incremental updates, resume after interruption, atomic writes, corrupt files."""
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+
+from mltrade.feeds.cache import BarCache, CacheCorruptError, cache_path, read_cache, write_atomic
+from mltrade.feeds.twelvedata import TwelveDataClient, TwelveDataServerError
+from tests.fake_twelvedata import FakeTwelveData, random_bars
+
+KEY = "cache-key"
+
+
+@pytest.fixture(scope="module")
+def bars():
+    return random_bars("2024-04-01", days=15, seed=3)
+
+
+def client_for(srv, **kw):
+    opts = dict(api_key=KEY, base_url=srv.url, credits_per_minute=1000, rate_period=0.05, timeout=2.0,
+                max_retries=1, backoff_base=0.001, backoff_max=0.01, outputsize=200, seed=0)
+    opts.update(kw)
+    return TwelveDataClient(**opts)
+
+
+def test_update_fetches_only_missing_ranges_and_merges(tmp_path, bars):
+    cache = BarCache(tmp_path)
+    with FakeTwelveData(bars, key=KEY) as srv:
+        c = client_for(srv)
+        r1 = cache.update(c, "NDX", "5min", "2024-04-05", "2024-04-12")
+        assert r1.new_bars == len(bars.loc["2024-04-05":"2024-04-11"]) and r1.requests > 0
+        n_req = len(srv.requests)
+        # same range again: nothing to fetch
+        r2 = cache.update(client_for(srv), "NDX", "5min", "2024-04-05", "2024-04-12")
+        assert r2.requests == 0 and r2.new_bars == 0 and len(srv.requests) == n_req
+        # wider range: only the head and the tail are requested
+        r3 = cache.update(client_for(srv), "NDX", "5min", "2024-04-01", "2024-04-20")
+        asked = [r["params"] for r in srv.requests[n_req:]]
+        assert all(not ("2024-04-05" <= a["start_date"][:10] < "2024-04-11") for a in asked)
+        assert [(str(s.date()), str(e.date())) for s, e in r3.ranges] == [("2024-04-01", "2024-04-05"),
+                                                                          ("2024-04-12", "2024-04-20")]
+    got = cache.load("NDX", "5min")
+    pd.testing.assert_frame_equal(got, bars.loc[:"2024-04-19"], check_freq=False)
+    assert cache.path("NDX", "5min") == tmp_path / "NDX_5min.parquet"
+    sliced = cache.load("NDX", "5min", "2024-04-08", "2024-04-09")
+    assert len(sliced) == 78 and sliced.index[0].day == 8
+
+
+def test_interrupted_fetch_resumes_without_loss(tmp_path, bars):
+    cache = BarCache(tmp_path)
+    with FakeTwelveData(bars, key=KEY) as srv:
+        c = client_for(srv, max_retries=0)
+        seen = []
+        srv.faults.extend([None] * 4 + ["500"] * 10)  # 4 good answers, then the server breaks
+        with pytest.raises(TwelveDataServerError):
+            cache.update(c, "NDX", "5min", "2024-04-01", "2024-04-25",
+                         on_window=lambda s, e, n: seen.append(n))
+        part = cache.load("NDX", "5min")
+        assert 0 < len(part) < len(bars)
+        # every saved window is complete: the partial cache is a prefix of the truth
+        pd.testing.assert_frame_equal(part, bars.iloc[:len(part)], check_freq=False)
+        srv.faults.clear()
+        n_req = len(srv.requests)
+        r = cache.update(client_for(srv), "NDX", "5min", "2024-04-01", "2024-04-25")
+        assert r.new_bars == len(bars) - len(part)
+        # the resumed run starts where the first one stopped
+        first = min(pd.Timestamp(q["params"]["start_date"]) for q in srv.requests[n_req:])
+        assert first >= part.index[-1].tz_localize(None) - pd.Timedelta(days=1)
+    pd.testing.assert_frame_equal(cache.load("NDX", "5min"), bars, check_freq=False)
+
+
+def test_corrupt_file_is_named_and_never_overwritten(tmp_path, bars):
+    p = cache_path(tmp_path, "NDX", "5min")
+    p.write_bytes(b"PAR1 this is not parquet")
+    cache = BarCache(tmp_path)
+    with FakeTwelveData(bars, key=KEY) as srv:
+        with pytest.raises(CacheCorruptError, match=str(p).replace(".", r"\.")):
+            cache.update(client_for(srv), "NDX", "5min", "2024-04-01", "2024-04-03")
+        assert srv.requests == []
+    assert p.read_bytes() == b"PAR1 this is not parquet"
+    with pytest.raises(CacheCorruptError, match="move or delete"):
+        cache.load("NDX", "5min")
+
+
+def test_wrong_columns_are_rejected(tmp_path, bars):
+    p = tmp_path / "x.parquet"
+    bars.drop(columns="low").to_parquet(p)
+    with pytest.raises(CacheCorruptError, match=r"missing \['low'\]"):
+        read_cache(p)
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path, bars, monkeypatch):
+    p = tmp_path / "NDX_5min.parquet"
+    write_atomic(p, bars.iloc[:10], {"covered": []})
+    before = p.read_bytes()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("mltrade.feeds.cache.os.replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(p, bars, {"covered": []})
+    assert p.read_bytes() == before
+    assert [f for f in os.listdir(tmp_path)] == ["NDX_5min.parquet"]  # no temp file left behind
+    df, meta = read_cache(p)
+    pd.testing.assert_frame_equal(df, bars.iloc[:10], check_freq=False)
+    assert str(df.index.tz) == "America/New_York"
