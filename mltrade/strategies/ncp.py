@@ -52,7 +52,7 @@ class NCPStrategy(KnockoutStrategy):
         ("threshold", None),          # P(long) threshold (None = the model's); short at 1 - threshold
         ("adapt", True),              # apply the model's ATR-binned follow/flip/skip adaptation
         ("confidence_distances", None),  # [(min confidence |2p-1|, distance), ...]; None = fixed distance
-        ("history_sessions", 60),     # live mode: sessions of bars used to compute the daily features
+        ("history_sessions", 250),    # live mode: sessions of bars used to compute the daily features
     )
     param_space = {"distance": (0.02, 0.08), "stop": (0.5, 0.95)}
 
@@ -103,7 +103,8 @@ class NCPStrategy(KnockoutStrategy):
         d = self.data
         n = min(len(d), int(self.p.history_sessions) * 80)
         num = np.asarray(d.datetime.get(size=n), float)
-        ns = np.round((num - _UNIX_ORDINAL) * 86_400e9).astype("int64")
+        # backtrader stores days as floats: round to whole seconds
+        ns = np.round((num - _UNIX_ORDINAL) * 86_400.0).astype("int64") * 1_000_000_000
         cal, _ = self._calendar()
         from mltrade.calendars import timezone_of
         idx = pd.DatetimeIndex(ns.astype("datetime64[ns]")).tz_localize("UTC").tz_convert(timezone_of(cal))
