@@ -419,7 +419,8 @@ def client_from_config(cfg: Optional[dict] = None, **overrides) -> TwelveDataCli
               credits_per_minute=int(sec.get("credits_per_minute", 8)),
               timeout=float(sec.get("timeout", 30.0)), max_retries=int(sec.get("max_retries", 5)),
               backoff_base=float(sec.get("backoff_base", 1.0)),
-              backoff_max=float(sec.get("backoff_max", 60.0)))
+              backoff_max=float(sec.get("backoff_max", 60.0)),
+              outputsize=int(sec.get("outputsize", MAX_OUTPUTSIZE)))
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return TwelveDataClient(**kw)
 
