@@ -60,42 +60,86 @@ def test_random_walk_out_of_sample_edge_is_not_significant(tmp_path):
     assert len(res.ensemble) == 3 and sum(s["kept"] for s in res.ensemble.specs) == 3
 
 
-@pytest.mark.slow
-def test_cli_trains_into_registry_and_backtest_trades_out_of_sample(tmp_path, monkeypatch):
-    from mltrade.backtest import run_backtest
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny day ensemble trained through the CLI on the sample data (2012 .. 2014-03)."""
     from mltrade.cli import main
 
-    cfg_file = tmp_path / "dqn.toml"
+    tmp = tmp_path_factory.mktemp("dqn")
+    cfg_file = tmp / "dqn.toml"
     cfg_file.write_text(
         "[dqn]\nstart = \"2012-01-01\"\nend = \"2014-03-31\"\ntrain_days = 300\nval_days = 100\n"
         "test_days = 60\nembargo = 2\ncandidates = 2\nepisode_length = 100\n"
-        f"registry = \"{tmp_path / 'models'}\"\n")
-    rc = main(["train", "dqn", "--config", str(cfg_file), "--agents", "2", "--steps", "300",
-               "--sessions", "day", "--quiet"])
-    assert rc == 0
-    reg = ModelRegistry(tmp_path / "models")
+        f"registry = \"{tmp / 'models'}\"\n")
+    argv = ["train", "dqn", "--config", str(cfg_file), "--agents", "2", "--steps", "300", "--sessions", "day",
+            "--quiet"]
+    assert main(argv) == 0
+    return tmp, argv
+
+
+@pytest.mark.slow
+def test_cli_trains_into_registry_and_keeps_only_better(trained):
+    from mltrade.cli import main
+
+    tmp, argv = trained
+    reg = ModelRegistry(tmp / "models")
     path = reg.path("dqn")
     assert path is not None and (path / "day" / "ensemble.json").exists()
+    assert (path / "day" / "deviations.parquet").exists() and (path / "config.json").exists()
     metrics = reg.metrics("dqn")
     assert "oos_return" in metrics and metrics["folds"][0]["baselines"]["buy_and_hold"]["sessions"] == 60
-    settings = json.loads((path / "day" / "settings.json").read_text())
-    oos_start = pd.Timestamp(settings["val_end"])
-    # a second, worse-or-equal offer is not kept: the same run again with the same seed is not better
-    rc = main(["train", "dqn", "--config", str(cfg_file), "--agents", "2", "--steps", "300",
-               "--sessions", "day", "--quiet"])
+    # the same run again (same seed, reproducible) is not better: the kept model stays
+    assert main(argv) == 0
     assert reg.path("dqn") == path and reg.history("dqn")[-1]["kept"] is False
 
+
+@pytest.mark.slow
+def test_backtest_trades_out_of_sample_and_reports(trained):
+    from mltrade.backtest import run_backtest
+
+    tmp, _ = trained
+    path = ModelRegistry(tmp / "models").path("dqn")
+    oos_start = pd.Timestamp(json.loads((path / "day" / "settings.json").read_text())["val_end"])
     cfg = load_config(None, {"backtest": {"start": "2014-01-02", "end": "2014-02-28",
-                                          "out": str(tmp_path / "reports"), "baselines": False},
-                             "strategy": {"name": "dqn", "params": {"registry": str(tmp_path / "models")}}})
+                                          "out": str(tmp / "reports"), "baselines": False},
+                             "strategy": {"name": "dqn", "params": {"registry": str(tmp / "models")}}})
     res = run_backtest(cfg, run_name="dqn")
     strat = res.strategy
     assert strat.table is not None and len(strat.decisions) > 0
-    # decisions only for sessions after the validation range (out-of-sample)
     sessions = [pd.Timestamp(d["info_session"]) for d in strat.decisions]
-    assert min(sessions) > oos_start
+    assert min(sessions) > oos_start                   # only out-of-sample sessions are traded
+    by_session = strat.table
+    for d in strat.decisions:                          # executed decisions are the gated vote
+        assert d["direction"] == by_session.loc[pd.Timestamp(d["info_session"]), "trade_direction"]
     if len(res.trades):
         assert set(res.trades["exit_reason"]) <= {"session_end", "stop", "knockout"}
     html = (res.run_dir / "report.html").read_text()
-    for title in ("vote distribution", "gate decisions", "baselines on the same sessions", "agreement"):
+    for title in ("vote distribution", "gate decisions", "baselines on the same sessions", "agreement",
+                  "deviation tracking"):
         assert title in html
+
+
+@pytest.mark.slow
+def test_live_per_session_votes_equal_batch_votes(trained):
+    import backtrader as bt
+
+    from mltrade.feeds.bars import IndexData
+    from mltrade.feeds.sample import load_daily
+    from mltrade.strategies.dqn import DQNEnsembleStrategy
+
+    tmp, _ = trained
+    daily = load_daily("2013-10-01", "2014-03-31")
+    tables = {}
+    for live in (False, True):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(IndexData(dataframe=daily, exchange="XNAS", interval=None))
+        from mltrade.brokers import KnockoutBroker
+        cerebro.broker = KnockoutBroker(cash=10000.0)
+        cerebro.addstrategy(DQNEnsembleStrategy, registry=str(tmp / "models"), live=live, oos_only=False,
+                            history=40)
+        tables[live] = cerebro.run()[0].table
+    live_t, batch_t = tables[True], tables[False]
+    common = live_t.index.intersection(batch_t.index)
+    assert len(common) > 50
+    assert (live_t.loc[common, "direction"] == batch_t.loc[common, "direction"]).all()
+    assert np.allclose(live_t.loc[common, "distance"], batch_t.loc[common, "distance"])

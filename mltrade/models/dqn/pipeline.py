@@ -56,12 +56,13 @@ def load_training_daily(cfg: dict) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------ inference
 def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, obs: pd.DataFrame,
-           costs: TradeCosts, settings: dict, per_row: bool = False) -> pd.DataFrame:
+           costs: TradeCosts, settings: dict, per_row: bool = False, return_features: bool = False) -> Any:
     """Votes, gate and final decisions for every session of ``daily`` (one batch per agent).
 
     Returns one row per session: direction / distance of the vote, agreement and
     counts, gate probability, drawdown block, the final ``trade_direction`` and the
-    ensemble's predicted OHLC mean/standard error with the z deviations.
+    ensemble's predicted OHLC mean/standard error with the z deviations
+    (``return_features=True``: also the gate's input frame).
     """
     obs = obs.reindex(daily.index)
     ok = np.isfinite(obs[ens.columns].to_numpy(float)).all(axis=1)
@@ -106,8 +107,7 @@ def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, o
                                              float(settings.get("drawdown_limit", -1.0)))
     trade = (frame["direction"] != 0) & frame["gate_pass"] & ~frame["drawdown_block"]
     frame["trade_direction"] = np.where(trade, frame["direction"], 0).astype(int)
-    frame.attrs["gate_features"] = feats
-    return frame
+    return (frame, feats) if return_features else frame
 
 
 # ------------------------------------------------------------------------ training
@@ -169,8 +169,7 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     # gate: fit on the first part of validation, threshold on the rest
     settings = {k: cfg[k] for k in ("perf_window", "drawdown_window", "drawdown_limit") if k in cfg}
     no_gate = ConfidenceGate([], np.zeros(0), np.zeros(0), np.zeros(0), 0.0, 0.0)
-    vdec = decide(ens, None, val_daily, obs.iloc[fold.val], costs, settings)
-    feats = vdec.attrs["gate_features"]
+    vdec, feats = decide(ens, None, val_daily, obs.iloc[fold.val], costs, settings, return_features=True)
     traded = (vdec["direction"] != 0).to_numpy() & np.isfinite(vdec["shadow_return"].to_numpy())
     n_fit = int(len(vdec) * float(cfg.get("gate_fit_frac", 0.5)))
     fit_mask = traded.copy()
