@@ -216,6 +216,9 @@ class SeleniumBroker(bt.BrokerBase):
         except RiskViolation as e:
             self._reject(order, f"risk: {e.reason}")
         except OrderRejected as e:
+            ref = order.info.get("ref")
+            if ref and self.journal.get(ref).status in ("pending", "submitted"):
+                self.journal.update(ref, "rejected", error=mask(e.reason))
             self._reject(order, e.reason)
             self.notifier.notify("error", error=f"order rejected: {e.reason}")
         except ConfirmationTimeout as e:

@@ -404,10 +404,9 @@ def _make_handler(venue: FakeVenue):
                 res = venue.execute_order(v, acct, str(body.get("product_id")), size, limit,
                                           str(body.get("client_ref", "")))
                 if res["status"] == "FILLED" and st.faults.pop("crash_after_submit", None):
-                    # the order is on the books, but the browser never hears back
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return None
+                    # the order is on the books, but the browser never gets a confirmation
+                    # (a gateway time-out; a dropped socket would make the browser retry the POST)
+                    return self._send(504, b"upstream timed out", "text/plain")
                 return self._json(res)
             if what == "stop":
                 with st.lock:

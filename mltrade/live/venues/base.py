@@ -187,6 +187,20 @@ class Venue(ABC):
                 raise ConfirmationTimeout(f"{self.name}: none of {keys} appeared within {timeout:.1f} s")
             time.sleep(0.05)
 
+    def submit_credentials(self, username: str, password: str) -> None:
+        """Fill and submit the login form; wait for the 2FA field or raise on a login error."""
+        self.open(self.sel("login_page"))
+        self.type_into("username", username)
+        self.type_into("password", password)
+        self.click("login_button")
+        step = self.wait_js(
+            "const e = document.querySelector(arguments[0]), c = document.querySelector(arguments[1]);"
+            "if (e && e.textContent.trim()) return 'error'; if (c && c.offsetParent !== null) return 'code';"
+            "return null;".replace("arguments[0]", repr(self.sel("login_error"))).replace(
+                "arguments[1]", repr(self.sel("code"))), "the 2FA step after login")
+        if step == "error":
+            raise VenueError(f"{self.name}: login refused (check the credentials)")
+
     def type_into(self, key: str, text: str) -> None:
         e = self.wait(key)
         e.clear()

@@ -55,13 +55,7 @@ class IGVenue(PositionsPageMixin, Venue):
     account_type = "KNOCKOUT"   #: data-type of the account row to select
 
     def login(self, username: str, password: str, code: Callable[[], str]) -> None:
-        self.open(self.sel("login_page"))
-        self.type_into("username", username)
-        self.type_into("password", password)
-        self.click("login_button")
-        self.first_of(["code", "login_error"], self.store.timeout)
-        if self.driver.execute_script(f"return !!document.querySelector('{self.sel('login_error')}').textContent"):
-            raise VenueError("ig: login refused (check the credentials)")
+        self.submit_credentials(username, password)
         self.type_into("code", code())
         self.click("verify_button")
         self.wait_js("return location.pathname.startsWith('/ig/accounts') && document.body.dataset.loaded === '1'",
