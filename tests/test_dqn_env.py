@@ -159,3 +159,20 @@ def test_buy_and_hold_and_bad_inputs():
         TradeCosts(stop=1.5)
     with pytest.raises(ValueError, match="mode"):
         KnockoutEnv(original_observations(daily), daily, mode="weekly")
+
+
+def test_custom_feature_observations_are_validated_and_aligned():
+    from mltrade.models.dqn.observations import build_observations
+
+    daily = _flat(10)
+    feats = pd.DataFrame({"a": np.arange(10.0), "b": np.r_[np.inf, np.ones(9)]}, index=daily.index)
+    obs = build_observations(daily, "custom", feats.iloc[::-1])
+    assert list(obs.index) == list(daily.index) and np.isnan(obs["b"].iloc[0])
+    env = KnockoutEnv(obs, daily)
+    assert env.observation_space.shape == (2,) and len(env.obs) == 9      # the inf row is dropped
+    with pytest.raises(ValueError, match=r"\['c'\] are not numeric"):
+        build_observations(daily, "custom", feats.assign(c="x"))
+    with pytest.raises(ValueError, match="needs a features DataFrame"):
+        build_observations(daily, "custom")
+    with pytest.raises(ValueError, match="expected 'original'"):
+        build_observations(daily, "weird")
