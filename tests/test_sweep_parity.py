@@ -74,7 +74,8 @@ params_st = st.fixed_dictionaries({
     "financing_spread": st.sampled_from([0.0, 0.03]),
     "barrier_step": st.sampled_from([0.0, 1.0, 10.0]),
     "unwind": st.sampled_from(["worst", "barrier", "close"]),
-    "stake": st.one_of(st.none(), st.floats(300.0, 20_000.0)),
+    "stake": st.one_of(st.none(), st.none(), st.floats(300.0, 20_000.0)),
+    "stake_fraction": st.one_of(st.none(), st.floats(0.05, 1.0)),
     "cash": st.floats(1_000.0, 100_000.0),
 })
 

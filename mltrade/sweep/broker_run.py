@@ -20,7 +20,7 @@ def strategy_kwargs(cls: Type[KnockoutStrategy], params: Mapping) -> dict:
     out = {}
     for k, v in params.items():
         if k in names:
-            if k == "stake" and v is not None and v != v:  # NaN = all cash
+            if k in ("stake", "stake_fraction") and v is not None and v != v:  # NaN = not set
                 v = None
             if k == "decision_bar":
                 v = int(v)

@@ -46,7 +46,7 @@ EXIT_NONE, EXIT_SESSION_END, EXIT_STOP, EXIT_KNOCKOUT = 0, 1, 2, 3
 
 #: parameter names with their defaults (strategy params + broker params)
 DEFAULTS: Dict[str, object] = {
-    "decision_bar": 17, "min_move": 0.0, "distance": 0.04, "stop": 0.71, "stake": np.nan,
+    "decision_bar": 17, "min_move": 0.0, "distance": 0.04, "stop": 0.71, "stake": np.nan, "stake_fraction": np.nan,
     "kind": "turbo", "ratio": 0.01, "spread": 0.0, "fx": 1.0, "barrier_step": 0.0,
     "barrier_buffer": 0.0, "financing_rate": 0.0, "financing_spread": 0.0, "unwind": "worst",
     "cash": 10_000.0, "commission_fixed": 0.0, "commission_pct": 0.0,
@@ -226,6 +226,8 @@ def _check_ranges(p: Dict[str, np.ndarray]) -> None:
     for name in ("spread", "commission_fixed", "commission_pct", "barrier_buffer", "min_move", "financing_spread"):
         bad(name, ~(p[name] >= 0), "a non-negative number")
     bad("stake", ~(np.isnan(p["stake"]) | (p["stake"] > 0)), "a positive amount or None")
+    bad("stake_fraction", ~(np.isnan(p["stake_fraction"]) | (p["stake_fraction"] >= 0)),
+        "a non-negative fraction or None")
 
 
 # --------------------------------------------------------------------------- signals
@@ -409,12 +411,14 @@ def evaluate(grid: SessionGrid, sets, signal: SignalFn = momentum_signals) -> Sw
     cash = p["cash"][:, 0].astype(float).copy()
     fixed, pct = p["commission_fixed"][:, 0], p["commission_pct"][:, 0]
     stake = p["stake"][:, 0]
+    frac = np.nan_to_num(p["stake_fraction"][:, 0], nan=0.0)
     pay_fee = reason != EXIT_KNOCKOUT
     for s in range(n_s):
         f = filled[:, s]
         if f.any():
             px = entry[:, s]
-            st = np.where(np.isnan(stake), cash, stake)
+            # KnockoutStrategy.open_knockout: stake, else stake_fraction of the (flat) account value, else all cash
+            st = np.where(~np.isnan(stake), stake, np.where(frac > 0, np.minimum(frac * (cash + 0.0), cash), cash))
             budget = np.minimum(st, cash) - fixed
             with np.errstate(divide="ignore", invalid="ignore"):
                 n = np.floor(budget / (px * (1.0 + pct)) + 1e-9)

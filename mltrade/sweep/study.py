@@ -1,0 +1,535 @@
+"""Optuna studies over a strategy's declared ``param_space``, scored on walk-forward validation folds.
+
+Layout over the sessions of ``[start, end]`` (chronological, nothing shuffled)::
+
+    [ unused warm-up ][ val fold 1 ][ val fold 2 ] ... [ val fold F ][ held-out test ]
+
+Each trial runs the strategy on every validation fold separately (fresh cash
+per fold) and reports the fold's log growth to Optuna, which may prune it;
+the trial's value is the mean over folds. The test range is never seen by the
+search: only the best parameters (and the default ones, as a baseline) are
+run on it at the end, through the vectorised evaluator and through the full
+backtrader ``KnockoutBroker`` run.
+
+Trials are asked and told in batches so that one vectorised evaluation
+scores a whole batch. The study lives in any Optuna RDB storage (SQLite file
+by default, PostgreSQL for several machines) and resumes when run again.
+"""
+from __future__ import annotations
+
+import copy
+import html
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import pandas as pd
+
+from mltrade.sweep.evaluator import (DEFAULTS, SessionGrid, SignalFn, evaluate, momentum_signals, param_sets,
+                                     session_grid)
+
+log = logging.getLogger(__name__)
+
+#: strategies whose decision the evaluator can reproduce: class name -> (signal function, params it understands)
+VECTOR_SIGNALS: Dict[str, Tuple[SignalFn, Dict[str, object]]] = {
+    "IntradayMomentum": (momentum_signals, {"direction_rule": "momentum"}),
+}
+PRODUCT_KEYS = ("kind", "ratio", "spread", "fx", "barrier_step", "barrier_buffer", "financing_rate",
+                "financing_spread", "unwind")
+FLOOR = 1e-6  #: log growth of a ruined fold is log(FLOOR)
+
+
+@dataclass
+class SweepSettings:
+    """Everything a sweep needs besides the loaded configuration."""
+
+    strategy: str = "momentum"
+    trials: int = 1000
+    jobs: int = 1
+    storage: str = ""             #: Optuna RDB URL; "" = SQLite file in the output folder
+    study: str = ""               #: study name; "" = "<strategy>-<start>-<end>"
+    engine: str = "vector"        #: vector | broker
+    start: str = "2017-01-01"
+    end: str = "2017-12-31"
+    folds: int = 3
+    test_frac: float = 0.25
+    batch: int = 100
+    top: int = 3
+    seed: int = 42
+    out: str = "reports/sweeps"
+    progress: bool = True
+
+    def study_name(self) -> str:
+        return self.study or f"{self.strategy}-{self.start}-{self.end}"
+
+    def out_dir(self) -> Path:
+        return Path(self.out) / self.study_name()
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        path = self.out_dir() / "study.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path.resolve()}"
+
+    def check(self) -> None:
+        if self.engine not in ("vector", "broker"):
+            raise ValueError(f"engine: expected 'vector' or 'broker', got {self.engine!r}")
+        for name in ("trials", "jobs", "folds", "batch", "top"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
+        if not 0 < self.test_frac < 1:
+            raise ValueError(f"test_frac: expected a fraction in (0, 1), got {self.test_frac!r}")
+
+
+# --------------------------------------------------------------------------- layout
+@dataclass
+class Layout:
+    """Session index ranges: validation folds and the held-out test range."""
+
+    sessions: pd.DatetimeIndex
+    folds: List[Tuple[int, int]]
+    test: Tuple[int, int]
+
+    def describe(self) -> dict:
+        def rng(a: int, b: int) -> List[str]:
+            return [str(self.sessions[a].date()), str(self.sessions[b - 1].date())]
+        return {"val_folds": [rng(a, b) for a, b in self.folds], "test": rng(*self.test)}
+
+
+def make_layout(sessions: pd.DatetimeIndex, folds: int, test_frac: float) -> Layout:
+    """Validation folds before a held-out test range, laid out with ``walk_forward_folds``."""
+    from mltrade.models.walkforward import walk_forward_folds
+
+    n = len(sessions)
+    test = max(1, int(round(n * test_frac)))
+    search = n - test
+    block = (search - 1) // folds
+    if block < 1:
+        raise ValueError(f"start/end: {n} sessions are too few for {folds} validation folds and a test range")
+    wf = walk_forward_folds(sessions[:search], n_folds=folds, train=search - folds * block, val=0, test=block)
+    return Layout(sessions, [(f.test_start, f.test_stop) for f in wf], (search, n))
+
+
+# --------------------------------------------------------------------------- parameters
+def space_of(cls) -> Dict[str, object]:
+    """The strategy's declared parameter space (``param_space`` class attribute)."""
+    space = dict(getattr(cls, "param_space", {}) or {})
+    if not space:
+        raise ValueError(f"strategy: {cls.__name__} declares no param_space to optimise")
+    return space
+
+
+def suggest(trial, space: Dict[str, object]) -> dict:
+    """Draw one parameter set from ``space``: (low, high[, step]) ranges or a list of choices."""
+    out = {}
+    for name, spec in space.items():
+        if isinstance(spec, list):
+            out[name] = trial.suggest_categorical(name, spec)
+        elif isinstance(spec, tuple) and len(spec) in (2, 3):
+            low, high = spec[0], spec[1]
+            step = spec[2] if len(spec) == 3 else None
+            if all(isinstance(v, int) and not isinstance(v, bool) for v in (low, high, step or 1)):
+                out[name] = trial.suggest_int(name, low, high, step=step or 1)
+            else:
+                out[name] = trial.suggest_float(name, float(low), float(high), step=step)
+        else:
+            raise ValueError(f"param_space[{name}]: expected (low, high[, step]) or a list of choices, got {spec!r}")
+    return out
+
+
+def base_params(cfg: dict, cls) -> dict:
+    """Fixed parameters of every trial: [product], [broker] fees, [backtest] cash, [strategy.params]."""
+    from mltrade.strategies.registry import strategy_params
+
+    valid = strategy_params(cls)
+    out = {k: v for k, v in cfg.get("product", {}).items() if k in PRODUCT_KEYS and k in valid}
+    out.update(cfg["strategy"].get("params", {}))
+    out["cash"] = float(cfg["backtest"]["cash"])
+    out["commission_fixed"] = float(cfg["broker"]["commission_fixed"])
+    out["commission_pct"] = float(cfg["broker"]["commission_pct"])
+    return out
+
+
+# --------------------------------------------------------------------------- scoring
+class Scorer:
+    """Scores parameter sets on the validation folds / test range, vectorised or through the broker."""
+
+    def __init__(self, cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = None) -> None:
+        from mltrade.backtest import load_bars
+        from mltrade.strategies.registry import get_strategy
+
+        self.cfg, self.s = cfg, settings
+        self.cls = get_strategy(settings.strategy)
+        self.space = space_of(self.cls)
+        self.base = base_params(cfg, self.cls)
+        if bars is None:
+            c = copy.deepcopy(cfg)
+            c["backtest"]["start"], c["backtest"]["end"] = settings.start, settings.end
+            bars = load_bars(c)
+        self.bars = bars
+        self.exchange = cfg["backtest"]["exchange"]
+        self.interval = int(cfg["backtest"]["interval"])
+        self.grid = session_grid(bars, self.exchange, self.interval)
+        self.layout = make_layout(self.grid.sessions, settings.folds, settings.test_frac)
+        self.signal = self._vector_signal()
+        if settings.engine == "vector" and self.signal is None:
+            raise ValueError(f"engine: the vectorised evaluator cannot run {self.cls.__name__} "
+                             f"(vectorised: {', '.join(VECTOR_SIGNALS)}); use --engine broker")
+        self._fold_grids = [self.grid.subset(a, b) for a, b in self.layout.folds]
+        self._test_grid = self.grid.subset(*self.layout.test)
+
+    def _vector_signal(self) -> Optional[SignalFn]:
+        spec = VECTOR_SIGNALS.get(self.cls.__name__)
+        if spec is None or bool(self.cfg["broker"].get("fractional", False)):
+            return None
+        fn, fixed = spec
+        for k, v in fixed.items():
+            if self.base.get(k, v) != v:
+                return None
+        if any(k not in DEFAULTS for k in self.base if k not in fixed):
+            return None
+        return fn
+
+    def sets(self, params: Sequence[dict]) -> List[dict]:
+        keep = set(DEFAULTS)
+        return [{k: v for k, v in {**self.base, **p}.items() if k in keep} for p in params]
+
+    # -- vectorised
+    def vector_fold(self, params: Sequence[dict], fold: int) -> np.ndarray:
+        """Log growth of each parameter set on validation fold ``fold``."""
+        res = evaluate(self._fold_grids[fold], param_sets(self.sets(params)), self.signal)
+        return np.log(np.maximum(res.final_cash / res.params["cash"][:, 0], FLOOR))
+
+    def vector_test(self, params: Sequence[dict]):
+        """The evaluator's result on the held-out test range."""
+        return evaluate(self._test_grid, param_sets(self.sets(params)), self.signal)
+
+    # -- full backtrader runs
+    def _slice(self, a: int, b: int) -> pd.DataFrame:
+        s = self.grid.sessions
+        lo = pd.Timestamp(s[a]).tz_localize(self.bars.index.tz)
+        hi = pd.Timestamp(s[b - 1]).tz_localize(self.bars.index.tz) + pd.Timedelta(days=1)
+        return self.bars[(self.bars.index >= lo) & (self.bars.index < hi)]
+
+    def broker_run(self, params: dict, a: int, b: int):
+        """``mltrade.backtest.run_strategy`` of the strategy with ``params`` on sessions ``[a, b)``."""
+        from mltrade.backtest import run_strategy, strategy_kwargs
+
+        c = copy.deepcopy(self.cfg)
+        c["strategy"]["name"] = self.s.strategy
+        c["strategy"]["params"] = {**c["strategy"].get("params", {}), **params}
+        return run_strategy(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
+
+    def broker_fold(self, params: dict, fold: int) -> float:
+        a, b = self.layout.folds[fold]
+        res = self.broker_run(params, a, b)
+        final = float(res.equity["value"].iloc[-1]) if len(res.equity) else self.base["cash"]
+        return math.log(max(final / self.base["cash"], FLOOR))
+
+
+# --------------------------------------------------------------------------- the study
+def create_study(settings: SweepSettings, load_only: bool = False):
+    """Create (or load, resuming) the Optuna study in ``settings``' storage."""
+    import optuna
+
+    storage = optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs=_engine_kwargs(settings.storage_url()))
+    if load_only:
+        return optuna.load_study(study_name=settings.study_name(), storage=storage)
+    return optuna.create_study(study_name=settings.study_name(), storage=storage, direction="maximize",
+                               load_if_exists=True)
+
+
+def _engine_kwargs(url: str) -> dict:
+    # several worker processes may write one SQLite file: wait for the lock instead of failing
+    return {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+
+
+def _local_study(seed: int):
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=50, multivariate=True, constant_liar=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=20, n_warmup_steps=0)
+    return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+
+
+def _uid(t) -> str:
+    return t.user_attrs.get("sweep_uid") or f"remote:{t.number}"
+
+
+def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool = True,
+               worker: str = "") -> int:
+    """Run ``n_trials`` trials in batches against the shared ``study``; returns the number run.
+
+    Per batch: mirror the shared study's finished trials (every worker's) into an
+    in-memory study, ask ``batch`` trials there (TPE, constant liar), score them
+    fold by fold with one vectorised evaluation per fold (the median pruner drops
+    weak trials after each fold), then add the finished trials to the shared
+    storage. Each trial carries a unique ``sweep_uid`` (worker:sequence), so no
+    trial is written twice; a crash loses at most the batch in flight.
+    """
+    import optuna
+    from tqdm import tqdm
+
+    worker = worker or f"{os.uname().nodename}-{os.getpid()}"
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    remote0 = study.get_trials(deepcopy=False, states=finished)
+    seed = scorer.s.seed + len(remote0) + sum(map(ord, worker))
+    local = _local_study(seed)
+    seen: set = set()
+    done = 0
+    n_folds = len(scorer.layout.folds)
+    vector = scorer.signal is not None
+    bar = tqdm(total=n_trials, desc=f"sweep {worker}", unit="trial", disable=not progress, leave=False)
+    while done < n_trials:
+        fresh = [t for t in study.get_trials(deepcopy=False, states=finished) if _uid(t) not in seen]
+        seen.update(_uid(t) for t in fresh)
+        if fresh:
+            local.add_trials(fresh)
+        k = min(batch, n_trials - done)
+        trials = [local.ask() for _ in range(k)]
+        params = [suggest(t, scorer.space) for t in trials]
+        alive, sums, pruned = list(range(k)), np.zeros(k), set()
+        for f in range(n_folds):
+            if not alive:
+                break
+            if vector:
+                vals = scorer.vector_fold([params[i] for i in alive], f)
+            else:
+                vals = np.array([scorer.broker_fold(params[i], f) for i in alive])
+            still = []
+            for i, v in zip(alive, vals):
+                sums[i] += v
+                trials[i].set_user_attr(f"fold{f}", float(v))
+                trials[i].report(float(sums[i] / (f + 1)), f)
+                if f < n_folds - 1 and trials[i].should_prune():
+                    pruned.add(i)
+                else:
+                    still.append(i)
+            alive = still
+        for i, t in enumerate(trials):
+            uid = f"{worker}:{done + i}"
+            t.set_user_attr("sweep_uid", uid)
+            t.set_user_attr("worker", worker)
+            seen.add(uid)
+            if i in pruned:
+                local.tell(t, state=optuna.trial.TrialState.PRUNED)
+            else:
+                local.tell(t, float(sums[i] / n_folds))
+        ours = local.get_trials(deepcopy=False)[-k:]
+        study.add_trials(ours)
+        done += k
+        bar.update(k)
+    bar.close()
+    return done
+
+
+def _worker(cfg: dict, settings: SweepSettings, n_trials: int, name: str) -> None:
+    settings = SweepSettings(**{**asdict(settings), "progress": False})
+    scorer = Scorer(cfg, settings)
+    study = create_study(settings, load_only=True)
+    run_trials(scorer, study, n_trials, settings.batch, progress=False, worker=name)
+
+
+def optimize(cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = None) -> dict:
+    """Run (or resume) the study, confirm the best trials through the broker, write the report.
+
+    Returns the summary written to ``summary.json`` (also the report's figures).
+    """
+    import optuna
+
+    settings.check()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    t0 = time.time()
+    scorer = Scorer(cfg, settings, bars)
+    study = create_study(settings)
+    before = len(study.trials)
+    if settings.jobs > 1:
+        share = [settings.trials // settings.jobs + (i < settings.trials % settings.jobs) for i in range(settings.jobs)]
+        ctx = mp.get_context("spawn")
+        procs = [ctx.Process(target=_worker, args=(cfg, settings, n, f"worker-{i}")) for i, n in enumerate(share[1:])]
+        for p in procs:
+            p.start()
+        run_trials(scorer, study, share[0], settings.batch, settings.progress, "worker-main")
+        for p in procs:
+            p.join()
+            if p.exitcode != 0:
+                raise RuntimeError(f"sweep worker {p.name} failed with exit code {p.exitcode}")
+    else:
+        run_trials(scorer, study, settings.trials, settings.batch, settings.progress)
+    search_s = time.time() - t0
+    return finish(scorer, study, settings, search_s, len(study.trials) - before)
+
+
+# --------------------------------------------------------------------------- results
+def trials_table(study) -> pd.DataFrame:
+    """One row per trial: number, state, value, per-fold values and parameters."""
+    rows = []
+    for t in study.trials:
+        row = {"number": t.number, "state": t.state.name, "value": t.value,
+               **{k: v for k, v in t.user_attrs.items() if k.startswith("fold")},
+               **{f"param_{k}": v for k, v in t.params.items()}}
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_trials: int) -> dict:
+    """Confirm the best trials through the broker, test once on the held-out range, write every output."""
+    import optuna
+
+    from mltrade.analyzers import export_csv, export_json
+
+    out = settings.out_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    table = trials_table(study)
+    export_csv(table, out / "trials.csv")
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise ValueError("study: no completed trial to report")
+    top = sorted(complete, key=lambda t: t.value, reverse=True)[:settings.top]
+    best = top[0]
+    defaults = {k: scorer.base.get(k, dict(scorer.cls.params._getitems()).get(k)) for k in scorer.space}
+    confirm = []
+    # the broker re-runs the top trials (engine broker) or the best one (engine vector) on the validation folds
+    for t in (top if settings.engine == "broker" else top[:1]):
+        if scorer.signal is None:
+            vec = [t.user_attrs.get(f"fold{f}") for f in range(len(scorer.layout.folds))]
+        else:
+            vec = [float(scorer.vector_fold([t.params], f)[0]) for f in range(len(scorer.layout.folds))]
+        brk = [scorer.broker_fold(t.params, f) for f in range(len(scorer.layout.folds))]
+        confirm.append({"trial": t.number, "params": t.params, "vector_folds": vec, "broker_folds": brk,
+                        "vector_value": float(np.mean(vec)) if None not in vec else None,
+                        "broker_value": float(np.mean(brk))})
+    # held-out test: the best and the default parameters, through the broker (and the evaluator if possible)
+    a, b = scorer.layout.test
+    test_best = scorer.broker_run(best.params, a, b)
+    test_default = scorer.broker_run(defaults, a, b)
+    vec_test = None
+    if scorer.signal is not None:
+        r = scorer.vector_test([best.params, defaults])
+        vec_test = {"best_final_cash": float(r.final_cash[0]), "default_final_cash": float(r.final_cash[1]),
+                    "best_trades": int(r.trade_count()[0])}
+    importance = {}
+    if len(complete) >= 2:
+        try:
+            importance = {k: float(v) for k, v in optuna.importance.get_param_importances(study).items()}
+        except (RuntimeError, ValueError) as exc:  # e.g. every value identical
+            log.warning("parameter importance unavailable: %s", exc)
+    summary = {
+        "strategy": settings.strategy, "study": settings.study_name(), "storage": _redact(settings.storage_url()),
+        "engine": settings.engine, "trials_total": len(study.trials), "trials_new": new_trials,
+        "trials_complete": len(complete),
+        "trials_pruned": int(sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)),
+        "search_seconds": round(search_s, 2), "layout": scorer.layout.describe(),
+        "best_trial": best.number, "best_value": best.value, "best_params": best.params,
+        "default_params": defaults, "confirmation": confirm, "test_vector": vec_test,
+        "test_best": test_best.summary, "test_default": test_default.summary, "importance": importance,
+        "synthetic_intraday": bool(scorer.bars.attrs.get("synthetic_intraday", False)),
+    }
+    write_best_config(out / "best_config.toml", scorer, best.params)
+    figures = [("Optimisation history", _history_figure(table)),
+               ("Parameter importance", _importance_figure(importance))]
+    sections = [("Study", _summary_html(summary)),
+                ("Top trials (validation folds)", table[table.state == "COMPLETE"].sort_values(
+                    "value", ascending=False).head(20).to_html(index=False, border=0, float_format="{:.5f}".format))]
+    rsum = dict(test_best.summary, strategy=f"{settings.strategy} (best trial {best.number}, held-out test)",
+                synthetic_intraday=summary["synthetic_intraday"])
+    from mltrade.report import write_report
+    write_report(out, rsum, test_best.trades, test_best.equity, sections, figures,
+                 baselines={"default params": test_default.summary})
+    export_json(summary, out / "sweep.json")
+    return summary
+
+
+def _redact(url: str) -> str:
+    """The storage URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
+    return url
+
+
+def write_best_config(path: Path, scorer: Scorer, params: dict) -> Path:
+    """The best parameters as a config file ``mltrade backtest --config`` accepts (run on the test range)."""
+    from mltrade.feeds.loader import atomic_write_text
+
+    c = scorer.cfg
+    lo, hi = scorer.layout.describe()["test"]
+    lines = [f"# best parameters of sweep study {scorer.s.study_name()!r} ({scorer.s.strategy});",
+             "# searched on the validation folds, the [backtest] range below is the held-out test range",
+             "[backtest]", f'data = {_toml(c["backtest"]["data"])}', f"start = {_toml(lo)}", f"end = {_toml(hi)}",
+             f'cash = {_toml(float(c["backtest"]["cash"]))}', "", "[broker]"]
+    lines += [f"{k} = {_toml(v)}" for k, v in c["broker"].items()]
+    lines += ["", "[product]"] + [f"{k} = {_toml(v)}" for k, v in c["product"].items()]
+    lines += ["", "[strategy]", f"name = {_toml(scorer.s.strategy)}", "", "[strategy.params]"]
+    merged = {**c["strategy"].get("params", {}), **params}
+    lines += [f"{k} = {_toml(v)}" for k, v in merged.items() if v is not None]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def _toml(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return json.dumps(str(v))
+
+
+def _history_figure(table: pd.DataFrame):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    done = table[table.state == "COMPLETE"].sort_values("number")
+    ax.scatter(done["number"], done["value"], s=6, alpha=0.5, label="trial (mean validation log growth)")
+    ax.plot(done["number"], done["value"].cummax(), color="C3", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel("objective")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _importance_figure(importance: Dict[str, float]):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.4 * max(len(importance), 1)))
+    names = list(importance)[::-1]
+    ax.barh(names, [importance[n] for n in names])
+    ax.set_xlabel("importance (fANOVA)")
+    fig.tight_layout()
+    return fig
+
+
+def _summary_html(s: dict) -> str:
+    rows = [("trials (total / new / complete / pruned)",
+             f"{s['trials_total']} / {s['trials_new']} / {s['trials_complete']} / {s['trials_pruned']}"),
+            ("search time", f"{s['search_seconds']} s"), ("storage", s["storage"]), ("engine", s["engine"]),
+            ("validation folds", ", ".join(f"{a}..{b}" for a, b in s["layout"]["val_folds"])),
+            ("held-out test", "..".join(s["layout"]["test"])),
+            ("best trial", f"{s['best_trial']}: {s['best_params']} (mean validation log growth "
+                           f"{s['best_value']:.5f})"),
+            ("test: best params, broker", f"total return {s['test_best'].get('total_return', float('nan')):.4f}"),
+            ("test: default params, broker", f"total return {s['test_default'].get('total_return', float('nan')):.4f}")]
+    if s["test_vector"]:
+        rows.append(("test: best params, evaluator final cash", f"{s['test_vector']['best_final_cash']:.2f}"))
+    for c in s["confirmation"]:
+        rows.append((f"trial {c['trial']}: validation evaluator vs broker",
+                     f"{c['vector_value']} vs {c['broker_value']}"))
+    return "<table>" + "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(str(b))}</td></tr>"
+                               for a, b in rows) + "</table>"
