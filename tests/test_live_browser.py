@@ -197,6 +197,15 @@ def test_fault_slow_load_is_waited_for(make_store, venue):
         venue.set_faults(slow_ms=None)
 
 
+def test_keepalive_pings_when_idle(make_store, venue):
+    s = make_store("ig", keepalive_s=0.0)
+    s.ensure_session()                       # first call logs in
+    before = venue.state.counters.get("GET /ig/positions", 0)
+    time.sleep(0.05)
+    s.ensure_session()                       # idle longer than keepalive_s: one cheap authenticated page
+    assert venue.state.counters.get("GET /ig/positions", 0) == before + 1 and s.logins == 1
+
+
 def test_fault_session_expired_logs_in_again(make_store, venue):
     s = make_store("traderepublic")
     s.login()

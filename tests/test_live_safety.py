@@ -133,3 +133,22 @@ def test_register_secret_ignores_short_values():
     assert mask("ab cd") == "ab cd"
     register_secret(None)
     assert Credentials("u1x", "p1x").__str__() == "Credentials(username=***, password=***)"
+
+
+def test_store_singleton_and_browser_start_errors(tmp_path):
+    from mltrade.live.store import SeleniumStore, venue_class
+    a = SeleniumStore.instance("ig", "http://127.0.0.1:9/", code="env:NOPE")
+    assert SeleniumStore.instance("ig", "http://127.0.0.1:9") is a
+    assert SeleniumStore.instance("traderepublic", "http://127.0.0.1:9") is not a
+    for s in list(SeleniumStore._instances.values()):
+        s.close()
+    assert SeleniumStore._instances == {}
+    with pytest.raises(ValueError, match="'ig' or 'traderepublic'"):
+        venue_class("degiro")
+    with pytest.raises(RuntimeError, match="driver_path.*/nonexistent"):
+        SeleniumStore("ig", "http://127.0.0.1:9", driver_path="/nonexistent")._start_browser()
+    try:
+        import undetected_chromedriver  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="undetected-chromedriver"):
+            SeleniumStore("ig", "http://127.0.0.1:9", undetected=True)._start_browser()
