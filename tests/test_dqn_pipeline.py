@@ -56,7 +56,7 @@ def test_random_walk_out_of_sample_edge_is_not_significant(tmp_path):
     assert p > 0.01, f"random walk: directional edge {edge.mean():.5f} looks significant (p={p:.4f})"
     m = res.metrics
     assert set(m["baselines"]) == {"buy_and_hold", "always_long", "random_direction"}
-    assert m["fold"]["test"][0] == str(daily.index[fold.test_start])
+    assert m["fold"]["test"][0] == str(daily.index[fold.test_start].date())
     assert len(res.ensemble) == 3 and sum(s["kept"] for s in res.ensemble.specs) == 3
 
 

@@ -66,7 +66,8 @@ def test_single_split_and_fold_of_and_describe():
     assert f.test_stop == 200 and f.test_stop - f.test_start == 20
     assert f.val_stop - f.val_start == 40 and f.train_start == 0
     desc = f.describe(d)
-    assert desc["test"][1] == str(d[-1])
+    assert desc["test"][1] == str(d[-1].date())
+    assert walk_forward_folds(list(range(20)), 1, 5, 5, 5)[0].describe(range(20))["test"] == ["15", "19"]
     folds = walk_forward_folds(d, 3, 50, 20, 30, 2)
     assert fold_of(folds, 199) is folds[-1]
     assert fold_of(folds, 0) is None

@@ -50,8 +50,17 @@ class Fold:
         """First/last date of each range (for logs and metrics.json)."""
         d = list(dates)
 
+        def fmt(x: Any) -> str:
+            try:
+                ts = pd.Timestamp(x) if not isinstance(x, (int, float, np.number)) else None
+            except (ValueError, TypeError):
+                ts = None
+            if ts is not None and ts is not pd.NaT and ts == ts.normalize():
+                return str(ts.date())
+            return str(x)
+
         def rng(a: int, b: int) -> list:
-            return [str(d[a]), str(d[b - 1])] if b > a else []
+            return [fmt(d[a]), fmt(d[b - 1])] if b > a else []
         return {"fold": self.index, "train": rng(self.train_start, self.train_stop),
                 "val": rng(self.val_start, self.val_stop),
                 "test": rng(self.test_start, self.test_stop)}

@@ -145,8 +145,10 @@ class DQNAgent:
         soft = isinstance(self.target_model_update, float)
         tau = tf.constant(self.target_model_update if soft else 0.0, tf.float32)
         nb = self.nb_actions
+        x_spec = tf.TensorSpec([None] + list(self.model.inputs[0].shape[1:]), tf.float32)
+        v_spec = tf.TensorSpec([None], tf.float32)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=[x_spec, tf.TensorSpec([None], tf.int32), v_spec, x_spec, v_spec])
         def train_step(s0, a, r, s1, term):
             q1_t = target(s1, training=False)
             if double:
@@ -171,7 +173,7 @@ class DQNAgent:
                     tw.assign(tau * w + (1.0 - tau) * tw)
             return loss, tf.reduce_mean(qa)
 
-        @tf.function(reduce_retracing=True)
+        @tf.function(input_signature=[x_spec])
         def q_fn(x):
             return model(x, training=False)
 
