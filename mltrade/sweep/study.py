@@ -25,6 +25,7 @@ import math
 import multiprocessing as mp
 import os
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -272,13 +273,14 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
     in-memory study, ask ``batch`` trials there (TPE, constant liar), score them
     fold by fold with one vectorised evaluation per fold (the median pruner drops
     weak trials after each fold), then add the finished trials to the shared
-    storage. Each trial carries a unique ``sweep_uid`` (worker:sequence), so no
+    storage. Each trial carries a unique ``sweep_uid`` (worker:run:sequence), so no
     trial is written twice; a crash loses at most the batch in flight.
     """
     import optuna
     from tqdm import tqdm
 
     worker = worker or f"{os.uname().nodename}-{os.getpid()}"
+    run_id = uuid.uuid4().hex[:8]   # a resumed run in the same process must not reuse uids
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remote0 = study.get_trials(deepcopy=False, states=finished)
     seed = scorer.s.seed + len(remote0) + sum(map(ord, worker))
@@ -315,7 +317,7 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
                     still.append(i)
             alive = still
         for i, t in enumerate(trials):
-            uid = f"{worker}:{done + i}"
+            uid = f"{worker}:{run_id}:{done + i}"
             t.set_user_attr("sweep_uid", uid)
             t.set_user_attr("worker", worker)
             seen.add(uid)
