@@ -149,3 +149,21 @@ def test_drawdown_gate_blocks_after_losses_and_recovers():
     # session i is blocked when sum(shadow[i-3:i]) < -1
     expected = [np.nansum(shadow[max(0, i - 3):i]) < -1.0 for i in range(len(shadow))]
     assert block.tolist() == expected and block.any() and not block[-1]
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(0, 18), min_size=1, max_size=12))
+def test_vote_matches_a_plain_count(actions):
+    v = vote(np.array(actions)[:, None], D, DIST)
+    dirs = [int(D[a]) for a in actions]
+    counts = {1: dirs.count(1), 0: dirs.count(0), -1: dirs.count(-1)}
+    top = max(counts.values())
+    winners = [k for k, c in counts.items() if c == top]
+    want = winners[0] if len(winners) == 1 else 0
+    assert v.direction[0] == want
+    if want:
+        assert v.distance[0] == pytest.approx(np.median([DIST[a] for a in actions if D[a] == want]))
+    assert v.agreement[0] == pytest.approx(top / len(actions))
