@@ -9,21 +9,27 @@ from mltrade import products as P
 from mltrade.calendars import tag_bars
 from mltrade.models.ncp.dataset import (PayoffSpec, build_dataset, build_inputs, session_matrix,
                                         trade_outcomes)
-from mltrade.models.ncp.synthetic import synthetic_market
+from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
 
 N = 17
 
 
 @pytest.fixture(scope="module")
 def bars():
-    return synthetic_market("2016-01-01", 70, planted=False, seed=3)
+    return synthetic_market("2016-01-01", 40, planted=False, seed=3)
 
 
-def test_one_sample_per_session_with_expected_shapes(bars):
-    ds = build_dataset(bars, n_candles=N)
+@pytest.fixture(scope="module")
+def hist(bars):
+    return synthetic_daily_history(bars, 260, seed=4)
+
+
+def test_one_sample_per_session_with_expected_shapes(bars, hist):
+    ds = build_dataset(bars, n_candles=N, daily_history=hist)
     tags = tag_bars(bars.index, "XNAS", 5)
     n_sessions = len(np.unique(tags.session))
-    assert 0 < len(ds) < n_sessions  # feature warm-up drops the first sessions
+    assert len(ds) == n_sessions  # the daily history covers the indicators' warm-up
+    assert len(build_inputs(bars, n_candles=N)) == 0  # without it, 40 sessions are all warm-up
     assert len(np.unique(ds.dates)) == len(ds)
     assert ds.seq.shape == (len(ds), N, 6) and ds.daily.shape[0] == len(ds)
     assert np.isfinite(ds.daily).all() and np.isfinite(ds.seq).all()
@@ -32,13 +38,13 @@ def test_one_sample_per_session_with_expected_shapes(bars):
 
 
 @pytest.mark.parametrize("k", [-1, -5, -20])
-def test_truncate_and_compare_inputs_use_nothing_after_decision_bar(bars, k):
-    full = build_inputs(bars, n_candles=N)
+def test_truncate_and_compare_inputs_use_nothing_after_decision_bar(bars, hist, k):
+    full = build_inputs(bars, n_candles=N, daily_history=hist)
     day = full.dates[k]
     tags = tag_bars(bars.index, "XNAS", 5)
     pos = np.flatnonzero((tags.session == day) & (tags.bar == N - 1))[0]
     cut = bars.iloc[:pos + 1]          # everything up to and including the decision bar
-    trunc = build_inputs(cut, n_candles=N)
+    trunc = build_inputs(cut, n_candles=N, daily_history=hist)
     assert trunc.dates[-1] == day
     np.testing.assert_array_equal(trunc.daily[-1], full.daily[k])
     np.testing.assert_array_equal(trunc.seq[-1], full.seq[k])
@@ -46,11 +52,11 @@ def test_truncate_and_compare_inputs_use_nothing_after_decision_bar(bars, k):
     # and scrambling every later bar changes nothing for that session
     later = bars.copy()
     later.iloc[pos + 1:, :4] *= 1.5
-    np.testing.assert_array_equal(build_inputs(later, n_candles=N).daily[k], full.daily[k])
+    np.testing.assert_array_equal(build_inputs(later, n_candles=N, daily_history=hist).daily[k], full.daily[k])
 
 
-def test_sequence_is_certificate_change_against_the_open(bars):
-    ds = build_inputs(bars, n_candles=N, distance=0.04)
+def test_sequence_is_certificate_change_against_the_open(bars, hist):
+    ds = build_inputs(bars, n_candles=N, distance=0.04, daily_history=hist)
     dates, o, h, lo, c, _ = session_matrix(bars)
     i = np.searchsorted(dates, ds.dates[3])
     kl = o[i, 0] * 0.96
@@ -107,7 +113,7 @@ def test_payoff_knockout_short_and_no_stop():
     assert why[0] == "knockout" and r[0] == pytest.approx(-1.0)
 
 
-def test_bad_bars_are_rejected_with_a_clear_message(bars):
+def test_bad_bars_are_rejected_with_a_clear_message(bars, hist):
     with pytest.raises(ValueError, match="timezone-aware"):
         build_inputs(bars.tz_localize(None), n_candles=N)
     with pytest.raises(ValueError, match="missing columns.*low"):
@@ -116,12 +122,21 @@ def test_bad_bars_are_rejected_with_a_clear_message(bars):
         PayoffSpec(stop=1.5)
     with pytest.raises(ValueError, match="n_candles"):
         build_inputs(bars, n_candles=0)
+    with pytest.raises(ValueError, match="daily_history: missing columns"):
+        build_inputs(bars, n_candles=N, daily_history=hist.drop(columns=["high"]))
 
 
-def test_sessions_shorter_than_the_decision_are_skipped(bars):
+def test_daily_history_after_the_first_session_is_ignored(bars, hist):
+    base = build_inputs(bars, n_candles=N, daily_history=hist)
+    overlap = pd.concat([hist, pd.DataFrame({"open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0},
+                                            index=pd.DatetimeIndex(base.dates.astype("datetime64[ns]")))])
+    np.testing.assert_array_equal(build_inputs(bars, n_candles=N, daily_history=overlap).daily, base.daily)
+
+
+def test_sessions_shorter_than_the_decision_are_skipped(bars, hist):
     tags = tag_bars(bars.index, "XNAS", 5)
     last = np.unique(tags.session)[-1]
     keep = ~((tags.session == last) & (tags.bar >= N - 1))
-    ds = build_inputs(bars[keep], n_candles=N)
+    ds = build_inputs(bars[keep], n_candles=N, daily_history=hist)
     assert last not in set(ds.dates)
     assert isinstance(pd.Timestamp(ds.dates[-1]), pd.Timestamp)

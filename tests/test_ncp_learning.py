@@ -9,7 +9,7 @@ import pytest
 from scipy.stats import binomtest
 
 from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
-from mltrade.models.ncp.synthetic import synthetic_market
+from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
 from mltrade.models.ncp.train import FoldTrainer, NCPSettings, config_from_params, directions
 from mltrade.models.ncp.model import predict_proba
 from mltrade.models.walkforward import single_split
@@ -20,7 +20,8 @@ PARAMS = {"dense1": 16, "dense2": 8, "dense_dropout": 0.1, "ltc_units": 10, "ltc
 
 def _oos_accuracy(planted: bool, seed: int):
     bars = synthetic_market("2012-01-01", 420, planted=planted, seed=seed)
-    ds = build_dataset(bars, n_candles=17, spec=PayoffSpec(spread=0.0))
+    ds = build_dataset(bars, n_candles=17, spec=PayoffSpec(spread=0.0),
+                       daily_history=synthetic_daily_history(bars, 260, seed=seed))
     fold = single_split(ds.dates, val_frac=0.12, test_frac=0.3, embargo=1)  # chronological
     s = NCPSettings(cell="cfc", patience=5)
     trainer = FoldTrainer(config_from_params(dict(PARAMS, cell="cfc"), ds.daily.shape[1], s, seed), epochs=25,

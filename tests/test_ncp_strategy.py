@@ -11,7 +11,7 @@ from mltrade.config import load_config
 from mltrade.models.ncp.adapt import ATRAdaptation
 from mltrade.models.ncp.dataset import build_inputs
 from mltrade.models.ncp.model import NCPConfig, build_model, predict_proba
-from mltrade.models.ncp.synthetic import synthetic_market
+from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
 from mltrade.models.ncp.train import write_artifact
 from mltrade.strategies.ncp import NCPStrategy, confidence_distance
 from mltrade.strategies.registry import get_strategy
@@ -21,8 +21,9 @@ N = 17
 
 @pytest.fixture(scope="module")
 def setup():
-    bars = synthetic_market("2017-01-03", 48, planted=True, seed=5)
-    inp = build_inputs(bars, n_candles=N)
+    bars = synthetic_market("2017-01-03", 30, planted=True, seed=5)
+    hist = synthetic_daily_history(bars, 260, seed=6)
+    inp = build_inputs(bars, n_candles=N, daily_history=hist)
     model = build_model(NCPConfig(n_daily=inp.daily.shape[1], cell="cfc", dense_units=(8,), ltc_units=6,
                                   ltc_units2=5, seed=3), inp.daily, inp.seq)
     meta = {"settings": {"n_candles": N, "seq_distance": 0.04, "threshold": 0.5, "objective": "product"},
@@ -35,12 +36,13 @@ def setup():
             "config": {"cell": "cfc"}, "feature_names": ["x"] * inp.daily.shape[1]}
     cfg = load_config()
     cfg["backtest"]["baselines"] = False
-    return bars, inp, model, meta, cfg
+    return bars, inp, model, meta, cfg, hist
 
 
 def _run(setup, **kw):
-    bars, _, model, meta, cfg = setup
+    bars, _, model, meta, cfg, hist = setup
     kw.setdefault("meta", meta)
+    kw.setdefault("daily_history", hist)
     return run_strategy(bars, NCPStrategy, dict(model=model, **kw), cfg)
 
 
@@ -48,12 +50,17 @@ def test_registered_by_name():
     assert get_strategy("ncp") is NCPStrategy
 
 
+def test_without_daily_history_the_warm_up_sessions_are_not_traded(setup):
+    res = _run(setup, daily_history=None)
+    assert res.strategy.decisions == [] and len(res.trades) == 0
+
+
 def test_batch_and_live_make_identical_decisions_and_batch_predicts_once(setup):
-    bars, inp, model, _, _ = setup
+    bars, inp, model, *_ = setup
     batch = _run(setup, mode="batch")
     live = _run(setup, mode="live")
     db, dl = pd.DataFrame(batch.strategy.decisions), pd.DataFrame(live.strategy.decisions)
-    assert len(db) == len(inp) > 5
+    assert len(db) == len(inp) == 30
     assert batch.strategy.predict_calls == 1 and live.strategy.predict_calls == len(db)
     pd.testing.assert_series_equal(db["time"], dl["time"])
     np.testing.assert_array_equal(db["direction"], dl["direction"])
@@ -82,7 +89,7 @@ def test_decides_at_bar_n_minus_1_enters_at_bar_n_exits_at_session_end(setup):
 
 def test_adaptation_flip_and_skip_change_the_executed_direction(setup):
     base = pd.DataFrame(_run(setup).strategy.decisions)
-    _, _, _, meta, _ = setup
+    meta = setup[3]
     flipped = pd.DataFrame(_run(setup, meta=dict(meta, adaptation={"edges": [], "actions": ["flip"]}))
                            .strategy.decisions)
     np.testing.assert_array_equal(flipped["direction"], -base["direction"])
@@ -116,9 +123,9 @@ def test_report_sections_show_holdout_baselines_and_atr_table(setup, tmp_path):
 
 
 def test_model_loaded_from_artifact_directory(setup, tmp_path):
-    bars, inp, model, meta, cfg = setup
+    bars, inp, model, meta, cfg, hist = setup
     write_artifact(model, meta, str(tmp_path / "v1"))
-    res = run_strategy(bars, NCPStrategy, {"model_path": str(tmp_path / "v1")}, cfg)
+    res = run_strategy(bars, NCPStrategy, {"model_path": str(tmp_path / "v1"), "daily_history": hist}, cfg)
     np.testing.assert_allclose(pd.DataFrame(res.strategy.decisions)["info_p_long"],
                                predict_proba(model, inp.daily, inp.seq), rtol=1e-5)
     with pytest.raises(FileNotFoundError, match="ncp.json"):

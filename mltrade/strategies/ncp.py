@@ -53,6 +53,8 @@ class NCPStrategy(KnockoutStrategy):
         ("adapt", True),              # apply the model's ATR-binned follow/flip/skip adaptation
         ("confidence_distances", None),  # [(min confidence |2p-1|, distance), ...]; None = fixed distance
         ("history_sessions", 250),    # live mode: sessions of bars used to compute the daily features
+        ("daily_history", "auto"),    # daily bars before the feed for indicator warm-up: DataFrame, None or
+                                      # "auto" (the real sample dailies when the feed is the embedded sample)
     )
     param_space = {"distance": (0.02, 0.08), "stop": (0.5, 0.95)}
 
@@ -75,6 +77,13 @@ class NCPStrategy(KnockoutStrategy):
         self.adaptation = (ATRAdaptation.from_dict(self.meta["adaptation"])
                            if self.p.adapt and self.meta.get("adaptation") else ATRAdaptation.identity())
         self.predictions: Dict[Any, Tuple[float, float]] = {}  # session date -> (p_long, early ATR)
+        self._history = self.p.daily_history
+        if isinstance(self._history, str):
+            if self._history != "auto":
+                raise ValueError(f"daily_history: expected a DataFrame, None or 'auto', got {self._history!r}")
+            from mltrade.models.ncp.train import daily_history_for
+            df = getattr(self.data.p, "dataframe", None)
+            self._history = daily_history_for(df) if df is not None else None
         self.predict_calls = 0
 
     # ------------------------------------------------------------------ inputs
@@ -85,7 +94,7 @@ class NCPStrategy(KnockoutStrategy):
         from mltrade.models.ncp.dataset import build_inputs
         from mltrade.models.ncp.model import predict_proba
         cal, interval = self._calendar()
-        inp = build_inputs(bars, self.n_candles, self.seq_distance, cal, interval)
+        inp = build_inputs(bars, self.n_candles, self.seq_distance, cal, interval, self._history)
         if len(inp) == 0:
             return {}
         p = predict_proba(self.model, inp.daily, inp.seq)

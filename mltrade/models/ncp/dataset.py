@@ -145,7 +145,7 @@ def _ltc_sequences_local(o, h, lo, c, n_candles: int, distance: float) -> np.nda
 
 
 def _daily_features_local(daily: pd.DataFrame) -> pd.DataFrame:
-    """Lagged daily features (row t uses sessions up to t-1 and the calendar of t)."""
+    """Fallback lagged daily features (row t uses sessions up to t-1 and the calendar of t)."""
     o, h, lo, c = (daily[k].astype(float) for k in ("open", "high", "low", "close"))
     f = {}
     for w in (7, 14, 30):
@@ -180,28 +180,63 @@ def _daily_features_local(daily: pd.DataFrame) -> pd.DataFrame:
 
 
 def feature_source() -> str:
-    """Which daily-feature pipeline is in use: ``shared`` (mltrade.models.features) or ``local``."""
+    """Which feature pipeline is in use: ``shared`` (mltrade.models.features) or ``local`` (fallback)."""
     try:
-        from mltrade.models import features  # noqa: F401
-        return "shared" if hasattr(features, "daily_features") else "local"
+        from mltrade.models import features
     except ImportError:
         return "local"
+    return "shared" if hasattr(features, "daily_features") and hasattr(features, "ltc_sequences") else "local"
 
 
-def _daily_features(daily: pd.DataFrame) -> pd.DataFrame:
+def _daily_features(daily: pd.DataFrame, dates: np.ndarray) -> pd.DataFrame:
+    target = pd.DatetimeIndex(np.asarray(dates).astype("datetime64[ns]"))
     if feature_source() == "shared":
         from mltrade.models.features import daily_features
-        return daily_features(daily)
-    return _daily_features_local(daily)
+        return daily_features(daily, target)
+    return _daily_features_local(daily).reindex(target)
+
+
+def _sequences(bars, o, h, lo, c, dates, n_candles, distance, calendar, interval) -> np.ndarray:
+    if feature_source() == "shared":
+        from mltrade.models.features import ltc_sequences
+        sd, x = ltc_sequences(bars, n_candles=n_candles, distance=distance, calendar=calendar,
+                              interval=interval)
+        pos = pd.DatetimeIndex(sd).get_indexer(pd.DatetimeIndex(np.asarray(dates).astype("datetime64[ns]")))
+        if (pos < 0).any():
+            missing = np.asarray(dates)[pos < 0][:3]
+            raise ValueError(f"bars: no complete first {n_candles} candles for sessions {list(missing)}")
+        return x[pos]
+    return _ltc_sequences_local(o, h, lo, c, n_candles, distance)
+
+
+def history_daily(bars: pd.DataFrame, calendar: str, interval: int,
+                  daily_history: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+    """Session OHLC aggregated from ``bars``, preceded by the ``daily_history`` rows before the first session.
+
+    Rows of ``daily_history`` on or after the bars' first session are ignored: the bars are the truth.
+    """
+    agg = daily_from_bars(bars, calendar, interval)
+    if daily_history is None or daily_history.empty:
+        return agg
+    hist = daily_history.copy()
+    hidx = pd.DatetimeIndex(hist.index)
+    hist.index = (hidx.tz_localize(None) if hidx.tz is not None else hidx).normalize()
+    missing = {"open", "high", "low", "close"} - set(hist.columns)
+    if missing:
+        raise ValueError(f"daily_history: missing columns {sorted(missing)}; expected open, high, low, close")
+    cols = [c for c in agg.columns if c in hist.columns]
+    before = hist.loc[hist.index < agg.index[0], cols] if len(agg) else hist[cols]
+    return pd.concat([before, agg[cols]])
 
 
 def build_inputs(bars: pd.DataFrame, n_candles: int = 17, distance: float = 0.04,
                  calendar: Optional[str] = None, interval: Optional[int] = None,
-                 daily: Optional[pd.DataFrame] = None, warmup: int = 0) -> NCPInputs:
+                 daily_history: Optional[pd.DataFrame] = None, warmup: int = 0) -> NCPInputs:
     """Model inputs for every session that has at least ``n_candles`` bars (drops feature warm-up rows).
 
-    ``daily`` defaults to sessions aggregated from ``bars``; its row for the
-    session itself is never used (features are lagged one session).
+    Daily features come from sessions aggregated from ``bars``, preceded by
+    ``daily_history`` (daily bars before the first session, for indicator warm-up);
+    a session's own row is never used (features are lagged one session).
     """
     if n_candles < 1:
         raise ValueError(f"n_candles: expected a positive integer, got {n_candles!r}")
@@ -210,10 +245,7 @@ def build_inputs(bars: pd.DataFrame, n_candles: int = 17, distance: float = 0.04
     dates, o, h, lo, c, counts = session_matrix(bars, calendar, interval)
     ok = (counts >= n_candles) & np.all(np.isfinite(c[:, :n_candles]), axis=1) if o.shape[1] >= n_candles \
         else np.zeros(len(dates), bool)
-    if daily is None:
-        daily = daily_from_bars(bars, calendar, interval)
-    feats = _daily_features(daily)
-    feats = feats.reindex(pd.DatetimeIndex(dates.astype("datetime64[ns]")))
+    feats = _daily_features(history_daily(bars, calendar, interval, daily_history), dates)
     fx = feats.to_numpy(float)
     ok &= np.all(np.isfinite(fx), axis=1)
     if warmup:
@@ -225,7 +257,7 @@ def build_inputs(bars: pd.DataFrame, n_candles: int = 17, distance: float = 0.04
         atr = np.zeros(0)
         price = np.zeros(0)
     else:
-        seq = _ltc_sequences_local(o, h, lo, c, n_candles, distance)
+        seq = _sequences(bars, o, h, lo, c, dates[sel], n_candles, distance, calendar, interval)
         prev_c = np.concatenate([o[:, :1], c[:, :n_candles - 1]], axis=1)
         tr = np.maximum(h[:, :n_candles], prev_c) - np.minimum(lo[:, :n_candles], prev_c)
         atr = tr.mean(axis=1) / o[:, 0]
@@ -295,13 +327,13 @@ def trade_outcomes(o, h, lo, c, counts, entry_bar: int, direction: int,
 
 def build_dataset(bars: pd.DataFrame, n_candles: int = 17, spec: Optional[PayoffSpec] = None,
                   calendar: Optional[str] = None, interval: Optional[int] = None,
-                  daily: Optional[pd.DataFrame] = None, seq_distance: float = 0.04,
+                  daily_history: Optional[pd.DataFrame] = None, seq_distance: float = 0.04,
                   warmup: int = 0) -> NCPDataset:
     """Inputs, labels and long/short trade returns for every complete session of ``bars``."""
     spec = spec or PayoffSpec()
     calendar = calendar or bars.attrs.get("calendar", "XNAS")
     interval = int(interval or bars.attrs.get("interval", 5))
-    inp = build_inputs(bars, n_candles, seq_distance, calendar, interval, daily, warmup)
+    inp = build_inputs(bars, n_candles, seq_distance, calendar, interval, daily_history, warmup)
     dates, o, h, lo, c, counts = session_matrix(bars, calendar, interval)
     pos = np.searchsorted(dates, inp.dates)
     o, h, lo, c, counts = o[pos], h[pos], lo[pos], c[pos], counts[pos]

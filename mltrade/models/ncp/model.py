@@ -190,15 +190,34 @@ def load_model(path: str):
     return keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
 
 
+_FORWARD: "weakref.WeakKeyDictionary" = None  # model -> compiled forward pass
+
+
+def _forward(model: Any):
+    """A ``tf.function`` forward pass of ``model`` traced once for any batch size (eager RNN calls are slow)."""
+    global _FORWARD
+    import weakref
+    import tensorflow as tf
+    if _FORWARD is None:
+        _FORWARD = weakref.WeakKeyDictionary()
+    fn = _FORWARD.get(model)
+    if fn is None:
+        sig = [tf.TensorSpec((None,) + tuple(x.shape[1:]), tf.float32) for x in model.inputs]
+        fn = tf.function(lambda d, s: model([d, s], training=False), input_signature=sig)
+        _FORWARD[model] = fn
+    return fn
+
+
 def predict_proba(model: Any, daily: np.ndarray, seq: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Probabilities for a batch (one forward pass per ``batch_size`` rows, no Keras callbacks)."""
+    """Probabilities for a batch (one compiled forward pass per ``batch_size`` rows, no Keras callbacks)."""
     daily = np.nan_to_num(np.asarray(daily, "float32"))
     seq = np.nan_to_num(np.asarray(seq, "float32"))
     if len(daily) != len(seq):
         raise ValueError(f"daily/seq: expected the same number of rows, got {len(daily)} and {len(seq)}")
     if len(daily) == 0:
         return np.zeros(0)
+    fn = _forward(model)
     outs = []
     for i in range(0, len(daily), batch_size):
-        outs.append(np.asarray(model([daily[i:i + batch_size], seq[i:i + batch_size]], training=False)))
+        outs.append(np.asarray(fn(daily[i:i + batch_size], seq[i:i + batch_size])))
     return np.concatenate(outs).reshape(-1).astype(float)

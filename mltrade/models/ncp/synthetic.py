@@ -54,3 +54,18 @@ def synthetic_market(start: str = "2015-01-01", n_sessions: int = 300, planted: 
     df.attrs.update(calendar=calendar, interval=interval, synthetic_intraday=True,
                     source=f"synthetic {'planted-pattern' if planted else 'random-walk'} market (seed {seed})")
     return df
+
+
+def synthetic_daily_history(bars: pd.DataFrame, n_days: int = 260, seed: int = 0,
+                            vol: float = 0.01) -> pd.DataFrame:
+    """Random-walk daily bars for the ``n_days`` business days before the first bar (indicator warm-up)."""
+    first = pd.Timestamp(bars.index[0]).tz_localize(None).normalize()
+    days = pd.bdate_range(end=first - pd.Timedelta(days=1), periods=n_days)
+    rng = np.random.default_rng(seed)
+    r = rng.standard_normal(n_days) * vol
+    close = float(bars["open"].iloc[0]) / np.cumprod(1 + r[::-1])[::-1]
+    opens = close / (1 + rng.standard_normal(n_days) * vol * 0.5)
+    high = np.maximum(opens, close) * (1 + np.abs(rng.standard_normal(n_days)) * vol * 0.3)
+    low = np.minimum(opens, close) * (1 - np.abs(rng.standard_normal(n_days)) * vol * 0.3)
+    return pd.DataFrame({"open": opens, "high": high, "low": low, "close": close,
+                         "volume": np.full(n_days, 1e6)}, index=pd.DatetimeIndex(days, name="date"))

@@ -137,11 +137,22 @@ def load_bars(s: NCPSettings) -> pd.DataFrame:
     return df
 
 
-def dataset_for(s: NCPSettings, bars: Optional[pd.DataFrame] = None) -> NCPDataset:
-    """One sample per session of the configured data."""
+def daily_history_for(bars: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """Daily bars before ``bars`` for indicator warm-up: the real sample dailies when ``bars`` is the sample."""
+    if "arch.data.nasdaq" in str(bars.attrs.get("source", "")):
+        from mltrade.feeds.sample import load_daily
+        return load_daily()
+    return None
+
+
+def dataset_for(s: NCPSettings, bars: Optional[pd.DataFrame] = None,
+                daily_history: Optional[pd.DataFrame] = None) -> NCPDataset:
+    """One sample per session of the configured data (sample data: real daily history for the warm-up)."""
     bars = load_bars(s) if bars is None else bars
+    if daily_history is None:
+        daily_history = daily_history_for(bars)
     return build_dataset(bars, n_candles=s.n_candles, spec=s.payoff(), calendar=s.exchange,
-                         interval=s.interval, seq_distance=s.seq_distance)
+                         interval=s.interval, seq_distance=s.seq_distance, daily_history=daily_history)
 
 
 def split(ds: NCPDataset, s: NCPSettings) -> Tuple[list, Fold]:
