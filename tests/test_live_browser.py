@@ -167,6 +167,7 @@ def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
 # ---------------------------------------------------------------------------------------------- faults
 def test_fault_element_missing_saves_masked_screenshot_and_logs_no_secret(make_store, venue, tmp_path, caplog):
     s = make_store("ig")
+    caplog.set_level(logging.DEBUG)          # everything, including Selenium's wire log of typed keys
     with caplog.at_level(logging.DEBUG, logger="mltrade.live"):
         s.login()
         venue.set_faults(missing="submit-order")

@@ -61,7 +61,10 @@ def install_log_filter(logger_name: str = "mltrade.live") -> None:
         lg.addFilter(SecretFilter())
 
 
-install_log_filter()
+#: loggers that may carry typed secrets: ours, and Selenium's wire log (DEBUG shows send_keys payloads)
+MASKED_LOGGERS = ("mltrade.live", "selenium.webdriver.remote.remote_connection", "selenium")
+for _name in MASKED_LOGGERS:
+    install_log_filter(_name)
 
 
 @dataclass(frozen=True)
