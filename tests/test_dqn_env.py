@@ -176,3 +176,29 @@ def test_custom_feature_observations_are_validated_and_aligned():
         build_observations(daily, "custom")
     with pytest.raises(ValueError, match="expected 'original'"):
         build_observations(daily, "weird")
+
+
+from hypothesis import given, settings, strategies as st
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), d=st.sampled_from([1, -1]), dist=st.floats(0.01, 0.12),
+       stop=st.sampled_from([0.0, 0.71, 0.9]), n=st.integers(1, 20))
+def test_trade_outcomes_invariants(seed, d, dist, stop, n):
+    rng = np.random.default_rng(seed)
+    c = 1000 * np.exp(np.cumsum(rng.normal(0, 0.02, n + 1)))
+    o, cl = c[:-1], c[1:]
+    h = np.maximum(o, cl) * (1 + np.abs(rng.normal(0, 0.01, n)))
+    lo = np.minimum(o, cl) * (1 - np.abs(rng.normal(0, 0.01, n)))
+    costs = TradeCosts(stop=stop)
+    e, x, r = trade_outcomes(np.array([d]), np.array([dist]), o[0], o, h, lo, cl, costs)
+    barrier = o[0] * (1 - d * dist)
+    assert e[0] == pytest.approx(float(P.ask_price(d, o[0], barrier, 0.01)))
+    touched = bool(P.is_knocked_out(d, lo, h, barrier).any())
+    if r[0] == 1:
+        assert x[0] == pytest.approx(float(P.bid_price(d, cl[-1], barrier, 0.01, 1.0, 0.01)))
+        assert not touched
+    elif r[0] == 2:
+        assert stop > 0 and 0 <= x[0] <= stop * e[0] + 1e-9
+    else:
+        assert r[0] == 3 and x[0] == 0 and touched

@@ -116,15 +116,22 @@ class ConfidenceGate:
         return self.proba(X) >= self.threshold
 
     def choose_threshold(self, proba: np.ndarray, score: Callable[[np.ndarray], float],
-                         min_trades: int = 5, grid: Optional[np.ndarray] = None) -> Dict[str, float]:
-        """Pick the threshold maximising ``score(allowed_mask)`` on validation data (0 = no gate)."""
+                         min_trades: int = 5, grid: Optional[np.ndarray] = None,
+                         eligible: Optional[np.ndarray] = None) -> Dict[str, float]:
+        """Pick the threshold maximising ``score(allowed_mask)`` on validation data (0 = no gate).
+
+        ``eligible`` marks the sessions with a trade to gate; a threshold must keep
+        at least ``min_trades`` of them.
+        """
         p = np.asarray(proba, float)
+        elig = np.ones(len(p), bool) if eligible is None else np.asarray(eligible, bool)
         if grid is None:
-            grid = np.unique(np.round(np.quantile(p, np.linspace(0.0, 0.8, 17)), 4)) if len(p) else np.array([])
+            grid = np.unique(np.round(np.quantile(p[elig], np.linspace(0.0, 0.8, 17)), 4)) if elig.any() \
+                else np.array([])
         best_t, best_s = 0.0, score(np.ones(len(p), bool))
         for t in grid:
             mask = p >= t
-            if mask.sum() < min_trades:
+            if (mask & elig).sum() < min_trades:
                 continue
             s = score(mask)
             if s > best_s + 1e-12:

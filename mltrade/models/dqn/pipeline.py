@@ -179,8 +179,6 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     if fit_mask.sum() >= 10:
         gate = ConfidenceGate.fit(feats[fit_mask], (vdec["shadow_return"].to_numpy()[fit_mask] > 0).astype(int),
                                   C=float(cfg.get("gate_c", 0.5)), seed=int(cfg.get("seed", 0)))
-        tune = np.zeros(len(vdec), bool)
-        tune[n_fit:] = True
         tune_daily = val_daily.iloc[n_fit:]
         p = gate.proba(feats)[n_fit:]
         dirs = vdec["direction"].to_numpy()[n_fit:]
@@ -190,7 +188,7 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
         def score(mask: np.ndarray) -> float:
             return _score(tune_daily, np.where(mask & ~blocked, dirs, 0), dist, costs, session)
         gate_info = {"fitted": True, **gate.choose_threshold(
-            np.where(dirs != 0, p, 1.0), score, int(cfg.get("gate_min_trades", 5)))}
+            p, score, int(cfg.get("gate_min_trades", 5)), eligible=dirs != 0)}
     else:
         log(f"fold {fold.index} {session}: only {int(fit_mask.sum())} validation trades to fit the gate; "
             "gate disabled (threshold 0)")
