@@ -35,6 +35,8 @@ class FakeTwelveData:
         self.max_outputsize = max_outputsize
         self.slow_seconds = slow_seconds
         self.faults: Deque[str] = collections.deque()
+        #: (start, end) UTC: while the server clock is inside, every request fails with HTTP 503
+        self.outage: Optional[tuple] = None
         self.requests: list = []
         self.lock = threading.Lock()
         self._server: Optional[ThreadingHTTPServer] = None
@@ -93,6 +95,8 @@ class FakeTwelveData:
             self.requests.append({"path": url.path, "params": q, "headers": dict(h.headers),
                                   "t": time.monotonic()})
             fault = self.faults.popleft() if self.faults else None
+        if self.outage is not None and self.now is not None and self.outage[0] <= self.now() < self.outage[1]:
+            return self._send(h, 503, "<html>Service unavailable</html>", raw=True)
         if fault == "slow":
             time.sleep(self.slow_seconds)
         elif fault == "429":
