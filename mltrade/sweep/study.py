@@ -241,11 +241,24 @@ def create_study(settings: SweepSettings, load_only: bool = False):
     """Create (or load, resuming) the Optuna study in ``settings``' storage."""
     import optuna
 
-    storage = optuna.storages.RDBStorage(settings.storage_url(), engine_kwargs=_engine_kwargs(settings.storage_url()))
-    if load_only:
-        return optuna.load_study(study_name=settings.study_name(), storage=storage)
-    return optuna.create_study(study_name=settings.study_name(), storage=storage, direction="maximize",
-                               load_if_exists=True)
+    import sqlalchemy.exc
+
+    url = settings.storage_url()
+    for attempt in range(10):
+        try:
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            if load_only:
+                return optuna.load_study(study_name=settings.study_name(), storage=storage)
+            return optuna.create_study(study_name=settings.study_name(), storage=storage, direction="maximize",
+                                       load_if_exists=True)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
+                sqlalchemy.exc.ProgrammingError) as exc:
+            # workers starting together on an empty database race to create Optuna's schema: retry
+            if attempt == 9:
+                raise ValueError(f"storage: cannot open study {settings.study_name()!r} at "
+                                 f"{_redact(url)}: {exc}") from exc
+            log.info("storage busy (%s), retrying", type(exc).__name__)
+            time.sleep(0.5 + 0.5 * attempt)
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -256,6 +269,7 @@ def _engine_kwargs(url: str) -> dict:
 def _local_study(seed: int):
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=50, multivariate=True, constant_liar=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=20, n_warmup_steps=0)
     return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
@@ -356,7 +370,8 @@ def optimize(cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = 
     if settings.jobs > 1:
         share = [settings.trials // settings.jobs + (i < settings.trials % settings.jobs) for i in range(settings.jobs)]
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(cfg, settings, n, f"worker-{i}")) for i, n in enumerate(share[1:])]
+        procs = [ctx.Process(target=_worker, args=(cfg, settings, n, f"worker-{i + 1}"))
+                 for i, n in enumerate(share[1:])]
         for p in procs:
             p.start()
         run_trials(scorer, study, share[0], settings.batch, settings.progress, "worker-main")

@@ -1,0 +1,75 @@
+"""Two sweep workers share one Optuna study in a real PostgreSQL server (started by scripts/start_postgres.sh)."""
+from __future__ import annotations
+
+import collections
+import os
+import subprocess
+import sys
+import uuid
+
+import optuna
+import pytest
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> str:
+    url = os.environ.get("MLTRADE_PG_URL", "")
+    if not url:
+        if os.environ.get("CI"):
+            pytest.fail("MLTRADE_PG_URL is not set under CI: .ci/run must start PostgreSQL "
+                        "with scripts/start_postgres.sh and export the URL it prints")
+        pytest.skip("MLTRADE_PG_URL not set: run `export MLTRADE_PG_URL=$(bash scripts/start_postgres.sh | tail -n1)`")
+    if not url.startswith("postgresql"):
+        pytest.fail(f"MLTRADE_PG_URL: expected a postgresql:// URL, got {url!r}")
+    return url
+
+
+def _trials(url: str, name: str):
+    return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
+
+
+def _check_no_trial_lost_or_duplicated(trials, per_worker: dict) -> None:
+    uids = [t.user_attrs["sweep_uid"] for t in trials]
+    assert len(uids) == len(set(uids)), "a trial was written twice"
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert collections.Counter(t.user_attrs["worker"] for t in trials) == per_worker
+    assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
+
+
+def test_two_worker_processes_share_one_postgres_study(pg_url, tmp_path):
+    name = f"pgtest-{uuid.uuid4().hex[:8]}"
+    common = [sys.executable, "-m", "mltrade.cli", "optimize", "strategy", "--strategy", "momentum",
+              "--storage", pg_url, "--study", name, "--trials", "60", "--batch", "15", "--start", "2016-01-01",
+              "--end", "2016-04-30", "--folds", "2", "--quiet"]
+    env = dict(os.environ, MPLBACKEND="Agg")
+    procs = [subprocess.Popen(common + ["--out", str(tmp_path / f"w{i}")], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+        assert "best trial" in out
+    try:
+        trials = _trials(pg_url, name)
+        assert len(trials) == 120
+        workers = collections.Counter(t.user_attrs["worker"] for t in trials)
+        assert len(workers) == 2 and set(workers.values()) == {60}
+        _check_no_trial_lost_or_duplicated(trials, dict(workers))
+    finally:
+        optuna.delete_study(study_name=name, storage=pg_url)
+
+
+def test_jobs_option_runs_worker_processes_on_postgres(pg_url, tmp_path):
+    from mltrade.config import load_config
+    from mltrade.sweep.study import SweepSettings, optimize
+
+    name = f"pgjobs-{uuid.uuid4().hex[:8]}"
+    s = SweepSettings(strategy="momentum", trials=50, jobs=2, storage=pg_url, study=name, start="2016-01-01",
+                      end="2016-04-30", folds=2, batch=10, out=str(tmp_path), progress=False)
+    try:
+        summary = optimize(load_config(None), s)
+        assert summary["trials_total"] == 50 and summary["storage"].startswith("postgresql")
+        _check_no_trial_lost_or_duplicated(_trials(pg_url, name), {"worker-main": 25, "worker-1": 25})
+    finally:
+        optuna.delete_study(study_name=name, storage=pg_url)
