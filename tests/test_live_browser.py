@@ -26,7 +26,8 @@ from mltrade.live.venues.base import ElementMissing, OrderRejected, VenueError, 
 from mltrade.products import KnockoutProduct
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"), reason="chromium-driver missing")]
+              pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"),
+                                 reason="chromium-driver missing")]
 
 INDEX = 15000.0
 
@@ -116,7 +117,7 @@ def test_ig_levels_buy_limit_stop_positions_and_close(make_store, venue):
         s.call(ig.buy, 1, 10000.0, stake=100.0)
 
 
-# ---------------------------------------------------------------------------------------------- Trade Republic
+# ------------------------------------------------------------------------------------- Trade Republic
 def test_tr_finder_binary_search_on_the_lazy_page(make_store, venue, capsys):
     s = make_store("traderepublic")
     tr = s.venue
@@ -155,7 +156,8 @@ def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
     fill = s.call(tr.buy, 1, 14000.0, index_price=INDEX, stake=500.0, client_ref="TR-1", stop_fraction=0.71)
     assert fill.barrier <= 14000.0 and fill.size == math.floor(500.0 / fill.price)
     cash, open_, _ = s.call(tr.snapshot)
-    assert cash == pytest.approx(venue.state.cash["TR"]) and cash == pytest.approx(10000 - fill.size * fill.price)
+    assert cash == pytest.approx(venue.state.cash["TR"])
+    assert cash == pytest.approx(10000 - fill.size * fill.price)
     assert open_[0].client_ref == "TR-1" and open_[0].barrier == pytest.approx(fill.barrier)
     assert open_[0].stop == pytest.approx(round(fill.price * 0.71, 2))
     assert s.call(tr.place_stop, fill.deal_id, 1234.5) == pytest.approx(1234.5)       # "1.234,50" round trip
@@ -165,7 +167,8 @@ def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
 
 
 # ---------------------------------------------------------------------------------------------- faults
-def test_fault_element_missing_saves_masked_screenshot_and_logs_no_secret(make_store, venue, tmp_path, caplog):
+def test_fault_element_missing_saves_masked_screenshot_and_logs_no_secret(make_store, venue, tmp_path,
+                                                                          caplog):
     s = make_store("ig")
     caplog.set_level(logging.DEBUG)          # everything, including Selenium's wire log of typed keys
     with caplog.at_level(logging.DEBUG, logger="mltrade.live"):

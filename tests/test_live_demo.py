@@ -7,14 +7,16 @@ from mltrade.cli import main
 from mltrade.live.journal import OrderJournal
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
-              pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"), reason="chromium-driver missing")]
+              pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"),
+                                 reason="chromium-driver missing")]
 
 
 def test_cli_demo_trades_one_session_on_the_fake_ig_venue(tmp_path, capsys):
     conf = tmp_path / "c.toml"
     conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\nlog_file = "{tmp_path}/live.log"\n'
                     f'kill_switch_file = "{tmp_path}/KILL"\nscreenshots_dir = "{tmp_path}/shots"\n')
-    assert main(["live", "--venue", "ig", "--demo", "--live", "--max-sessions", "1", "--config", str(conf)]) == 0
+    assert main(["live", "--venue", "ig", "--demo", "--live", "--max-sessions", "1", "--config",
+                 str(conf)]) == 0
     out = capsys.readouterr().out
     assert "momentum on ig (LIVE): sessions 2018-06-01; 1 round trips" in out
     j = OrderJournal(tmp_path / "j.sqlite", "ig")

@@ -19,7 +19,8 @@ def make_rows(n, direction=1, index=15000.0, seed=1, cheap_every=0, illiquid=(),
         if i in illiquid:
             price *= 1.8
         lev = index * r / price
-        rows.append(Certificate(i, f"X{i:05d}", round(float(lvl), 2), round(float(price), 2), round(float(lev), 1)))
+        rows.append(Certificate(i, f"X{i:05d}", round(float(lvl), 2), round(float(price), 2),
+                                round(float(lev), 1)))
     return rows
 
 

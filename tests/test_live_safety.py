@@ -62,7 +62,8 @@ def test_risk_limits_each_refuse(tmp_path):
     g = RiskGuard(RiskLimits(max_stake=1000, max_leverage=50, daily_loss_limit=300, max_trades_per_day=2,
                              max_open_positions=1, kill_switch_file=str(tmp_path / "KILL")))
     g.check_open(1000, 40, D)
-    for kw, msg in [(dict(stake=1001, leverage=10), "max_stake"), (dict(stake=10, leverage=51), "max_leverage"),
+    for kw, msg in [(dict(stake=1001, leverage=10), "max_stake"), (dict(stake=10, leverage=51),
+                                                                   "max_leverage"),
                     (dict(stake=10, leverage=10, open_positions=1), "max_open_positions")]:
         with pytest.raises(RiskViolation, match=msg):
             g.check_open(day=D, **kw)
@@ -152,3 +153,17 @@ def test_store_singleton_and_browser_start_errors(tmp_path):
     except ImportError:
         with pytest.raises(RuntimeError, match="undetected-chromedriver"):
             SeleniumStore("ig", "http://127.0.0.1:9", undetected=True)._start_browser()
+
+
+def test_daily_loss_survives_restart_through_the_journal(tmp_path):
+    j = OrderJournal(tmp_path / "j.sqlite", "ig")
+    buy = j.begin("buy", direction=1, day=D)
+    j.update(buy, "closed")
+    close = j.begin("close", parent=buy, day=D)
+    j.update(close, "filled", price=0.0, pnl=-400.0, reason="knockout")
+    j.close()
+    j2 = OrderJournal(tmp_path / "j.sqlite", "ig")
+    assert j2.realized_pnl_on(D) == -400.0 and j2.trades_on(D) == 1
+    g = RiskGuard(RiskLimits(daily_loss_limit=300, kill_switch_file=None))     # a fresh process: no memory
+    with pytest.raises(RiskViolation, match="daily_loss_limit"):
+        g.check_open(10, 10, D, pnl_today=j2.realized_pnl_on(D))

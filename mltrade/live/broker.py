@@ -248,7 +248,8 @@ class SeleniumBroker(bt.BrokerBase):
         if self.journal.unresolved():
             raise RiskViolation("an earlier order is still unconfirmed; reconcile before trading")
         self.risk.check_open(budget, leverage, day, open_positions=len(self.positions),
-                             trades_today=max(self.risk.trades.get(day, 0), self.journal.trades_on(day)))
+                             trades_today=max(self.risk.trades.get(day, 0), self.journal.trades_on(day)),
+                             pnl_today=min(self.risk.pnl.get(day, 0.0), self.journal.realized_pnl_on(day)))
         action = {"action": "buy", "direction": product.direction, "barrier": product.barrier,
                   "size": size, "stake": budget if size is None else None, "stop": stop, "index": index,
                   "day": day.isoformat(), "dry_run": not self.is_live}
@@ -259,7 +260,8 @@ class SeleniumBroker(bt.BrokerBase):
         self.actions.append(dict(action, ref=ref))
         self.risk.record_open(day)
         if self.is_live:
-            fill = self.store.call(self.store.venue.buy, product.direction, product.barrier, index_price=index,
+            fill = self.store.call(self.store.venue.buy, product.direction, product.barrier,
+                                   index_price=index,
                                    size=int(size) if size else None, stake=action["stake"], client_ref=ref,
                                    stop_fraction=stop, name="buy")
             self.journal.update(ref, "filled", price=fill.price, size=fill.size, barrier=fill.barrier,
@@ -282,10 +284,12 @@ class SeleniumBroker(bt.BrokerBase):
                    index: Optional[float], stop: Optional[float], ref: str) -> None:
         comm = self.p.commission_fixed
         self.cash -= n * px + comm
-        pos = CertPosition(product=product, data=data, size=n, price=px, stop_price=stop * px if stop else None,
+        pos = CertPosition(product=product, data=data, size=n, price=px,
+                           stop_price=stop * px if stop else None,
                            entry_dt=data.datetime[0] if data is not None and len(data) else 0.0,
                            entry_underlying=index or 0.0, entry_strike=product.strike,
-                           entry_barrier=product.barrier, entry_leverage=product.leverage(index) if index else 0.0,
+                           entry_barrier=product.barrier,
+                           entry_leverage=product.leverage(index) if index else 0.0,
                            entry_bar=len(data) if data is not None else 0, cost=n * px, fees=comm,
                            entry_fees=comm, owner=order.owner)
         self.positions[product.id] = pos
@@ -303,7 +307,8 @@ class SeleniumBroker(bt.BrokerBase):
         buy_ref = self.refs.get(product.id)
         day = self._day(data)
         ref = self.journal.begin("close", parent=buy_ref, size=pos.size, day=day,
-                                 status="pending" if self.is_live else "dry_run", deal_id=self.deals.get(product.id))
+                                 status="pending" if self.is_live else "dry_run",
+                                 deal_id=self.deals.get(product.id))
         self.actions.append({"action": "close", "ref": ref, "parent": buy_ref, "size": pos.size,
                              "reason": reason, "dry_run": not self.is_live})
         if self.is_live:
@@ -333,7 +338,8 @@ class SeleniumBroker(bt.BrokerBase):
         rt = {"product": pos.product.name, "kind": pos.product.kind,
               "direction": "long" if pos.product.direction > 0 else "short", "strike": pos.entry_strike,
               "barrier": pos.entry_barrier, "ratio": pos.product.ratio, "size": n,
-              "entry_time": data.num2date(pos.entry_dt).isoformat() if data is not None and pos.entry_dt else "",
+              "entry_time": (data.num2date(pos.entry_dt).isoformat()
+                             if data is not None and pos.entry_dt else ""),
               "entry_price": pos.price, "entry_underlying": pos.entry_underlying,
               "exit_time": data.num2date().isoformat() if data is not None and len(data) else "",
               "exit_price": px, "exit_underlying": index, "fees": pos.fees, "financing": 0.0,
@@ -399,7 +405,8 @@ class SeleniumBroker(bt.BrokerBase):
                 self.journal.update(ref, "absent", reconciled=True)
                 self._reject(order, "not executed by the venue (reconciled)")
                 continue
-            self.journal.update(ref, "filled", price=vp.entry, size=vp.size, deal_id=vp.deal_id, reconciled=True)
+            self.journal.update(ref, "filled", price=vp.entry, size=vp.size, deal_id=vp.deal_id,
+                                reconciled=True)
             product = order.info["product"]
             self.deals[product.id] = vp.deal_id
             self.cash += vp.size * vp.entry      # the snapshot's cash already paid for it

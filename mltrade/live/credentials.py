@@ -98,7 +98,8 @@ def load_credentials(venue: str, env: Optional[Mapping[str, str]] = None) -> Cre
             user = user or keyring.get_password(f"mltrade-{venue}", "username")
             pw = pw or keyring.get_password(f"mltrade-{venue}", "password")
     if not (user and pw):
-        raise RuntimeError(f"credentials for {venue!r}: set MLTRADE_{key}_USERNAME and MLTRADE_{key}_PASSWORD "
+        raise RuntimeError(f"credentials for {venue!r}: set MLTRADE_{key}_USERNAME and "
+                           f"MLTRADE_{key}_PASSWORD "
                            f"or store them in the OS keyring (service 'mltrade-{venue}')")
     register_secret(user)
     register_secret(pw)
@@ -138,7 +139,8 @@ def code_source(spec: str, timeout: float = 120.0) -> Callable[[], str]:
             raise ValueError("code source 'command:CMD': the command is missing")
 
         def _command() -> str:
-            out = subprocess.run(shlex.split(arg), capture_output=True, text=True, timeout=timeout, check=True)
+            out = subprocess.run(shlex.split(arg), capture_output=True, text=True, timeout=timeout,
+                                 check=True)
             code = out.stdout.strip()
             register_secret(code)
             return code

@@ -179,9 +179,11 @@ class KnockoutFinder:
         rules = self.rules
         if index_price is not None:
             if self.direction > 0 and not target < index_price:
-                raise ValueError(f"target: a long barrier must lie below the index {index_price}, got {target}")
+                raise ValueError(f"target: a long barrier must lie below the index {index_price}, "
+                                 f"got {target}")
             if self.direction < 0 and not target > index_price:
-                raise ValueError(f"target: a short barrier must lie above the index {index_price}, got {target}")
+                raise ValueError(f"target: a short barrier must lie above the index {index_price}, "
+                                 f"got {target}")
         skipped = {"price": 0, "leverage": 0, "illiquid": 0}
         moves = 0
         start_steps = self.steps

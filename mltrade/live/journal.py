@@ -91,7 +91,8 @@ class OrderJournal:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+        mode = "WAL" if self.path != ":memory:" else "MEMORY"
+        self._db.execute(f"PRAGMA journal_mode={mode}")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
@@ -112,8 +113,8 @@ class OrderJournal:
         d = (day or datetime.now(timezone.utc).date()).isoformat()
         with self._lock:
             self._db.execute(
-                "INSERT INTO orders (ref, venue, action, status, direction, barrier, size, price, stake, deal_id,"
-                " parent, day, created, updated, info) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                "INSERT INTO orders (ref, venue, action, status, direction, barrier, size, price, stake,"
+                " deal_id, parent, day, created, updated, info) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (ref, self.venue, action, status, direction, barrier, size, price, stake, deal_id, parent,
                  d, now, now, json.dumps(info, default=str)))
         return ref
@@ -160,12 +161,14 @@ class OrderJournal:
 
     def trades_on(self, day: date) -> int:
         """Buys sent (or in flight) on ``day``: counts toward the daily trade limit."""
-        return len(self._rows("action = 'buy' AND day = ? AND status IN ('pending','submitted','filled','closed')",
+        return len(self._rows("action = 'buy' AND day = ? AND "
+                              "status IN ('pending','submitted','filled','closed')",
                               (day.isoformat(),)))
 
     def realized_pnl_on(self, day: date) -> float:
-        return float(sum(e.info.get("pnl", 0.0) for e in self._rows("action = 'close' AND day = ? AND "
-                                                                      "status = 'filled'", (day.isoformat(),))))
+        """Realised P&L of the closes recorded on ``day`` (survives restarts, for the daily loss limit)."""
+        rows = self._rows("action = 'close' AND day = ? AND status IN ('filled', 'dry_run')", (day.isoformat(),))
+        return float(sum(e.info.get("pnl") or 0.0 for e in rows))
 
     # -- reconciliation ------------------------------------------------------
     def reconcile(self, venue_positions: Iterable[Any], closed: Iterable[Any] = ()) -> ReconcileReport:
@@ -200,7 +203,8 @@ class OrderJournal:
         known = {e.ref for e in self.entries("buy")}
         rep.unknown_positions = [r for r in open_by_ref if r not in known]
         if rep.filled or rep.absent or rep.closed:
-            log.warning("journal reconciled: %d in-flight buys found filled, %d absent, %d closed at the venue",
+            log.warning("journal reconciled: %d in-flight buys found filled, %d absent, "
+                        "%d closed at the venue",
                         len(rep.filled), len(rep.absent), len(rep.closed))
         return rep
 

@@ -99,7 +99,10 @@ class Notifier:
         return bool(self.slack_url or self.webhook_url)
 
     def notify(self, event: str, **data: Any) -> Optional[str]:
-        """Queue a message for ``event``; returns its text (None if rate-limited or disabled). Never blocks."""
+        """Queue a message for ``event``; returns its text (None if rate-limited or disabled).
+
+        Never blocks: a background thread posts it.
+        """
         text = render(event, self._rng, **data)
         if not self.enabled:
             return None

@@ -7,7 +7,7 @@ knock-outs, and an audit trail in the order journal (status ``paper``).
 from __future__ import annotations
 
 import logging
-from typing import Any, Optional
+from typing import Optional
 
 import backtrader as bt
 
@@ -41,7 +41,8 @@ class PaperBroker(KnockoutBroker):
                 ask = float(product.ask(index))
                 budget = min(stake, self.cash) if stake is not None else (size or 0) * ask
                 try:
-                    self.risk.check_open(budget, product.leverage(index), day, open_positions=len(self.positions))
+                    self.risk.check_open(budget, product.leverage(index), day,
+                                         open_positions=len(self.positions))
                 except RiskViolation as e:
                     self.risk_rejections.append(e.reason)
                     order = cls(owner=owner, data=data, size=size if size else 1, price=price,
@@ -68,9 +69,11 @@ class PaperBroker(KnockoutBroker):
             self.risk.record_open(day)
             if self.journal is not None:
                 self.journal.begin("buy", direction=product.direction, barrier=product.barrier,
-                                   size=order.executed.size, price=order.executed.price, status="paper", day=day)
+                                   size=order.executed.size, price=order.executed.price, status="paper",
+                                   day=day)
             self.notifier.notify("buy", direction="Long" if product.direction > 0 else "Short",
-                                 barrier=product.barrier, size=order.executed.size, price=order.executed.price)
+                                 barrier=product.barrier, size=order.executed.size,
+                                 price=order.executed.price)
         elif "roundtrip" in order.info:
             rt = order.info["roundtrip"]
             self.risk.record_close(day, rt["pnl"])

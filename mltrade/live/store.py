@@ -57,7 +57,8 @@ class SeleniumStore:
         self._code = code if callable(code) else code_source(code)
         self.driver_path, self.chromium_path = driver_path, chromium_path
         self.headless, self.undetected = headless, undetected
-        self.timeout, self.confirm_timeout, self.keepalive_s = float(timeout), float(confirm_timeout), keepalive_s
+        self.timeout, self.confirm_timeout = float(timeout), float(confirm_timeout)
+        self.keepalive_s = float(keepalive_s)
         self.screenshots_dir = Path(screenshots_dir)
         self.venue: Venue = venue_class(venue)(self, **(venue_kwargs or {}))
         self._driver: Any = driver            # an existing WebDriver may be shared (tests)

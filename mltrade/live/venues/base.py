@@ -158,7 +158,8 @@ class Venue(ABC):
             if "/login" in self.driver.current_url:
                 raise SessionExpired(f"{self.name}: on the login page while waiting for {key}") from None
             raise ElementMissing(f"{self.name}: element {key!r} ({css}) did not appear within "
-                                 f"{timeout or self.store.timeout:.1f} s on {self.driver.current_url}") from None
+                                 f"{timeout or self.store.timeout:.1f} s "
+                                 f"on {self.driver.current_url}") from None
 
     def wait_js(self, script: str, what: str, timeout: Optional[float] = None) -> Any:
         """Poll ``script`` until it returns a truthy value."""
@@ -301,7 +302,8 @@ class PositionsPageMixin:
         out = []
         for r in self.table("position_row", cells):
             out.append(VenuePosition(
-                deal_id=r["dealId"], product_id=r["product"], direction=1 if r["dir"] in ("CALL", "Long") else -1,
+                deal_id=r["dealId"], product_id=r["product"], direction=1 if r["dir"] in ("CALL",
+                                                                                          "Long") else -1,
                 barrier=self._num(r["level"], "level"), size=int(self._num(r["size"], "size")),
                 entry=self._num(r["entry"], "entry"), bid=self._num(r["bid"], "bid"),
                 pnl=self._num(r["pnl"], "pnl"), client_ref=r["ref"] or "",
@@ -310,7 +312,8 @@ class PositionsPageMixin:
 
     def _read_history(self: Any) -> List[ClosedPosition]:
         cells = {k[2:]: self.sel(k) for k in self.SELECTORS if k.startswith("h_")}
-        return [ClosedPosition(deal_id=r["dealId"], client_ref=r["ref"] or "", size=int(self._num(r["size"], "size")),
+        return [ClosedPosition(deal_id=r["dealId"], client_ref=r["ref"] or "", size=int(self._num(r["size"],
+                                                                                                  "size")),
                                exit=self._num(r["exit"], "exit"), pnl=self._num(r["pnl"], "pnl"),
                                reason=r["reason"]) for r in self.table("history_row", cells)]
 

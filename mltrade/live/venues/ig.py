@@ -17,7 +17,8 @@ log = logging.getLogger("mltrade.live")
 SELECTORS = {
     # login
     "login_page": "/ig/login",
-    "username": "#username", "password": "#password", "login_button": "#login-btn", "login_error": "#login-error",
+    "username": "#username", "password": "#password", "login_button": "#login-btn",
+    "login_error": "#login-error",
     "code": "#code", "verify_button": "#verify-btn",
     # accounts
     "accounts_page": "/ig/accounts",
@@ -30,7 +31,8 @@ SELECTORS = {
     "ticket": "#ticket", "limit_price": "#limit-price", "size": "#size", "client_ref": "#client-ref",
     "submit_order": "#submit-order",
     "confirmation": "#confirmation", "rejection": "#rejection", "reject_reason": "#reject-reason",
-    "deal_id": "#deal-id", "fill_price": "#fill-price", "fill_size": "#fill-size", "fill_level": "#fill-level",
+    "deal_id": "#deal-id", "fill_price": "#fill-price", "fill_size": "#fill-size",
+    "fill_level": "#fill-level",
     "stop_price": "#stop-price", "submit_stop": "#submit-stop", "stop_confirmation": "#stop-confirmation",
     # positions
     "positions_page": "/ig/positions",
@@ -39,7 +41,8 @@ SELECTORS = {
     "pos_ref": ".pos-ref", "pos_product": ".pos-product", "pos_dir": ".pos-dir", "pos_level": ".pos-level",
     "pos_size": ".pos-size", "pos_entry": ".pos-entry", "pos_bid": ".pos-bid", "pos_pnl": ".pos-pnl",
     "pos_stop": ".pos-stop",
-    "stop_input": ".stop-input", "stop_button": ".stop-btn", "stop_done": "#stop-done", "stop_value": "#stop-value",
+    "stop_input": ".stop-input", "stop_button": ".stop-btn", "stop_done": "#stop-done",
+    "stop_value": "#stop-value",
     "close_button": ".close-btn", "close_done": "#close-confirmation", "close_price": "#close-price",
     "history_row": "#history tr.history-row",
     "h_ref": ".h-ref", "h_size": ".h-size", "h_exit": ".h-exit", "h_pnl": ".h-pnl", "h_reason": ".h-reason",
@@ -58,7 +61,8 @@ class IGVenue(PositionsPageMixin, Venue):
         self.submit_credentials(username, password)
         self.type_into("code", code())
         self.click("verify_button")
-        self.wait_js("return location.pathname.startsWith('/ig/accounts') && document.body.dataset.loaded === '1'",
+        self.wait_js("return location.pathname.startsWith('/ig/accounts') && "
+                     "document.body.dataset.loaded === '1'",
                      "the account list after 2FA")
         self.select_account()
 
@@ -73,7 +77,8 @@ class IGVenue(PositionsPageMixin, Venue):
                 self.wait_js("return location.pathname.startsWith('/ig/markets')", "the markets page")
                 log.info("ig: account %s selected", acc)
                 return
-        raise VenueError(f"ig: no account of type {self.account_type!r} in the account list ({len(rows)} rows)")
+        raise VenueError(f"ig: no account of type {self.account_type!r} in the account list "
+                         f"({len(rows)} rows)")
 
     def levels(self, direction: int) -> List[dict]:
         """Offered knock-out levels on the CALL (long) or PUT (short) tab."""
@@ -84,7 +89,8 @@ class IGVenue(PositionsPageMixin, Venue):
         rows = self.table("level_row", {"level": self.sel("level_cell"), "bid": self.sel("bid_cell"),
                                         "offer": self.sel("offer_cell")})
         return [{"id": r["productId"], "level": parse_number(r["level"], "en", "ig.level"),
-                 "bid": parse_number(r["bid"], "en", "ig.bid"), "offer": parse_number(r["offer"], "en", "ig.offer")}
+                 "bid": parse_number(r["bid"], "en", "ig.bid"), "offer": parse_number(r["offer"], "en",
+                                                                                      "ig.offer")}
                 for r in rows]
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
@@ -95,7 +101,8 @@ class IGVenue(PositionsPageMixin, Venue):
         level = pick_level([r["level"] for r in rows], direction, barrier)
         row = next(r for r in rows if r["level"] == level)
         if size is None:
-            size = size_for(row["offer"], stake=stake, cash=None if stake is not None else self._cash_cached())
+            size = size_for(row["offer"], stake=stake,
+                            cash=None if stake is not None else self._cash_cached())
             if stake is None:
                 self.levels(direction)      # back on the markets page after reading the cash
         if size <= 0:

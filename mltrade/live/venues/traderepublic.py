@@ -34,7 +34,8 @@ SELECTORS = {
     "pos_ref": ".pos-ref", "pos_product": ".pos-product", "pos_dir": ".pos-dir", "pos_level": ".pos-level",
     "pos_size": ".pos-size", "pos_entry": ".pos-entry", "pos_bid": ".pos-bid", "pos_pnl": ".pos-pnl",
     "pos_stop": ".pos-stop",
-    "stop_input": ".stop-input", "stop_button": ".stop-btn", "stop_done": "#stop-done", "stop_value": "#stop-value",
+    "stop_input": ".stop-input", "stop_button": ".stop-btn", "stop_done": "#stop-done",
+    "stop_value": "#stop-value",
     "close_button": ".close-btn", "close_done": "#sell-done", "close_price": "#sell-price",
     "history_row": "#history tr.history-row",
     "h_ref": ".h-ref", "h_size": ".h-size", "h_exit": ".h-exit", "h_pnl": ".h-pnl", "h_reason": ".h-reason",
@@ -53,7 +54,10 @@ out.sort((a, b) => a[0] - b[0]); return out;
 
 
 class PageRowSource:
-    """The venue's lazily loaded list as a :class:`~mltrade.live.finder.RowSource`: one scroll step per probe."""
+    """The venue's lazily loaded list as a :class:`~mltrade.live.finder.RowSource`.
+
+    One probe = one scroll step (``step_px``) plus the lazy load it triggers.
+    """
 
     def __init__(self, venue: "TradeRepublicVenue", step_px: int = 800):
         self.venue = venue
@@ -63,8 +67,9 @@ class PageRowSource:
                       "!document.body.dataset.loading", "the certificate list")
         self.row_height = float(d.execute_script(
             f"return document.querySelector('{venue.sel('cert_row')}').offsetHeight"))
-        self.list_top = float(d.execute_script(f"return document.querySelector('{venue.sel('list')}').offsetTop"))
-        self.height = float(d.execute_script(f"return document.querySelector('{venue.sel('list')}').offsetHeight"))
+        box = d.execute_script("const e = document.querySelector(arguments[0]);"
+                               "return [e.offsetTop, e.offsetHeight];", venue.sel("list"))
+        self.list_top, self.height = float(box[0]), float(box[1])
         self.rows_per_position = max(1, int(round(self.step_px / self.row_height)))
         self.steps = 0
 
@@ -76,12 +81,14 @@ class PageRowSource:
         self.steps += 1
         y = int(self.list_top + position * self.step_px)
         v.driver.execute_script("window.scrollTo(0, arguments[0]);", y)
-        v.wait_js("return document.body.dataset.view === String(window.scrollY) && !document.body.dataset.loading",
+        v.wait_js("return document.body.dataset.view === String(window.scrollY) && "
+                  "!document.body.dataset.loading",
                   f"rows at scroll position {position}")
         raw = v.driver.execute_script(_READ_VIEW, v.sel("cert_row"),
                                       [v.sel("ko_cell"), v.sel("price_cell"), v.sel("lev_cell")])
         return [Certificate(index=int(i), isin=isin, barrier=parse_number(ko, "de", "tr.ko"),
-                            price=parse_number(pr, "de", "tr.price"), leverage=parse_number(lv, "de", "tr.leverage"))
+                            price=parse_number(pr, "de", "tr.price"), leverage=parse_number(lv, "de",
+                                                                                            "tr.leverage"))
                 for i, isin, ko, pr, lv in raw]
 
 
@@ -102,7 +109,8 @@ class TradeRepublicVenue(PositionsPageMixin, Venue):
         self.submit_credentials(username, password)
         self.type_into("code", code())
         self.click("verify_button")
-        self.wait_js("return location.pathname.startsWith('/tr/positions') && document.body.dataset.loaded === '1'",
+        self.wait_js("return location.pathname.startsWith('/tr/positions') && "
+                     "document.body.dataset.loaded === '1'",
                      "the portfolio after 2FA")
 
     def find(self, direction: int, barrier: float, index_price: Optional[float] = None) -> Any:
