@@ -191,3 +191,28 @@ def rebuild(run_dir: Union[str, Path]) -> Path:
     if (run_dir / "sections.json").is_file():
         sections = [tuple(s) for s in json.loads((run_dir / "sections.json").read_text())]
     return render_html(run_dir, summary, trades, equity, sections)
+
+
+def backtrader_plot(cerebro, path: Union[str, Path], **kwargs) -> Path:
+    """Save backtrader's own chart of a finished run as PNG, headless.
+
+    ``backtrader.plot`` switches matplotlib to TkAgg when imported, which fails
+    without a display; this wrapper imports it, switches back to Agg and saves
+    the first figure instead of showing it. (backtrader's BuySell observer marks
+    fills at the certificate price, off the index's scale: use ``report.html``'s
+    entry/exit chart for those.)
+    """
+    import warnings
+
+    import backtrader.plot as btplot
+
+    matplotlib.use("Agg", force=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "FigureCanvasAgg is non-interactive"
+        figs = cerebro.plot(plotter=btplot.Plot(**kwargs), iplot=False)
+    fig = figs[0][0]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close("all")
+    return path

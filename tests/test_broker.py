@@ -290,3 +290,22 @@ def test_cancel_pending_order():
         s.broker.cancel(o)
     strat, broker = run(make_bars([FLAT, FLAT]), {0: [place_and_cancel]})
     assert [e[0] for e in strat.events][-1] == "Canceled" and not broker.pending
+
+
+def test_fx_feed_converts_prices_bar_by_bar():
+    p = KnockoutProduct.turbo(1, 90.0, ratio=0.1, fx=1.0)
+    bars = make_bars([FLAT, FLAT, (102, 102.5, 101.5, 102)])
+    fx = make_bars([(0.5, 0.5, 0.5, 0.5), (0.5, 0.5, 0.5, 0.5), (0.8, 0.8, 0.8, 0.8)])
+    cerebro = bt.Cerebro(stdstats=False)
+    index = IndexData(dataframe=bars)
+    cerebro.adddata(index)
+    fxdata = IndexData(dataframe=fx)
+    cerebro.adddata(fxdata)
+    from mltrade.brokers import KnockoutBroker
+    from tests.helpers import Scripted
+    cerebro.broker = KnockoutBroker(cash=1000.0, fx_data=fxdata)
+    cerebro.addstrategy(Scripted, script={0: [buy(p, size=100)], 1: [sell(p, size=100)]})
+    cerebro.run()
+    rt = cerebro.broker.roundtrips[0]
+    assert rt["entry_price"] == pytest.approx(10 * 0.1 * 0.5)      # bought at fx 0.5
+    assert rt["exit_price"] == pytest.approx(12 * 0.1 * 0.8)       # sold at fx 0.8

@@ -168,3 +168,15 @@ def test_cli_data_sample_and_backtest_on_csv(tmp_path):
                  "--no-baselines", "--start", "", "--end", ""]) == 0
     s = json.loads((tmp_path / "csv" / "summary.json").read_text())
     assert s["trades"] == 2 and s["synthetic_intraday"] is False
+
+
+def test_backtrader_own_plot_works_headless(tmp_path, week):
+    from mltrade.report import backtrader_plot
+
+    cerebro = bt.Cerebro()
+    cerebro.adddata(IndexData(dataframe=week.iloc[:200]))
+    cerebro.broker = KnockoutBroker()
+    cerebro.addstrategy(IntradayMomentum)
+    cerebro.run()
+    path = backtrader_plot(cerebro, tmp_path / "bt.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
