@@ -143,3 +143,59 @@ def test_live_per_session_votes_equal_batch_votes(trained):
     assert len(common) > 50
     assert (live_t.loc[common, "direction"] == batch_t.loc[common, "direction"]).all()
     assert np.allclose(live_t.loc[common, "distance"], batch_t.loc[common, "distance"])
+
+
+@pytest.mark.slow
+def test_broker_fills_match_the_session_simulation(trained):
+    """The strategy's trades on KnockoutBroker equal trade_outcomes priced with mltrade.products."""
+    import backtrader as bt
+
+    from mltrade import products as P
+    from mltrade.analyzers import KnockoutTrades
+    from mltrade.brokers import KnockoutBroker
+    from mltrade.feeds.bars import IndexData
+    from mltrade.feeds.sample import load_daily
+    from mltrade.models.baselines import REASONS, TradeCosts, trade_outcomes
+    from mltrade.strategies.dqn import DQNEnsembleStrategy
+
+    tmp, _ = trained
+    daily = load_daily("2013-06-01", "2014-03-31")
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(IndexData(dataframe=daily, exchange="XNAS", interval=None))
+    cerebro.broker = KnockoutBroker(cash=1000.0, commission_fixed=1.0)
+    cerebro.addstrategy(DQNEnsembleStrategy, registry=str(tmp / "models"), oos_only=False, use_gate=False,
+                        spread=0.01, ratio=0.01, stop=0.71)
+    cerebro.addanalyzer(KnockoutTrades, _name="t")
+    strat = cerebro.run()[0]
+    trades = strat.analyzers.t.to_frame()
+    assert len(trades) >= 10
+    costs = TradeCosts(ratio=0.01, spread=0.01, fee=1.0, stop=0.71)
+    cash = 1000.0
+    for _, tr in trades.iterrows():
+        day = pd.Timestamp(tr["entry_time"]).normalize().tz_localize(None)
+        t = daily.index.get_loc(day)
+        row = strat.table.loc[day]
+        d, dist = int(row["direction"]), float(row["distance"])
+        assert tr["direction"] == {1: "long", -1: "short"}[d]
+        ref = daily["close"].iloc[t - 1]                 # decided at the previous close
+        assert tr["barrier"] == pytest.approx(float(P.barrier_from_distance(ref, d, dist)))
+        bar = daily.iloc[t:t + 1]
+        e, x, r = trade_outcomes(np.array([d]), np.array([dist]), bar["open"].iloc[0], bar["open"], bar["high"],
+                                 bar["low"], bar["close"], costs, barrier_ref=ref)
+        assert tr["entry_price"] == pytest.approx(e[0])
+        assert tr["exit_price"] == pytest.approx(x[0])
+        assert tr["exit_reason"] == REASONS[int(r[0])]
+        assert tr["size"] == int((cash - 1.0) / e[0])
+        cash += tr["pnl"]
+    # the vectorised session simulation with the previous close as barrier reference agrees too
+    from mltrade.models.baselines import decisions_result
+
+    days = pd.DatetimeIndex(pd.to_datetime(trades["entry_time"])).normalize().tz_localize(None)
+    dirs = pd.Series(0, index=daily.index)
+    dirs[days] = strat.table.loc[days, "direction"]
+    _, sim = decisions_result(daily, dirs.to_numpy(), strat.table["distance"].reindex(daily.index).fillna(0).to_numpy(),
+                              TradeCosts(ratio=0.01, spread=0.01, fee=1.0, stop=0.71, budget=1000.0,
+                                         barrier_reference="previous_close"))
+    assert np.allclose(sim.loc[days, "entry"], trades["entry_price"])
+    assert np.allclose(sim.loc[days, "exit"], trades["exit_price"])
+    assert np.allclose(sim.loc[days, "size"], trades["size"])

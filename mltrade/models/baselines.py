@@ -39,8 +39,14 @@ class TradeCosts:
     floor: float = 25.0
     max_stake: float = 750_000.0
     kind: str = "turbo"
+    #: day session barrier reference: "entry" (the open, as the original) or "previous_close"
+    #: (the last price before the open, as the backtrader strategy that decides at the close)
+    barrier_reference: str = "entry"
 
     def __post_init__(self) -> None:
+        if self.barrier_reference not in ("entry", "previous_close"):
+            raise ValueError(f"barrier_reference: expected 'entry' or 'previous_close', "
+                             f"got {self.barrier_reference!r}")
         if self.kind != "turbo":
             raise ValueError(f"kind: the session simulation supports 'turbo' only, got {self.kind!r}")
         for name in ("ratio", "fx", "budget", "max_stake"):
@@ -55,10 +61,11 @@ class TradeCosts:
 
 def trade_outcomes(direction: np.ndarray, distance: np.ndarray, entry: float, opens: np.ndarray,
                    highs: np.ndarray, lows: np.ndarray, closes: np.ndarray,
-                   costs: TradeCosts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   costs: TradeCosts, barrier_ref: Optional[float] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Entry ask, exit price and exit reason for candidate trades ``(A,)`` over one bar path ``(B,)``.
 
-    ``direction`` 0 means no trade (entry 0). The stop fills at ``stop*entry``
+    ``direction`` 0 means no trade (entry 0). The barrier lies ``distance`` from
+    ``barrier_ref`` (default: the entry level). The stop fills at ``stop*entry``
     inside a bar, or at the bid at the bar's open when the bar gaps through it.
     """
     d = np.asarray(direction, float).reshape(-1)
@@ -66,10 +73,11 @@ def trade_outcomes(direction: np.ndarray, distance: np.ndarray, entry: float, op
     o, h, lo, c = (np.asarray(x, float).reshape(-1) for x in (opens, highs, lows, closes))
     trade = d != 0
     dd = np.where(trade, d, 1.0)
-    barrier = P.round_barrier_safe(P.barrier_from_distance(entry, dd, dist), dd, costs.barrier_step)
+    ref = entry if barrier_ref is None else barrier_ref
+    barrier = P.round_barrier_safe(P.barrier_from_distance(ref, dd, dist), dd, costs.barrier_step)
     strike = barrier
     ask = P.ask_price(dd, entry, strike, costs.ratio, costs.fx, costs.spread)
-    trade &= ask > 0
+    trade &= (ask > 0) & (dd * (entry - barrier) > 0)
     ko = P.is_knocked_out(dd[:, None], lo[None, :], h[None, :], barrier[:, None])      # (A,B)
     gap_ko = dd[:, None] * (o[None, :] - barrier[:, None]) <= 0
     if costs.stop > 0:
@@ -127,7 +135,11 @@ def session_outcome_table(daily: pd.DataFrame, directions: Sequence[int], distan
     reason = np.zeros((T, A), dtype=np.int8)
     for t in range(T):
         if session == "day":
-            e, x, r = trade_outcomes(d, dist, o[t], o[t:t + 1], h[t:t + 1], lo[t:t + 1], c[t:t + 1], costs)
+            ref = _day_ref(o, c, t, costs)
+            if ref is None:
+                continue
+            e, x, r = trade_outcomes(d, dist, o[t], o[t:t + 1], h[t:t + 1], lo[t:t + 1], c[t:t + 1], costs,
+                                     barrier_ref=ref)
         else:
             if t == 0:
                 continue
@@ -135,6 +147,13 @@ def session_outcome_table(daily: pd.DataFrame, directions: Sequence[int], distan
             e, x, r = trade_outcomes(d, dist, c[t - 1], p, p, p, p, costs)
         entry[t], exit_[t], reason[t] = e, x, r
     return entry, exit_, reason
+
+
+def _day_ref(opens: np.ndarray, closes: np.ndarray, t: int, costs: TradeCosts) -> Optional[float]:
+    """Barrier reference of day session ``t`` (None: no previous close to refer to)."""
+    if costs.barrier_reference == "entry":
+        return float(opens[t])
+    return float(closes[t - 1]) if t > 0 else None
 
 
 def step_budget(budget: float, entry: float, exit_: float, costs: TradeCosts) -> tuple[float, int]:
@@ -192,8 +211,11 @@ def decisions_result(daily: pd.DataFrame, direction: np.ndarray, distance: np.nd
         if d[t] == 0 or (session == "night" and t == 0):
             continue
         if session == "day":
+            ref = _day_ref(o, c, t, costs)
+            if ref is None:
+                continue
             e, x, r = trade_outcomes(d[t:t + 1], dist[t:t + 1], o[t], o[t:t + 1], h[t:t + 1],
-                                     lo[t:t + 1], c[t:t + 1], costs)
+                                     lo[t:t + 1], c[t:t + 1], costs, barrier_ref=ref)
         else:
             p = o[t:t + 1]
             e, x, r = trade_outcomes(d[t:t + 1], dist[t:t + 1], c[t - 1], p, p, p, p, costs)

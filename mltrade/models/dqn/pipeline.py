@@ -26,7 +26,8 @@ from mltrade.models.dqn.observations import build_observations
 from mltrade.models.registry import ModelRegistry, read_json, write_json_atomic
 from mltrade.models.walkforward import Fold, walk_forward_folds
 
-COST_KEYS = ("ratio", "spread", "fx", "fee", "stop", "barrier_step", "budget", "floor", "max_stake")
+COST_KEYS = ("ratio", "spread", "fx", "fee", "stop", "barrier_step", "budget", "floor", "max_stake",
+             "barrier_reference")
 
 
 def costs_from(cfg: dict) -> TradeCosts:
