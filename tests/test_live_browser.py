@@ -284,3 +284,26 @@ def test_unconfirmed_order_is_resolved_on_the_next_bar(make_store, venue, tmp_pa
     assert b.positions == {} and b.roundtrips[-1]["exit_reason"] == "stop"
     assert b.roundtrips[-1]["exit_price"] == pytest.approx(1.50)
     assert b.getcash() == pytest.approx(venue.state.cash["ACC-KO"])
+
+
+def test_dead_browser_is_replaced_and_the_interrupted_buy_reconciled(venue, tmp_path):
+    venue.reset()
+    venue.set_index(INDEX)
+    s = SeleniumStore("ig", venue.url, credentials=Credentials(venue.state.username, venue.state.password),
+                      code=lambda: venue.state.code, timeout=4.0, confirm_timeout=2.5,
+                      screenshots_dir=tmp_path / "shots")
+    try:
+        b = live_broker(s, tmp_path)
+        b.start()
+        first = s.driver
+        first.quit()                                            # the browser crashes
+        o = b.buy(None, bar_data(tmp_path), None, product=KnockoutProduct.turbo(1, 14600.0), stake=300.0)
+        assert o.status == bt.Order.Accepted and b.unresolved == [o]
+        assert venue.state.orders == []
+        b.next()                                                # new browser, login, reconcile: not executed
+        assert s.driver is not first and s.logins == 2
+        assert o.status == bt.Order.Rejected and b.journal.get(o.info["ref"]).status == "absent"
+        o2 = b.buy(None, bar_data(tmp_path), None, product=KnockoutProduct.turbo(1, 14600.0), stake=300.0)
+        assert o2.status == bt.Order.Completed and len(venue.state.orders) == 1
+    finally:
+        s.close()

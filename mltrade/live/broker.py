@@ -232,6 +232,14 @@ class SeleniumBroker(bt.BrokerBase):
                 self.journal.update(ref, "failed", error=mask(str(e).splitlines()[0]))
             self._reject(order, f"venue: {str(e).splitlines()[0]}")
             self.notifier.notify("error", error=str(e).splitlines()[0])
+        except Exception as e:     # browser crash or the like in the middle of a venue action
+            if not (self.is_live and order.isbuy() and order.info.get("ref")):
+                raise
+            # we may or may not have clicked: treat as unconfirmed and reconcile on the next bar
+            self.unresolved.append(order)
+            log.error("buy %s interrupted (%s); will reconcile", order.info["ref"],
+                      mask(str(e).splitlines()[0] if str(e) else type(e).__name__))
+            self.notifier.notify("error", error="order interrupted; reconciling with the venue")
         return order
 
     def _open(self, order: bt.Order, product: KnockoutProduct, data: Any, size: Optional[float],

@@ -186,9 +186,33 @@ class SeleniumStore:
                     self._logged_in = False
                     self.login()
                 except Exception as e:
-                    self.capture_failure(name, e)
+                    if self._browser_dead():
+                        log.error("%s: the browser died during %s; a new one starts on the next call",
+                                  self.venue_name, name)
+                        self._discard_browser()
+                    else:
+                        self.capture_failure(name, e)
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _browser_dead(self) -> bool:
+        if self._driver is None:
+            return False
+        try:
+            self._driver.current_url
+            return False
+        except Exception:
+            return True
+
+    def _discard_browser(self) -> None:
+        try:
+            if self._owns_driver:
+                self._driver.quit()
+        except Exception:
+            pass
+        self._driver = None
+        self._owns_driver = True
+        self._logged_in = False
 
     # -- failures ----------------------------------------------------------
     def capture_failure(self, name: str, exc: Optional[BaseException] = None) -> Optional[Path]:
