@@ -1,0 +1,24 @@
+"""DQN ensemble strategy: keras-rl2-style agents on Keras 3, knock-out environment, ensembles and gates.
+
+keras-rl2 1.0.5 (archived, written for Keras 2) does not import on TensorFlow 2.21 /
+Keras 3: ``ImportError: cannot import name 'model_from_config' from
+'tensorflow.keras.models'`` (tried from a downloaded wheel on PYTHONPATH). This
+package therefore re-implements its DQN with the same algorithm and names.
+
+Modules
+* :mod:`.agent` ``DQNAgent`` (double/dueling DQN, hard/soft target updates, Huber
+  ``delta_clip``), ``build_q_network``; ``.keras`` + JSON persistence.
+* :mod:`.memory` ``SequentialMemory(limit, window_length)``.
+* :mod:`.policy` ``EpsGreedyQPolicy``, ``BoltzmannQPolicy``, ``GreedyQPolicy``, ``LinearAnnealedPolicy``.
+* :mod:`.observations` the original's 44 values (made causal) and feature-frame observations.
+* :mod:`.env` ``KnockoutEnv`` (gymnasium; day / night / intraday modes, 19 actions).
+* :mod:`.ensemble` agents per session, ``vote``, ``deviation_stats``, ``DeviationStore``.
+* :mod:`.gate` ``ConfidenceGate`` (logistic regression, threshold tuned on validation), ``drawdown_block``.
+* :mod:`.pipeline` ``train_walk_forward`` (used by ``mltrade train dqn``), ``load_bundle`` / ``decide``
+  (used by :class:`mltrade.strategies.dqn.DQNEnsembleStrategy`).
+
+Typical use::
+
+    mltrade train dqn                     # walk-forward on the sample data, ~3 min on 2 cores
+    mltrade backtest --strategy dqn       # trades only the model's out-of-sample sessions
+"""
