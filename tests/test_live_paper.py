@@ -119,3 +119,18 @@ def test_dry_run_broker_books_stop_and_knockout(tmp_path):
     for r in broker.roundtrips:
         if r["exit_reason"] == "knockout":
             assert r["exit_price"] == 0.0 and r["pnl"] < 0
+
+
+def test_paper_loop_posts_notifications_to_the_webhooks(cfg, monkeypatch):
+    from tests.test_live_notify import Hook
+    hook = Hook()
+    try:
+        monkeypatch.setenv("MLTRADE_SLACK_WEBHOOK_URL", hook.url + "/slack")
+        monkeypatch.setenv("MLTRADE_WEBHOOK_URL", hook.url + "/hook")
+        r = run_live(cfg, "momentum", "paper", "sample", max_sessions=2)
+        slack = [b["text"] for p, b in hook.bodies if p == "/slack"]
+        events = [b["event"] for p, b in hook.bodies if p == "/hook"]
+        assert len(slack) == len(events) == 2 * len(r.trades) == 4   # a buy and a sell message per trade
+        assert events == [e for t in r.trades for e in ("buy", "profit" if t["pnl"] > 0 else "loss")]
+    finally:
+        hook.close()
