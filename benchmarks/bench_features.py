@@ -56,7 +56,8 @@ def main() -> None:
     print(f"build_features per session: {t_ses:.2f} s -> {X.shape[0]} x {X.shape[1]} (target <= 5 s)")
     print(f"build_features per bar:     {t_bar:.2f} s -> {len(bars)} x {X.shape[1]}")
     print(f"ltc_sequences (17 x 6):     {t_ltc:.3f} s")
-    print(f"full set (session rows + LTC): {t_ses + t_ltc:.2f} s = {(t_ses + t_ltc) / 5:.2f} x the 5 s target")
+    total = t_ses + t_ltc
+    print(f"full set (session rows + LTC): {total:.2f} s = {total / 5:.2f} x the 5 s target")
 
     sessions = pd.Series(bars.index.tz_convert("America/New_York").normalize()).unique()
     sub = bars[bars.index.tz_convert("America/New_York").normalize() < sessions[20]]

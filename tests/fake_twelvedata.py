@@ -28,12 +28,14 @@ class FakeTwelveData:
 
     def __init__(self, bars: pd.DataFrame, symbol: str = "NDX", key: str = "test-key-123",
                  interval: str = "5min", now: Optional[Callable[[], pd.Timestamp]] = None,
-                 max_outputsize: int = 5000, slow_seconds: float = 1.0) -> None:
+                 max_outputsize: int = 5000, slow_seconds: float = 1.0,
+                 publish_lag: pd.Timedelta = pd.Timedelta(0)) -> None:
         self.bars, self.symbol, self.key, self.interval = bars, symbol, key, interval
         self.tz = str(bars.index.tz) if bars.index.tz is not None else None
         self.now = now
         self.max_outputsize = max_outputsize
         self.slow_seconds = slow_seconds
+        self.publish_lag = publish_lag
         self.faults: Deque[str] = collections.deque()
         #: (start, end) UTC: while the server clock is inside, every request fails with HTTP 503
         self.outage: Optional[tuple] = None
@@ -144,13 +146,20 @@ class FakeTwelveData:
         if "start_date" in q:
             mask &= np.asarray(local >= pd.Timestamp(q["start_date"]))
         if "end_date" in q:
-            mask &= np.asarray(local <= pd.Timestamp(q["end_date"]))  # inclusive, like the real API's edge cases
+            # inclusive: clients must de-duplicate window edges
+            mask &= np.asarray(local <= pd.Timestamp(q["end_date"]))
         if self.now is not None:
             now = self.now()
             mask &= np.asarray(bars.index <= now)  # bars that have started
         out = bars[mask].copy()
         if self.now is not None and len(out):
-            step = pd.Timedelta(minutes=int(self.interval.replace("min", "")))
+            from mltrade.feeds.twelvedata import INTERVALS
+            step = pd.Timedelta(minutes=INTERVALS[self.interval])
+            ends = out.index + step
+            # completed bars appear only publish_lag after their close
+            out = out[np.asarray((ends > self.now()) | (ends + self.publish_lag <= self.now()))]
+            if out.empty:
+                return out
             last = out.index[-1]
             if last + step > self.now():  # forming bar: provisional values
                 o = out.iloc[-1]["open"]

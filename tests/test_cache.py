@@ -138,3 +138,30 @@ def test_fetch_command_without_key_says_how_to_set_it(tmp_path, monkeypatch, cap
     rc = main(["fetch", "--symbol", "NDX", "--start", "2024-04-01", "--data-dir", str(tmp_path),
                "--base-url", "http://127.0.0.1:9", "--no-progress"])
     assert rc == 2 and "TWELVEDATA_API_KEY" in capsys.readouterr().err
+
+
+def test_recent_bars_published_late_are_fetched_next_time(tmp_path, bars):
+    t = [pd.Timestamp("2024-04-03 11:00:10", tz="America/New_York")]
+    cache = BarCache(tmp_path)
+    with FakeTwelveData(bars, key=KEY, now=lambda: t[0], publish_lag=pd.Timedelta(seconds=30)) as srv:
+        cache.update(client_for(srv, now=lambda: t[0]), "NDX", "5min", "2024-04-01")
+        got = cache.load("NDX", "5min")
+        # 10:55 bar closed at 11:00 but is not published yet; the forming 11:00 bar is never stored
+        assert got.index[-1] == pd.Timestamp("2024-04-03 10:50", tz="America/New_York")
+        t[0] = pd.Timestamp("2024-04-03 11:20:00", tz="America/New_York")
+        r = cache.update(client_for(srv, now=lambda: t[0]), "NDX", "5min", "2024-04-01")
+        assert r.requests == 1
+    published = pd.Timestamp("2024-04-03 11:20", tz="America/New_York") - pd.Timedelta(seconds=30)
+    truth = bars[bars.index + pd.Timedelta(minutes=5) <= published]
+    assert truth.index[-1].strftime("%H:%M") == "11:10"
+    pd.testing.assert_frame_equal(cache.load("NDX", "5min"), truth, check_freq=False)
+
+
+def test_hourly_bars_forming_bar_not_aligned_to_the_hour(tmp_path):
+    hourly = random_bars("2024-04-01", days=3, seed=4, interval=60)
+    assert hourly.index[0].minute == 30  # 09:30, 10:30, ... like TwelveData's index bars
+    now = pd.Timestamp("2024-04-02 10:45", tz="America/New_York")
+    with FakeTwelveData(hourly, key=KEY, interval="1h", now=lambda: now) as srv:
+        got = client_for(srv, now=lambda: now).time_series("NDX", "1h", "2024-04-01")
+    assert got.index[-1] == pd.Timestamp("2024-04-02 09:30", tz="America/New_York")
+    pd.testing.assert_frame_equal(got, hourly[hourly.index + pd.Timedelta(hours=1) <= now], check_freq=False)

@@ -128,7 +128,8 @@ def test_ltc_sequences_priced_with_products(bars):
     k_long, k_short = s0 * 0.96, s0 * 1.04
     i = 5
     exp_long_close = fair_value(1, day["close"].iloc[i], k_long, 0.01) / fair_value(1, s0, k_long, 0.01) - 1
-    exp_short_high = fair_value(-1, day["high"].iloc[i], k_short, 0.01) / fair_value(-1, s0, k_short, 0.01) - 1
+    exp_short_high = (fair_value(-1, day["high"].iloc[i], k_short, 0.01)
+                      / fair_value(-1, s0, k_short, 0.01) - 1)
     assert X[s, i, 2] == pytest.approx(exp_long_close)
     assert X[s, i, 3] == pytest.approx(exp_short_high)
     assert (X[..., 0] >= X[..., 2]).all() and (X[..., 2] >= X[..., 1]).all()  # long: high >= close >= low

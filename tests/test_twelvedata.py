@@ -201,7 +201,8 @@ def test_rate_limiter_against_server(server):
 
 def test_parse_and_merge_pure_functions():
     body = {"meta": {"exchange_timezone": "Europe/Berlin"},
-            "values": [{"datetime": "2024-01-02 09:05:00", "open": "2", "high": "3", "low": "1", "close": "2.5"},
+            "values": [{"datetime": "2024-01-02 09:05:00", "open": "2", "high": "3", "low": "1",
+                        "close": "2.5"},
                        {"datetime": "2024-01-02 09:00:00", "open": "1", "high": "2", "low": "0.5",
                         "close": "2"}]}
     df = parse_time_series(body, "5min", "GDAXI")

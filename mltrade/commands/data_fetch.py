@@ -81,7 +81,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     except TwelveDataError as exc:
         bar.close()
         s = client.stats
-        print(f"mltrade fetch: error: {exc}\nsaved so far: {done['bars']} bars fetched, {s.requests} requests, "
+        print(f"mltrade fetch: error: {exc}\nsaved so far: {done['bars']} bars fetched, "
+              f"{s.requests} requests, "
               f"{s.credits} credits used; re-run the same command to resume", file=sys.stderr)
         return 1
     bar.n = 100.0

@@ -161,9 +161,14 @@ class BarCache:
         return _subtract(want, self.covered(symbol, interval))
 
     def update(self, client, symbol: str, interval: str, start, end=None,
-               tz: Optional[str] = None, on_window: Optional[Callable[[pd.Timestamp, pd.Timestamp, int], None]]
-               = None) -> UpdateResult:
-        """Fetch the missing parts of ``[start, end)`` with ``client`` and merge them in, window by window."""
+               tz: Optional[str] = None,
+               on_window: Optional[Callable[[pd.Timestamp, pd.Timestamp, int], None]] = None,
+               settle: pd.Timedelta = pd.Timedelta(days=1)) -> UpdateResult:
+        """Fetch the missing parts of ``[start, end)`` with ``client`` and merge them in, window by window.
+
+        Ranges ending less than ``settle`` before now are covered only up to the
+        last bar received (the provider may publish recent bars late).
+        """
         from mltrade.feeds.twelvedata import _guess_tz
 
         if interval not in INTERVALS:
@@ -175,24 +180,35 @@ class BarCache:
         else:
             bars, meta = pd.DataFrame(columns=COLUMNS, dtype=float), {"covered": []}
         covered = [(pd.Timestamp(s), pd.Timestamp(e)) for s, e in meta.get("covered", [])]
-        end_eff = end if end is not None else client._now()
-        minutes = INTERVALS[interval]
-        if minutes:
-            # never record a forming bar as covered
-            now_l = _to_local_naive(client._now().floor(f"{minutes}min"), tz)
-            end_l = min(_to_local_naive(end_eff, tz), now_l)
-        else:
-            end_l = _to_local_naive(end_eff, tz)
+        now_l = _to_local_naive(client._now(), tz)
+        end_l = min(_to_local_naive(end, tz), now_l) if end is not None else now_l
+        step = pd.Timedelta(minutes=INTERVALS[interval]) if INTERVALS[interval] else pd.Timedelta(days=1)
         gaps = _subtract((_to_local_naive(start, tz), end_l), covered)
         req0, cred0 = client.stats.requests, client.stats.credits
         new = 0
         for g_start, g_end in gaps:
+            pending = None
             for w_start, w_end, chunk in client.iter_windows(symbol, interval, g_start, g_end, tz=tz):
                 if len(chunk):
                     before = len(bars)
                     bars = merge_bars([bars, chunk]) if len(bars) else chunk
                     new += len(bars) - before
-                covered = _merge_ranges(covered + [(w_start, w_end)])
+                cov_start, cov_end = w_start, w_end
+                if w_end > now_l - settle:
+                    # recent data may not be published yet (or still forming): cover only up to the
+                    # end of the last bar received, so the next update asks again from there; bars
+                    # arrive in order, so empty windows before a received bar are truly empty
+                    cov_start = pending if pending is not None else w_start
+                    if len(chunk):
+                        last = chunk.index[-1]
+                        if last.tz is not None:
+                            last = last.tz_convert(tz).tz_localize(None)
+                        cov_end = min(w_end, last + step)
+                        pending = cov_end if cov_end < w_end else None
+                    else:
+                        cov_end, pending = cov_start, cov_start
+                if cov_end > cov_start:
+                    covered = _merge_ranges(covered + [(cov_start, cov_end)])
                 meta = {"symbol": symbol, "interval": interval, "tz": tz,
                         "covered": [[s.isoformat(), e.isoformat()] for s, e in covered]}
                 write_atomic(p, bars, meta)

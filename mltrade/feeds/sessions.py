@@ -19,7 +19,8 @@ def _utc(t) -> pd.Timestamp:
     return ts.tz_convert("UTC")
 
 
-def _schedule_around(now: pd.Timestamp, calendar: str, days_before: int = 7, days_after: int = 14) -> pd.DataFrame:
+def _schedule_around(now: pd.Timestamp, calendar: str, days_before: int = 7,
+                     days_after: int = 14) -> pd.DataFrame:
     local = now.tz_convert(timezone_of(calendar)).tz_localize(None).normalize()
     return sessions(calendar, local - pd.Timedelta(days=days_before), local + pd.Timedelta(days=days_after))
 
@@ -40,6 +41,20 @@ def next_bar_close(now, calendar: str, interval_minutes: int) -> pd.Timestamp:
         k = int((now - o) // step) + 1
         return min(o + k * step, c)
     raise ValueError(f"no {calendar} session within two weeks after {now}")
+
+
+def last_bar_close(now, calendar: str, interval_minutes: int) -> pd.Timestamp:
+    """UTC end of the latest bar that completed at or before ``now`` (a session close counts)."""
+    now = _utc(now)
+    step = pd.Timedelta(minutes=interval_minutes)
+    sched = _schedule_around(now, calendar, days_before=14, days_after=1)
+    for o, c in zip(reversed(list(sched["open"])), reversed(list(sched["close"]))):
+        o, c = pd.Timestamp(o).tz_convert("UTC"), pd.Timestamp(c).tz_convert("UTC")
+        if now >= c:
+            return c
+        if now >= o + step:
+            return o + int((now - o) // step) * step
+    raise ValueError(f"no {calendar} bar completed in the two weeks before {now}")
 
 
 def last_session_open(now, calendar: str) -> pd.Timestamp:
@@ -63,4 +78,4 @@ def in_session(now, calendar: str) -> bool:
     return bool(np.any((o <= now) & (now < c)))
 
 
-__all__ = ["next_bar_close", "last_session_open", "in_session"]
+__all__ = ["next_bar_close", "last_bar_close", "last_session_open", "in_session"]

@@ -17,7 +17,6 @@ message is also scrubbed of the key as a second line of defence.
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import random
@@ -284,10 +283,8 @@ class TwelveDataClient:
         now = self._now()
         tz = tz or _guess_tz(symbol)
         start_l = _to_local_naive(start, tz)
-        end_l = _to_local_naive(end if end is not None else now, tz)
-        if complete_only and minutes:
-            # the bar containing "now" is still forming: never fetch past the last completed bar
-            end_l = min(end_l, _to_local_naive(now.floor(f"{minutes}min"), tz))
+        now_l = _to_local_naive(now, tz)
+        end_l = min(_to_local_naive(end, tz), now_l) if end is not None else now_l
         if minutes:
             # at most 24h of bars per calendar day: such a window never exceeds outputsize
             span = pd.Timedelta(minutes=minutes) * self.outputsize
@@ -297,6 +294,8 @@ class TwelveDataClient:
         while w_start < end_l:
             w_end = min(w_start + span, end_l)
             bars = self._fetch_window(symbol, interval, w_start, w_end, tz)
+            if complete_only and len(bars):
+                bars = drop_incomplete(bars, interval, now, tz)
             self.stats.bars += len(bars)
             yield w_start, w_end, bars
             if minutes and len(bars) >= 2:
@@ -362,7 +361,8 @@ def parse_time_series(body: dict, interval: str, symbol: str = "") -> pd.DataFra
     if missing:
         raise TwelveDataServerError(f"{where}: bars lack field(s) {sorted(missing)}")
     try:
-        idx = pd.DatetimeIndex(pd.to_datetime(frame["datetime"], format="mixed"), name="datetime").as_unit("ns")
+        idx = pd.DatetimeIndex(pd.to_datetime(frame["datetime"], format="mixed"), name="datetime")
+        idx = idx.as_unit("ns")
         data = {c: pd.to_numeric(frame[c]).astype(float).to_numpy() for c in ("open", "high", "low", "close")}
     except (ValueError, TypeError) as exc:
         raise TwelveDataServerError(f"{where}: unparseable bar values ({exc})") from None
@@ -390,6 +390,18 @@ def merge_bars(parts: list) -> pd.DataFrame:
     df = df[~df.index.duplicated(keep="last")].sort_index(kind="stable")
     df.index.name = "datetime"
     return df[["open", "high", "low", "close", "volume"]]
+
+
+def drop_incomplete(bars: pd.DataFrame, interval: str, now: pd.Timestamp, tz: str = "UTC") -> pd.DataFrame:
+    """Drop bars still forming at ``now``.
+
+    Intraday: ``start + interval > now``; daily: today (in ``tz``) or later.
+    """
+    minutes = interval_minutes(interval)
+    if minutes:
+        return bars[np.asarray(bars.index + pd.Timedelta(minutes=minutes) <= now)]
+    today = now.tz_convert(tz).tz_localize(None).normalize()
+    return bars[np.asarray(bars.index < today)]
 
 
 def _guess_tz(symbol: str) -> str:

@@ -8,7 +8,9 @@ seconds after each bar's close (``poll_delay``), skipping nights, weekends and
 holidays of the exchange calendar. Only completed bars are emitted; a failed
 poll (network, 5xx, rate limit) marks the feed DISCONNECTED and is retried
 after ``reconnect_delay`` seconds; the next successful poll back-fills every
-bar missed in between, in order, each exactly once. The clock and the sleep
+bar missed in between, in order, each exactly once. When the bar that just
+closed is not published yet, the feed asks again every ``late_retry`` seconds
+(at most ``max_late_retries`` times) instead of waiting a whole interval. The clock and the sleep
 function are injectable so tests run on virtual time.
 """
 from __future__ import annotations
@@ -26,7 +28,7 @@ import pytz
 from mltrade.calendars import calendar_for_symbol, tag_bars, timezone_of
 from mltrade.feeds.bars import IndexData, datetime_to_num
 from mltrade.feeds.cache import BarCache
-from mltrade.feeds.sessions import last_session_open, next_bar_close
+from mltrade.feeds.sessions import last_bar_close, last_session_open, next_bar_close
 from mltrade.feeds.twelvedata import TwelveDataError, interval_minutes
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class TwelveDataFeed(IndexData):
         ("sleep", None),                # (seconds) -> None (default time.sleep)
         ("poll_delay", 2.0),            # seconds after a bar's close before asking for it
         ("reconnect_delay", 10.0),      # seconds before retrying after a failed poll
+        ("late_retry", 5.0),            # seconds before asking again when the bar just closed is missing
+        ("max_late_retries", 6),        # then wait for the next bar close
         ("max_wait", 1.0),              # longest single sleep inside _load (keeps cerebro responsive)
         ("live_until", None),           # live: stop (end of data) once the clock passes this time
         ("max_bars", None),             # live: stop after emitting this many bars
@@ -93,6 +97,8 @@ class TwelveDataFeed(IndexData):
         self._last_bar: Optional[pd.Timestamp] = None
         self._next_poll: Optional[pd.Timestamp] = None
         self._connected = True
+        self._late = 0
+        self.late_polls = 0
 
     # ------------------------------------------------------------ historical
     def _read_cache(self) -> pd.DataFrame:
@@ -141,7 +147,8 @@ class TwelveDataFeed(IndexData):
             if self._connected:
                 self.put_notification(self.DISCONNECTED)
             self._connected = False
-            log.warning("%s live poll failed (%s); retry in %.0f s", self.p.symbol, exc, self.p.reconnect_delay)
+            log.warning("%s live poll failed (%s); retry in %.0f s", self.p.symbol, exc,
+                        self.p.reconnect_delay)
             self._next_poll = now + pd.Timedelta(seconds=float(self.p.reconnect_delay))
             return
         if not self._connected:
@@ -161,6 +168,16 @@ class TwelveDataFeed(IndexData):
                 self._queue.append((nums[i], *vals[i], float(tags.bar[i]), float(tags.left[i]),
                                     bars.index[i].tz_convert("UTC")))
             self._last_bar = bars.index[-1].tz_convert("UTC")
+        expected = last_bar_close(now, self.p.exchange, int(self.p.interval))
+        have = self._last_bar + step if self._last_bar is not None else None
+        if (have is None or have < expected) and expected > self._live_from \
+                and self._late < int(self.p.max_late_retries):
+            # the bar that just closed is not published yet: ask again shortly
+            self._late += 1
+            self.late_polls += 1
+            self._next_poll = now + pd.Timedelta(seconds=float(self.p.late_retry))
+            return
+        self._late = 0
         nxt = next_bar_close(now, self.p.exchange, int(self.p.interval))
         self._next_poll = nxt + pd.Timedelta(seconds=float(self.p.poll_delay))
 

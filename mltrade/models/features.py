@@ -50,7 +50,8 @@ def _daily_specs() -> List[Tuple[str, str, str, str]]:
         for w in MA_WINDOWS:
             s.append((f"d_{p}_sma{w}", "ma_ratio", f"{p} / SMA{w}(close) - 1", LAG1))
     for w in MA_WINDOWS:
-        s.append((f"d_sma{w}_slope5", "ma_ratio", f"SMA{w}(close) / SMA{w}(close) 5 sessions earlier - 1", LAG1))
+        s.append((f"d_sma{w}_slope5", "ma_ratio", f"SMA{w}(close) / SMA{w}(close) 5 sessions earlier - 1",
+                  LAG1))
     for p in PRICES:
         s.append((f"d_{p}_chg1", "price_change", f"{p} / previous session's {p} - 1", LAG1))
     s += [("d_gap", "price_change", "open / previous session's close - 1", LAG1),
@@ -353,10 +354,6 @@ def running_daily_candle(bars: pd.DataFrame, calendar: str = "XNAS",
                         "run_low": b["low"].groupby(key).cummin(),
                         "run_close": b["close"]}, index=b.index)
     return out
-
-
-def _session_left(tags, inside) -> np.ndarray:
-    return tags.left[inside]
 
 
 def intraday_features(bars: pd.DataFrame, calendar: str = "XNAS", interval: Optional[int] = None,
