@@ -140,3 +140,17 @@ def test_sessions_shorter_than_the_decision_are_skipped(bars, hist):
     ds = build_inputs(bars[keep], n_candles=N, daily_history=hist)
     assert last not in set(ds.dates)
     assert isinstance(pd.Timestamp(ds.dates[-1]), pd.Timestamp)
+
+
+def test_local_fallback_pipeline_is_causal_too(bars, hist, monkeypatch):
+    import mltrade.models.ncp.dataset as D
+    monkeypatch.setattr(D, "feature_source", lambda: "local")
+    full = build_inputs(bars, n_candles=N, daily_history=hist)
+    assert len(full) == len(np.unique(tag_bars(bars.index, "XNAS", 5).session))
+    tags = tag_bars(bars.index, "XNAS", 5)
+    day = full.dates[-3]
+    pos = np.flatnonzero((tags.session == day) & (tags.bar == N - 1))[0]
+    trunc = build_inputs(bars.iloc[:pos + 1], n_candles=N, daily_history=hist)
+    assert trunc.dates[-1] == day
+    np.testing.assert_array_equal(trunc.daily[-1], full.daily[-3])
+    np.testing.assert_array_equal(trunc.seq[-1], full.seq[-3])
