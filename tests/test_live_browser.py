@@ -52,8 +52,8 @@ def make_store(venue, browser, tmp_path):
     browser.delete_all_cookies()
 
     def make(name, **kw):
-        kw.setdefault("timeout", 4.0)
-        kw.setdefault("confirm_timeout", 2.5)
+        kw.setdefault("timeout", 10.0)          # generous: the machine may be busy; faults pass short ones
+        kw.setdefault("confirm_timeout", 10.0)
         kw.setdefault("credentials", Credentials(venue.state.username, venue.state.password))
         return SeleniumStore(name, venue.url, code=lambda: venue.state.code, driver=browser,
                              screenshots_dir=tmp_path / "shots", **kw)
@@ -169,7 +169,7 @@ def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
 # ---------------------------------------------------------------------------------------------- faults
 def test_fault_element_missing_saves_masked_screenshot_and_logs_no_secret(make_store, venue, tmp_path,
                                                                           caplog):
-    s = make_store("ig")
+    s = make_store("ig", timeout=3.0)
     caplog.set_level(logging.DEBUG)          # everything, including Selenium's wire log of typed keys
     with caplog.at_level(logging.DEBUG, logger="mltrade.live"):
         s.login()
@@ -233,7 +233,7 @@ def test_fault_order_rejected_reaches_the_strategy_as_rejected(make_store, venue
 
 
 def test_crash_between_submit_and_confirmation_reconciles_and_never_rebuys(make_store, venue, tmp_path):
-    s = make_store("ig")
+    s = make_store("ig", confirm_timeout=3.0)
     journal_path = tmp_path / "j.sqlite"
     b1 = live_broker(s, tmp_path, OrderJournal(journal_path, "ig"))
     b1.start()
@@ -264,7 +264,7 @@ def test_crash_between_submit_and_confirmation_reconciles_and_never_rebuys(make_
 
 
 def test_unconfirmed_order_is_resolved_on_the_next_bar(make_store, venue, tmp_path):
-    s = make_store("ig")
+    s = make_store("ig", confirm_timeout=3.0)
     b = live_broker(s, tmp_path)
     b.start()
     data = bar_data(tmp_path)
@@ -290,7 +290,7 @@ def test_dead_browser_is_replaced_and_the_interrupted_buy_reconciled(venue, tmp_
     venue.reset()
     venue.set_index(INDEX)
     s = SeleniumStore("ig", venue.url, credentials=Credentials(venue.state.username, venue.state.password),
-                      code=lambda: venue.state.code, timeout=4.0, confirm_timeout=2.5,
+                      code=lambda: venue.state.code, timeout=10.0, confirm_timeout=10.0,
                       screenshots_dir=tmp_path / "shots")
     try:
         b = live_broker(s, tmp_path)
