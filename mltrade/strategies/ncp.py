@@ -168,10 +168,13 @@ class NCPStrategy(KnockoutStrategy):
         note = ""
         if m.get("holdout") and len(dec):
             t = pd.to_datetime(dec["time"]).dt.date.astype(str)
-            ins = int((t < m["holdout"][0]).sum())
-            note = (f"<p><b>{ins} of {len(dec)} decisions fall before the model's holdout "
-                    f"({m['holdout'][0]}): those sessions were used for training, validation or the search "
-                    f"and are in-sample. Only the holdout table below is out-of-sample.</b></p>")
+            first_seen = min([r[0] for r in (m.get("search"), m.get("train")) if r] or [m["holdout"][0]])
+            ins = int(((t >= first_seen) & (t < m["holdout"][0])).sum())
+            before = int((t < first_seen).sum())
+            note = (f"<p><b>{ins} of {len(dec)} decisions fall on sessions the model was trained, validated "
+                    f"or searched on ({first_seen} .. before the holdout {m['holdout'][0]}): in-sample. "
+                    f"{before} fall before any data it learnt from. Only the holdout table below is "
+                    f"out-of-sample.</b></p>")
         out.append(("NCP model", f"<table>{rows}</table>{note}"))
         if m.get("model"):
             names = [("model", m["model"]), ("model + ATR adaptation", m.get("model_adapted", {}))]

@@ -330,7 +330,7 @@ class FinalResult:
 def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: int = 0,
                 offer: bool = True, verbose: int = 0) -> FinalResult:
     """Train the chosen parameters before the holdout, fit the ATR adaptation on validation, test once."""
-    _, final = split(ds, s)
+    folds, final = split(ds, s)
     cfg = config_from_params(params, ds.daily.shape[1], s, seed)
     trainer = FoldTrainer(cfg, params.get("epochs", DEFAULT_PARAMS["epochs"]),
                           params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience)
@@ -355,6 +355,7 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "holdout": [str(test.dates[0]), str(test.dates[-1])],
         "train": [str(train.dates[0]), str(train.dates[-1])],
         "val": [str(val.dates[0]), str(val.dates[-1])] if len(val) else [],
+        "search": [str(ds.dates[folds[0].train_start]), str(ds.dates[folds[-1].test_stop - 1])],
         "objective": s.objective,
         "epochs_run": len(trainer.history.history.get("loss", [])),
     }
