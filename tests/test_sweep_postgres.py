@@ -10,6 +10,8 @@ import uuid
 import optuna
 import pytest
 
+from mltrade.sweep.study import worker_of
+
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
@@ -34,7 +36,7 @@ def _check_no_trial_lost_or_duplicated(trials, per_worker: dict) -> None:
     uids = [t.user_attrs["sweep_uid"] for t in trials]
     assert len(uids) == len(set(uids)), "a trial was written twice"
     assert sorted(t.number for t in trials) == list(range(len(trials)))
-    assert collections.Counter(t.user_attrs["worker"] for t in trials) == per_worker
+    assert collections.Counter(worker_of(t) for t in trials) == per_worker
     assert all(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in trials)
 
 
@@ -53,7 +55,7 @@ def test_two_worker_processes_share_one_postgres_study(pg_url, tmp_path):
     try:
         trials = _trials(pg_url, name)
         assert len(trials) == 120
-        workers = collections.Counter(t.user_attrs["worker"] for t in trials)
+        workers = collections.Counter(worker_of(t) for t in trials)
         assert len(workers) == 2 and set(workers.values()) == {60}
         _check_no_trial_lost_or_duplicated(trials, dict(workers))
     finally:

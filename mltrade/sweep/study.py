@@ -247,6 +247,8 @@ def create_study(settings: SweepSettings, load_only: bool = False):
     for attempt in range(10):
         try:
             storage = optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            if url.startswith("sqlite"):
+                _sqlite_fast(storage)
             if load_only:
                 return optuna.load_study(study_name=settings.study_name(), storage=storage)
             return optuna.create_study(study_name=settings.study_name(), storage=storage, direction="maximize",
@@ -259,6 +261,19 @@ def create_study(settings: SweepSettings, load_only: bool = False):
                                  f"{_redact(url)}: {exc}") from exc
             log.info("storage busy (%s), retrying", type(exc).__name__)
             time.sleep(0.5 + 0.5 * attempt)
+
+
+def _sqlite_fast(storage) -> None:
+    """WAL journal and relaxed fsync for a SQLite study file (several times faster commits, still crash-safe)."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+    storage.engine.dispose()
 
 
 def _engine_kwargs(url: str) -> dict:
@@ -323,7 +338,6 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
             still = []
             for i, v in zip(alive, vals):
                 sums[i] += v
-                trials[i].set_user_attr(f"fold{f}", float(v))
                 trials[i].report(float(sums[i] / (f + 1)), f)
                 if f < n_folds - 1 and trials[i].should_prune():
                     pruned.add(i)
@@ -333,7 +347,6 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
         for i, t in enumerate(trials):
             uid = f"{worker}:{run_id}:{done + i}"
             t.set_user_attr("sweep_uid", uid)
-            t.set_user_attr("worker", worker)
             seen.add(uid)
             if i in pruned:
                 local.tell(t, state=optuna.trial.TrialState.PRUNED)
@@ -386,12 +399,27 @@ def optimize(cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = 
 
 
 # --------------------------------------------------------------------------- results
+def worker_of(trial) -> str:
+    """The worker that ran ``trial`` (from its ``sweep_uid``)."""
+    return str(trial.user_attrs.get("sweep_uid", "")).split(":")[0]
+
+
+def fold_values(trial) -> Dict[str, float]:
+    """Per-fold objective values recovered from the running means reported to Optuna."""
+    iv = trial.intermediate_values
+    out, prev = {}, 0.0
+    for k in sorted(iv):
+        out[f"fold{k}"] = (k + 1) * iv[k] - k * prev
+        prev = iv[k]
+    return out
+
+
 def trials_table(study) -> pd.DataFrame:
     """One row per trial: number, state, value, per-fold values and parameters."""
     rows = []
     for t in study.trials:
         row = {"number": t.number, "state": t.state.name, "value": t.value,
-               **{k: v for k, v in t.user_attrs.items() if k.startswith("fold")},
+               "worker": worker_of(t), **fold_values(t),
                **{f"param_{k}": v for k, v in t.params.items()}}
         rows.append(row)
     return pd.DataFrame(rows)
@@ -417,7 +445,7 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_
     # the broker re-runs the top trials (engine broker) or the best one (engine vector) on the validation folds
     for t in (top if settings.engine == "broker" else top[:1]):
         if scorer.signal is None:
-            vec = [t.user_attrs.get(f"fold{f}") for f in range(len(scorer.layout.folds))]
+            vec = [fold_values(t).get(f"fold{f}") for f in range(len(scorer.layout.folds))]
         else:
             vec = [float(scorer.vector_fold([t.params], f)[0]) for f in range(len(scorer.layout.folds))]
         brk = [scorer.broker_fold(t.params, f) for f in range(len(scorer.layout.folds))]
