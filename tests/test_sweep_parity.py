@@ -84,7 +84,7 @@ def assert_parity(bars: pd.DataFrame, params: dict, signals: dict | None = None)
     """Run the broker and the evaluator on the same inputs and compare every trade to the cent."""
     grid = session_grid(bars)
     if signals is None:
-        strategy, signal_fn, extra = IntradayMomentum, None, None
+        strategy, extra = IntradayMomentum, None
         res = evaluate(grid, [params])
     else:
         strategy, extra = SignalStrategy, {"signals": signals}
@@ -114,15 +114,19 @@ def assert_parity(bars: pd.DataFrame, params: dict, signals: dict | None = None)
 
 
 @HSET
-@given(params=params_st, start=st.integers(0, 240), n=st.integers(2, 6))
-def test_momentum_parity_on_sample(params, start, n):
-    assert_parity(sample_span(start, n), params)
+@given(params=params_st, start=st.integers(0, 240), n=st.integers(2, 6), head=st.integers(0, 30),
+       tail=st.integers(0, 60))
+def test_momentum_parity_on_sample(params, start, n, head, tail):
+    """Spans of the sample, the first session possibly starting late and the last ending early."""
+    bars = sample_span(start, n)
+    assert_parity(bars.iloc[head:len(bars) - tail], params)
 
 
 @HSET
 @given(params=params_st, seed=st.integers(0, 10_000), data=st.data())
 def test_signal_parity_on_gapping_bars(params, seed, data):
     bars = handmade_bars(seed, n_sessions=4)
+    bars = bars.iloc[data.draw(st.integers(0, 20), label="head"):len(bars) - data.draw(st.integers(0, 40), label="tail")]
     days = [str(d) for d in bars.index.tz_localize(None).normalize().unique().date]
     sig = {}
     for d in days:

@@ -26,15 +26,14 @@ import multiprocessing as mp
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pandas as pd
 
-from mltrade.sweep.evaluator import (DEFAULTS, SessionGrid, SignalFn, evaluate, momentum_signals, param_sets,
-                                     session_grid)
+from mltrade.sweep.evaluator import DEFAULTS, SignalFn, evaluate, momentum_signals, param_sets, session_grid
 
 log = logging.getLogger(__name__)
 
