@@ -98,14 +98,15 @@ def test_persistent_server_error_gives_up(server):
 
 
 def test_slow_answer_times_out_then_retries(bars):
-    with FakeTwelveData(bars, key=KEY, slow_seconds=0.6) as srv:
-        client = make_client(srv, timeout=0.2)
+    with FakeTwelveData(bars, key=KEY, slow_seconds=1.5) as srv:
+        client = make_client(srv, timeout=0.5)
         srv.faults.append("slow")
         got = client.time_series("NDX", "5min", "2024-03-04", "2024-03-05")
-        assert len(got) == 78 and client.stats.retries == 1
+        assert len(got) == 78 and client.stats.retries >= 1
+        srv.faults.clear()
         srv.faults.extend(["slow"] * 3)
         with pytest.raises(TwelveDataServerError, match="time-out"):
-            make_client(srv, timeout=0.2, max_retries=1).time_series("NDX", "5min", "2024-03-04",
+            make_client(srv, timeout=0.5, max_retries=1).time_series("NDX", "5min", "2024-03-04",
                                                                      "2024-03-05")
 
 
@@ -190,12 +191,13 @@ def test_rate_limiter_sliding_window_virtual_time():
 
 
 def test_rate_limiter_against_server(server):
-    client = make_client(server, credits_per_minute=3, rate_period=0.4, outputsize=20)
+    client = make_client(server, credits_per_minute=3, rate_period=0.5, outputsize=20)
     client.time_series("NDX", "5min", "2024-03-04", "2024-03-05")  # 78 bars -> >= 4 requests
     times = np.array([r["t"] for r in server.requests])
     assert len(times) >= 4
+    # unlimited, all requests would arrive within a few ms; allow 0.15 s of scheduling noise
     for s in times:
-        assert ((times >= s) & (times < s + 0.4 - 0.02)).sum() <= 3
+        assert ((times >= s) & (times < s + 0.5 - 0.15)).sum() <= 3
     assert client.stats.rate_wait_s > 0
 
 
