@@ -68,6 +68,8 @@ def test_optimize_resumes_prunes_and_registry_keeps_only_better(ds, tmp_path):
     study2, res2 = optimize(s, n_trials=1, ds=ds, log=logs.append)
     assert len(study2.trials) == 2
     assert best_params(s) == study2.best_trial.params
+    with pytest.raises(ValueError, match="other settings.*distance"):
+        optimize(dataclasses.replace(s, distance=0.05), n_trials=1, ds=ds, log=logs.append)
     # the registry keeps the better holdout objective
     reg = s.registry()
     kept = reg.metrics(s.model_name)["holdout_objective"]

@@ -30,6 +30,8 @@ from mltrade.models.registry import ModelRegistry, write_json_atomic
 from mltrade.models.walkforward import Fold, walk_forward_folds
 
 OBJECTIVES = ("product", "sharpe")
+#: settings that do not change what a trial's score means (a study may resume with other values)
+_RUN_ONLY = {"trials", "storage", "state_dir", "search_seed", "study"}
 ARTIFACT = "ncp.json"
 MODEL_FILE = "model.keras"
 
@@ -391,7 +393,13 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     study = optuna.create_study(study_name=s.study, storage=storage or s.storage_url(), direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
-    study.set_user_attr("settings", s.to_dict())
+    mine = {k: v for k, v in s.to_dict().items() if k not in _RUN_ONLY}
+    stored = study.user_attrs.get("settings")
+    if stored is not None and stored != mine and study.trials:
+        diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+        raise ValueError(f"study {s.study!r} in {storage or s.storage_url()} was run with other settings "
+                         f"({', '.join(diff)}): its scores are not comparable; use another --study name")
+    study.set_user_attr("settings", mine)
 
     def objective(trial) -> float:
         params = suggest_params(trial, s)
