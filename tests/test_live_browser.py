@@ -280,6 +280,10 @@ def test_unconfirmed_order_is_resolved_on_the_next_bar(make_store, venue, tmp_pa
     deal = venue.state.positions[0]["deal_id"]
     s.call(s.venue.place_stop, deal, 1.50)
     venue.set_index(15260.0)
+    polls = venue.state.counters.get("GET /ig/positions", 0)
+    b.next()                                                   # same bar again (a live feed waiting): no poll
+    assert venue.state.counters.get("GET /ig/positions", 0) == polls and len(b.positions) == 1
+    data.next()                                                # the next bar arrives
     b.next()
     assert b.positions == {} and b.roundtrips[-1]["exit_reason"] == "stop"
     assert b.roundtrips[-1]["exit_price"] == pytest.approx(1.50)

@@ -134,3 +134,39 @@ def test_paper_loop_posts_notifications_to_the_webhooks(cfg, monkeypatch):
         assert events == [e for t in r.trades for e in ("buy", "profit" if t["pnl"] > 0 else "loss")]
     finally:
         hook.close()
+
+
+@pytest.mark.timeout(300)
+def test_paper_trades_the_live_twelvedata_feed_on_a_virtual_clock(cfg):
+    import pandas as pd
+
+    from mltrade.feeds.twelvedata import TwelveDataClient
+    from tests.fake_twelvedata import FakeTwelveData, random_bars
+
+    class Clock:
+        def __init__(self, t):
+            self.t = t
+
+        def __call__(self):
+            return self.t
+
+        def sleep(self, seconds):
+            self.t += pd.Timedelta(seconds=seconds)
+
+    bars = random_bars("2024-03-06", days=3, seed=11)
+    clock = Clock(pd.Timestamp("2024-03-06 06:00", tz="America/New_York").tz_convert("UTC"))
+    with FakeTwelveData(bars, key="k-123", now=clock) as srv:
+        client = TwelveDataClient(api_key="k-123", base_url=srv.url, credits_per_minute=1000, rate_period=0.01,
+                                  timeout=2.0, max_retries=0, backoff_base=0.0, now=clock, sleep=clock.sleep)
+        r = run_live(cfg, "momentum", "paper", "twelvedata", max_sessions=2, clock=clock, sleep=clock.sleep,
+                     feed_kwargs={"client": client, "max_wait": 60.0})
+        assert r.sessions == ["2024-03-06", "2024-03-07"]
+        assert len(r.trades) == 2 and all(t["exit_reason"] in ("session_end", "stop", "knockout")
+                                          for t in r.trades)
+        # the decision used bar 17 of each session: entry at the open of the 18th bar (10:55 New York)
+        assert [t["entry_time"][11:16] for t in r.trades] == ["10:55", "10:55"]
+        # restart on the next morning continues with the third session only
+        clock.t = pd.Timestamp("2024-03-08 07:00", tz="America/New_York").tz_convert("UTC")
+        r2 = run_live(cfg, "momentum", "paper", "twelvedata", max_sessions=1, clock=clock, sleep=clock.sleep,
+                      feed_kwargs={"client": client, "max_wait": 60.0})
+        assert r2.sessions == ["2024-03-08"]

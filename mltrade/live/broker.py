@@ -80,6 +80,7 @@ class SeleniumBroker(bt.BrokerBase):
         self._comminfo = CertificateCommInfo()
         self._data: Any = None
         self._bars = 0
+        self._last_len: Optional[int] = None
         self.venue_bids: Dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -385,6 +386,11 @@ class SeleniumBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ per bar
     def next(self) -> None:
+        # live feeds make cerebro call next() while waiting for a bar: act once per new bar
+        n = len(self._data) if self._data is not None else -1
+        if n == self._last_len and not self.unresolved:
+            return
+        self._last_len = n
         self._bars += 1
         if self.is_live:
             busy = self.unresolved or self.positions

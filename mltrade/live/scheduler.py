@@ -121,6 +121,29 @@ def wait_until_open(calendar: str, now: Callable[[], datetime] = lambda: datetim
     raise RuntimeError(f"calendar {calendar}: no session in the next 10 days")
 
 
+def _twelvedata_feed(cfg: dict, last: Optional[str], max_sessions: int, interval: int,
+                     clock: Optional[Callable[[], Any]], sleep: Optional[Callable[[float], None]],
+                     feed_kwargs: dict) -> tuple:
+    """The live TwelveData feed for the next ``max_sessions`` sessions (waits for the next open)."""
+    from mltrade.calendars import calendar_for_symbol, timezone_of
+    from mltrade.feeds.twelvedata import client_from_config
+    from mltrade.feeds.twelvedata_feed import TwelveDataFeed
+
+    lv = cfg["live"]
+    exchange = calendar_for_symbol(lv["symbol"])
+    now = clock or (lambda: pd.Timestamp.now(tz="UTC"))
+    opened = wait_until_open(exchange, now=now, sleep=sleep or _time.sleep)
+    first = opened.tz_convert(timezone_of(exchange)).date().isoformat()
+    todo = next_sessions(exchange, last, first, max_sessions)
+    kw = dict(feed_kwargs)
+    client = kw.pop("client", None) or client_from_config(cfg)
+    feed = TwelveDataFeed(symbol=lv["symbol"], td_interval=f"{interval}min", live=True, client=client,
+                          clock=clock, sleep=sleep, start=todo["open"].iloc[0],
+                          live_until=todo["close"].iloc[-1] + pd.Timedelta(seconds=float(lv["close_grace_s"])),
+                          **kw)
+    return feed, [d.date().isoformat() for d in todo.index]
+
+
 def setup_logging(log_file: Path) -> logging.Handler:
     """Log ``mltrade.live`` to ``log_file`` (secrets masked)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -155,8 +178,13 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
 def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample", max_sessions: int = 1,
              live: bool = False, speed: Optional[float] = None, base_url: Optional[str] = None,
              code: Any = None, credentials: Any = None, on_bar: Optional[Callable[[Any], None]] = None,
-             strategy_params: Optional[dict] = None) -> LiveResult:
-    """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts."""
+             strategy_params: Optional[dict] = None, clock: Optional[Callable[[], Any]] = None,
+             sleep: Optional[Callable[[float], None]] = None, feed_kwargs: Optional[dict] = None) -> LiveResult:
+    """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts.
+
+    ``clock``/``sleep``/``feed_kwargs`` (e.g. ``client=``) reach the live TwelveData feed (tests use
+    a virtual clock and a loopback server).
+    """
     from mltrade.analyzers import KnockoutTrades
     from mltrade.backtest import strategy_kwargs
     from mltrade.strategies.registry import get_strategy
@@ -192,14 +220,8 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
             data = ReplayData(dataframe=bars, exchange=exchange, interval=interval,
                               speed=lv["replay_speed"] if speed is None else speed, on_bar=on_bar)
         else:
-            try:
-                from mltrade.feeds.twelvedata_feed import TwelveDataFeed  # type: ignore[import-not-found]
-            except ImportError as e:
-                raise RuntimeError("feed: the live TwelveData feed (mltrade.feeds.twelvedata_feed) is not "
-                                   "available in this installation") from e
-            wait_until_open(exchange)
-            data = TwelveDataFeed(live=True, max_sessions=max_sessions)
-            days = []
+            data, days = _twelvedata_feed(cfg, last, max_sessions, interval, clock, sleep, feed_kwargs or {})
+            exchange = data.p.exchange
         log.info("live run: strategy %s, venue %s (%s), feed %s, sessions %s (resuming after %s)",
                  strategy, venue, "LIVE" if live else "dry run" if venue != "paper" else "paper", feed,
                  days, last)
