@@ -156,7 +156,8 @@ def test_paper_trades_the_live_twelvedata_feed_on_a_virtual_clock(cfg):
     bars = random_bars("2024-03-06", days=3, seed=11)
     clock = Clock(pd.Timestamp("2024-03-06 06:00", tz="America/New_York").tz_convert("UTC"))
     with FakeTwelveData(bars, key="k-123", now=clock) as srv:
-        client = TwelveDataClient(api_key="k-123", base_url=srv.url, credits_per_minute=1000, rate_period=0.01,
+        client = TwelveDataClient(api_key="k-123", base_url=srv.url, credits_per_minute=1000,
+                                  rate_period=0.01,
                                   timeout=2.0, max_retries=0, backoff_base=0.0, now=clock, sleep=clock.sleep)
         r = run_live(cfg, "momentum", "paper", "twelvedata", max_sessions=2, clock=clock, sleep=clock.sleep,
                      feed_kwargs={"client": client, "max_wait": 60.0})

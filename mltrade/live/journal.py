@@ -167,7 +167,8 @@ class OrderJournal:
 
     def realized_pnl_on(self, day: date) -> float:
         """Realised P&L of the closes recorded on ``day`` (survives restarts, for the daily loss limit)."""
-        rows = self._rows("action = 'close' AND day = ? AND status IN ('filled', 'dry_run')", (day.isoformat(),))
+        rows = self._rows("action = 'close' AND day = ? AND status IN ('filled', 'dry_run')",
+                          (day.isoformat(),))
         return float(sum(e.info.get("pnl") or 0.0 for e in rows))
 
     # -- reconciliation ------------------------------------------------------

@@ -139,7 +139,8 @@ def _twelvedata_feed(cfg: dict, last: Optional[str], max_sessions: int, interval
     client = kw.pop("client", None) or client_from_config(cfg)
     feed = TwelveDataFeed(symbol=lv["symbol"], td_interval=f"{interval}min", live=True, client=client,
                           clock=clock, sleep=sleep, start=todo["open"].iloc[0],
-                          live_until=todo["close"].iloc[-1] + pd.Timedelta(seconds=float(lv["close_grace_s"])),
+                          live_until=todo["close"].iloc[-1]
+                          + pd.Timedelta(seconds=float(lv["close_grace_s"])),
                           **kw)
     return feed, [d.date().isoformat() for d in todo.index]
 
@@ -179,7 +180,8 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
              live: bool = False, speed: Optional[float] = None, base_url: Optional[str] = None,
              code: Any = None, credentials: Any = None, on_bar: Optional[Callable[[Any], None]] = None,
              strategy_params: Optional[dict] = None, clock: Optional[Callable[[], Any]] = None,
-             sleep: Optional[Callable[[float], None]] = None, feed_kwargs: Optional[dict] = None) -> LiveResult:
+             sleep: Optional[Callable[[float], None]] = None,
+             feed_kwargs: Optional[dict] = None) -> LiveResult:
     """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts.
 
     ``clock``/``sleep``/``feed_kwargs`` (e.g. ``client=``) reach the live TwelveData feed (tests use
