@@ -176,3 +176,11 @@ def test_wilder_atr_matches_ta(daily):
     assert a.iloc[:13].isna().all()
     np.testing.assert_allclose(a.iloc[13:], b.iloc[13:], rtol=1e-12)
     assert F.wilder_atr(daily["high"][:4], daily["low"][:4], daily["close"][:4], 14).isna().all()
+
+
+def test_original_daily_subset_has_a_short_warmup(daily):
+    cols = F.ORIGINAL_DAILY_COLUMNS
+    assert set(cols) <= set(F.DAILY_COLUMNS) and len(cols) == len(set(cols)) == 12 + 10 + 51
+    feat = F.daily_features(daily.iloc[:60])[cols]
+    assert feat.iloc[30:].notna().all().all()
+    assert feat.iloc[5:30].isna().any(axis=1).all()  # the 30-day average still warming up

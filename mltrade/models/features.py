@@ -153,6 +153,14 @@ DAILY_COLUMNS: List[str] = [n for n, *_ in DAILY_SPECS]
 INTRADAY_COLUMNS: List[str] = [n for n, *_ in INTRADAY_SPECS]
 #: the default feature set, in its stable order (176 columns)
 FEATURE_COLUMNS: List[str] = DAILY_COLUMNS + INTRADAY_COLUMNS
+#: the original system's dense-branch inputs (7/14/30-day MA ratios, RSI and its change, EMA ratio,
+#: Bollinger, stochastic, SMA(5/10) cross, calendar one-hots): warm-up of 30 sessions,
+#: for short histories where the 100/200-day averages are not yet defined
+ORIGINAL_DAILY_COLUMNS: List[str] = (
+    [f"d_{p}_sma{w}" for p in PRICES for w in (7, 14, 30)]
+    + ["d_rsi14", "d_rsi14_chg", "d_rsi14_open", "d_rsi14_open_chg", "d_ema12_ema26", "d_bb_width",
+       "d_bb_pband", "d_stoch_k", "d_stoch_d", "d_sma5_sma10_sign"]
+    + [n for n, fam, *_ in DAILY_SPECS if fam == "calendar"])
 LTC_VALUES = ("long_high", "long_low", "long_close", "short_high", "short_low", "short_close")
 assert len(FEATURE_COLUMNS) == 176 and len(set(FEATURE_COLUMNS)) == 176, len(FEATURE_COLUMNS)
 
@@ -529,4 +537,4 @@ def build_features(bars: pd.DataFrame, daily: Optional[pd.DataFrame] = None, cal
 
 __all__ = ["build_features", "daily_features", "intraday_features", "running_daily_candle", "ltc_sequences",
            "feature_table", "calendar_onehots", "session_daily", "infer_interval", "FEATURE_COLUMNS",
-           "DAILY_COLUMNS", "INTRADAY_COLUMNS", "LTC_VALUES"]
+           "DAILY_COLUMNS", "INTRADAY_COLUMNS", "ORIGINAL_DAILY_COLUMNS", "LTC_VALUES", "wilder_atr"]
