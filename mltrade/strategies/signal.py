@@ -53,6 +53,7 @@ class SignalStrategy(KnockoutStrategy):
             raise ValueError(f"decision_bar: expected >= 1, got {self.p.decision_bar!r}")
 
     def on_bar(self) -> None:
+        """On the decision bar, open the session's signalled certificate (if any)."""
         if self.session_bar() != int(self.p.decision_bar) - 1 or self.has_position():
             return
         direction, distance = self._signals.get(str(self.data.datetime.date(0)), (0, None))

@@ -73,10 +73,12 @@ class SessionGrid:
 
     @property
     def n_sessions(self) -> int:
+        """Number of sessions (rows)."""
         return len(self.sessions)
 
     @property
     def width(self) -> int:
+        """Bars per session (columns, the longest session)."""
         return self.open.shape[1]
 
     def subset(self, start: int, stop: int) -> "SessionGrid":
@@ -317,6 +319,7 @@ class SweepResult:
 
     @property
     def n_sets(self) -> int:
+        """Number of parameter sets (rows)."""
         return self.status.shape[0]
 
     def total_return(self) -> np.ndarray:
@@ -324,6 +327,7 @@ class SweepResult:
         return self.final_cash / self.params["cash"][:, 0] - 1.0
 
     def trade_count(self) -> np.ndarray:
+        """Filled trades per set."""
         return (self.status == TRADED).sum(axis=1)
 
     def session_returns(self) -> np.ndarray:

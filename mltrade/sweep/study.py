@@ -67,12 +67,15 @@ class SweepSettings:
     progress: bool = True
 
     def study_name(self) -> str:
+        """The study's name in the storage."""
         return self.study or f"{self.strategy}-{self.start}-{self.end}"
 
     def out_dir(self) -> Path:
+        """Folder of this study's outputs."""
         return Path(self.out) / self.study_name()
 
     def storage_url(self) -> str:
+        """The Optuna RDB URL (SQLite file in the output folder by default)."""
         if self.storage:
             return self.storage
         path = self.out_dir() / "study.db"
@@ -80,6 +83,7 @@ class SweepSettings:
         return f"sqlite:///{path.resolve()}"
 
     def check(self) -> None:
+        """Raise ``ValueError`` naming the first invalid setting."""
         if self.engine not in ("vector", "broker"):
             raise ValueError(f"engine: expected 'vector' or 'broker', got {self.engine!r}")
         for name in ("trials", "jobs", "folds", "batch", "top"):
@@ -99,6 +103,7 @@ class Layout:
     test: Tuple[int, int]
 
     def describe(self) -> dict:
+        """First/last session date of every validation fold and of the test range."""
         def rng(a: int, b: int) -> List[str]:
             return [str(self.sessions[a].date()), str(self.sessions[b - 1].date())]
         return {"val_folds": [rng(a, b) for a, b in self.folds], "test": rng(*self.test)}
@@ -199,6 +204,7 @@ class Scorer:
         return fn
 
     def sets(self, params: Sequence[dict]) -> List[dict]:
+        """Trial parameters merged over the fixed ones, as evaluator parameter sets."""
         keep = set(DEFAULTS)
         return [{k: v for k, v in {**self.base, **p}.items() if k in keep} for p in params]
 
@@ -229,6 +235,7 @@ class Scorer:
         return run_strategy(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
 
     def broker_fold(self, params: dict, fold: int) -> float:
+        """Log growth of one parameter set on validation fold ``fold``, through the broker."""
         a, b = self.layout.folds[fold]
         res = self.broker_run(params, a, b)
         final = float(res.equity["value"].iloc[-1]) if len(res.equity) else self.base["cash"]
