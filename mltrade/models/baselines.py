@@ -61,7 +61,7 @@ class TradeCosts:
 
 def trade_outcomes(direction: np.ndarray, distance: np.ndarray, entry: float, opens: np.ndarray,
                    highs: np.ndarray, lows: np.ndarray, closes: np.ndarray,
-                   costs: TradeCosts, barrier_ref: Optional[float] = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   costs: TradeCosts, barrier_ref: Optional[float] = None) -> tuple:
     """Entry ask, exit price and exit reason for candidate trades ``(A,)`` over one bar path ``(B,)``.
 
     ``direction`` 0 means no trade (entry 0). The barrier lies ``distance`` from
@@ -261,7 +261,8 @@ def random_direction(daily: pd.DataFrame, distance: float, costs: TradeCosts, n_
         d = rng.choice([-1.0, 1.0], size=n)
         totals.append(decisions_result(daily, d, np.full(n, distance), costs, session)[0]["total_return"])
     t = np.asarray(totals)
-    return {"total_return": float(t.mean()), "median": float(np.median(t)), "q05": float(np.quantile(t, 0.05)),
+    return {"total_return": float(t.mean()), "median": float(np.median(t)),
+            "q05": float(np.quantile(t, 0.05)),
             "q95": float(np.quantile(t, 0.95)), "draws": int(n_draws), "sessions": int(n)}
 
 

@@ -55,7 +55,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
 
         if self.p.session != "day":
             raise ValueError(f"session: DQNEnsembleStrategy trades the 'day' ensemble in backtrader, "
-                             f"got {self.p.session!r} (the night ensemble is evaluated by `mltrade train dqn`)")
+                             f"got {self.p.session!r} (the night ensemble is evaluated by "
+                             "`mltrade train dqn`)")
         path = self.p.model_dir or ModelRegistry(self.p.registry).path(self.p.model_name)
         if path is None:
             raise ValueError(f"model: no '{self.p.model_name}' model in registry {self.p.registry!r}; "
@@ -114,7 +115,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
     def next(self) -> None:
         if self.p.live:
             d = pd.Timestamp(self.data.datetime.date(0))
-            o, h, lo, c = (float(x[0]) for x in (self.data.open, self.data.high, self.data.low, self.data.close))
+            lines = (self.data.open, self.data.high, self.data.low, self.data.close)
+            o, h, lo, c = (float(x[0]) for x in lines)
             if d in self._live_bars:
                 po, ph, pl, _ = self._live_bars[d]
                 self._live_bars[d] = (po, max(ph, h), min(pl, lo), c)
@@ -173,7 +175,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                 b = f["baselines"]
                 rows.append({"fold": f["fold"]["fold"], "session": f["session"],
                              "test": " .. ".join(f["fold"]["test"]),
-                             "ensemble": f["test"]["total_return"], "ungated": f["test_ungated"]["total_return"],
+                             "ensemble": f["test"]["total_return"],
+                             "ungated": f["test_ungated"]["total_return"],
                              "buy_and_hold": b["buy_and_hold"]["total_return"],
                              "always_long": b["always_long"]["total_return"],
                              "random_direction": b["random_direction"]["total_return"]})
@@ -197,7 +200,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             if self.daily is not None:
                 daily = self.daily.loc[t.index]
                 costs = self.model.costs
-                ens, _ = decisions_result(daily, t["trade_direction"].to_numpy(), t["distance"].to_numpy(), costs)
+                ens, _ = decisions_result(daily, t["trade_direction"].to_numpy(), t["distance"].to_numpy(),
+                                          costs)
                 base = baseline_table(daily, 0.08, costs, 30, 0)
                 tab = pd.DataFrame({"total return": [ens["total_return"]] +
                                     [base[k]["total_return"] for k in ("buy_and_hold", "always_long",
@@ -221,7 +225,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             return []
         figs = []
         fig, ax = plt.subplots(figsize=(9, 3))
-        ax.plot(t.index, t["agreement"].rolling(10, min_periods=1).mean(), label="agreement (10-session mean)")
+        ax.plot(t.index, t["agreement"].rolling(10, min_periods=1).mean(),
+                label="agreement (10-session mean)")
         ax.scatter(t.index[t["direction"] > 0], np.ones((t["direction"] > 0).sum()) * 1.02, s=4, c="g",
                    label="long vote")
         ax.scatter(t.index[t["direction"] < 0], np.ones((t["direction"] < 0).sum()) * 1.05, s=4, c="r",

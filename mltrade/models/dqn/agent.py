@@ -118,8 +118,8 @@ class DQNAgent:
         if self.enable_dueling_network and not _model_has_head:
             # replace the output layer: Dense(nb_actions + 1) -> DuelingCombine, as keras-rl2 does
             pre = model.layers[-2].output
-            y = keras.layers.Dense(self.nb_actions + 1, name="dueling_va", kernel_initializer=
-                                   keras.initializers.GlorotUniform(seed=None if seed is None else seed + 7))(pre)
+            init = keras.initializers.GlorotUniform(seed=None if seed is None else seed + 7)
+            y = keras.layers.Dense(self.nb_actions + 1, name="dueling_va", kernel_initializer=init)(pre)
             q = DuelingCombine(dueling_type, name="dueling_q")(y)
             model = keras.Model(model.inputs, q)
         self.model = model
@@ -269,7 +269,8 @@ class DQNAgent:
             self.training = False
         return self.history
 
-    def test(self, env: Any, nb_episodes: int = 1, nb_max_episode_steps: Optional[int] = None) -> Dict[str, list]:
+    def test(self, env: Any, nb_episodes: int = 1,
+             nb_max_episode_steps: Optional[int] = None) -> Dict[str, list]:
         """Run ``nb_episodes`` with the test policy; returns episode rewards and step counts."""
         self._require_compiled()
         self.training = False
@@ -303,7 +304,7 @@ class DQNAgent:
                 "test_policy": self.test_policy.to_dict(), "step": self.step}
 
     def save(self, path: str | Path) -> None:
-        """Write the Q-network as ``<path>`` (``.keras``) and the agent config as ``<path>.json`` beside it."""
+        """Write the Q-network as ``<path>`` (``.keras``) and the agent config as ``<path>.json``."""
         path = Path(path)
         if path.suffix != ".keras":
             raise ValueError(f"DQNAgent.save: path must end with .keras, got {str(path)!r}")

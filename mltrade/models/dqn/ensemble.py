@@ -363,7 +363,8 @@ def train_agent(spec: dict, cfg: EnsembleConfig, obs_scaled: pd.DataFrame, daily
                      policy=policy, test_policy=GreedyQPolicy(), gamma=cfg.gamma, batch_size=cfg.batch_size,
                      nb_steps_warmup=cfg.nb_steps_warmup, train_interval=cfg.train_interval,
                      target_model_update=cfg.target_model_update, delta_clip=cfg.delta_clip,
-                     enable_double_dqn=cfg.enable_double_dqn, enable_dueling_network=cfg.enable_dueling_network,
+                     enable_double_dqn=cfg.enable_double_dqn,
+                     enable_dueling_network=cfg.enable_dueling_network,
                      dueling_type=cfg.dueling_type, seed=spec["seed"])
     agent.compile(keras.optimizers.Adam(learning_rate=cfg.learning_rate))
     agent.fit(env, cfg.steps, progress=progress, desc=f"{session} agent seed {spec['seed']}")

@@ -47,7 +47,7 @@ def action_table(long_barriers: Sequence[float] = LONG_BARRIERS,
 
 
 def intraday_outcome_table(intraday: pd.DataFrame, n_candles: int, directions: np.ndarray,
-                           distances: np.ndarray, costs: TradeCosts) -> tuple[pd.DatetimeIndex, np.ndarray, ...]:
+                           distances: np.ndarray, costs: TradeCosts) -> tuple:
     """Per-session entry/exit/reason ``(T, A)`` for entries at the open of bar ``n_candles``."""
     dates = intraday.index.normalize()
     if getattr(dates, "tz", None) is not None:
@@ -71,7 +71,8 @@ class KnockoutEnv(gym.Env):
 
     def __init__(self, observations: pd.DataFrame, daily: Optional[pd.DataFrame] = None,
                  mode: str = "day", costs: Optional[TradeCosts] = None,
-                 long_barriers: Sequence[float] = LONG_BARRIERS, short_barriers: Sequence[float] = SHORT_BARRIERS,
+                 long_barriers: Sequence[float] = LONG_BARRIERS,
+                 short_barriers: Sequence[float] = SHORT_BARRIERS,
                  intraday: Optional[pd.DataFrame] = None, n_candles: int = 17,
                  start: Any = None, end: Any = None, random_start: bool = False,
                  episode_length: Optional[int] = None, reward_scale: float = 100.0) -> None:

@@ -97,7 +97,7 @@ def build_observations(daily: pd.DataFrame, kind: str = "original",
 
 
 def intraday_observations(intraday: pd.DataFrame, n_candles: int) -> pd.DataFrame:
-    """First ``n_candles`` of each session as (high, low, close)/session open - 1, one row per session date."""
+    """First ``n_candles`` of each session as (high, low, close) / session open - 1, one row per session."""
     missing = [c for c in OHLC if c not in intraday.columns]
     if missing:
         raise ValueError(f"intraday bars: missing column(s) {missing}")

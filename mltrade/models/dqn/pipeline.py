@@ -178,7 +178,8 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     gate = no_gate
     gate_info: Dict[str, Any] = {"fitted": False}
     if fit_mask.sum() >= 10:
-        gate = ConfidenceGate.fit(feats[fit_mask], (vdec["shadow_return"].to_numpy()[fit_mask] > 0).astype(int),
+        won = (vdec["shadow_return"].to_numpy()[fit_mask] > 0).astype(int)
+        gate = ConfidenceGate.fit(feats[fit_mask], won,
                                   C=float(cfg.get("gate_c", 0.5)), seed=int(cfg.get("seed", 0)))
         tune_daily = val_daily.iloc[n_fit:]
         p = gate.proba(feats)[n_fit:]
@@ -223,7 +224,8 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
         write_json_atomic(d / "settings.json", {
             "session": session, "costs": {k: cfg[k] for k in COST_KEYS if k in cfg},
             "perf_window": cfg.get("perf_window", 10), "drawdown_window": cfg.get("drawdown_window", 20),
-            "drawdown_limit": cfg.get("drawdown_limit", -1.0), "observations": cfg.get("observations", "original"),
+            "drawdown_limit": cfg.get("drawdown_limit", -1.0),
+            "observations": cfg.get("observations", "original"),
             "test_start": r.metrics["fold"]["test"][0], "test_end": r.metrics["fold"]["test"][1],
             "val_end": r.metrics["fold"]["val"][1] if r.metrics["fold"]["val"] else None})
         DeviationStore(d / "deviations.parquet").update(
@@ -256,7 +258,8 @@ def load_bundle(directory: str | Path) -> Dict[str, SessionModel]:
     for session in ("day", "night"):
         sd = d / session
         if (sd / "ensemble.json").exists():
-            out[session] = SessionModel(Ensemble.load(sd), ConfidenceGate.from_dict(read_json(sd / "gate.json")),
+            gate = ConfidenceGate.from_dict(read_json(sd / "gate.json"))
+            out[session] = SessionModel(Ensemble.load(sd), gate,
                                         read_json(sd / "settings.json"))
     if not out:
         raise FileNotFoundError(f"no DQN ensemble (day/ or night/ with ensemble.json) under {d}")
