@@ -171,3 +171,11 @@ def test_paper_trades_the_live_twelvedata_feed_on_a_virtual_clock(cfg):
         r2 = run_live(cfg, "momentum", "paper", "twelvedata", max_sessions=1, clock=clock, sleep=clock.sleep,
                       feed_kwargs={"client": client, "max_wait": 60.0})
         assert r2.sessions == ["2024-03-08"]
+
+
+def test_cli_twelvedata_without_api_key_fails_at_once(cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("TWELVEDATA_API_KEY", raising=False)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\nlog_file = "{tmp_path}/live.log"\n')
+    assert main(["live", "--venue", "paper", "--feed", "twelvedata", "--config", str(conf)]) == 2
+    assert "TWELVEDATA_API_KEY" in capsys.readouterr().err

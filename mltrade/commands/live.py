@@ -70,6 +70,9 @@ def _live(args: argparse.Namespace) -> int:
     try:
         res = run_live(cfg, strategy, venue, args.feed, max_sessions=args.max_sessions, live=live,
                        speed=args.speed, **kw)
+    except RuntimeError as e:      # missing API key / credentials / browser: say what to fix
+        print(f"mltrade: error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
     finally:
         if fake is not None:
             fake.stop()

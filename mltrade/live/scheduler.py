@@ -131,12 +131,12 @@ def _twelvedata_feed(cfg: dict, last: Optional[str], max_sessions: int, interval
 
     lv = cfg["live"]
     exchange = calendar_for_symbol(lv["symbol"])
+    kw = dict(feed_kwargs)
+    client = kw.pop("client", None) or client_from_config(cfg)     # fails early without an API key
     now = clock or (lambda: pd.Timestamp.now(tz="UTC"))
     opened = wait_until_open(exchange, now=now, sleep=sleep or _time.sleep)
     first = opened.tz_convert(timezone_of(exchange)).date().isoformat()
     todo = next_sessions(exchange, last, first, max_sessions)
-    kw = dict(feed_kwargs)
-    client = kw.pop("client", None) or client_from_config(cfg)
     feed = TwelveDataFeed(symbol=lv["symbol"], td_interval=f"{interval}min", live=True, client=client,
                           clock=clock, sleep=sleep, start=todo["open"].iloc[0],
                           live_until=todo["close"].iloc[-1]
