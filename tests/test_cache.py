@@ -165,3 +165,30 @@ def test_hourly_bars_forming_bar_not_aligned_to_the_hour(tmp_path):
         got = client_for(srv, now=lambda: now).time_series("NDX", "1h", "2024-04-01")
     assert got.index[-1] == pd.Timestamp("2024-04-02 09:30", tz="America/New_York")
     pd.testing.assert_frame_equal(got, hourly[hourly.index + pd.Timedelta(hours=1) <= now], check_freq=False)
+
+
+def test_missing_ranges_property():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from mltrade.feeds.cache import _merge_ranges, _subtract
+
+    t0 = pd.Timestamp("2024-01-01")
+    ranges = st.lists(st.tuples(st.integers(0, 200), st.integers(1, 50)).map(
+        lambda p: (t0 + pd.Timedelta(hours=p[0]), t0 + pd.Timedelta(hours=p[0] + p[1]))), max_size=6)
+
+    @settings(max_examples=150, deadline=None)
+    @given(ranges, st.integers(0, 250), st.integers(1, 100))
+    def check(covered, s, n):
+        want = (t0 + pd.Timedelta(hours=s), t0 + pd.Timedelta(hours=s + n))
+        gaps = _subtract(want, covered)
+        for h in range(s, s + n):  # every hour of the wanted range is either covered or in exactly one gap
+            t = t0 + pd.Timedelta(hours=h, minutes=30)
+            in_cov = any(a <= t < b for a, b in covered)
+            in_gap = sum(a <= t < b for a, b in gaps)
+            assert in_gap == (0 if in_cov else 1)
+        assert all(want[0] <= a < b <= want[1] for a, b in gaps)
+        merged = _merge_ranges(covered)
+        assert all(b < c for (_, b), (c, _) in zip(merged, merged[1:]))
+
+    check()
