@@ -67,13 +67,13 @@ def run_fetch(args: argparse.Namespace) -> int:
     end_eff = end if end is not None else client._now().tz_convert(tz).tz_localize(None)
     total = max((end_eff - start).total_seconds(), 1.0)
     bar = tqdm(total=100.0, unit="%", disable=args.no_progress, file=sys.stderr,
-               bar_format="{l_bar}{bar}| {n:.0f}% [{elapsed}<{remaining}] {postfix}")
+               bar_format="{bar}| {n:.0f}% [{elapsed}<{remaining}] {desc}")
     done = {"bars": 0}
 
     def on_window(w_start, w_end, n) -> None:
         done["bars"] += n
         bar.n = min(100.0, max(bar.n, (w_end - start).total_seconds() / total * 100.0))
-        bar.set_postfix_str(f"{w_end:%Y-%m-%d} {done['bars']} bars")
+        bar.set_description_str(f"{args.symbol} through {w_end:%Y-%m-%d}: {done['bars']} bars")
         bar.refresh()
 
     try:
