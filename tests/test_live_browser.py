@@ -150,6 +150,21 @@ def test_tr_finder_binary_search_on_the_lazy_page(make_store, venue, capsys):
     assert short.certificate.barrier >= 16000.0
 
 
+def test_tr_finder_moves_target_past_cheap_rows_on_the_page(make_store, venue):
+    from mltrade.live.finder import FinderRules
+    rules = FinderRules(scan_rows=1)
+    s = make_store("traderepublic", venue_kwargs={"rules": rules})
+    rows = venue.state.tr_products["long"]
+    i = next(k for k, p in enumerate(rows) if p["ratio"] == 0.001 and k > 100)     # a certificate under 2.00
+    res = s.call(s.venue.find, 1, rows[i]["level"], INDEX)
+    assert res.moves >= 1 and res.certificate.price >= 2.0
+    assert res.target == pytest.approx(rows[i]["level"] - 10 * res.moves)
+    certs = [Certificate(k, p["isin"], p["level"], venue.quote(p)["offer"], venue.quote(p)["leverage"] or 0.0)
+             for k, p in enumerate(rows)]
+    ref = KnockoutFinder(ListRowSource(certs), 1, rules).find(rows[i]["level"], INDEX)
+    assert (ref.certificate.isin, ref.moves) == (res.certificate.isin, res.moves)
+
+
 def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
     s = make_store("traderepublic")
     tr = s.venue
