@@ -19,7 +19,8 @@ from mltrade.feeds.sample import sample_intraday
 from mltrade.strategies.reference import IntradayMomentum
 from mltrade.strategies.signal import SignalStrategy
 from mltrade.sweep.broker_run import run_broker
-from mltrade.sweep.evaluator import (EXIT_KNOCKOUT, EXIT_SESSION_END, EXIT_STOP, TRADED, evaluate, param_sets,
+from mltrade.sweep.evaluator import (EXIT_KNOCKOUT, EXIT_SESSION_END, EXIT_STOP, TRADED, evaluate, evaluate_bars,
+                                     param_sets,
                                      session_grid, signals_from_mapping)
 
 CENT = 0.005
@@ -214,3 +215,18 @@ def test_broker_survives_spent_cash():
     # entry ask 5.0 -> 19 certificates (98.95 spendable), bid 0 at the close -> cash 100-95-3-3 = -1
     ref = run_broker(bars, IntradayMomentum, params)
     assert ref["final_value"] < 0
+
+
+def test_evaluate_bars_takes_model_directions_and_checks_them():
+    bars = sample_span(10, 4)
+    res = evaluate_bars(bars, [{"decision_bar": 10}], direction=[1, -1, 0, 1], distance=[0.02, np.nan, 0.5, 0.03])
+    assert list(res.direction[0]) == [1, -1, 0, 1]
+    assert res.status[0, 2] == 0 and (res.status[0, [0, 1, 3]] != 0).all()
+    px = session_grid(bars).close[:, 9]
+    assert res.barrier[0, 0] == pytest.approx(px[0] * 0.98) and res.barrier[0, 1] == pytest.approx(px[1] * 1.04)
+    with pytest.raises(ValueError, match="directions must be -1, 0 or \\+1"):
+        evaluate_bars(bars, [{}], direction=[2, 0, 0, 0])
+    with pytest.raises(ValueError, match="distance must be a fraction"):
+        evaluate_bars(bars, [{}], direction=[1, 0, 0, 0], distance=[0.0, np.nan, np.nan, np.nan])
+    with pytest.raises(ValueError, match="expected 4 sessions, got 3"):
+        evaluate_bars(bars, [{}], direction=[1, 0, 0])

@@ -113,3 +113,12 @@ def test_cli_rejects_bad_settings(tmp_path, capsys):
     assert "trials: expected a positive integer" in capsys.readouterr().err
     assert main(["optimize", "strategy", "--strategy", "buyhold", "--trials", "1", "--out", str(tmp_path)]) == 2
     assert "declares no param_space" in capsys.readouterr().err
+
+
+def test_storage_urls_are_normalised_and_redacted(tmp_path):
+    from mltrade.sweep.study import _redact, normalise_url
+
+    assert normalise_url("postgresql://u:pw@h:5432/db").startswith("postgresql+")
+    assert normalise_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert _redact("postgresql+psycopg://u:secret@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
+    assert settings(tmp_path).storage_url().startswith(f"sqlite:///{tmp_path.resolve()}")

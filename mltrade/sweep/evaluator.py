@@ -269,7 +269,12 @@ def session_signals(direction: Sequence[int] | np.ndarray,
                     distance: Optional[Sequence[float] | np.ndarray] = None) -> SignalFn:
     """A given signal per session (``direction`` and optional ``distance``, NaN = the set's distance)."""
     dirs = np.asarray(direction, dtype=np.int8)
+    if not np.isin(dirs, (-1, 0, 1)).all():
+        raise ValueError(f"signals: directions must be -1, 0 or +1, got {sorted(set(dirs.ravel().tolist()))}")
     dist = None if distance is None else np.asarray(distance, dtype=float)
+    if dist is not None and not (np.isnan(dist) | ((dist > 0) & (dist < 1))).all():
+        bad = dist[~(np.isnan(dist) | ((dist > 0) & (dist < 1)))][0]
+        raise ValueError(f"signals: distance must be a fraction in (0, 1) or NaN, got {bad!r}")
 
     def fn(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Signals:
         if dirs.shape[-1] != grid.n_sessions:
@@ -280,6 +285,15 @@ def session_signals(direction: Sequence[int] | np.ndarray,
         dd = base if dist is None else np.where(np.isnan(dist), base, np.broadcast_to(dist, k.shape))
         return Signals(d, k, dd)
     return fn
+
+
+def evaluate_bars(bars: pd.DataFrame, sets, direction: Optional[Sequence[int]] = None,
+                  distance: Optional[Sequence[float]] = None, exchange: str = "XNAS",
+                  interval: int = 5) -> "SweepResult":
+    """One call for models' signals: per-session ``direction`` (or momentum if None) over ``bars``."""
+    grid = session_grid(bars, exchange, interval)
+    signal = momentum_signals if direction is None else session_signals(direction, distance)
+    return evaluate(grid, sets, signal)
 
 
 def signals_from_mapping(grid: SessionGrid, signals: Mapping) -> SignalFn:

@@ -77,7 +77,7 @@ class SweepSettings:
     def storage_url(self) -> str:
         """The Optuna RDB URL (SQLite file in the output folder by default)."""
         if self.storage:
-            return self.storage
+            return normalise_url(self.storage)
         path = self.out_dir() / "study.db"
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path.resolve()}"
@@ -91,6 +91,16 @@ class SweepSettings:
                 raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)!r}")
         if not 0 < self.test_frac < 1:
             raise ValueError(f"test_frac: expected a fraction in (0, 1), got {self.test_frac!r}")
+
+
+def normalise_url(url: str) -> str:
+    """``postgresql://`` -> ``postgresql+psycopg://`` when psycopg2 (SQLAlchemy's default driver) is missing."""
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
 
 
 # --------------------------------------------------------------------------- layout
