@@ -224,3 +224,12 @@ def test_client_from_config(server):
     c = client_from_config({"twelvedata": {"api_key": KEY, "base_url": server.url, "credits_per_minute": 55,
                                            "timeout": 3, "max_retries": 1, "backoff_base": 0.001}})
     assert c.limiter.credits == 55 and c.max_retries == 1 and c.base_url == server.url
+
+
+@pytest.mark.timeout(60)
+def test_tiny_pages_always_make_progress(server, bars):
+    client = make_client(server, outputsize=1)
+    got = client._fetch_window("NDX", "5min", bars.index[3].tz_localize(None), bars.index[9].tz_localize(None),
+                               "America/New_York")
+    pd.testing.assert_frame_equal(got, bars.iloc[3:9], check_freq=False)
+    assert len(server.requests) <= 2 * 6 + 2

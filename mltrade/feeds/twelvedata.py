@@ -318,7 +318,9 @@ class TwelveDataClient:
             oldest_l = oldest.tz_convert(tz).tz_localize(None) if oldest.tz is not None else oldest
             if oldest_l <= w_start:
                 break
-            cur_end = oldest_l  # page was truncated: continue backwards from its oldest bar
+            # page was truncated: continue backwards from its oldest bar (one second earlier if the
+            # server treats end_date as inclusive and the page did not move)
+            cur_end = oldest_l if oldest_l < cur_end else oldest_l - pd.Timedelta(seconds=1)
         bars = merge_bars(parts)
         if len(bars):
             idx = bars.index
