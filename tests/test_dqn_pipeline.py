@@ -71,8 +71,8 @@ def trained(tmp_path_factory):
         "[dqn]\nstart = \"2012-01-01\"\nend = \"2014-03-31\"\ntrain_days = 300\nval_days = 100\n"
         "test_days = 60\nembargo = 2\ncandidates = 2\nepisode_length = 100\n"
         f"registry = \"{tmp / 'models'}\"\n")
-    argv = ["train", "dqn", "--config", str(cfg_file), "--agents", "2", "--steps", "300", "--sessions", "day",
-            "--quiet"]
+    argv = ["train", "dqn", "--config", str(cfg_file), "--agents", "2", "--steps", "300", "--sessions",
+            "day,night", "--quiet"]
     assert main(argv) == 0
     return tmp, argv
 
@@ -199,3 +199,39 @@ def test_broker_fills_match_the_session_simulation(trained):
     assert np.allclose(sim.loc[days, "entry"], trades["entry_price"])
     assert np.allclose(sim.loc[days, "exit"], trades["exit_price"])
     assert np.allclose(sim.loc[days, "size"], trades["size"])
+
+
+@pytest.mark.slow
+def test_night_session_broker_fills_match_the_session_simulation(trained):
+    """Night: bought at the close, sold at the next open; the broker agrees with decisions_result."""
+    import backtrader as bt
+
+    from mltrade.analyzers import KnockoutTrades
+    from mltrade.brokers import KnockoutBroker
+    from mltrade.feeds.bars import IndexData
+    from mltrade.feeds.sample import load_daily
+    from mltrade.models.baselines import TradeCosts, decisions_result
+    from mltrade.strategies.dqn import DQNEnsembleStrategy
+
+    tmp, _ = trained
+    daily = load_daily("2013-06-01", "2014-03-31")
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(IndexData(dataframe=daily, exchange="XNAS", interval=None))
+    cerebro.broker = KnockoutBroker(cash=1000.0, commission_fixed=1.0)
+    cerebro.addstrategy(DQNEnsembleStrategy, registry=str(tmp / "models"), session="night", oos_only=False,
+                        use_gate=False, spread=0.01, ratio=0.01, stop=0.71)
+    cerebro.addanalyzer(KnockoutTrades, _name="t")
+    strat = cerebro.run()[0]
+    trades = strat.analyzers.t.to_frame()
+    assert len(trades) >= 10
+    entry_days = pd.DatetimeIndex(pd.to_datetime(trades["entry_time"])).normalize().tz_localize(None)
+    exit_days = pd.DatetimeIndex(pd.to_datetime(trades["exit_time"])).normalize().tz_localize(None)
+    pos = daily.index.get_indexer(exit_days)
+    assert (daily.index.get_indexer(entry_days) == pos - 1).all()        # held overnight only
+    dirs = pd.Series(0, index=daily.index)
+    dirs[exit_days] = strat.table.loc[exit_days, "direction"].to_numpy()
+    _, sim = decisions_result(daily, dirs.to_numpy(), strat.table["distance"].reindex(daily.index).fillna(0).to_numpy(),
+                              TradeCosts(ratio=0.01, spread=0.01, fee=1.0, stop=0.71, budget=1000.0), "night")
+    assert np.allclose(sim.loc[exit_days, "entry"], trades["entry_price"])
+    assert np.allclose(sim.loc[exit_days, "exit"], trades["exit_price"])
+    assert np.allclose(sim.loc[exit_days, "size"], trades["size"])

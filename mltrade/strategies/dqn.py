@@ -4,7 +4,10 @@ At the last bar of session ``t-1`` the strategy looks up the ensemble's decision
 for session ``t`` (observations use only sessions up to ``t-1``), runs it
 through the overlay (``submit_decision``) and buys the certificate at the next
 open; it is sold at the session close (``exectype=Close``) or at the stop on the
-certificate bid, as the original did. In backtests every agent's Q-values for
+certificate bid, as the original did. With ``session="night"`` the night
+ensemble's certificate is bought at that close (``exectype=Close``) and sold at
+the next session's open (market order), or earlier by a gap through the stop
+or the barrier. In backtests every agent's Q-values for
 the whole period are computed in one batch per agent at start; with
 ``live=True`` the decision is computed per session from the bars seen so far.
 
@@ -41,7 +44,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         ("registry", "models"),     # model registry folder
         ("model_name", "dqn"),      # model name in the registry
         ("model_dir", None),        # explicit model folder (wins over registry/model_name)
-        ("session", "day"),         # ensemble to trade (the backtrader path supports "day")
+        ("session", "day"),         # ensemble to trade: "day" (open -> close) or "night" (close -> open)
         ("live", False),            # per-session inference from the bars seen so far
         ("oos_only", True),         # trade only sessions after the model's validation range
         ("use_gate", True),         # apply the confidence and drawdown gates
@@ -53,19 +56,18 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         from mltrade.models.dqn.pipeline import load_bundle
         from mltrade.models.registry import ModelRegistry
 
-        if self.p.session != "day":
-            raise ValueError(f"session: DQNEnsembleStrategy trades the 'day' ensemble in backtrader, "
-                             f"got {self.p.session!r} (the night ensemble is evaluated by "
-                             "`mltrade train dqn`)")
+        if self.p.session not in ("day", "night"):
+            raise ValueError(f"session: expected 'day' or 'night', got {self.p.session!r}")
         path = self.p.model_dir or ModelRegistry(self.p.registry).path(self.p.model_name)
         if path is None:
             raise ValueError(f"model: no '{self.p.model_name}' model in registry {self.p.registry!r}; "
                              "run `mltrade train dqn` first or set model_dir")
         self.model_dir = Path(path)
         bundle = load_bundle(self.model_dir)
-        if "day" not in bundle:
-            raise ValueError(f"model: {self.model_dir} has no day ensemble")
-        self.model = bundle["day"]
+        if self.p.session not in bundle:
+            raise ValueError(f"model: {self.model_dir} has no {self.p.session} ensemble "
+                             f"(train it with `mltrade train dqn --sessions {self.p.session}`)")
+        self.model = bundle[self.p.session]
         val_end = self.model.settings.get("val_end")
         self.oos_start = pd.Timestamp(val_end) + pd.Timedelta(days=1) if val_end else None
         self.table: Optional[pd.DataFrame] = None
@@ -147,6 +149,23 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                                                 "gate_proba": float(row["gate_proba"]), "why": reason})
         self.submit_decision(decision)
 
+    def open_knockout(self, direction: int, barrier: Optional[float] = None, distance: Optional[float] = None,
+                      stake: Optional[float] = None, size: Optional[float] = None, stop: Optional[float] = None,
+                      product=None, data=None, **kwargs):
+        """Day: the base behaviour. Night: buy at this bar's close and sell at the next bar's open."""
+        if self.p.session != "night":
+            return super().open_knockout(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
+        import backtrader as bt
+
+        d = data or self.data
+        order = super().open_knockout(direction, barrier, distance, stake, size, stop, product, d,
+                                      exectype=bt.Order.Close, **kwargs)
+        prod = order.info.get("product")
+        for pos in self.broker.positions_on(d):
+            if prod is not None and pos.product.id == prod.id:
+                self.sell(data=d, size=pos.size, product=prod, reason="signal")
+        return order
+
     # ------------------------------------------------------------------ report
     def _oos_table(self) -> pd.DataFrame:
         t = self.table if self.table is not None else pd.DataFrame()
@@ -163,7 +182,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         s = self.model.settings
         metrics_path = self.model_dir / "metrics.json"
         scope = (f"<p>Model <code>{html.escape(str(self.model_dir))}</code>: "
-                 f"{len(self.model.ensemble)} agents, day session. Validation ends {s.get('val_end')}; "
+                 f"{len(self.model.ensemble)} agents, {self.p.session} session. Validation ends {s.get('val_end')}; "
                  f"test range {s.get('test_start')} .. {s.get('test_end')}. "
                  + ("Only sessions after the validation range are traded (out-of-sample)." if self.p.oos_only
                     else "<b>oos_only is off: sessions inside the training/validation range are traded "
@@ -201,8 +220,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                 daily = self.daily.loc[t.index]
                 costs = self.model.costs
                 ens, _ = decisions_result(daily, t["trade_direction"].to_numpy(), t["distance"].to_numpy(),
-                                          costs)
-                base = baseline_table(daily, 0.08, costs, 30, 0)
+                                          costs, self.p.session)
+                base = baseline_table(daily, 0.08, costs, 30, 0, self.p.session)
                 tab = pd.DataFrame({"total return": [ens["total_return"]] +
                                     [base[k]["total_return"] for k in ("buy_and_hold", "always_long",
                                                                         "random_direction")],
