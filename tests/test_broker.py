@@ -309,3 +309,34 @@ def test_fx_feed_converts_prices_bar_by_bar():
     rt = cerebro.broker.roundtrips[0]
     assert rt["entry_price"] == pytest.approx(10 * 0.1 * 0.5)      # bought at fx 0.5
     assert rt["exit_price"] == pytest.approx(12 * 0.1 * 0.8)       # sold at fx 0.8
+
+
+def test_an_order_never_fills_on_the_bar_it_was_decided_on():
+    """A live cerebro calls broker.next() again before the next bar: the order must still wait for it."""
+    p = KnockoutProduct.turbo(1, 90.0, ratio=0.1)
+    calls = []
+
+    def place_and_poll(s):
+        s.buy(data=s.data, product=p, size=10)
+        s.broker.next()                     # what a live cerebro does while waiting for data
+        calls.append(dict(s.broker.positions))
+    _, broker = run(make_bars([FLAT, FLAT, (101, 101.5, 100.5, 101)]), {1: [place_and_poll]})
+    assert calls == [{}]
+    assert broker.positions[p.id].price == pytest.approx(1.1)   # filled at the next bar's open
+
+
+def test_last_bar_of_data_is_never_signalled_without_preload():
+    p = KnockoutProduct.turbo(1, 90.0, ratio=0.1)
+    flags = []
+    bars = make_bars([FLAT] * 4)
+    cerebro = bt.Cerebro(stdstats=False, preload=False)
+    cerebro.adddata(IndexData(dataframe=bars))
+    from mltrade.brokers import KnockoutBroker
+    from tests.helpers import Scripted
+    cerebro.broker = KnockoutBroker()
+    cerebro.addstrategy(Scripted, script={i: [lambda s: flags.append(s.is_last_bar_of_data())] for i in range(4)})
+    cerebro.run()
+    assert flags == [False] * 4
+    flags.clear()
+    run(bars, {i: [lambda s: flags.append(s.is_last_bar_of_data())] for i in range(4)})
+    assert flags == [False, False, False, True]

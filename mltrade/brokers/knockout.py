@@ -187,7 +187,9 @@ class KnockoutBroker(bt.BrokerBase):
             self._financed.setdefault(product.id, self._day(data))
         order = cls(owner=owner, data=data, size=size if size else 1, price=price, pricelimit=plimit,
                     exectype=exectype, valid=valid, tradeid=product.id)
-        order.addinfo(product=product, stake=stake, stop=stop, reason=reason, **kwargs)
+        # an order acts on bars after the one it was decided on, also when a live cerebro
+        # calls next() again before a new bar arrives
+        order.addinfo(product=product, stake=stake, stop=stop, reason=reason, created_len=len(data), **kwargs)
         order.addcomminfo(self._comminfo)
         order.submit(self)
         order.accept(self)
@@ -289,7 +291,8 @@ class KnockoutBroker(bt.BrokerBase):
             out.append(Trigger(("stop", product.id), lvl, -d, PRIORITY_STOP))
         in_hours = product.in_trading_hours(data.datetime.time(0))
         for o in self.pending:
-            if o.info["product"] is not product or o.data is not data or not in_hours:
+            if (o.info["product"] is not product or o.data is not data or not in_hours
+                    or len(data) <= o.info["created_len"]):
                 continue
             et, buy = o.exectype, o.isbuy()
             if et in (None, bt.Order.Market):

@@ -63,7 +63,10 @@ class KnockoutStrategy(bt.Strategy):
         return self.session_left(data) == 0
 
     def is_last_bar_of_data(self, data=None) -> bool:
+        """True on the last bar of a preloaded (historical) feed; never for live or streamed feeds."""
         d = data or self.data
+        if d.islive() or not getattr(self.cerebro, "_dopreload", False):
+            return False
         return d.buflen() > 0 and len(d) == d.buflen()
 
     def recent_candles(self, n: int, data=None) -> pd.DataFrame:
