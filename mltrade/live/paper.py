@@ -56,19 +56,7 @@ class PaperBroker(KnockoutBroker):
                     self._reject(order, f"risk: {e.reason}")
                     log.warning("paper: order refused by risk limits: %s", e.reason)
                     return order
-        order = super()._order(cls, owner, data, size, price, plimit, exectype, valid, kwargs)
-        order.addinfo(created_len=len(data))
-        return order
-
-    def next(self) -> None:
-        # With a live feed cerebro also calls broker.next() while it waits for the next bar. An order
-        # placed on the current bar must not be filled against that same bar (its open lies before
-        # the decision): mark the bar as already walked for feeds whose only business is new orders.
-        for o in self.pending:
-            n = len(o.data)
-            if o.info.get("created_len") == n and not any(p.data is o.data for p in self.positions.values()):
-                self._seen_len[id(o.data)] = n
-        super().next()
+        return super()._order(cls, owner, data, size, price, plimit, exectype, valid, kwargs)
 
     def notify(self, order: bt.Order) -> None:
         super().notify(order)

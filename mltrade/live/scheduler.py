@@ -132,6 +132,7 @@ def _twelvedata_feed(cfg: dict, last: Optional[str], max_sessions: int, interval
     lv = cfg["live"]
     exchange = calendar_for_symbol(lv["symbol"])
     kw = dict(feed_kwargs)
+    kw.setdefault("poll_delay", float(cfg.get("twelvedata", {}).get("poll_delay", 2.0)))
     client = kw.pop("client", None) or client_from_config(cfg)     # fails early without an API key
     now = clock or (lambda: pd.Timestamp.now(tz="UTC"))
     opened = wait_until_open(exchange, now=now, sleep=sleep or _time.sleep)
