@@ -122,3 +122,9 @@ def test_storage_urls_are_normalised_and_redacted(tmp_path):
     assert normalise_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
     assert _redact("postgresql+psycopg://u:secret@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
     assert settings(tmp_path).storage_url().startswith(f"sqlite:///{tmp_path.resolve()}")
+
+
+def test_same_seed_same_study(tmp_path):
+    a = optimize(_cfg(), settings(tmp_path / "a", trials=40, end="2016-03-31"))
+    b = optimize(_cfg(), settings(tmp_path / "b", trials=40, end="2016-03-31"))
+    assert a["best_params"] == b["best_params"] and a["best_value"] == b["best_value"]

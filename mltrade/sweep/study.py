@@ -324,11 +324,13 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
     import optuna
     from tqdm import tqdm
 
+    # a named worker (worker-1, ...) gets its own sampler seed; the default one is reproducible
+    seed_offset = sum(map(ord, worker)) if worker else 0
     worker = worker or f"{os.uname().nodename}-{os.getpid()}"
     run_id = uuid.uuid4().hex[:8]   # a resumed run in the same process must not reuse uids
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     remote0 = study.get_trials(deepcopy=False, states=finished)
-    seed = scorer.s.seed + len(remote0) + sum(map(ord, worker))
+    seed = scorer.s.seed + len(remote0) + seed_offset
     local = _local_study(seed)
     seen: set = set()
     done = 0
