@@ -77,7 +77,7 @@ def main() -> None:
               f"{summary['trials_pruned']} pruned")
         c = summary["confirmation"][0]
         print(f"best trial {summary['best_trial']}: {summary['best_params']}")
-        print(f"  validation objective (mean log growth): evaluator {c['vector_value']:.6f}, "
+        print(f"  validation objective (mean log growth): evaluator {c['search_value']:.6f}, "
               f"broker {c['broker_value']:.6f}")
         tb, tv = summary["test_best"], summary["test_vector"]
         print(f"  held-out test {'..'.join(summary['layout']['test'])}: evaluator final equity "

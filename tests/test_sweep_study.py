@@ -61,7 +61,7 @@ def test_study_runs_resumes_and_its_best_config_backtests_to_the_same_figures(tm
     assert summary["trials_complete"] + summary["trials_pruned"] == 60
     # the vectorised figures equal the broker's on the validation folds and on the held-out test
     conf = summary["confirmation"][0]
-    assert conf["vector_folds"] == pytest.approx(conf["broker_folds"], abs=1e-9)
+    assert conf["search_folds"] == pytest.approx(conf["broker_folds"], abs=1e-9)
     assert summary["test_vector"]["best_final_cash"] == pytest.approx(summary["test_best"]["final_value"], abs=0.01)
     # the best config is a valid config for `mltrade backtest` and reproduces the test figures
     cfg = load_config(out / "best_config.toml", {"backtest": {"baselines": False, "out": str(tmp_path / "bt")}})
@@ -94,7 +94,7 @@ def test_broker_engine_confirms_top_trials(tmp_path):
     summary = optimize(_cfg(), s)
     assert len(summary["confirmation"]) == 2
     for c in summary["confirmation"]:
-        assert c["vector_value"] == pytest.approx(c["broker_value"], abs=1e-9)
+        assert c["search_value"] == pytest.approx(c["broker_value"], abs=1e-9)
 
 
 def test_cli_runs_a_sweep(tmp_path, capsys):
@@ -128,3 +128,16 @@ def test_same_seed_same_study(tmp_path):
     a = optimize(_cfg(), settings(tmp_path / "a", trials=40, end="2016-03-31"))
     b = optimize(_cfg(), settings(tmp_path / "b", trials=40, end="2016-03-31"))
     assert a["best_params"] == b["best_params"] and a["best_value"] == b["best_value"]
+
+
+def test_settings_the_evaluator_cannot_reproduce_run_through_the_broker(tmp_path):
+    cfg = load_config(None, {"strategy": {"params": {"direction_rule": "long"}}})
+    with pytest.raises(ValueError, match="use --engine broker"):
+        optimize(cfg, settings(tmp_path, trials=2, end="2016-02-29", study="v"))
+    s = settings(tmp_path, trials=4, batch=2, engine="broker", top=2, end="2016-02-29", study="b")
+    summary = optimize(cfg, s)
+    assert summary["trials_total"] == 4 and summary["test_vector"] is None
+    for c in summary["confirmation"]:
+        assert c["search_engine"] == "broker"
+        assert c["search_value"] == pytest.approx(c["broker_value"], abs=1e-12)
+    assert summary["test_best"]["trades"] > 0

@@ -61,7 +61,8 @@ def run(args) -> int:
           f"{s['trials_total']} in total ({s['trials_pruned']} pruned)")
     print(f"best trial {s['best_trial']}: {s['best_params']} (mean validation log growth {s['best_value']:.5f})")
     for c in s["confirmation"]:
-        print(f"  broker confirmation of trial {c['trial']}: validation evaluator {c['vector_value']} "
+        print(f"  broker confirmation of trial {c['trial']}: validation objective {c['search_value']} "
+              f"({c['search_engine']}) "
               f"vs broker {c['broker_value']:.6f}")
     tb, td = s["test_best"], s["test_default"]
     print(f"held-out test {'..'.join(s['layout']['test'])}: best params total return {tb['total_return']:+.2%} "

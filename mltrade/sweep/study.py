@@ -196,8 +196,10 @@ class Scorer:
         self.layout = make_layout(self.grid.sessions, settings.folds, settings.test_frac)
         self.signal = self._vector_signal()
         if settings.engine == "vector" and self.signal is None:
-            raise ValueError(f"engine: the vectorised evaluator cannot run {self.cls.__name__} "
-                             f"(vectorised: {', '.join(VECTOR_SIGNALS)}); use --engine broker")
+            raise ValueError(f"engine: the vectorised evaluator cannot run {self.cls.__name__} with these settings "
+                             f"(it reproduces {', '.join(f'{k} {v[1]}' for k, v in VECTOR_SIGNALS.items())} "
+                             f"with whole certificates and the parameters {', '.join(sorted(DEFAULTS))}); "
+                             f"use --engine broker")
         self._fold_grids = [self.grid.subset(a, b) for a, b in self.layout.folds]
         self._test_grid = self.grid.subset(*self.layout.test)
 
@@ -467,8 +469,8 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_
         else:
             vec = [float(scorer.vector_fold([t.params], f)[0]) for f in range(len(scorer.layout.folds))]
         brk = [scorer.broker_fold(t.params, f) for f in range(len(scorer.layout.folds))]
-        confirm.append({"trial": t.number, "params": t.params, "vector_folds": vec, "broker_folds": brk,
-                        "vector_value": float(np.mean(vec)) if None not in vec else None,
+        confirm.append({"trial": t.number, "search_engine": "evaluator" if scorer.signal is not None else "broker", "params": t.params, "search_folds": vec, "broker_folds": brk,
+                        "search_value": float(np.mean(vec)) if None not in vec else None,
                         "broker_value": float(np.mean(brk))})
     # held-out test: the best and the default parameters, through the broker (and the evaluator if possible)
     a, b = scorer.layout.test
@@ -592,7 +594,7 @@ def _summary_html(s: dict) -> str:
     if s["test_vector"]:
         rows.append(("test: best params, evaluator final cash", f"{s['test_vector']['best_final_cash']:.2f}"))
     for c in s["confirmation"]:
-        rows.append((f"trial {c['trial']}: validation evaluator vs broker",
-                     f"{c['vector_value']} vs {c['broker_value']}"))
+        rows.append((f"trial {c['trial']}: validation objective, search ({c['search_engine']}) vs broker re-run",
+                     f"{c['search_value']} vs {c['broker_value']}"))
     return "<table>" + "".join(f"<tr><th>{html.escape(a)}</th><td>{html.escape(str(b))}</td></tr>"
                                for a, b in rows) + "</table>"
