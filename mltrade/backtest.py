@@ -38,6 +38,8 @@ def load_bars(cfg: dict) -> pd.DataFrame:
     start, end = bt_cfg.get("start") or None, bt_cfg.get("end") or None
     if bt_cfg["data"] == "sample":
         return sample_intraday(start, end, seed=int(bt_cfg["seed"]), interval=int(bt_cfg["interval"]))
+    if str(bt_cfg["data"]).startswith("twelvedata:"):
+        return _cached_bars(cfg, start, end)
     df = load_csv(bt_cfg["data"])
     attrs = dict(df.attrs)
     tz = df.index.tz
@@ -48,6 +50,26 @@ def load_bars(cfg: dict) -> pd.DataFrame:
     if df.empty:
         raise ConfigError(f"backtest.start/end: no bars of {bt_cfg['data']} between {start} and {end}")
     df.attrs = attrs
+    return df
+
+
+def _cached_bars(cfg: dict, start: Optional[str], end: Optional[str]) -> pd.DataFrame:
+    """Bars of ``twelvedata:SYMBOL`` from the local cache that ``mltrade data fetch`` fills."""
+    from mltrade.calendars import calendar_for_symbol
+    from mltrade.feeds.cache import BarCache
+
+    symbol = str(cfg["backtest"]["data"]).split(":", 1)[1]
+    interval = f"{int(cfg['backtest']['interval'])}min"
+    cache = BarCache(cfg["twelvedata"]["data_dir"])
+    end_excl = str((pd.Timestamp(end) + pd.Timedelta(days=1)).date()) if end else None
+    df = cache.load(symbol, interval, start, end_excl)
+    if df.empty:
+        raise ConfigError(f"backtest.data: no cached {interval} bars of {symbol} in {cache.path(symbol, interval)}"
+                          f" between {start} and {end}; run `mltrade data fetch --symbol {symbol} "
+                          f"--interval {interval} --start ...` first")
+    cfg["backtest"]["exchange"] = calendar_for_symbol(symbol)
+    df.attrs.update(symbol=symbol, source=f"TwelveData cache {cache.path(symbol, interval)}",
+                    synthetic_intraday=False)
     return df
 
 

@@ -12,7 +12,8 @@ def register(sub) -> None:
                                    "into <out>/<run>/. Defaults: the momentum reference strategy on the "
                                    "embedded sample data (see mltrade/default_config.toml).")
     p.add_argument("--strategy", help=f"strategy name: {', '.join(strategy_names())}")
-    p.add_argument("--data", help="'sample' or a CSV file with datetime,open,high,low,close[,volume]")
+    p.add_argument("--data", help="'sample', a CSV file with datetime,open,high,low,close[,volume], or "
+                                  "'twelvedata:SYMBOL' (bars cached by `mltrade data fetch`)")
     p.add_argument("--start", help="first session (YYYY-MM-DD)")
     p.add_argument("--end", help="last session (YYYY-MM-DD)")
     p.add_argument("--out", help="report folder (default ./reports)")

@@ -301,7 +301,7 @@ def wilder_atr(high: pd.Series, low: pd.Series, close: pd.Series, window: int = 
 def calendar_onehots(dates: pd.DatetimeIndex) -> pd.DataFrame:
     """One-hot weekday (Mon-Fri), month, day of month and month of quarter of each date."""
     dates = pd.DatetimeIndex(dates)
-    wd = dates.weekday.to_numpy()
+    wd = dates.day_of_week.to_numpy()
     mo = dates.month.to_numpy()
     dm = dates.day.to_numpy()
     mq = (mo - 1) % 3 + 1
