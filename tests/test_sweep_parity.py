@@ -230,3 +230,15 @@ def test_evaluate_bars_takes_model_directions_and_checks_them():
         evaluate_bars(bars, [{}], direction=[1, 0, 0, 0], distance=[0.0, np.nan, np.nan, np.nan])
     with pytest.raises(ValueError, match="expected 4 sessions, got 3"):
         evaluate_bars(bars, [{}], direction=[1, 0, 0])
+
+
+def test_chunked_evaluation_equals_one_piece(monkeypatch):
+    import mltrade.sweep.evaluator as ev
+
+    grid = session_grid(sample_span(50, 6))
+    sets = [{"decision_bar": 5 + i, "distance": 0.01 + 0.002 * i} for i in range(7)]
+    whole = evaluate(grid, sets)
+    monkeypatch.setattr(ev, "MAX_CELLS", 12)     # two sets per chunk
+    parts = evaluate(grid, sets)
+    assert (parts.final_cash == whole.final_cash).all() and (parts.exit_reason == whole.exit_reason).all()
+    assert parts.params["distance"].shape == (7, 1)

@@ -27,6 +27,7 @@ accepted and validated for the day a sweep spans sessions overnight.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -366,9 +367,26 @@ class SweepResult:
         })
 
 
+#: (sets x sessions) cells evaluated at once; larger evaluations are split into chunks of sets
+MAX_CELLS = 1_000_000
+
+
 def evaluate(grid: SessionGrid, sets, signal: SignalFn = momentum_signals) -> SweepResult:
     """Evaluate every parameter set over every session of ``grid`` (one broker run per set)."""
     p = sets if isinstance(sets, dict) and "is_mini" in sets else param_sets(sets)
+    n_p = p["decision_bar"].shape[0]
+    chunk = max(1, MAX_CELLS // max(grid.n_sessions, 1))
+    if n_p > chunk:   # bound the memory of long spans: evaluate chunks of sets and join them
+        parts = [_evaluate({k: (v[i:i + chunk] if v.ndim else v) for k, v in p.items()}, grid, signal)
+                 for i in range(0, n_p, chunk)]
+        joined = {f.name: (np.concatenate([getattr(r, f.name) for r in parts])
+                           if isinstance(getattr(parts[0], f.name), np.ndarray) else getattr(parts[0], f.name))
+                  for f in dataclasses.fields(SweepResult) if f.name != "params"}
+        return SweepResult(params=p, **joined)
+    return _evaluate(p, grid, signal)
+
+
+def _evaluate(p: Dict[str, np.ndarray], grid: SessionGrid, signal: SignalFn) -> SweepResult:
     sig = signal(grid, p)
     n_p, n_s = sig.direction.shape
     rows = np.broadcast_to(np.arange(n_s)[None, :], (n_p, n_s))
