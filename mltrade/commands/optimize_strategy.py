@@ -67,6 +67,8 @@ def run(args) -> int:
     tb, td = s["test_best"], s["test_default"]
     print(f"held-out test {'..'.join(s['layout']['test'])}: best params total return {tb['total_return']:+.2%} "
           f"({tb['trades']} trades), default params {td['total_return']:+.2%}")
+    for name, b in s.get("test_baselines", {}).items():
+        print(f"  baseline {name} on the test range: total return {b['total_return']:+.2%}")
     if s["test_vector"]:
         print(f"  evaluator on the test range: final cash {s['test_vector']['best_final_cash']:.2f} "
               f"vs broker {tb['final_value']:.2f}")

@@ -246,6 +246,15 @@ class Scorer:
         c["strategy"]["params"] = {**c["strategy"].get("params", {}), **params}
         return run_strategy(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
 
+    def baselines(self, params: dict, a: int, b: int) -> Dict[str, dict]:
+        """``mltrade.backtest.baseline_runs`` (buy-and-hold, always long, random direction) on sessions ``[a, b)``."""
+        from mltrade.backtest import baseline_runs, strategy_kwargs
+
+        c = copy.deepcopy(self.cfg)
+        c["strategy"]["name"] = self.s.strategy
+        c["strategy"]["params"] = {**c["strategy"].get("params", {}), **params}
+        return baseline_runs(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
+
     def broker_fold(self, params: dict, fold: int) -> float:
         """Log growth of one parameter set on validation fold ``fold``, through the broker."""
         a, b = self.layout.folds[fold]
@@ -476,6 +485,9 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_
     a, b = scorer.layout.test
     test_best = scorer.broker_run(best.params, a, b)
     test_default = scorer.broker_run(defaults, a, b)
+    baselines = {"default params": test_default.summary}
+    if scorer.cfg["backtest"].get("baselines", True):
+        baselines.update(scorer.baselines(best.params, a, b))
     vec_test = None
     if scorer.signal is not None:
         r = scorer.vector_test([best.params, defaults])
@@ -496,6 +508,7 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_
         "best_trial": best.number, "best_value": best.value, "best_params": best.params,
         "default_params": defaults, "confirmation": confirm, "test_vector": vec_test,
         "test_best": test_best.summary, "test_default": test_default.summary, "importance": importance,
+        "test_baselines": {k: v for k, v in baselines.items() if k != "default params"},
         "synthetic_intraday": bool(scorer.bars.attrs.get("synthetic_intraday", False)),
     }
     write_best_config(out / "best_config.toml", scorer, best.params)
@@ -508,7 +521,7 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_
                 synthetic_intraday=summary["synthetic_intraday"])
     from mltrade.report import write_report
     write_report(out, rsum, test_best.trades, test_best.equity, sections, figures,
-                 baselines={"default params": test_default.summary})
+                 baselines=baselines)
     export_json(summary, out / "sweep.json")
     return summary
 
