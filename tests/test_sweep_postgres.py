@@ -43,7 +43,7 @@ def _check_no_trial_lost_or_duplicated(trials, per_worker: dict) -> None:
 def test_two_worker_processes_share_one_postgres_study(pg_url, tmp_path):
     name = f"pgtest-{uuid.uuid4().hex[:8]}"
     common = [sys.executable, "-m", "mltrade.cli", "optimize", "strategy", "--strategy", "momentum",
-              "--storage", pg_url, "--study", name, "--trials", "60", "--batch", "15", "--start", "2016-01-01",
+              "--storage", pg_url, "--study", name, "--trials", "40", "--batch", "10", "--start", "2016-01-01",
               "--end", "2016-04-30", "--folds", "2", "--quiet"]
     env = dict(os.environ, MPLBACKEND="Agg")
     procs = [subprocess.Popen(common + ["--out", str(tmp_path / f"w{i}")], env=env, stdout=subprocess.PIPE,
@@ -54,9 +54,9 @@ def test_two_worker_processes_share_one_postgres_study(pg_url, tmp_path):
         assert "best trial" in out
     try:
         trials = _trials(pg_url, name)
-        assert len(trials) == 120
+        assert len(trials) == 80
         workers = collections.Counter(worker_of(t) for t in trials)
-        assert len(workers) == 2 and set(workers.values()) == {60}
+        assert len(workers) == 2 and set(workers.values()) == {40}
         _check_no_trial_lost_or_duplicated(trials, dict(workers))
     finally:
         optuna.delete_study(study_name=name, storage=pg_url)
