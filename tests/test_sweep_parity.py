@@ -203,18 +203,17 @@ def test_bad_inputs_name_the_problem():
         session_grid(bars.set_axis(bars.index + pd.Timedelta(hours=8)))
 
 
-@pytest.mark.xfail(reason="broker/strategy bug: KnockoutStrategy.open_knockout passes stake=getcash() <= 0 "
-                          "and KnockoutBroker raises ValueError instead of rejecting the order", strict=False)
 def test_broker_survives_spent_cash():
     bars = handmade_bars(11, n_sessions=3, gap_prob=0.0)
     bars.iloc[:, :4] = 100.0
     bars.iloc[1, 1] = 101.0
     bars.iloc[1, 3] = 101.0            # session 1 goes long, nothing else moves
     params = {"decision_bar": 2, "distance": 0.05, "stop": None, "ratio": 1.0, "spread": 10.0,
-              "commission_fixed": 3.0, "cash": 100.0}
-    # entry ask 5.0 -> 19 certificates (98.95 spendable), bid 0 at the close -> cash 100-95-3-3 = -1
+              "commission_fixed": 5.0, "cash": 100.0}
+    # barrier 0.95 * 101 = 95.95, entry ask 100 - 95.95 = 4.05 -> floor(95 / 4.05) = 23 certificates,
+    # bid 0 at the close -> cash 100 - 5 - 23 * 4.05 - 5 = -3.15; later sessions must not crash
     ref = run_broker(bars, IntradayMomentum, params)
-    assert ref["final_value"] < 0
+    assert ref["final_value"] == pytest.approx(-3.15)
 
 
 def test_evaluate_bars_takes_model_directions_and_checks_them():

@@ -95,8 +95,11 @@ class KnockoutStrategy(bt.Strategy):
 
     def open_knockout(self, direction: int, barrier: Optional[float] = None, distance: Optional[float] = None,
                       stake: Optional[float] = None, size: Optional[float] = None, stop: Optional[float] = None,
-                      product: Optional[KnockoutProduct] = None, data=None, **kwargs) -> bt.Order:
-        """Buy a certificate (long or short view) at the next bar's open; ``stop`` defaults to the param."""
+                      product: Optional[KnockoutProduct] = None, data=None, **kwargs) -> Optional[bt.Order]:
+        """Buy a certificate (long or short view) at the next bar's open; ``stop`` defaults to the param.
+
+        Without ``size``/``stake`` the stake comes from the params; with no cash left, no order (``None``).
+        """
         d = data or self.data
         if product is None:
             product = self.make_product(direction, barrier=barrier, distance=distance, data=d)
@@ -108,6 +111,8 @@ class KnockoutStrategy(bt.Strategy):
                 stake = min(self.p.stake_fraction * self.broker.getvalue(), self.broker.getcash())
             else:
                 stake = self.broker.getcash()
+            if stake <= 0:
+                return None  # nothing left to stake: no order
         return self.buy(data=d, size=size, product=product, stake=stake, stop=stop, **kwargs)
 
     def close_knockout(self, product: Optional[KnockoutProduct] = None, at_close: bool = False,
