@@ -64,6 +64,8 @@ def test_optimize_resumes_prunes_and_registry_keeps_only_better(ds, tmp_path):
     m = res.metrics
     assert set(m["baselines"]) >= {"always_long", "random_direction", "buy_and_hold_index"}
     assert m["holdout"][0] > m["val"][1]  # tested after everything it learnt from
+    assert m["adaptation_range"][1] < m["holdout"][0]  # adaptation estimated before the holdout
+    assert m["adaptation_range"][0] == m["search"][0] or m["adaptation_range"][0] > m["search"][0]
     # resumable: a second run continues the same study in the same SQLite file
     study2, res2 = optimize(s, n_trials=1, ds=ds, log=logs.append)
     assert len(study2.trials) == 2

@@ -11,7 +11,7 @@ def register(sub) -> None:
     group = subcommand_group(sub, "train", "train a strategy's models (walk-forward, out-of-sample)")
     p = group.add_parser("ncp", help="train the NCP/LTC model and keep it if it beats the kept model out of sample",
                          description="Trains the dual-branch NCP model on the sessions before the holdout "
-                                     "(early stopping on validation), fits the ATR adaptation on validation, "
+                                     "(early stopping on validation), fits the ATR adaptation out of fold, "
                                      "evaluates once on the holdout beside baselines and offers the model to "
                                      "the registry. Parameters: the best trial of the [ncp] study if one "
                                      "exists (see `mltrade optimize ncp`), else the defaults. "
@@ -80,7 +80,7 @@ def report_result(res, s) -> None:
     from mltrade.models.ncp.train import format_metrics
     print(format_metrics(res.metrics))
     ad = res.adaptation
-    print("ATR adaptation (validation): " + ", ".join(f"bin {t['bin']} {t['range']}: {t['action']} "
+    print("ATR adaptation (out of fold, before the holdout): " + ", ".join(f"bin {t['bin']} {t['range']}: {t['action']} "
                                                      f"(n={t['count']})" for t in ad.table))
     print(f"model {'kept' if res.kept else 'NOT kept (the kept model did better out of sample)'}: "
           f"{res.path}")

@@ -190,7 +190,7 @@ class NCPStrategy(KnockoutStrategy):
                         f"<table>{head}{body}</table><p>Chronological walk-forward: the holdout was "
                         f"touched once by the chosen model. Baselines trade the same certificates on the "
                         f"same sessions.</p>"))
-        out.append(("NCP ATR-binned adaptation (estimated on validation sessions)", self.adaptation.html()
+        out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)", self.adaptation.html()
                     + self._bin_usage_html(dec)))
         return out
 

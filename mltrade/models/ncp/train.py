@@ -68,7 +68,7 @@ class NCPSettings:
     state_dir: str = ".mltrade"
     model_name: str = "ncp"
     atr_bins: int = 3
-    adapt_min_count: int = 8
+    adapt_min_count: int = 20
     adapt: bool = True
     ratio: float = 0.01
     spread: float = 0.01
@@ -265,6 +265,7 @@ class FoldTrainer:
     def fit(self, train: NCPDataset, val: Optional[NCPDataset] = None, verbose: int = 0):
         """Train from the initial weights on ``train`` (early stopping on ``val``); returns the model."""
         import keras
+        keras.utils.set_random_seed(self.cfg.seed)  # each fit is reproducible, whatever ran before
         self.model.set_weights(self._w0)
         for v, x in zip(self.model.optimizer.variables, self._opt0):
             v.assign(x)
@@ -331,20 +332,41 @@ class FinalResult:
 
 def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: int = 0,
                 offer: bool = True, verbose: int = 0) -> FinalResult:
-    """Train the chosen parameters before the holdout, fit the ATR adaptation on validation, test once."""
+    """Train the chosen parameters before the holdout, fit the ATR adaptation out of fold, test once.
+
+    The adaptation is estimated on out-of-fold predictions before the holdout:
+    the search folds' scored ranges (a model per fold, same parameters) and the
+    final model's validation range; the holdout is never used for it.
+    """
     folds, final = split(ds, s)
     cfg = config_from_params(params, ds.daily.shape[1], s, seed)
     trainer = FoldTrainer(cfg, params.get("epochs", DEFAULT_PARAMS["epochs"]),
                           params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience)
     train, val, test = ds.subset(final.train), ds.subset(final.val), ds.subset(final.test)
     model = trainer.fit(train, val, verbose=verbose)
-    # adaptation: estimated on validation sessions only (bins from train+val ATR)
+    history = trainer.history
+    oof: Dict[Any, int] = {}  # row -> out-of-fold direction
+    for row, d in zip(range(final.val_start, final.val_stop),
+                      directions(predict_proba(model, val.daily, val.seq), s.threshold)):
+        oof[row] = int(d)
+    if s.adapt:
+        final_weights = model.get_weights()
+        for f in folds:
+            m = trainer.fit(ds.subset(f.train), ds.subset(f.val))
+            sc = ds.subset(f.test)
+            for row, d in zip(range(f.test_start, f.test_stop),
+                              directions(predict_proba(m, sc.daily, sc.seq), s.threshold)):
+                oof.setdefault(row, int(d))
+        model.set_weights(final_weights)
     adaptation = ATRAdaptation.identity()
-    if s.adapt and len(val):
-        edges = np.quantile(np.concatenate([train.atr, val.atr]), np.linspace(0, 1, s.atr_bins + 1)[1:-1])
-        dv = directions(predict_proba(model, val.daily, val.seq), s.threshold)
-        adaptation = fit_adaptation(dv, val.atr, val.long_return, val.short_return, s.atr_bins,
-                                    s.adapt_min_count, edges)
+    adapt_range: list = []
+    if s.adapt and oof:
+        adapt_range = [str(ds.dates[min(oof)]), str(ds.dates[max(oof)])]
+        rows = np.array(sorted(oof))
+        est = ds.subset(rows)
+        edges = np.quantile(est.atr, np.linspace(0, 1, s.atr_bins + 1)[1:-1])
+        adaptation = fit_adaptation(np.array([oof[r] for r in rows]), est.atr, est.long_return,
+                                    est.short_return, s.atr_bins, s.adapt_min_count, edges)
     # the holdout: touched once here
     p_test = predict_proba(model, test.daily, test.seq)
     d_raw = directions(p_test, s.threshold)
@@ -359,7 +381,9 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "val": [str(val.dates[0]), str(val.dates[-1])] if len(val) else [],
         "search": [str(ds.dates[folds[0].train_start]), str(ds.dates[folds[-1].test_stop - 1])],
         "objective": s.objective,
-        "epochs_run": len(trainer.history.history.get("loss", [])),
+        "epochs_run": len(history.history.get("loss", [])),
+        "adaptation_sessions": int(sum(t["count"] for t in adaptation.table)),
+        "adaptation_range": adapt_range,
     }
     artifact = {"settings": s.to_dict(), "params": {**DEFAULT_PARAMS, **params}, "config": cfg.to_dict(),
                 "adaptation": adaptation.to_dict(), "feature_names": list(ds.feature_names),
