@@ -60,7 +60,8 @@ def test_cfc_alternative_cell_builds_and_trains():
 
 
 @pytest.mark.parametrize("kw, field", [({"cell": "lstm"}, "cell"), ({"ltc_units": 4}, "ltc_units"),
-                                       ({"dense_dropout": 1.0}, "dense_dropout"), ({"dense_units": ()}, "dense_units")])
+                                       ({"dense_dropout": 1.0}, "dense_dropout"),
+                                       ({"dense_units": ()}, "dense_units")])
 def test_config_rejects_bad_values(kw, field):
     with pytest.raises(ValueError, match=field):
         NCPConfig(n_daily=3, **kw)

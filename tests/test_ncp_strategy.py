@@ -1,4 +1,4 @@
-"""NCPStrategy in real backtrader runs: batch == live decisions, timing, adaptation, barrier mapping, report."""
+"""NCPStrategy in real backtrader runs: batch == live, timing, adaptation, barrier mapping, report."""
 from __future__ import annotations
 
 import numpy as np

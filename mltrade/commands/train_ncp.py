@@ -1,4 +1,4 @@
-"""``mltrade train ncp``: train the NCP/LTC model (best searched or default parameters), test once, keep if better."""
+"""``mltrade train ncp``: train the NCP/LTC model (best searched or default parameters), test once."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ def register(sub) -> None:
     from mltrade.cli import subcommand_group
 
     group = subcommand_group(sub, "train", "train a strategy's models (walk-forward, out-of-sample)")
-    p = group.add_parser("ncp", help="train the NCP/LTC model and keep it if it beats the kept model out of sample",
+    p = group.add_parser("ncp", help="train the NCP/LTC model; keep it if it beats the kept one out of sample",
                          description="Trains the dual-branch NCP model on the sessions before the holdout "
                                      "(early stopping on validation), fits the ATR adaptation out of fold, "
                                      "evaluates once on the holdout beside baselines and offers the model to "
@@ -80,8 +80,8 @@ def report_result(res, s) -> None:
     from mltrade.models.ncp.train import format_metrics
     print(format_metrics(res.metrics))
     ad = res.adaptation
-    print("ATR adaptation (out of fold, before the holdout): " + ", ".join(f"bin {t['bin']} {t['range']}: {t['action']} "
-                                                     f"(n={t['count']})" for t in ad.table))
+    bins = ", ".join(f"bin {t['bin']} {t['range']}: {t['action']} (n={t['count']})" for t in ad.table)
+    print(f"ATR adaptation (out of fold, before the holdout): {bins}")
     print(f"model {'kept' if res.kept else 'NOT kept (the kept model did better out of sample)'}: "
           f"{res.path}")
     print(f"backtest it with: mltrade backtest --strategy ncp --start {res.metrics['holdout'][0]}")

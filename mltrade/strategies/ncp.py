@@ -45,10 +45,12 @@ class NCPStrategy(KnockoutStrategy):
     """Dual-branch NCP/LTC model decides direction (and optionally barrier distance) once per session."""
 
     params = (
-        ("model_path", ".mltrade/models/ncp/current"),  # registry version dir or model.keras (ncp.json beside)
+        # registry version directory, or a model.keras file with ncp.json beside it
+        ("model_path", ".mltrade/models/ncp/current"),
         ("model", None),              # an already loaded Keras model (wins over model_path; needs meta)
         ("meta", None),               # the ncp.json dict belonging to ``model``
-        ("mode", "batch"),            # batch: all sessions predicted at start; live: one prediction per decision
+        # batch: all sessions predicted at start; live: one prediction per decision
+        ("mode", "batch"),
         ("threshold", None),          # P(long) threshold (None = the model's); short at 1 - threshold
         ("adapt", True),              # apply the model's ATR-binned follow/flip/skip adaptation
         ("confidence_distances", None),  # [(min confidence |2p-1|, distance), ...]; None = fixed distance
@@ -80,7 +82,8 @@ class NCPStrategy(KnockoutStrategy):
         self._history = self.p.daily_history
         if isinstance(self._history, str):
             if self._history != "auto":
-                raise ValueError(f"daily_history: expected a DataFrame, None or 'auto', got {self._history!r}")
+                raise ValueError(f"daily_history: expected a DataFrame, None or 'auto', "
+                                 f"got {self._history!r}")
             from mltrade.models.ncp.train import daily_history_for
             df = getattr(self.data.p, "dataframe", None)
             self._history = daily_history_for(df) if df is not None else None
@@ -105,7 +108,8 @@ class NCPStrategy(KnockoutStrategy):
         if self.p.mode == "batch":
             df = getattr(self.data.p, "dataframe", None)
             if df is None:
-                raise ValueError("mode: 'batch' needs a feed built from a DataFrame (IndexData); use mode='live'")
+                raise ValueError("mode: 'batch' needs a feed built from a DataFrame (IndexData); "
+                                 "use mode='live'")
             self.predictions = self._predict_frame(df)
 
     def _history_frame(self) -> pd.DataFrame:
@@ -117,7 +121,8 @@ class NCPStrategy(KnockoutStrategy):
         cal, _ = self._calendar()
         from mltrade.calendars import timezone_of
         idx = pd.DatetimeIndex(ns.astype("datetime64[ns]")).tz_localize("UTC").tz_convert(timezone_of(cal))
-        cols = {c: np.asarray(getattr(d, c).get(size=n), float) for c in ("open", "high", "low", "close", "volume")}
+        cols = {c: np.asarray(getattr(d, c).get(size=n), float)
+                for c in ("open", "high", "low", "close", "volume")}
         return pd.DataFrame(cols, index=idx)
 
     def probability(self) -> Optional[Tuple[float, float]]:
@@ -190,7 +195,8 @@ class NCPStrategy(KnockoutStrategy):
                         f"<table>{head}{body}</table><p>Chronological walk-forward: the holdout was "
                         f"touched once by the chosen model. Baselines trade the same certificates on the "
                         f"same sessions.</p>"))
-        out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)", self.adaptation.html()
+        out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)",
+                    self.adaptation.html()
                     + self._bin_usage_html(dec)))
         return out
 

@@ -29,7 +29,8 @@ class ATRAdaptation:
 
     def __post_init__(self) -> None:
         if len(self.actions) != len(self.edges) + 1:
-            raise ValueError(f"actions: expected {len(self.edges) + 1} (one per bin), got {len(self.actions)}")
+            raise ValueError(f"actions: expected {len(self.edges) + 1} (one per bin), "
+                             f"got {len(self.actions)}")
         bad = [a for a in self.actions if a not in ACTIONS]
         if bad:
             raise ValueError(f"actions: expected each of {ACTIONS}, got {bad}")
@@ -80,7 +81,8 @@ def fit_adaptation(direction: np.ndarray, atr: np.ndarray, long_return: np.ndarr
     atr = np.asarray(atr, float)
     lr, sr = np.asarray(long_return, float), np.asarray(short_return, float)
     if not (len(direction) == len(atr) == len(lr) == len(sr)):
-        raise ValueError("fit_adaptation: direction, atr, long_return and short_return must have equal lengths")
+        raise ValueError("fit_adaptation: direction, atr, long_return and short_return must have "
+                         "equal lengths")
     if n_bins < 1:
         raise ValueError(f"n_bins: expected >= 1, got {n_bins}")
     if edges is None:

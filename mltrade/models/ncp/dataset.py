@@ -69,7 +69,8 @@ class NCPDataset(NCPInputs):
     label: np.ndarray = field(default_factory=lambda: np.zeros(0))        #: 1 = long ends above entry
     long_return: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: exit/entry - 1, long
     short_return: np.ndarray = field(default_factory=lambda: np.zeros(0))  #: exit/entry - 1, short
-    long_exit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))  #: session_end/stop/knockout
+    #: exit reasons: session_end / stop / knockout
+    long_exit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     short_exit: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
 
     def subset(self, sel) -> "NCPDataset":

@@ -194,7 +194,7 @@ _FORWARD: "weakref.WeakKeyDictionary" = None  # model -> compiled forward pass
 
 
 def _forward(model: Any):
-    """A ``tf.function`` forward pass of ``model`` traced once for any batch size (eager RNN calls are slow)."""
+    """A ``tf.function`` forward pass of ``model``, traced once for any batch size (eager RNNs are slow)."""
     global _FORWARD
     import weakref
     import tensorflow as tf

@@ -52,7 +52,8 @@ def synthetic_market(start: str = "2015-01-01", n_sessions: int = 300, planted: 
         timezone_of(calendar))
     df = pd.DataFrame(np.concatenate(rows), index=index, columns=["open", "high", "low", "close", "volume"])
     df.attrs.update(calendar=calendar, interval=interval, synthetic_intraday=True,
-                    source=f"synthetic {'planted-pattern' if planted else 'random-walk'} market (seed {seed})")
+                    source=f"synthetic {'planted-pattern' if planted else 'random-walk'} market "
+                            f"(seed {seed})")
     return df
 
 

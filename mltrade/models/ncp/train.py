@@ -83,7 +83,8 @@ class NCPSettings:
             raise ValueError(f"ncp.threshold: expected a value in [0.5, 1), got {self.threshold!r}")
         if self.cell not in ("ltc", "cfc"):
             raise ValueError(f"ncp.cell: expected 'ltc' or 'cfc', got {self.cell!r}")
-        for k in ("n_folds", "train_sessions", "score_sessions", "holdout_sessions", "max_epochs", "n_candles"):
+        for k in ("n_folds", "train_sessions", "score_sessions", "holdout_sessions", "max_epochs",
+                  "n_candles"):
             if int(getattr(self, k)) < 1:
                 raise ValueError(f"ncp.{k}: expected a positive integer, got {getattr(self, k)!r}")
 
@@ -140,7 +141,7 @@ def load_bars(s: NCPSettings) -> pd.DataFrame:
 
 
 def daily_history_for(bars: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """Daily bars before ``bars`` for indicator warm-up: the real sample dailies when ``bars`` is the sample."""
+    """Daily bars before ``bars`` for indicator warm-up: the real sample dailies for the sample data."""
     if "arch.data.nasdaq" in str(bars.attrs.get("source", "")):
         from mltrade.feeds.sample import load_daily
         return load_daily()
@@ -215,7 +216,7 @@ def performance(direction: np.ndarray, ds: NCPDataset, objective: str) -> dict:
 
 
 def baselines(ds: NCPDataset, objective: str, seed: int = 7, draws: int = 200) -> Dict[str, dict]:
-    """Always-long, always-short, random direction (mean of ``draws``) and buy-and-hold on the same sessions."""
+    """Always-long, always-short, random direction (mean of ``draws``), buy-and-hold: same sessions."""
     out = {"always_long": performance(np.ones(len(ds), int), ds, objective),
            "always_short": performance(-np.ones(len(ds), int), ds, objective)}
     rng = np.random.default_rng(seed)
@@ -245,7 +246,8 @@ def config_from_params(params: Dict[str, Any], n_daily: int, s: NCPSettings, see
     """``NCPConfig`` from a flat parameter dict (Optuna's or :data:`DEFAULT_PARAMS`)."""
     p = {**DEFAULT_PARAMS, **params}
     return NCPConfig(n_daily=n_daily, n_candles=s.n_candles, cell=p.get("cell", s.cell),
-                     dense_units=(int(p["dense1"]), int(p["dense2"])), dense_dropout=float(p["dense_dropout"]),
+                     dense_units=(int(p["dense1"]), int(p["dense2"])),
+                     dense_dropout=float(p["dense_dropout"]),
                      dense_slope=float(p["dense_slope"]), ltc_units=int(p["ltc_units"]),
                      ltc_units2=int(p["ltc_units2"]), branch_head=int(p["branch_head"]),
                      head_units=int(p["head_units"]), head_dropout=float(p["head_dropout"]),
@@ -256,7 +258,8 @@ class FoldTrainer:
     """One compiled model re-used across folds: weights, optimizer state and input statistics are reset."""
 
     def __init__(self, cfg: NCPConfig, epochs: int, batch_size: int, patience: int) -> None:
-        self.cfg, self.epochs, self.batch_size, self.patience = cfg, int(epochs), int(batch_size), int(patience)
+        self.cfg, self.epochs = cfg, int(epochs)
+        self.batch_size, self.patience = int(batch_size), int(patience)
         self.model = build_model(cfg)
         self.model.optimizer.build(self.model.trainable_variables)
         self._w0 = self.model.get_weights()
@@ -413,7 +416,8 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     ds = dataset_for(s) if ds is None else ds
     folds, _ = split(ds, s)
-    sampler = optuna.samplers.TPESampler(seed=s.search_seed, n_startup_trials=min(8, max(2, (n_trials or 8) // 3)))
+    startup = min(8, max(2, (n_trials or 8) // 3))
+    sampler = optuna.samplers.TPESampler(seed=s.search_seed, n_startup_trials=startup)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     study = optuna.create_study(study_name=s.study, storage=storage or s.storage_url(), direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
@@ -475,7 +479,7 @@ def format_metrics(m: dict) -> str:
 
 
 def load_artifact(path: str) -> Tuple[Any, dict]:
-    """(model, ncp.json dict) from a registry version directory or a ``.keras`` file with ``ncp.json`` beside it."""
+    """(model, ncp.json dict) from a registry version directory or a ``.keras`` file (ncp.json beside)."""
     from mltrade.models.ncp.model import load_model
     p = Path(path)
     d = p if p.is_dir() else p.parent
