@@ -102,3 +102,11 @@ def test_cli_rejects_unknown_config_keys_and_bad_params(tmp_path):
     assert main(["train", "ncp", "--params", '{"bogus": 1}', "--state-dir", str(tmp_path)]) == 2
     with pytest.raises(ValueError, match="ncp.objective"):
         NCPSettings(objective="calmar")
+
+
+def test_optimize_cli_is_registered_and_validates_trials(tmp_path):
+    from mltrade.cli import build_parser, main
+    args = build_parser().parse_args(["optimize", "ncp", "--trials", "3", "--storage", "sqlite:///x.db",
+                                      "--cell", "cfc"])
+    assert args.trials == 3 and args.storage == "sqlite:///x.db" and args.cell == "cfc"
+    assert main(["optimize", "ncp", "--trials", "0", "--state-dir", str(tmp_path)]) == 2
