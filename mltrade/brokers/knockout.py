@@ -36,6 +36,19 @@ from mltrade.products import KnockoutProduct, underlying_for_ask, underlying_for
 EXIT_REASONS = ("signal", "session_end", "stop", "knockout")
 
 
+def order_product(broker, cls, data, kwargs: dict) -> KnockoutProduct:
+    """The ``product=`` of an order (popped from ``kwargs``); a sell without one takes the only held product."""
+    product = kwargs.pop("product", None)
+    if product is None:
+        held = broker.positions_on(data)
+        if cls is bt.SellOrder and len(held) == 1:
+            return held[0].product
+        raise ValueError(f"product: orders on {type(broker).__name__} need product=KnockoutProduct(...)")
+    if not isinstance(product, KnockoutProduct):
+        raise ValueError(f"product: expected a KnockoutProduct, got {type(product).__name__}")
+    return product
+
+
 class CertificateCommInfo(bt.CommInfoBase):
     """Stock-like accounting in certificate prices; fees are added by the broker itself."""
 
@@ -162,15 +175,7 @@ class KnockoutBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ orders
     def _order(self, cls, owner, data, size, price, plimit, exectype, valid, kwargs):
-        product = kwargs.pop("product", None)
-        if product is None:
-            held = self.positions_on(data)
-            if cls is bt.SellOrder and len(held) == 1:
-                product = held[0].product
-            else:
-                raise ValueError("product: orders on KnockoutBroker need product=KnockoutProduct(...)")
-        if not isinstance(product, KnockoutProduct):
-            raise ValueError(f"product: expected a KnockoutProduct, got {type(product).__name__}")
+        product = order_product(self, cls, data, kwargs)
         stake = kwargs.pop("stake", None)
         stop = kwargs.pop("stop", None)
         reason = kwargs.pop("reason", "signal")

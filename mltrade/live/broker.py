@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import backtrader as bt
 
-from mltrade.brokers.knockout import CertificateCommInfo, CertPosition
+from mltrade.brokers.knockout import CertificateCommInfo, CertPosition, order_product
 from mltrade.live.credentials import mask
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier, event_for_close
@@ -198,13 +198,7 @@ class SeleniumBroker(bt.BrokerBase):
     def _order(self, cls, owner, data, size, price, exectype, kwargs) -> bt.Order:
         if self._data is None:
             self.setdata(data)
-        product = kwargs.pop("product", None)
-        if product is None:
-            held = self.positions_on(data)
-            if cls is bt.SellOrder and len(held) == 1:
-                product = held[0].product
-            else:
-                raise ValueError("product: orders on SeleniumBroker need product=KnockoutProduct(...)")
+        product = order_product(self, cls, data, kwargs)
         stake, stop = kwargs.pop("stake", None), kwargs.pop("stop", None)
         reason = kwargs.pop("reason", "signal")
         order = self._new_order(cls, owner, data, size, price, exectype, product,

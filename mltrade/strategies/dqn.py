@@ -41,7 +41,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
     """Trades the vote of a DQN ensemble loaded from the model registry, through its gates."""
 
     params = (
-        ("registry", "models"),     # model registry folder
+        ("registry", ".mltrade/models"),  # model registry folder (shared with the NCP models)
         ("model_name", "dqn"),      # model name in the registry
         ("model_dir", None),        # explicit model folder (wins over registry/model_name)
         ("session", "day"),         # ensemble to trade: "day" (open -> close) or "night" (close -> open)

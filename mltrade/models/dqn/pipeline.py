@@ -301,7 +301,7 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
         summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
     primary = "day" if "day" in sessions else sessions[0]
     summary["oos_return"] = summary[f"oos_return_{primary}"]
-    reg = ModelRegistry(cfg.get("registry", "models"))
+    reg = ModelRegistry(cfg.get("registry", ".mltrade/models"))
     kept = reg.offer(cfg.get("name", "dqn"), lambda d: save_bundle(d, last, cfg, daily), summary,
                      {"dqn": cfg}, "oos_return")
     summary["kept"] = kept
