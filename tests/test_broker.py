@@ -340,3 +340,17 @@ def test_last_bar_of_data_is_never_signalled_without_preload():
     flags.clear()
     run(bars, {i: [lambda s: flags.append(s.is_last_bar_of_data())] for i in range(4)})
     assert flags == [False, False, False, True]
+
+
+def test_a_new_product_is_not_knocked_out_by_the_bar_it_was_created_on():
+    """The decision bar's low lay below the barrier before the close; only later bars can knock it out."""
+    calls = []
+
+    def decide_and_poll(s):
+        p = KnockoutProduct.for_index(1, float(s.data.close[0]), distance=0.04, ratio=0.1)
+        s.buy(data=s.data, product=p, size=10)
+        s.broker.next()                     # a live cerebro polling before the next bar
+        calls.append((p.barrier, list(s.broker.knockouts)))
+    _, broker = run(make_bars([FLAT, (100, 100.5, 95, 100), (100, 100.5, 99.5, 100)]), {1: [decide_and_poll]})
+    assert calls[0][0] == pytest.approx(96.0) and calls[0][1] == []
+    assert not broker.knockouts and len(broker.positions) == 1

@@ -288,17 +288,18 @@ class KnockoutBroker(bt.BrokerBase):
         d = product.direction
         out = []
         pos = self.positions.get(product.id)
-        if pos is None and not any(o.info["product"] is product for o in self.pending):
-            return out  # nothing of ours depends on this certificate any more
+        # orders act from the bar after the one they were decided on (live cerebros re-call next())
+        orders = [o for o in self.pending if o.info["product"] is product and o.data is data
+                  and len(data) > o.info["created_len"]]
+        if pos is None and not orders:
+            return out  # nothing of ours depends on this certificate on this bar
         out.append(Trigger("knockout", product.barrier, -d, PRIORITY_KNOCKOUT))
         if pos is not None and pos.stop_price is not None and pos.stop_price > 0:
             lvl = float(underlying_for_bid(d, pos.stop_price, product.strike, product.ratio, fx, product.spread))
             out.append(Trigger(("stop", product.id), lvl, -d, PRIORITY_STOP))
-        in_hours = product.in_trading_hours(data.datetime.time(0))
-        for o in self.pending:
-            if (o.info["product"] is not product or o.data is not data or not in_hours
-                    or len(data) <= o.info["created_len"]):
-                continue
+        if not product.in_trading_hours(data.datetime.time(0)):
+            return out
+        for o in orders:
             et, buy = o.exectype, o.isbuy()
             if et in (None, bt.Order.Market):
                 out.append(Trigger(o, None, 0, PRIORITY_MARKET))
