@@ -354,3 +354,22 @@ def test_a_new_product_is_not_knocked_out_by_the_bar_it_was_created_on():
     _, broker = run(make_bars([FLAT, (100, 100.5, 95, 100), (100, 100.5, 99.5, 100)]), {1: [decide_and_poll]})
     assert calls[0][0] == pytest.approx(96.0) and calls[0][1] == []
     assert not broker.knockouts and len(broker.positions) == 1
+
+
+def test_unfilled_entry_orders_are_cancelled_at_the_session_end():
+    from mltrade.strategies.base import KnockoutStrategy
+
+    class LimitEntry(KnockoutStrategy):
+        def on_bar(self):
+            if self.session_bar() == 0:
+                self.open_knockout(1, distance=0.04, size=10, exectype=bt.Order.Limit, price=0.01)
+
+    bars = sample_intraday("2018-06-04", "2018-06-05")
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(IndexData(dataframe=bars))
+    from mltrade.brokers import KnockoutBroker
+    cerebro.broker = KnockoutBroker()
+    cerebro.addstrategy(LimitEntry)
+    strat = cerebro.run()[0]
+    assert not cerebro.broker.pending and not cerebro.broker.positions
+    assert len(strat._orders) > 0

@@ -133,6 +133,12 @@ class KnockoutStrategy(bt.Strategy):
                                     exectype=bt.Order.Close if at_close else bt.Order.Market))
         return orders
 
+    def cancel_pending(self, data=None) -> int:
+        """Cancel this strategy's unfilled orders on the data; returns how many."""
+        d = data or self.data
+        mine = [o for o in list(getattr(self.broker, "pending", [])) if o.owner is self and o.data is d]
+        return sum(bool(self.broker.cancel(o)) for o in mine)
+
     def has_position(self, data=None) -> bool:
         return bool(self.broker.positions_on(data or self.data))
 
@@ -160,6 +166,7 @@ class KnockoutStrategy(bt.Strategy):
     # ------------------------------------------------------------------ event loop
     def next(self) -> None:
         if self.p.flat_at_session_end and (self.is_last_bar_of_session() or self.is_last_bar_of_data()):
+            self.cancel_pending()  # nothing may open overnight
             if self.has_position():
                 self.close_knockout(at_close=True, reason="session_end")
             return
