@@ -20,7 +20,8 @@ import pandas as pd
 
 NO_DATA = "No data is available on the specified dates. Try setting different start/end dates."
 #: fault names understood by the server (one is consumed per request)
-FAULTS = ("429", "429body", "500", "502", "malformed", "401", "400", "slow", "empty200")
+FAULTS = ("429", "429body", "500", "502", "503", "malformed", "401", "400", "slow", "empty200")
+#: a fault may carry a Retry-After header: ``"429;retry-after=2"``, ``"503;retry-after=<HTTP date>"``
 
 
 class FakeTwelveData:
@@ -79,10 +80,13 @@ class FakeTwelveData:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # -- behaviour ---------------------------------------------------------------
-    def _send(self, h: BaseHTTPRequestHandler, status: int, body, raw: bool = False) -> None:
+    def _send(self, h: BaseHTTPRequestHandler, status: int, body, raw: bool = False,
+              headers: Optional[dict] = None) -> None:
         data = body.encode() if raw else json.dumps(body).encode()
         try:
             h.send_response(status)
+            for name, value in (headers or {}).items():
+                h.send_header(name, value)
             h.send_header("Content-Type", "application/json")
             h.send_header("Content-Length", str(len(data)))
             h.end_headers()
@@ -97,18 +101,23 @@ class FakeTwelveData:
             self.requests.append({"path": url.path, "params": q, "headers": dict(h.headers),
                                   "t": time.monotonic()})
             fault = self.faults.popleft() if self.faults else None
+        extra = {}
+        if fault and ";retry-after=" in fault:
+            fault, value = fault.split(";retry-after=", 1)
+            extra["Retry-After"] = value
         if self.outage is not None and self.now is not None and self.outage[0] <= self.now() < self.outage[1]:
             return self._send(h, 503, "<html>Service unavailable</html>", raw=True)
         if fault == "slow":
             time.sleep(self.slow_seconds)
         elif fault == "429":
             return self._send(h, 429, {"code": 429, "status": "error",
-                                       "message": "You have run out of API credits for the current minute."})
+                                       "message": "You have run out of API credits for the current minute."},
+                              headers=extra)
         elif fault == "429body":
             return self._send(h, 200, {"code": 429, "status": "error",
                                        "message": "You have run out of API credits for the current minute."})
-        elif fault in ("500", "502"):
-            return self._send(h, int(fault), "<html>Internal error</html>", raw=True)
+        elif fault in ("500", "502", "503"):
+            return self._send(h, int(fault), "<html>Internal error</html>", raw=True, headers=extra)
         elif fault == "malformed":
             return self._send(h, 200, '{"meta": {"symbol": "NDX", "values": [', raw=True)
         elif fault == "400":

@@ -233,3 +233,58 @@ def test_tiny_pages_always_make_progress(server, bars):
                                "America/New_York")
     pd.testing.assert_frame_equal(got, bars.iloc[3:9], check_freq=False)
     assert len(server.requests) <= 2 * 6 + 2
+
+
+# -- Retry-After on 429/503 --------------------------------------------------------------------------
+def _recording_client(srv, **kw):
+    """Client whose sleeps are recorded instead of slept (the limiter never needs to wait here)."""
+    slept = []
+    kw.setdefault("backoff_max", 30.0)
+    return make_client(srv, sleep=slept.append, **kw), slept
+
+
+def test_retry_after_seconds_replaces_backoff_on_429_and_503(server):
+    client, slept = _recording_client(server)
+    server.faults.extend(["429;retry-after=2", "503;retry-after=1.5", "500"])
+    got, _ = client.time_series_page("NDX", "5min", pd.Timestamp("2024-03-04"), pd.Timestamp("2024-03-04 23:00"))
+    assert len(got) == 78 and client.stats.retries == 3
+    assert slept[:2] == [2.0, 1.5]
+    # the header-less 500 keeps the exponential back-off: base 0.001 * 2**2 * (1 + jitter * u)
+    assert 0.004 <= slept[2] <= 0.004 * 1.5
+    assert client.stats.retry_waits == slept
+    assert server.requests[0]["path"] == "/time_series" and len(server.requests) == 4
+
+
+def test_retry_after_is_capped_by_backoff_max(server):
+    client, slept = _recording_client(server, backoff_max=5.0)
+    server.faults.extend(["429;retry-after=120", "503;retry-after=3600"])
+    client.time_series_page("NDX", "5min", pd.Timestamp("2024-03-04"), pd.Timestamp("2024-03-04 23:00"))
+    assert slept == [5.0, 5.0]
+
+
+def test_retry_after_http_date_is_relative_to_the_clock(server):
+    import email.utils
+    now = pd.Timestamp("2026-01-05 12:00:00", tz="UTC")
+    client, slept = _recording_client(server, now=lambda: now)
+    future = email.utils.format_datetime((now + pd.Timedelta(seconds=7)).to_pydatetime(), usegmt=True)
+    past = email.utils.format_datetime((now - pd.Timedelta(seconds=30)).to_pydatetime(), usegmt=True)
+    server.faults.extend([f"503;retry-after={future}", f"429;retry-after={past}"])
+    got, _ = client.time_series_page("NDX", "5min", pd.Timestamp("2024-03-04"), pd.Timestamp("2024-03-04 23:00"))
+    assert len(got) == 78
+    assert slept == [7.0, 0.0]  # a date already past means "retry now"
+
+
+def test_unparseable_retry_after_falls_back_to_backoff(server):
+    client, slept = _recording_client(server)
+    server.faults.extend(["503;retry-after=soon", "503;retry-after=-5"])
+    client.time_series_page("NDX", "5min", pd.Timestamp("2024-03-04"), pd.Timestamp("2024-03-04 23:00"))
+    assert 0.001 <= slept[0] <= 0.0015  # exponential back-off, attempt 0
+    assert slept[1] == 0.0  # negative seconds: clamped to zero, not an error
+
+
+def test_retry_after_still_gives_up_after_max_retries(server):
+    client, slept = _recording_client(server, max_retries=2)
+    server.faults.extend(["429;retry-after=1"] * 3)
+    with pytest.raises(TwelveDataRateLimitError, match="after 2 retries"):
+        client.time_series_page("NDX", "5min", pd.Timestamp("2024-03-04"), pd.Timestamp("2024-03-04 23:00"))
+    assert slept == [1.0, 1.0] and len(server.requests) == 3

@@ -4,7 +4,9 @@ Why a thin client on ``requests`` rather than the official ``twelvedata``
 package: we use one endpoint (``time_series``) and need control the package
 does not give — paging any date range in windows of at most 5000 bars, a
 shared credit budget per minute, bounded back-off with jitter on 429 (also
-when it arrives as an HTTP-200 error body), 5xx and time-outs, exceptions
+when it arrives as an HTTP-200 error body), 5xx and time-outs — a
+``Retry-After`` header on 429/503 (seconds or an HTTP date) replaces the
+exponential back-off, capped by ``backoff_max`` — exceptions
 that never contain the API key, and a configurable ``base_url`` so tests can
 point at a real HTTP server on 127.0.0.1. The official package adds
 dependencies (and its own retry/format logic) without covering those needs.
@@ -17,6 +19,8 @@ message is also scrubbed of the key as a second line of defence.
 from __future__ import annotations
 
 import collections
+import datetime
+import email.utils
 import logging
 import os
 import random
@@ -133,6 +137,8 @@ class FetchStats:
     retries: int = 0
     bars: int = 0
     rate_wait_s: float = 0.0
+    #: seconds slept before each retry, in order (Retry-After or exponential back-off)
+    retry_waits: list = field(default_factory=list)
     errors: list = field(default_factory=list)
 
 
@@ -177,6 +183,27 @@ class TwelveDataClient:
         base = min(self.backoff_max, self.backoff_base * (2 ** attempt))
         return base * (1.0 + self.jitter * self._rng.random())
 
+    def _retry_after(self, resp: requests.Response) -> Optional[float]:
+        """Seconds asked by a ``Retry-After`` header (delta seconds or HTTP date), capped by
+        ``backoff_max``; ``None`` when absent or unparseable (then the exponential back-off applies)."""
+        raw = (resp.headers.get("Retry-After") or "").strip()
+        if not raw:
+            return None
+        try:
+            seconds = float(raw)
+        except ValueError:
+            try:
+                when = email.utils.parsedate_to_datetime(raw)
+            except (TypeError, ValueError, IndexError):
+                log.info("ignoring unparseable Retry-After header %r", raw[:60])
+                return None
+            if when.tzinfo is None:  # RFC 9110: HTTP dates are GMT
+                when = when.replace(tzinfo=datetime.timezone.utc)
+            seconds = (pd.Timestamp(when) - pd.Timestamp(self._now())).total_seconds()
+        if seconds != seconds:  # NaN
+            return None
+        return min(self.backoff_max, max(0.0, seconds))
+
     def _fail(self, exc_type: type, message: str) -> TwelveDataError:
         msg = self._scrub(message)
         self.stats.errors.append(msg)
@@ -189,10 +216,14 @@ class TwelveDataClient:
         url = f"{self.base_url}/{endpoint.lstrip('/')}"
         what = f"TwelveData {endpoint} {params.get('symbol', '')} {params.get('interval', '')}".strip()
         last = ""
+        wait: Optional[float] = None  # set by a Retry-After header of the previous answer
         for attempt in range(self.max_retries + 1):
             if attempt:
                 self.stats.retries += 1
-                self._sleep(self._backoff(attempt - 1))
+                delay = self._backoff(attempt - 1) if wait is None else wait
+                self.stats.retry_waits.append(delay)
+                self._sleep(delay)
+            wait = None
             self.stats.rate_wait_s += self.limiter.acquire(cost)
             self.stats.requests += 1
             self.stats.credits += cost
@@ -218,8 +249,11 @@ class TwelveDataClient:
                 message = str(body.get("message", ""))
             elif code >= 400 and body is None:
                 message = resp.text[:200]
+            if resp.status_code in (429, 503) or code in (429, 503):
+                wait = self._retry_after(resp)
             if code == 429:
-                self.limiter.penalise()
+                if wait is None:
+                    self.limiter.penalise()
                 last = f"{what}: rate limited (HTTP 429): {message}"
                 log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
                 if attempt == self.max_retries:
