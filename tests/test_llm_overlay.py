@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import datetime
 
 import pandas as pd
@@ -29,10 +30,14 @@ def price(d: Decision, bars: pd.DataFrame) -> dict:
     return price_decision(d, bars, ratio=RATIO, spread=SPREAD, commission=FEE, stake=STAKE)
 
 
-def expected(entry_underlying: float, exit_value: float, barrier: float = 9600.0, direction: int = 1):
+def expected(entry_underlying: float, exit_value: float, barrier: float = 9600.0, direction: int = 1,
+             pct: float = 0.0, stake: float = STAKE, knockout: bool = False):
+    """Hand pricing: ask = intrinsic, whole certificates after the fixed fee and the % fee, fee per fill
+    ``FEE + pct * n * price`` (none on a knock-out exit, as the broker)."""
     entry = direction * (entry_underlying - barrier) * RATIO
-    n = int((STAKE - FEE) / entry)
-    return n, n * (exit_value - entry) - 2 * FEE
+    n = math.floor((stake - FEE) / (entry * (1 + pct)) + 1e-9)
+    fees = FEE + pct * n * entry + (0.0 if knockout else FEE + pct * n * exit_value)
+    return n, n * (exit_value - entry) - fees
 
 
 FLAT = [(10000, 10005, 9995, 10000), (10000, 10010, 9990, 10005)]
@@ -60,7 +65,7 @@ def test_knockout_without_stop_and_through_a_gap():
     bars = session(FLAT + [(10000, 10010, 9590, 9700), (9700, 9750, 9690, 9740)])
     r = price(long_at(stop=None), bars)
     assert (r["exit_reason"], r["exit"]) == ("knockout", 0.0)
-    assert r["pnl"] == pytest.approx(expected(10000, 0.0)[1])
+    assert r["pnl"] == pytest.approx(expected(10000, 0.0, knockout=True)[1])  # no fee on the knock-out
     gap = session(FLAT + [(10000, 10010, 9950, 9990), (9590, 9700, 9580, 9650)])
     r = price(long_at(), gap)  # with a stop, but the open is already through the barrier
     assert (r["exit_reason"], r["exit"]) == ("knockout", 0.0)
@@ -144,3 +149,100 @@ def test_counts_without_bars_and_trades_validation():
     assert ov.records == []
     with pytest.raises(ValueError, match="entry time column"):
         trades_pnl_on_sessions([{"when": 1, "pnl": 2}], [])
+
+
+# -- broker fees (commission_pct) and compounding ------------------------------------------------------
+PCT = 0.01
+
+
+def test_commission_pct_sizes_and_charges_like_the_broker():
+    bars = session(FLAT + [(10010, 10030, 10000, 10020), (10020, 10050, 10015, 10040)])
+    r = price_decision(long_at(), bars, ratio=RATIO, spread=SPREAD, commission=FEE, stake=STAKE,
+                       commission_pct=PCT)
+    # by hand: ask 4.10, 999 / (4.10 * 1.01) = 241.2 -> 241 (243 without the % fee); exit bid 4.39
+    assert (r["size"], r["entry"], r["exit"]) == (241, pytest.approx(4.10), pytest.approx(4.39))
+    fees = (1.0 + 0.01 * 241 * 4.10) + (1.0 + 0.01 * 241 * 4.39)
+    assert r["fees"] == pytest.approx(fees) and r["pnl"] == pytest.approx(241 * (4.39 - 4.10) - fees)
+    assert (r["size"], r["pnl"]) == (pytest.approx(expected(10010, 4.39, pct=PCT)[0]),
+                                     pytest.approx(expected(10010, 4.39, pct=PCT)[1]))
+    ko = session(FLAT + [(10000, 10010, 9590, 9700), (9700, 9750, 9690, 9740)])
+    r = price_decision(long_at(stop=None), ko, ratio=RATIO, spread=SPREAD, commission=FEE, stake=STAKE,
+                       commission_pct=PCT)
+    n = math.floor(999 / (4.00 * 1.01))  # 247
+    assert (r["exit_reason"], r["size"]) == ("knockout", n)
+    assert r["pnl"] == pytest.approx(-n * 4.00 - (1.0 + 0.01 * n * 4.00))  # entry fee only
+
+
+def two_session_overlay(tmp_path):
+    day1 = session(FLAT + [(10000, 10010, 9850, 9900), (9900, 9950, 9890, 9880)], "2018-03-05")
+    day2 = session(FLAT + [(10010, 10030, 10000, 10020), (10020, 10050, 10015, 10040)], "2018-03-06")
+    d1, d2 = long_at(day="2018-03-05"), long_at(day="2018-03-06")
+    c1, c2 = DecisionContext(day1.iloc[:2]), DecisionContext(day2.iloc[:2])
+    ov = seeded_overlay(tmp_path, [
+        (d2, c2, {"action": "BUY", "direction": "Long", "barrier": 9500, "reasoning": "wider"}),
+        (d1, c1, {"action": "BUY", "position": ["Short", 10500, "falling"]}),
+    ])
+    ov.review(d2, c2)  # reviewed out of order: compounding must follow the decision times
+    ov.review(d1, c1)
+    return ov, pd.concat([day1, day2])
+
+
+def test_compound_carries_cash_from_session_to_session(tmp_path):
+    ov, bars = two_session_overlay(tmp_path)
+    pricing = dict(ratio=RATIO, spread=SPREAD, commission=FEE, stake=STAKE, commission_pct=PCT)
+    # ML-only, by hand. Day 1: long 4.00, stopped at 0.71 * 4.00 = 2.84. Day 2: long 4.10 -> bid 4.39.
+    n1, pnl1 = expected(10000, 2.84, pct=PCT)
+    n2, pnl2 = expected(10010, 4.39, pct=PCT, stake=STAKE + pnl1)
+    # overlay: day 1 short, barrier 10500: ask 5.00, held to the close 9880 -> bid 6.19; day 2 long 9500
+    m1, q1 = expected(10000, (10500 - 9880) * RATIO - SPREAD, barrier=10500, direction=-1, pct=PCT)
+    m2, q2 = expected(10010, (10040 - 9500) * RATIO - SPREAD, barrier=9500, pct=PCT, stake=STAKE + q1)
+    assert pnl1 < 0 < q1 and n2 < n1 and m2 > m1  # the loss shrinks ML's day-2 stake, the gain grows the overlay's
+
+    s = ov.summary(bars, **pricing, compound=True)
+    assert s["ml_only_pnl"] == pytest.approx(pnl1 + pnl2)
+    assert s["overlay_pnl"] == pytest.approx(q1 + q2)
+    assert s["ml_only_final_cash"] == pytest.approx(STAKE + pnl1 + pnl2)
+    assert s["overlay_final_cash"] == pytest.approx(STAKE + q1 + q2)
+    assert s["pricing"]["compound"] is True and s["pricing"]["commission_pct"] == PCT
+
+    flat = ov.summary(bars, **pricing)  # default: every session stakes the starting cash
+    assert flat["ml_only_pnl"] == pytest.approx(pnl1 + expected(10010, 4.39, pct=PCT)[1])
+    assert flat["pricing"]["compound"] is False and "ml_only_final_cash" not in flat
+
+    half = ov.summary(bars, **pricing, compound=True, stake_fraction=0.5)
+    h1 = expected(10000, 2.84, pct=PCT, stake=STAKE / 2)[1]
+    assert half["ml_only_pnl"] == pytest.approx(h1 + expected(10010, 4.39, pct=PCT, stake=(STAKE + h1) / 2)[1])
+    with pytest.raises(ValueError, match="stake_fraction"):
+        ov.summary(bars, **pricing, compound=True, stake_fraction=1.5)
+
+
+def test_pricing_for_an_all_cash_strategy_matches_the_broker_to_the_cent():
+    """A real backtest staking all its cash with a % fee: the compounded overlay pricing equals the
+    broker's realised P&L."""
+    import backtrader as bt
+
+    from mltrade.brokers.knockout import KnockoutBroker
+    from mltrade.feeds.bars import IndexData
+    from mltrade.feeds.sample import sample_intraday
+    from mltrade.llm import build_overlay, pricing_for
+    from mltrade.strategies.reference import IntradayMomentum
+
+    bars = sample_intraday("2018-03-05", "2018-03-16")
+    ov = build_overlay({"llm": {"mode": "dry", "max_leverage": 0}})
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.setbroker(KnockoutBroker(cash=10_000.0, commission_fixed=1.5, commission_pct=0.002))
+    cerebro.adddata(IndexData(dataframe=bars, exchange="XNAS", interval=5))
+    cerebro.addstrategy(IntradayMomentum, overlay=ov, spread=SPREAD, ratio=RATIO)
+    strat = cerebro.run()[0]
+    rts = cerebro.broker.roundtrips
+    assert len(rts) >= 5
+    p = pricing_for(strat)
+    assert (p["compound"], p["stake"], p["commission"], p["commission_pct"]) == (True, 10_000.0, 1.5, 0.002)
+    s = ov.summary(strategy=strat)
+    realised = sum(t["pnl"] for t in rts)
+    assert s["overlay_pnl"] == pytest.approx(realised, abs=0.005)
+    assert s["strategy_trades_pnl"] == pytest.approx(realised)
+    assert s["overlay_final_cash"] == pytest.approx(cerebro.broker.getcash(), abs=0.005)
+    # what the old pricing did (starting cash every session, fixed fee only) is off by far more than a cent
+    old = ov.summary(strategy=strat, compound=False, commission_pct=0.0)
+    assert abs(old["overlay_pnl"] - realised) > 1.0

@@ -162,8 +162,21 @@ class LLMOverlay:
         strategy's realised P&L on those sessions. With ``strategy`` (a finished
         ``KnockoutStrategy``), bars, trades and pricing default to its feed, its
         broker's round trips and :func:`pricing_for`; ``pricing`` overrides them.
+
+        Two ``pricing`` keys are handled here, not by :func:`price_decision`:
+        ``compound`` (default ``False``): ``stake`` is the starting cash and each
+        of the ML-only and overlay books carries its cash from session to session
+        (in decision-time order), staking ``stake_fraction`` (default 1: all of it)
+        each time, as a strategy that stakes its cash does; without it every
+        session stakes ``stake_fraction * stake``.
         """
         bars, trades, pricing = _from_strategy(strategy, bars, trades, pricing)
+        pricing = dict(pricing)
+        compound = bool(pricing.pop("compound", False))
+        fraction = float(pricing.pop("stake_fraction", None) or 1.0)
+        if not 0 < fraction <= 1:
+            raise ValueError(f"stake_fraction: expected a number in (0, 1], got {fraction!r}")
+        start_cash = float(pricing.get("stake", 1000.0))
         out = self.counts()
         out["mode"] = self.responder.mode
         out["api_calls"] = self.responder.api_calls
@@ -173,11 +186,14 @@ class LLMOverlay:
         ml_pnl = llm_pnl = 0.0
         priced = 0
         per_outcome: dict = {}
-        for r in self.records:
-            if r.ml.time is None:
-                continue
-            ml = price_decision(r.ml, bars, **pricing)
-            ov = price_decision(r.final, bars, **pricing)
+        timed = [r for r in self.records if r.ml.time is not None]
+        if compound:
+            timed.sort(key=lambda r: pd.Timestamp(r.ml.time))
+        for r in timed:
+            ml_stake = fraction * ((start_cash + ml_pnl) if compound else start_cash)
+            ov_stake = fraction * ((start_cash + llm_pnl) if compound else start_cash)
+            ml = price_decision(r.ml, bars, **{**pricing, "stake": ml_stake})
+            ov = price_decision(r.final, bars, **{**pricing, "stake": ov_stake})
             priced += 1
             ml_pnl += ml["pnl"]
             llm_pnl += ov["pnl"]
@@ -185,7 +201,10 @@ class LLMOverlay:
             po["n"] += 1
             po["ml_pnl"] += ml["pnl"]
             po["overlay_pnl"] += ov["pnl"]
-        out["pricing"] = dict(pricing)
+        out["pricing"] = {**pricing, "compound": compound, "stake_fraction": fraction}
+        if compound:
+            out["ml_only_final_cash"] = round(start_cash + ml_pnl, 6)
+            out["overlay_final_cash"] = round(start_cash + llm_pnl, 6)
         out["sessions_priced"] = priced
         out["ml_only_pnl"] = round(ml_pnl, 6)
         out["overlay_pnl"] = round(llm_pnl, 6)
@@ -243,15 +262,24 @@ class LLMOverlay:
 def pricing_for(strategy: Any) -> dict:
     """:func:`price_decision` settings matching a ``KnockoutStrategy`` and its ``KnockoutBroker``.
 
-    ``stake``: the strategy's ``stake`` or, when it trades all cash, the broker's starting cash
-    (the ML-only P&L does not compound). ``commission_pct`` is not modelled here.
+    ``stake``: the strategy's fixed ``stake`` (``compound`` False) or, when it stakes its
+    cash (all of it, or ``stake_fraction`` of it), the broker's starting cash with
+    ``compound`` True so :meth:`LLMOverlay.summary` carries the cash from session to session.
+    ``commission``/``commission_pct``: the broker's fixed and proportional fees.
     """
     p, broker = strategy.p, strategy.broker
-    stake = getattr(p, "stake", None) or getattr(broker, "startingcash", None) or broker.getcash()
+    fixed_stake = getattr(p, "stake", None)
+    stake = fixed_stake or getattr(broker, "startingcash", None) or broker.getcash()
     bp = getattr(broker, "p", None)
-    return {"ratio": float(p.ratio), "spread": float(p.spread), "fx": float(p.fx),
-            "commission": float(getattr(bp, "commission_fixed", 0.0) or 0.0), "stake": float(stake),
-            "kind": getattr(p, "kind", "turbo"), "barrier_buffer": float(getattr(p, "barrier_buffer", 0.0))}
+    out = {"ratio": float(p.ratio), "spread": float(p.spread), "fx": float(p.fx),
+           "commission": float(getattr(bp, "commission_fixed", 0.0) or 0.0),
+           "commission_pct": float(getattr(bp, "commission_pct", 0.0) or 0.0), "stake": float(stake),
+           "kind": getattr(p, "kind", "turbo"), "barrier_buffer": float(getattr(p, "barrier_buffer", 0.0)),
+           "compound": not fixed_stake}
+    fraction = getattr(p, "stake_fraction", None)
+    if not fixed_stake and fraction:
+        out["stake_fraction"] = float(fraction)
+    return out
 
 
 def _from_strategy(strategy: Any, bars: Optional[pd.DataFrame], trades: Any, pricing: dict):
@@ -275,21 +303,24 @@ def _side(direction: int, barrier: Optional[float]) -> str:
 # --------------------------------------------------------------------------
 def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.01, spread: float = 0.01,
                    fx: float = 1.0, commission: float = 1.0, stake: float = 1000.0,
-                   stop: Optional[float] = None, kind: str = "turbo", barrier_buffer: float = 0.0) -> dict:
+                   stop: Optional[float] = None, kind: str = "turbo", barrier_buffer: float = 0.0,
+                   commission_pct: float = 0.0) -> dict:
     """P&L of a certificate bought for ``decision`` and held over the rest of its session.
 
     Entry: the open of the first bar after ``decision.time`` on the same date (at
-    the ask), whole certificates ``int((stake - commission) / ask)``. Exit, bar
+    the ask), whole certificates ``floor((stake - commission) / (ask * (1 + commission_pct)))``
+    as the ``KnockoutBroker`` sizes a stake. Exit, bar
     by bar: knock-out (open through the barrier, or no stop and the bar's worst
     price touches it: paid 0), stop (certificate bid at or below ``stop * entry``:
     at the open's bid if it gapped below, else at the stop level), or the
-    session's last close at the bid. ``commission`` is charged on entry and exit.
+    session's last close at the bid. Each fill pays the broker's fee ``commission +
+    commission_pct * size * price``; a knock-out pays none (as the broker).
     ``stop`` defaults to ``decision.stop``. On daily bars (naive dates) the
     trade is the next session, from its open to its close. A mini future (``kind``) pays its
     residual at the bar's worst price after a knock-out; financing is ignored
     within a session.
     """
-    none = {"pnl": 0.0, "entry": None, "exit": None, "size": 0, "exit_reason": "no_trade"}
+    none = {"pnl": 0.0, "entry": None, "exit": None, "size": 0, "fees": 0.0, "exit_reason": "no_trade"}
     if not decision.direction or decision.time is None:
         return none
     barrier = decision.barrier_level()
@@ -315,7 +346,7 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
     product = KnockoutProduct.for_index(d, float(o[0]), barrier=barrier, ratio=ratio, spread=spread, fx=fx,
                                         kind=kind, barrier_buffer=barrier_buffer)
     entry = float(product.ask(o[0]))
-    size = int((stake - commission) / entry) if entry > 0 else 0
+    size = math.floor((stake - commission) / (entry * (1.0 + commission_pct)) + 1e-9) if entry > 0 else 0
     if size <= 0:
         return {**none, "entry": entry, "exit_reason": "stake_too_small"}
     worst = lo if d > 0 else h
@@ -335,8 +366,12 @@ def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.0
         if bool(product.knocked_out_by(lo[i], h[i])):
             exit_price, reason = float(product.residual(worst[i])), "knockout"
             break
-    pnl = size * (exit_price - entry) - 2 * commission
-    return {"pnl": float(pnl), "entry": entry, "exit": exit_price, "size": size, "exit_reason": reason}
+    fees = commission + commission_pct * size * entry
+    if reason != "knockout":
+        fees += commission + commission_pct * size * exit_price
+    pnl = size * (exit_price - entry) - fees
+    return {"pnl": float(pnl), "entry": entry, "exit": exit_price, "size": size, "fees": float(fees),
+            "exit_reason": reason}
 
 
 def trades_pnl_on_sessions(trades: Any, sessions: Iterable[Any]) -> float:
