@@ -10,6 +10,8 @@ the next session's open (market order), or earlier by a gap through the stop
 or the barrier. In backtests every agent's Q-values for
 the whole period are computed in one batch per agent at start; with
 ``live=True`` the decision is computed per session from the bars seen so far.
+Models trained with ``observations = "original_deviation"`` (53 values) carry their
+stage-1 deviation model (``deviation_model.json``); both modes build the values with it.
 
 By default (``oos_only=True``) the strategy trades only sessions after the
 model's validation range, i.e. its out-of-sample period; the report states it.

@@ -11,6 +11,8 @@ Modules
 * :mod:`.memory` ``SequentialMemory(limit, window_length)``.
 * :mod:`.policy` ``EpsGreedyQPolicy``, ``BoltzmannQPolicy``, ``GreedyQPolicy``, ``LinearAnnealedPolicy``.
 * :mod:`.observations` the original's 44 values (made causal) and feature-frame observations.
+* :mod:`.deviation` the original DAX model's 53 values (44 + the deviation ensemble's predicted OHLC and
+  the previous day's z), two-stage and walk-forward so no training row sees an in-sample prediction.
 * :mod:`.env` ``KnockoutEnv`` (gymnasium; day / night / intraday modes, 19 actions).
 * :mod:`.ensemble` agents per session, ``vote``, ``deviation_stats``, ``DeviationStore``.
 * :mod:`.gate` ``ConfidenceGate`` (logistic regression, threshold tuned on validation), ``drawdown_block``.

@@ -15,7 +15,7 @@ feature frame that is already lagged (e.g. ``mltrade.models.features.daily_featu
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -82,18 +82,29 @@ def pipeline_observations(daily: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([f, cal], axis=1)
 
 
+OBSERVATION_SETS = ("original", "original_deviation", "features", "custom")
+
+
 def build_observations(daily: pd.DataFrame, kind: str = "original",
-                       features: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-    """Observation frame by name: ``original`` (44 values), ``features`` (pipeline) or ``custom`` (given)."""
+                       features: Optional[pd.DataFrame] = None, deviation_model: Any = None) -> pd.DataFrame:
+    """Observation frame by name: ``original`` (44 values), ``original_deviation`` (53 values, needs a
+    fitted :class:`mltrade.models.dqn.deviation.DeviationModel`), ``features`` (pipeline) or ``custom``."""
     if kind == "original":
         return original_observations(daily)
+    if kind == "original_deviation":
+        if deviation_model is None:
+            raise ValueError("observation set 'original_deviation' needs a fitted deviation model "
+                             "(deviation_model=...; saved as deviation_model.json beside the ensemble)")
+        from mltrade.models.dqn.deviation import deviation_observations
+        return deviation_observations(daily, deviation_model)
     if kind == "features":
         return pipeline_observations(daily)
     if kind == "custom":
         if features is None:
             raise ValueError("observation set 'custom' needs a features DataFrame")
         return feature_observations(features).reindex(daily.index)
-    raise ValueError(f"observations: expected 'original', 'features' or 'custom', got {kind!r}")
+    raise ValueError("observations: expected 'original', 'original_deviation', 'features' or 'custom', "
+                     f"got {kind!r}")
 
 
 def intraday_observations(intraday: pd.DataFrame, n_candles: int) -> pd.DataFrame:

@@ -22,7 +22,8 @@ from mltrade.models.baselines import TradeCosts, baseline_table, decisions_resul
 from mltrade.models.dqn.ensemble import (DeviationStore, Ensemble, EnsembleConfig, Scaler, agent_specs,
                                          deviation_stats, fit_regressor, train_agent)
 from mltrade.models.dqn.gate import ConfidenceGate, drawdown_block, gate_features
-from mltrade.models.dqn.observations import build_observations
+from mltrade.models.dqn.deviation import DeviationModel, walk_forward_deviation_observations
+from mltrade.models.dqn.observations import OBSERVATION_SETS, build_observations
 from mltrade.models.registry import ModelRegistry, read_json, write_json_atomic
 from mltrade.models.walkforward import Fold, walk_forward_folds
 
@@ -120,6 +121,7 @@ class FoldResult:
     gate: ConfidenceGate
     metrics: dict
     decisions: pd.DataFrame
+    deviation_model: Optional[DeviationModel] = None
 
 
 def _score(daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, costs: TradeCosts,
@@ -134,14 +136,22 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     costs = costs_from(cfg)
     lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
     kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
-    train_rows = np.arange(fold.train_start, fold.train_stop)
+    train_start = fold.train_start
+    if cfg.get("observations") == "original_deviation":
+        # the first rows of the range are the deviation model's burn-in (NaN): agents' windows start after it
+        finite = np.flatnonzero(np.isfinite(obs.iloc[fold.train_start:fold.train_stop].to_numpy(float)).all(1))
+        if len(finite) < 20:
+            raise ValueError(f"fold {fold.index}: only {len(finite)} training sessions with complete "
+                             "'original_deviation' observations; lower dqn.deviation_burn_in or raise train_days")
+        train_start = fold.train_start + int(finite[0])
+    train_rows = np.arange(train_start, fold.train_stop)
     x_train = obs.iloc[train_rows].to_numpy(float)
     scaler = Scaler.fit(x_train[np.isfinite(x_train).all(1)])
     scaled = pd.DataFrame(scaler.transform(obs.to_numpy(float)), index=obs.index, columns=obs.columns)
     scaled[~np.isfinite(obs.to_numpy(float)).all(1)] = np.nan
     specs = agent_specs(ecfg, max(ecfg.candidates, ecfg.agents), len(train_rows))
     for s in specs:
-        s["window"] = [s["window"][0] + fold.train_start, s["window"][1] + fold.train_start]
+        s["window"] = [s["window"][0] + train_start, s["window"][1] + train_start]
     agents, regs = [], []
     bar = tqdm(specs, desc=f"fold {fold.index} {session} agents", disable=not progress)
     for s in bar:
@@ -220,6 +230,8 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
     for session, r in results.items():
         d = Path(directory) / session
         r.ensemble.save(d)
+        if r.deviation_model is not None:
+            r.deviation_model.save(d / "deviation_model.json")
         write_json_atomic(d / "gate.json", r.gate.to_dict())
         write_json_atomic(d / "settings.json", {
             "session": session, "costs": {k: cfg[k] for k in COST_KEYS if k in cfg},
@@ -239,6 +251,7 @@ class SessionModel:
     ensemble: Ensemble
     gate: ConfidenceGate
     settings: dict
+    deviation_model: Optional[DeviationModel] = None
 
     @property
     def costs(self) -> TradeCosts:
@@ -246,7 +259,8 @@ class SessionModel:
 
     def decide(self, daily: pd.DataFrame, per_row: bool = False) -> pd.DataFrame:
         """Decisions for every session of ``daily`` (observations built from ``daily`` itself)."""
-        obs = build_observations(daily, self.settings.get("observations", "original"))
+        obs = build_observations(daily, self.settings.get("observations", "original"),
+                                 deviation_model=self.deviation_model)
         return decide(self.ensemble, self.gate if self.gate.columns else None, daily, obs, self.costs,
                       self.settings, per_row=per_row)
 
@@ -259,11 +273,31 @@ def load_bundle(directory: str | Path) -> Dict[str, SessionModel]:
         sd = d / session
         if (sd / "ensemble.json").exists():
             gate = ConfidenceGate.from_dict(read_json(sd / "gate.json"))
-            out[session] = SessionModel(Ensemble.load(sd), gate,
-                                        read_json(sd / "settings.json"))
+            settings = read_json(sd / "settings.json")
+            dev = None
+            if settings.get("observations") == "original_deviation" or (sd / "deviation_model.json").exists():
+                dev = DeviationModel.load(sd / "deviation_model.json")
+            out[session] = SessionModel(Ensemble.load(sd), gate, settings, dev)
     if not out:
         raise FileNotFoundError(f"no DQN ensemble (day/ or night/ with ensemble.json) under {d}")
     return out
+
+
+def fold_observations(cfg: dict, daily: pd.DataFrame, fold: Fold) -> tuple:
+    """The 53 ``original_deviation`` values for one fold and its stage-1 deviation model.
+
+    Two stages: the deviation ensemble is refitted walk-forward inside the fold's
+    training range (no in-sample prediction reaches a training row) and fitted once
+    on the whole training range for validation, test and inference; see
+    :mod:`mltrade.models.dqn.deviation`.
+    """
+    ecfg = ensemble_config_from(cfg)
+    alphas, fracs = DeviationModel.member_params(int(cfg.get("deviation_members", 8)), ecfg.ridge_alphas,
+                                                 ecfg.window_min_frac, ecfg.seed)
+    return walk_forward_deviation_observations(
+        daily, fold.train_start, fold.train_stop, alphas, fracs,
+        refit_every=int(cfg.get("deviation_refit_every", 21)), burn_in=int(cfg.get("deviation_burn_in", 126)),
+        clip=float(cfg.get("deviation_clip", 100.0)))
 
 
 def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
@@ -274,7 +308,11 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
     """
     t0 = time.time()
     daily = load_training_daily(cfg) if daily is None else daily
-    obs = build_observations(daily, cfg.get("observations", "original"))
+    kind = cfg.get("observations", "original")
+    if kind not in OBSERVATION_SETS or kind == "custom":
+        raise ValueError(f"dqn.observations: expected one of {[k for k in OBSERVATION_SETS if k != 'custom']}, "
+                         f"got {kind!r}")
+    obs = None if kind == "original_deviation" else build_observations(daily, kind)
     folds = walk_forward_folds(daily.index, int(cfg["n_folds"]), int(cfg["train_days"]), int(cfg["val_days"]),
                                int(cfg["test_days"]), int(cfg["embargo"]))
     sessions: List[str] = list(cfg.get("sessions", ["day"]))
@@ -284,8 +322,10 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
     per_fold: List[dict] = []
     last: Dict[str, FoldResult] = {}
     for fold in folds:
+        fold_obs, dev_model = fold_observations(cfg, daily, fold) if obs is None else (obs, None)
         for s in sessions:
-            r = train_session_fold(cfg, daily, obs, fold, s, progress, log)
+            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log)
+            r.deviation_model = dev_model
             per_fold.append(r.metrics)
             last[s] = r
             t = r.metrics["test"]
