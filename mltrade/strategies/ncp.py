@@ -15,6 +15,7 @@ one prediction per decision from the bars seen so far.
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
@@ -55,8 +56,11 @@ class NCPStrategy(KnockoutStrategy):
         ("adapt", True),              # apply the model's ATR-binned follow/flip/skip adaptation
         ("confidence_distances", None),  # [(min confidence |2p-1|, distance), ...]; None = fixed distance
         ("history_sessions", 250),    # live mode: sessions of bars used to compute the daily features
-        ("daily_history", "auto"),    # daily bars before the feed for indicator warm-up: DataFrame, None or
-                                      # "auto" (the real sample dailies when the feed is the embedded sample)
+        # daily bars before the feed for indicator warm-up: a DataFrame, the path of a daily CSV, None, or
+        # "auto": the real sample dailies when the feed is the embedded sample, else the daily CSV the model
+        # was trained with ([ncp] daily_history in its ncp.json settings) when there is one
+        ("daily_history", "auto"),
+        ("baseline_seed", 7),         # report: seed of the random-direction baseline of the figures
     )
     param_space = {"distance": (0.02, 0.08), "stop": (0.5, 0.95)}
 
@@ -79,15 +83,26 @@ class NCPStrategy(KnockoutStrategy):
         self.adaptation = (ATRAdaptation.from_dict(self.meta["adaptation"])
                            if self.p.adapt and self.meta.get("adaptation") else ATRAdaptation.identity())
         self.predictions: Dict[Any, Tuple[float, float]] = {}  # session date -> (p_long, early ATR)
-        self._history = self.p.daily_history
-        if isinstance(self._history, str):
-            if self._history != "auto":
-                raise ValueError(f"daily_history: expected a DataFrame, None or 'auto', "
-                                 f"got {self._history!r}")
-            from mltrade.models.ncp.train import daily_history_for
-            df = getattr(self.data.p, "dataframe", None)
-            self._history = daily_history_for(df) if df is not None else None
+        self._history = self._resolve_history(self.p.daily_history, st)
         self.predict_calls = 0
+
+    def _resolve_history(self, hist: Any, settings: dict) -> Optional[pd.DataFrame]:
+        from mltrade.models.ncp.train import daily_history_for, load_daily_history
+        if hist is None or isinstance(hist, pd.DataFrame):
+            return hist
+        if not isinstance(hist, (str, Path)) or not str(hist):
+            raise ValueError(f"daily_history: expected a DataFrame, the path of a daily CSV, None or 'auto', "
+                             f"got {hist!r}")
+        if str(hist) != "auto":
+            return load_daily_history(str(hist), "daily_history")
+        df = getattr(self.data.p, "dataframe", None)
+        if df is None:
+            return None
+        trained = str(settings.get("daily_history") or "")
+        if "arch.data.nasdaq" not in str(df.attrs.get("source", "")) and trained:
+            return load_daily_history(trained, "daily_history (auto: [ncp] daily_history of the model's "
+                                               "ncp.json settings)")
+        return daily_history_for(df)
 
     # ------------------------------------------------------------------ inputs
     def _calendar(self) -> Tuple[str, int]:
@@ -209,3 +224,110 @@ class NCPStrategy(KnockoutStrategy):
                         for k, v in counts.items())
         return ("<p>Decisions in this backtest by bin:</p><table><tr><th>bin</th><th>action</th>"
                 f"<th>decisions</th></tr>{cells}</table>")
+
+    # ------------------------------------------------------------------ report figures
+    def _session_outcomes(self):
+        """The certificate outcomes of every session of the feed (long/short returns), as in the training
+        labels: entry at bar N's open, exit at the session end unless stop or knock-out come first."""
+        df = getattr(self.data.p, "dataframe", None)
+        if df is None:
+            return None
+        from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
+        spec = PayoffSpec(distance=float(self.p.distance), stop=float(self.p.stop or 0.0),
+                          ratio=float(self.p.ratio), spread=float(self.p.spread), fx=float(self.p.fx),
+                          kind=str(self.p.kind), barrier_buffer=float(self.p.barrier_buffer),
+                          unwind=str(self.p.unwind))
+        cal, interval = self._calendar()
+        return build_dataset(df, self.n_candles, spec, cal, interval, self._history, self.seq_distance)
+
+    def report_figures(self) -> List[Tuple[str, object]]:
+        """Probability per session with threshold and direction, calibration on the traded sessions, and
+        the out-of-sample cumulative log-return beside buy-and-hold, always-long and random direction."""
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        dec = pd.DataFrame(self.decisions)
+        if dec.empty or "info_p_long" not in dec:
+            return []
+        dec = dec.assign(date=pd.to_datetime(dec["time"]).dt.normalize()).drop_duplicates("date", keep="last")
+        p = dec["info_p_long"].to_numpy(float)
+        d = dec["direction"].to_numpy(int)
+        figs = []
+        fig, ax = plt.subplots(figsize=(9, 3))
+        ax.plot(dec["date"], p, lw=0.6, c="0.6", zorder=1)
+        for sel, style, label in ((d > 0, dict(c="g", marker="^"), "long"),
+                                  (d < 0, dict(c="r", marker="v"), "short"),
+                                  (d == 0, dict(c="0.4", marker="x"), "no trade")):
+            if sel.any():
+                ax.scatter(dec["date"][sel], p[sel], s=12, label=label, zorder=2, **style)
+        ax.axhline(self.threshold, c="g", ls="--", lw=0.8, label=f"long threshold {self.threshold:g}")
+        ax.axhline(1 - self.threshold, c="r", ls="--", lw=0.8,
+                   label=f"short threshold {1 - self.threshold:g}")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_ylabel("P(long certificate wins)")
+        ax.legend(loc="lower left", fontsize=7, ncol=5)
+        fig.autofmt_xdate()
+        figs.append(("NCP probability per session, threshold and chosen direction", fig))
+
+        ds = self._session_outcomes()
+        if ds is None or len(ds) == 0:
+            return figs
+        ds_dates = pd.DatetimeIndex(pd.to_datetime(ds.dates)).normalize()
+        pos = ds_dates.get_indexer(pd.DatetimeIndex(dec["date"]))
+        have = pos >= 0
+        traded = have & (d != 0)
+        if traded.any():
+            won = ds.long_return[pos[traded]] > 0
+            pt = p[traded]
+            edges = np.linspace(0.0, 1.0, 11)
+            b = np.clip(np.digitize(pt, edges) - 1, 0, 9)
+            fig, ax = plt.subplots(figsize=(4.5, 4.5))
+            ax.plot([0, 1], [0, 1], c="0.6", ls="--", lw=0.8, label="perfect calibration")
+            xs, ys, ns = [], [], []
+            for k in np.unique(b):
+                xs.append(pt[b == k].mean())
+                ys.append(won[b == k].mean())
+                ns.append(int((b == k).sum()))
+            ax.plot(xs, ys, "o-", c="C0", label="traded sessions")
+            for x, y, n in zip(xs, ys, ns):
+                ax.annotate(str(n), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            ax.set_xlim(0, 1)
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("predicted P(long) (bin mean; labels: sessions)")
+            ax.set_ylabel("realised share of winning long certificates")
+            ax.legend(loc="upper left", fontsize=7)
+            figs.append((f"NCP calibration on the {int(traded.sum())} traded sessions", fig))
+
+        hold = self.meta.get("metrics", {}).get("holdout")
+        sel = have.copy()
+        if hold:
+            day = dec["date"].dt.strftime("%Y-%m-%d").to_numpy()
+            sel &= (day >= str(hold[0])) & (day <= str(hold[1]))
+        if sel.any():
+            idx = pos[sel]
+            dates = dec["date"][sel]
+            lr, sr, price = ds.long_return[idx], ds.short_return[idx], ds.price[idx]
+            dd = d[sel]
+
+            def cum(r):
+                return np.cumsum(np.log(np.maximum(1.0 + r, 1e-9)))
+
+            strat = np.where(dd > 0, lr, np.where(dd < 0, sr, 0.0))
+            rng = np.random.default_rng(int(self.p.baseline_seed))
+            draws = rng.choice([-1, 1], size=(200, len(idx)))
+            rand = np.cumsum(np.log(np.maximum(1.0 + np.where(draws > 0, lr, sr), 1e-9)), axis=1).mean(axis=0)
+            fig, ax = plt.subplots(figsize=(9, 3.5))
+            ax.plot(dates, cum(strat), lw=1.4, label="NCP strategy")
+            ax.plot(dates, np.log(price / price[0]), lw=0.9, label="buy-and-hold (index)")
+            ax.plot(dates, cum(lr), lw=0.9, label="always long")
+            ax.plot(dates, rand, lw=0.9, label="random direction (mean of 200)")
+            ax.axhline(0, c="0.6", lw=0.6)
+            ax.set_ylabel("cumulative log-return")
+            ax.legend(loc="upper left", fontsize=7)
+            fig.autofmt_xdate()
+            span = f"holdout {hold[0]} .. {hold[1]}" if hold else "all sessions (the model has no holdout: " \
+                                                                  "not out-of-sample)"
+            figs.append((f"NCP out-of-sample cumulative log-return vs baselines ({span}, "
+                         f"{int(sel.sum())} sessions, same certificates)", fig))
+        return figs

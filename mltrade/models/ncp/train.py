@@ -75,8 +75,11 @@ class NCPSettings:
     fx: float = 1.0
     kind: str = "turbo"
     barrier_buffer: float = 0.0
+    daily_history: str = ""       #: daily CSV before the data, for indicator warm-up ("" = none)
 
     def __post_init__(self) -> None:
+        if self.daily_history:
+            load_daily_history(self.daily_history, "ncp.daily_history")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"ncp.objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if not 0.5 <= self.threshold < 1:
@@ -140,11 +143,34 @@ def load_bars(s: NCPSettings) -> pd.DataFrame:
     return df
 
 
-def daily_history_for(bars: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """Daily bars before ``bars`` for indicator warm-up: the real sample dailies for the sample data."""
+def load_daily_history(path: str, field: str = "daily_history") -> pd.DataFrame:
+    """Daily bars from a CSV file (checked by :func:`mltrade.feeds.loader.load_csv`; dates without a UTC
+    offset are read as UTC), at most one row per date. Errors name ``field`` and the file."""
+    from mltrade.feeds.loader import DataFileError, load_csv
+    try:
+        try:
+            df = load_csv(path)
+        except DataFileError as exc:
+            if "has no timezone" not in str(exc):
+                raise
+            df = load_csv(path, tz="UTC")
+    except DataFileError as exc:
+        raise ValueError(f"{field}: {exc}") from exc
+    days = pd.DatetimeIndex(df.index).tz_localize(None).normalize()
+    if days.has_duplicates:
+        raise ValueError(f"{field}: {path}: expected daily bars (one row per date), "
+                         f"found several rows on {days[days.duplicated()][0].date()}")
+    return df
+
+
+def daily_history_for(bars: pd.DataFrame, path: str = "") -> Optional[pd.DataFrame]:
+    """Daily bars before ``bars`` for indicator warm-up: the real sample dailies for the sample data,
+    else the daily CSV at ``path`` (``[ncp] daily_history``; "" = none)."""
     if "arch.data.nasdaq" in str(bars.attrs.get("source", "")):
         from mltrade.feeds.sample import load_daily
         return load_daily()
+    if path:
+        return load_daily_history(path)
     return None
 
 
@@ -153,7 +179,7 @@ def dataset_for(s: NCPSettings, bars: Optional[pd.DataFrame] = None,
     """One sample per session of the configured data (sample data: real daily history for the warm-up)."""
     bars = load_bars(s) if bars is None else bars
     if daily_history is None:
-        daily_history = daily_history_for(bars)
+        daily_history = daily_history_for(bars, s.daily_history)
     return build_dataset(bars, n_candles=s.n_candles, spec=s.payoff(), calendar=s.exchange,
                          interval=s.interval, seq_distance=s.seq_distance, daily_history=daily_history)
 
@@ -421,7 +447,9 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     study = optuna.create_study(study_name=s.study, storage=storage or s.storage_url(), direction="maximize",
                                 sampler=sampler, pruner=pruner, load_if_exists=True)
-    mine = {k: v for k, v in s.to_dict().items() if k not in _RUN_ONLY}
+    # an unset daily_history is left out so that studies made before the key existed still resume
+    mine = {k: v for k, v in s.to_dict().items()
+            if k not in _RUN_ONLY and not (k == "daily_history" and not v)}
     stored = study.user_attrs.get("settings")
     if stored is not None and stored != mine and study.trials:
         diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
