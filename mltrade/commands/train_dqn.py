@@ -21,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, help="environment steps per agent")
     p.add_argument("--folds", type=int, help="walk-forward folds")
     p.add_argument("--sessions", help="comma-separated: day,night")
+    p.add_argument("--mode", choices=["daily", "intraday"],
+                   help="daily (day/night ensembles) or intraday (decide after --n-candles bars)")
+    p.add_argument("--n-candles", type=int, help="intraday mode: bars of the session seen before deciding")
     p.add_argument("--registry", help="model registry folder (default [dqn] registry)")
     p.add_argument("--seed", type=int, help="base seed")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -31,7 +34,8 @@ def overrides(args) -> dict:
     """``[dqn]`` overrides from the command-line flags."""
     o: dict = {}
     for flag, key in (("agents", "agents"), ("candidates", "candidates"), ("steps", "steps"),
-                      ("folds", "n_folds"), ("registry", "registry"), ("seed", "seed")):
+                      ("folds", "n_folds"), ("registry", "registry"), ("seed", "seed"), ("mode", "mode"),
+                      ("n_candles", "n_candles")):
         v = getattr(args, flag, None)
         if v is not None:
             o[key] = v
@@ -51,7 +55,7 @@ def run(args) -> int:
     if cfg["candidates"] < cfg["agents"]:
         cfg["candidates"] = cfg["agents"]
     summary = train_walk_forward(cfg, progress=not args.quiet)
-    for s in cfg["sessions"]:
+    for s in summary.get("sessions", cfg["sessions"]):
         print(f"out-of-sample {s} ensemble (compounded over test folds): {summary[f'oos_return_{s}']:+.2%}")
     print(f"model {'kept' if summary['kept'] else 'NOT kept (the kept model did better out of sample)'}: "
           f"{summary['model_dir']}  ({summary['seconds']} s)")

@@ -58,6 +58,10 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         from mltrade.models.dqn.pipeline import load_bundle
         from mltrade.models.registry import ModelRegistry
 
+        if self.p.session == "intraday":
+            raise ValueError("session: 'intraday' DQN models (`[dqn] mode = \"intraday\"`) are trained and "
+                             "evaluated by the walk-forward pipeline (SessionModel.decide(intraday=...)); "
+                             "this strategy trades 'day' or 'night' ensembles")
         if self.p.session not in ("day", "night"):
             raise ValueError(f"session: expected 'day' or 'night', got {self.p.session!r}")
         path = self.p.model_dir or ModelRegistry(self.p.registry).path(self.p.model_name)

@@ -16,7 +16,8 @@ Modules
 * :mod:`.env` ``KnockoutEnv`` (gymnasium; day / night / intraday modes, 19 actions).
 * :mod:`.ensemble` agents per session, ``vote``, ``deviation_stats``, ``DeviationStore``.
 * :mod:`.gate` ``ConfidenceGate`` (logistic regression, threshold tuned on validation), ``drawdown_block``.
-* :mod:`.pipeline` ``train_walk_forward`` (used by ``mltrade train dqn``), ``load_bundle`` / ``decide``
+* :mod:`.pipeline` ``train_walk_forward`` (used by ``mltrade train dqn``; ``[dqn] mode = "intraday"``
+  trains one ensemble that decides after ``n_candles`` bars, ``IntradaySim`` prices it), ``load_bundle`` / ``decide``
   (used by :class:`mltrade.strategies.dqn.DQNEnsembleStrategy`).
 
 Typical use::

@@ -340,8 +340,12 @@ def agent_specs(cfg: EnsembleConfig, n: int, train_len: int) -> List[dict]:
 
 def train_agent(spec: dict, cfg: EnsembleConfig, obs_scaled: pd.DataFrame, daily: pd.DataFrame,
                 session: str, costs: TradeCosts, long_barriers: Sequence[float] = LONG_BARRIERS,
-                short_barriers: Sequence[float] = SHORT_BARRIERS, progress: bool = False) -> Any:
-    """Build, train and return one DQN agent on its data window of ``obs_scaled`` / ``daily``."""
+                short_barriers: Sequence[float] = SHORT_BARRIERS, progress: bool = False,
+                intraday: Optional[pd.DataFrame] = None, n_candles: int = 17) -> Any:
+    """Build, train and return one DQN agent on its data window of ``obs_scaled`` / ``daily``.
+
+    ``session="intraday"``: ``intraday`` bars, decision after ``n_candles`` (``obs_scaled`` then already
+    holds the candle columns)."""
     import keras
 
     from mltrade.models.dqn.agent import DQNAgent, build_q_network
@@ -351,7 +355,14 @@ def train_agent(spec: dict, cfg: EnsembleConfig, obs_scaled: pd.DataFrame, daily
     a, b = spec["window"]
     o = obs_scaled.iloc[a:b]
     dd = daily.loc[o.index]
-    env = KnockoutEnv(o, dd, mode=session, costs=costs, long_barriers=long_barriers,
+    env_kw: dict = {}
+    if session == "intraday":
+        if intraday is None:
+            raise ValueError("train_agent: session 'intraday' needs the intraday bars (intraday=...)")
+        dates = intraday.index.normalize()
+        dates = dates.tz_localize(None) if getattr(dates, "tz", None) is not None else dates
+        env_kw = {"intraday": intraday[(dates >= o.index[0]) & (dates <= o.index[-1])], "n_candles": n_candles}
+    env = KnockoutEnv(o, dd, mode=session, costs=costs, long_barriers=long_barriers, **env_kw,
                       short_barriers=short_barriers, random_start=True,
                       episode_length=min(cfg.episode_length, len(o)), reward_scale=cfg.reward_scale)
     keras.utils.set_random_seed(spec["seed"])

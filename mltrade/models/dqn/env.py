@@ -89,6 +89,7 @@ class KnockoutEnv(gym.Env):
                                                    self.costs)
             outcome_index = keys
             first = intraday_observations(intraday, n_candles).reindex(keys)
+            first = first.drop(columns=[c for c in first.columns if c in observations.columns])  # given already
             observations = pd.concat([observations.reindex(keys), first], axis=1)
         else:
             if daily is None:

@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from mltrade.models.baselines import TradeCosts, baseline_table, decisions_result
+from mltrade.models.baselines import (REASONS, TradeCosts, baseline_table, buy_and_hold, decisions_result,
+                                      simulate_budget, summarize, trade_outcomes)
 from mltrade.models.dqn.ensemble import (DeviationStore, Ensemble, EnsembleConfig, Scaler, agent_specs,
                                          deviation_stats, fit_regressor, train_agent)
 from mltrade.models.dqn.gate import ConfidenceGate, drawdown_block, gate_features
@@ -56,9 +57,106 @@ def load_training_daily(cfg: dict) -> pd.DataFrame:
     return daily.loc[start:end]
 
 
+def load_training_intraday(cfg: dict) -> pd.DataFrame:
+    """Intraday bars named by ``[dqn] data`` (``sample``: the synthetic 5-minute sample) cut to start/end."""
+    start, end = cfg.get("start") or None, cfg.get("end") or None
+    if cfg.get("data", "sample") == "sample":
+        from mltrade.feeds.sample import sample_intraday
+        return sample_intraday(start, end)
+    from mltrade.feeds.loader import load_csv
+    df = load_csv(cfg["data"])
+    if df.index.tz is None:
+        raise ValueError(f"dqn.data: mode 'intraday' needs intraday bars with time-zone timestamps; "
+                         f"{cfg['data']} holds daily bars")
+    if start:
+        df = df[df.index >= pd.Timestamp(start).tz_localize(df.index.tz)]
+    if end:
+        df = df[df.index < pd.Timestamp(end).tz_localize(df.index.tz) + pd.Timedelta(days=1)]
+    return df
+
+
+# ------------------------------------------------------------------ intraday mode
+class IntradaySim:
+    """Session simulation of ``[dqn] mode = "intraday"``: decide after ``n_candles`` bars, buy at the open of
+    the next bar, exit at the session close, the stop or the knock-out (as :class:`KnockoutEnv` intraday)."""
+
+    def __init__(self, intraday: pd.DataFrame, n_candles: int) -> None:
+        from mltrade.models.dqn.observations import daily_from_intraday
+
+        if n_candles < 1:
+            raise ValueError(f"dqn.n_candles: expected >= 1, got {n_candles}")
+        self.intraday = intraday
+        self.n_candles = int(n_candles)
+        dates = intraday.index.normalize()
+        if getattr(dates, "tz", None) is not None:
+            dates = dates.tz_localize(None)
+        self.paths: Dict[pd.Timestamp, tuple] = {}
+        for day, g in intraday.groupby(dates, sort=True):
+            if len(g) > self.n_candles:
+                path = g.iloc[self.n_candles:]
+                self.paths[pd.Timestamp(day)] = tuple(path[k].to_numpy(float)
+                                                      for k in ("open", "high", "low", "close"))
+        if not self.paths:
+            raise ValueError(f"intraday bars: no session has more than n_candles={n_candles} bars")
+        daily = daily_from_intraday(intraday)
+        self.daily = daily.loc[daily.index.isin(list(self.paths))]
+
+    def result(self, daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray,
+               costs: TradeCosts) -> tuple:
+        """Like :func:`decisions_result` for sessions of ``daily`` traded after the first candles."""
+        d, dist = np.asarray(direction, float), np.asarray(distance, float)
+        entry, exit_ = np.zeros(len(d)), np.zeros(len(d))
+        reason = np.zeros(len(d), dtype=np.int8)
+        for t, day in enumerate(daily.index):
+            if d[t] == 0 or day not in self.paths:
+                continue
+            o, h, lo, c = self.paths[day]
+            e, x, r = trade_outcomes(d[t:t + 1], dist[t:t + 1], o[0], o, h, lo, c, costs)
+            entry[t], exit_[t], reason[t] = e[0], x[0], r[0]
+        sim = simulate_budget(entry, exit_, costs)
+        sim.index = daily.index
+        sim["direction"], sim["distance"], sim["entry"], sim["exit"] = d, dist, entry, exit_
+        sim["exit_reason"] = [REASONS[int(x)] for x in reason]
+        return summarize(sim, costs), sim
+
+
+def _result(daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, costs: TradeCosts, session: str,
+            sim: Optional[IntradaySim] = None) -> tuple:
+    if session == "intraday":
+        if sim is None:
+            raise ValueError("session 'intraday' needs the intraday bars (IntradaySim)")
+        return sim.result(daily, direction, distance, costs)
+    return decisions_result(daily, direction, distance, costs, session)
+
+
+def _baselines(daily: pd.DataFrame, distance: float, costs: TradeCosts, draws: int, seed: int, session: str,
+               sim: Optional[IntradaySim] = None) -> dict:
+    if session != "intraday":
+        return baseline_table(daily, distance, costs, draws, seed, session)
+    n = len(daily)
+    rng = np.random.default_rng(seed)
+    totals = [_result(daily, rng.choice([-1, 1], n), np.full(n, distance), costs, session, sim)[0]["total_return"]
+              for _ in range(draws)]
+    t = np.asarray(totals)
+    return {"buy_and_hold": buy_and_hold(daily, costs),
+            "always_long": _result(daily, np.ones(n), np.full(n, distance), costs, session, sim)[0],
+            "random_direction": {"total_return": float(t.mean()), "median": float(np.median(t)),
+                                 "q05": float(np.quantile(t, 0.05)), "q95": float(np.quantile(t, 0.95)),
+                                 "draws": int(draws), "sessions": int(n)}}
+
+
+def intraday_observations_for(daily_obs: pd.DataFrame, sim: IntradaySim) -> pd.DataFrame:
+    """Daily observations (known before the session) plus the session's first ``n_candles`` candles."""
+    from mltrade.models.dqn.observations import intraday_observations
+
+    first = intraday_observations(sim.intraday, sim.n_candles).reindex(sim.daily.index)
+    return pd.concat([daily_obs.reindex(sim.daily.index), first], axis=1)
+
+
 # ------------------------------------------------------------------------ inference
 def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, obs: pd.DataFrame,
-           costs: TradeCosts, settings: dict, per_row: bool = False, return_features: bool = False) -> Any:
+           costs: TradeCosts, settings: dict, per_row: bool = False, return_features: bool = False,
+           sim: Optional[IntradaySim] = None) -> Any:
     """Votes, gate and final decisions for every session of ``daily`` (one batch per agent).
 
     Returns one row per session: direction / distance of the vote, agreement and
@@ -78,8 +176,8 @@ def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, o
     v.direction[~ok] = 0
     frame = v.frame(daily.index)
     frame["valid"] = ok
-    shadow_sum, shadow = decisions_result(daily, v.direction, v.distance, costs, ens.session)
-    opp_sum, opposite = decisions_result(daily, -v.direction, v.distance, costs, ens.session)
+    shadow_sum, shadow = _result(daily, v.direction, v.distance, costs, ens.session, sim)
+    opp_sum, opposite = _result(daily, -v.direction, v.distance, costs, ens.session, sim)
 
     def cert_ret(sim: pd.DataFrame) -> np.ndarray:
         e, x = sim["entry"].to_numpy(float), sim["exit"].to_numpy(float)
@@ -125,12 +223,13 @@ class FoldResult:
 
 
 def _score(daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, costs: TradeCosts,
-           session: str) -> float:
-    return decisions_result(daily, direction, distance, costs, session)[0]["total_return"]
+           session: str, sim: Optional[IntradaySim] = None) -> float:
+    return _result(daily, direction, distance, costs, session, sim)[0]["total_return"]
 
 
 def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
-                       progress: bool = True, log: Callable[[str], None] = print) -> FoldResult:
+                       progress: bool = True, log: Callable[[str], None] = print,
+                       sim: Optional[IntradaySim] = None) -> FoldResult:
     """Train, select, gate-fit and test one session's ensemble on one fold."""
     ecfg = ensemble_config_from(cfg)
     costs = costs_from(cfg)
@@ -155,7 +254,8 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     agents, regs = [], []
     bar = tqdm(specs, desc=f"fold {fold.index} {session} agents", disable=not progress)
     for s in bar:
-        agents.append(train_agent(s, ecfg, scaled, daily, session, costs, progress=False, **kw))
+        env_kw = {} if sim is None else {"intraday": sim.intraday, "n_candles": sim.n_candles}
+        agents.append(train_agent(s, ecfg, scaled, daily, session, costs, progress=False, **kw, **env_kw))
         regs.append(fit_regressor(s, scaled, daily))
     val_daily = daily.iloc[fold.val]
     ident = Scaler(np.zeros(len(obs.columns)), np.ones(len(obs.columns)))
@@ -169,7 +269,7 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     scores = []
     for i in range(len(agents)):
         d = np.where(ok, tmp.directions[acts[i]], 0)
-        scores.append(_score(val_daily, d, tmp.distances[acts[i]], costs, session))
+        scores.append(_score(val_daily, d, tmp.distances[acts[i]], costs, session, sim))
     order = np.argsort(-np.asarray(scores), kind="stable")[:ecfg.agents]
     keep = sorted(order.tolist())
     for i, s in enumerate(specs):
@@ -180,7 +280,8 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     # gate: fit on the first part of validation, threshold on the rest
     settings = {k: cfg[k] for k in ("perf_window", "drawdown_window", "drawdown_limit") if k in cfg}
     no_gate = ConfidenceGate([], np.zeros(0), np.zeros(0), np.zeros(0), 0.0, 0.0)
-    vdec, feats = decide(ens, None, val_daily, obs.iloc[fold.val], costs, settings, return_features=True)
+    vdec, feats = decide(ens, None, val_daily, obs.iloc[fold.val], costs, settings, return_features=True,
+                         sim=sim)
     traded = (vdec["direction"] != 0).to_numpy() & np.isfinite(vdec["shadow_return"].to_numpy())
     n_fit = int(len(vdec) * float(cfg.get("gate_fit_frac", 0.5)))
     fit_mask = traded.copy()
@@ -198,7 +299,7 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
         blocked = vdec["drawdown_block"].to_numpy()[n_fit:]
 
         def score(mask: np.ndarray) -> float:
-            return _score(tune_daily, np.where(mask & ~blocked, dirs, 0), dist, costs, session)
+            return _score(tune_daily, np.where(mask & ~blocked, dirs, 0), dist, costs, session, sim)
         gate_info = {"fitted": True, **gate.choose_threshold(
             p, score, int(cfg.get("gate_min_trades", 5)), eligible=dirs != 0)}
     else:
@@ -206,18 +307,18 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
             "gate disabled (threshold 0)")
     # test: evaluated once
     test_daily = daily.iloc[fold.test]
-    tdec = decide(ens, gate, test_daily, obs.iloc[fold.test], costs, settings)
-    gated, _ = decisions_result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
-                                costs, session)
-    ungated, _ = decisions_result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
-                                  costs, session)
-    base = baseline_table(test_daily, float(cfg.get("baseline_distance", 0.08)), costs,
-                          int(cfg.get("baseline_draws", 50)), int(cfg.get("seed", 0)), session)
+    tdec = decide(ens, gate, test_daily, obs.iloc[fold.test], costs, settings, sim=sim)
+    gated, _ = _result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
+                       costs, session, sim)
+    ungated, _ = _result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
+                         costs, session, sim)
+    base = _baselines(test_daily, float(cfg.get("baseline_distance", 0.08)), costs,
+                      int(cfg.get("baseline_draws", 50)), int(cfg.get("seed", 0)), session, sim)
     metrics = {"fold": fold.describe(daily.index), "session": session, "test": gated,
                "test_ungated": ungated, "baselines": base, "gate": gate_info,
                "validation_agent_returns": [float(s) for s in scores],
                "validation_ensemble": _score(val_daily, vdec["direction"].to_numpy(),
-                                             vdec["distance"].to_numpy(), costs, session),
+                                             vdec["distance"].to_numpy(), costs, session, sim),
                "vote_distribution": {"long": int((tdec["direction"] > 0).sum()),
                                      "short": int((tdec["direction"] < 0).sum()),
                                      "none": int((tdec["direction"] == 0).sum())},
@@ -238,6 +339,7 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
             "perf_window": cfg.get("perf_window", 10), "drawdown_window": cfg.get("drawdown_window", 20),
             "drawdown_limit": cfg.get("drawdown_limit", -1.0),
             "observations": cfg.get("observations", "original"),
+            "mode": cfg.get("mode", "daily"), "n_candles": int(cfg.get("n_candles", 17)),
             "test_start": r.metrics["fold"]["test"][0], "test_end": r.metrics["fold"]["test"][1],
             "val_end": r.metrics["fold"]["val"][1] if r.metrics["fold"]["val"] else None})
         DeviationStore(d / "deviations.parquet").update(
@@ -257,19 +359,30 @@ class SessionModel:
     def costs(self) -> TradeCosts:
         return TradeCosts(**self.settings["costs"])
 
-    def decide(self, daily: pd.DataFrame, per_row: bool = False) -> pd.DataFrame:
-        """Decisions for every session of ``daily`` (observations built from ``daily`` itself)."""
+    def decide(self, daily: Optional[pd.DataFrame], per_row: bool = False,
+               intraday: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """Decisions for every session of ``daily`` (observations built from ``daily`` itself).
+
+        Intraday models take the intraday bars instead (``intraday=``; ``daily`` is derived from them)."""
+        sim = None
+        if self.ensemble.session == "intraday":
+            if intraday is None:
+                raise ValueError("intraday model: decide needs the intraday bars (intraday=...)")
+            sim = IntradaySim(intraday, int(self.settings.get("n_candles", 17)))
+            daily = sim.daily
         obs = build_observations(daily, self.settings.get("observations", "original"),
                                  deviation_model=self.deviation_model)
+        if sim is not None:
+            obs = intraday_observations_for(obs, sim)
         return decide(self.ensemble, self.gate if self.gate.columns else None, daily, obs, self.costs,
-                      self.settings, per_row=per_row)
+                      self.settings, per_row=per_row, sim=sim)
 
 
 def load_bundle(directory: str | Path) -> Dict[str, SessionModel]:
     """Every session model saved by :func:`save_bundle` under ``directory``."""
     d = Path(directory)
     out = {}
-    for session in ("day", "night"):
+    for session in ("day", "night", "intraday"):
         sd = d / session
         if (sd / "ensemble.json").exists():
             gate = ConfidenceGate.from_dict(read_json(sd / "gate.json"))
@@ -279,7 +392,7 @@ def load_bundle(directory: str | Path) -> Dict[str, SessionModel]:
                 dev = DeviationModel.load(sd / "deviation_model.json")
             out[session] = SessionModel(Ensemble.load(sd), gate, settings, dev)
     if not out:
-        raise FileNotFoundError(f"no DQN ensemble (day/ or night/ with ensemble.json) under {d}")
+        raise FileNotFoundError(f"no DQN ensemble (day/, night/ or intraday/ with ensemble.json) under {d}")
     return out
 
 
@@ -301,12 +414,23 @@ def fold_observations(cfg: dict, daily: pd.DataFrame, fold: Fold) -> tuple:
 
 
 def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
-                       log: Callable[[str], None] = print) -> dict:
+                       log: Callable[[str], None] = print, intraday: Optional[pd.DataFrame] = None) -> dict:
     """Walk-forward training over all folds and sessions; offers the last fold's bundle to the registry.
 
+    ``[dqn] mode = "intraday"``: one ``intraday`` ensemble that decides after ``n_candles`` bars of each
+    session (observations: the daily set plus those candles), buys at the next bar's open and exits at the
+    session close, stop or knock-out; ``intraday`` (or ``[dqn] data``) gives the bars.
     Returns the metrics dict (also written as metrics.json when the model is kept).
     """
     t0 = time.time()
+    mode = cfg.get("mode", "daily")
+    if mode not in ("daily", "intraday"):
+        raise ValueError(f"dqn.mode: expected 'daily' or 'intraday', got {mode!r}")
+    sim: Optional[IntradaySim] = None
+    if mode == "intraday":
+        sim = IntradaySim(load_training_intraday(cfg) if intraday is None else intraday,
+                          int(cfg.get("n_candles", 17)))
+        daily = sim.daily
     daily = load_training_daily(cfg) if daily is None else daily
     kind = cfg.get("observations", "original")
     if kind not in OBSERVATION_SETS or kind == "custom":
@@ -315,16 +439,18 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
     obs = None if kind == "original_deviation" else build_observations(daily, kind)
     folds = walk_forward_folds(daily.index, int(cfg["n_folds"]), int(cfg["train_days"]), int(cfg["val_days"]),
                                int(cfg["test_days"]), int(cfg["embargo"]))
-    sessions: List[str] = list(cfg.get("sessions", ["day"]))
-    for s in sessions:
+    sessions: List[str] = ["intraday"] if sim is not None else list(cfg.get("sessions", ["day"]))
+    for s in (sessions if sim is None else []):
         if s not in ("day", "night"):
             raise ValueError(f"dqn.sessions: expected 'day' and/or 'night', got {s!r}")
     per_fold: List[dict] = []
     last: Dict[str, FoldResult] = {}
     for fold in folds:
         fold_obs, dev_model = fold_observations(cfg, daily, fold) if obs is None else (obs, None)
+        if sim is not None:
+            fold_obs = intraday_observations_for(fold_obs, sim)
         for s in sessions:
-            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log)
+            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log, sim=sim)
             r.deviation_model = dev_model
             per_fold.append(r.metrics)
             last[s] = r
@@ -335,7 +461,7 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
                 f"{r.metrics['baselines']['buy_and_hold']['total_return']:+.2%}, always-long "
                 f"{r.metrics['baselines']['always_long']['total_return']:+.2%}, random "
                 f"{r.metrics['baselines']['random_direction']['total_return']:+.2%}")
-    summary: Dict[str, Any] = {"folds": per_fold, "seconds": round(time.time() - t0, 1)}
+    summary: Dict[str, Any] = {"folds": per_fold, "seconds": round(time.time() - t0, 1), "sessions": sessions}
     for s in sessions:
         rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
         summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
