@@ -78,6 +78,9 @@ params_st = st.fixed_dictionaries({
     "stake": st.one_of(st.none(), st.none(), st.floats(300.0, 20_000.0)),
     "stake_fraction": st.one_of(st.none(), st.floats(0.05, 1.0)),
     "cash": st.floats(1_000.0, 100_000.0),
+    "min_move": st.sampled_from([0.0, 0.0, 0.001, 0.004]),
+    "direction_rule": st.sampled_from(["momentum", "long", "random"]),
+    "seed": st.integers(0, 2 ** 40),
 })
 
 
@@ -241,3 +244,48 @@ def test_chunked_evaluation_equals_one_piece(monkeypatch):
     parts = evaluate(grid, sets)
     assert (parts.final_cash == whole.final_cash).all() and (parts.exit_reason == whole.exit_reason).all()
     assert parts.params["distance"].shape == (7, 1)
+
+
+# -- IntradayMomentum's direction rules (long, random) ---------------------------------------------
+def test_long_rule_always_long_and_matches_the_broker():
+    bars = sample_span(40, 8)
+    grid = session_grid(bars)
+    base = {"decision_bar": 12, "distance": 0.03, "stop": 0.7, "commission_fixed": 1.0}
+    res = evaluate(grid, [{**base, "direction_rule": "long"}, {**base, "direction_rule": "momentum"}])
+    decided = res.direction[1] != 0
+    assert decided.sum() >= 6 and (res.direction[0][decided] == 1).all()
+    assert (res.direction[1] == -1).any()          # momentum goes short somewhere: the rule matters here
+    assert_parity(bars, {**base, "direction_rule": "long"})
+
+
+def test_random_rule_draws_once_per_decision_in_session_order():
+    """Sessions skipped by min_move consume no draw: the i-th decision takes the i-th choice of the seed."""
+    import random
+
+    bars = sample_span(60, 12)
+    grid = session_grid(bars)
+    p = {"decision_bar": 8, "distance": 0.03, "stop": None, "min_move": 0.002, "direction_rule": "random"}
+    res = evaluate(grid, [{**p, "seed": 3}, {**p, "seed": 3, "min_move": 0.0}, {**p, "seed": 11}])
+    momentum = evaluate(grid, [{**p, "direction_rule": "momentum"}])
+    decided = momentum.direction[0] != 0
+    assert 3 <= decided.sum() < grid.n_sessions   # min_move really skips some sessions
+    rng = random.Random(3)
+    want = [rng.choice((1, -1)) for _ in range(int(decided.sum()))]
+    assert list(res.direction[0][decided]) == want and (res.direction[0][~decided] == 0).all()
+    rng = random.Random(3)
+    assert list(res.direction[1]) == [rng.choice((1, -1)) for _ in range(grid.n_sessions)]
+    assert list(res.direction[0][decided]) != list(res.direction[1][decided])  # skips shift the sequence
+    assert list(res.direction[2]) != list(res.direction[0])
+    # the strategy's own record of its decisions agrees, and so do the trades, to the cent
+    ref = run_broker(bars, IntradayMomentum, {**p, "seed": 3})
+    assert [d["direction"] for d in ref["strategy"].decisions] == want
+    assert_parity(bars, {**p, "seed": 3})
+
+
+def test_direction_rule_and_seed_are_validated():
+    with pytest.raises(ValueError, match="direction_rule must be one of momentum, long, random"):
+        param_sets([{"direction_rule": "short"}])
+    with pytest.raises(ValueError, match="set 1: seed"):
+        param_sets([{"seed": 1}, {"seed": None, "direction_rule": "random"}])
+    p = param_sets([{"direction_rule": "random", "seed": 5}, {}])
+    assert p["rule"][:, 0].tolist() == [2, 0] and p["seed"][:, 0].tolist() == [5, 7]

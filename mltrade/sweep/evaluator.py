@@ -15,6 +15,10 @@ of shape ``(n_sets, n_sessions)``:
   open, then the nearer level first) decides knock-out / stop and the price;
 * exits at the session's last close at the bid otherwise.
 
+``IntradayMomentum``'s ``direction_rule`` (``momentum``, ``long``, ``random`` with
+its ``seed``) is a per-set parameter; the random rule replays the strategy's
+``random.Random(seed).choice`` sequence, one draw per decision.
+
 Only the per-certificate path is vectorised over sessions; the cash (whole
 certificates, fees, compounding) is a cheap loop over sessions vectorised
 over sets. Every price comes from :mod:`mltrade.products`.
@@ -28,6 +32,7 @@ accepted and validated for the day a sweep spans sessions overnight.
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
 
@@ -51,7 +56,11 @@ DEFAULTS: Dict[str, object] = {
     "kind": "turbo", "ratio": 0.01, "spread": 0.0, "fx": 1.0, "barrier_step": 0.0,
     "barrier_buffer": 0.0, "financing_rate": 0.0, "financing_spread": 0.0, "unwind": "worst",
     "cash": 10_000.0, "commission_fixed": 0.0, "commission_pct": 0.0,
+    "direction_rule": "momentum", "seed": 7,
 }
+#: ``IntradayMomentum.direction_rule`` values; ``param_sets`` turns them into codes (``p["rule"]``)
+DIRECTION_RULES = ("momentum", "long", "random")
+RULE_MOMENTUM, RULE_LONG, RULE_RANDOM = 0, 1, 2
 #: parameters that must be the same for every set of one evaluation
 SCALAR_PARAMS = ("barrier_step", "unwind")
 
@@ -208,6 +217,24 @@ def param_sets(sets: Sequence[Mapping] | Mapping[str, object], n: Optional[int] 
                 raise ValueError(f"params: kind must be 'turbo' or 'minifuture', got {bad}")
             out["is_mini"] = (arr == "minifuture")[:, None]
             continue
+        if name == "direction_rule":
+            arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
+            bad = sorted({str(r) for r in arr.tolist() if r not in DIRECTION_RULES})
+            if bad:
+                raise ValueError(f"params: direction_rule must be one of {', '.join(DIRECTION_RULES)}, got {bad}")
+            out["rule"] = np.asarray([DIRECTION_RULES.index(r) for r in arr.tolist()], dtype=np.int8)[:, None]
+            continue
+        if name == "seed":
+            arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
+            seeds = []
+            for i, x in enumerate(arr.tolist()):
+                if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer, float, np.floating)) \
+                        or x != x or float(x) != int(x) or abs(int(x)) >= 2 ** 63:
+                    raise ValueError(f"params: set {i}: seed = {x!r}, expected an integer (the random "
+                                     f"direction rule must be reproducible)")
+                seeds.append(int(x))
+            out["seed"] = np.asarray(seeds, dtype=np.int64)[:, None]
+            continue
         arr = np.asarray([np.nan if x is None else x for x in np.broadcast_to(np.asarray(v, dtype=object), (n,))],
                          dtype=float)
         out[name] = arr[:, None]
@@ -254,7 +281,12 @@ def _decision_column(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Tuple[np.nd
 
 
 def momentum_signals(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Signals:
-    """``IntradayMomentum``: long if the session is up at the decision bar's close, short if not; skip small moves."""
+    """``IntradayMomentum``: decide where the session's move so far is at least ``min_move``.
+
+    The direction follows ``direction_rule``: ``momentum`` (long if the session is
+    up at the decision bar's close, short if not), ``long``, or ``random``
+    (see :func:`random_directions`).
+    """
     k, ok = _decision_column(grid, p)
     rows = np.arange(grid.n_sessions)[None, :]
     kc = np.clip(k, 0, grid.width - 1)
@@ -262,8 +294,40 @@ def momentum_signals(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Signals:
     with np.errstate(invalid="ignore", divide="ignore"):
         move = price / grid.open[:, 0][None, :] - 1.0
     ok = ok & (grid.first[None, :] == 0) & ~(np.abs(move) < p["min_move"])
-    direction = np.where(ok, np.where(move > 0, 1, -1), 0).astype(np.int8)
+    direction = np.where(move > 0, 1, -1).astype(np.int8)
+    rule = p.get("rule")
+    if rule is not None:
+        rule = np.broadcast_to(rule, k.shape)
+        direction = np.where(rule == RULE_LONG, np.int8(1), direction)
+        rnd = rule[:, 0] == RULE_RANDOM
+        if rnd.any():
+            seeds = np.broadcast_to(p["seed"], (k.shape[0], 1))[rnd, 0]
+            direction[rnd] = random_directions(ok[rnd], seeds)
+    direction = np.where(ok, direction, 0).astype(np.int8)
     return Signals(direction, k, np.broadcast_to(p["distance"], k.shape))
+
+
+def random_directions(decides: np.ndarray, seeds: np.ndarray) -> np.ndarray:
+    """``IntradayMomentum``'s ``random`` rule: ``random.Random(seed).choice((1, -1))`` once per decision.
+
+    ``decides`` (sets x sessions): where the strategy makes a decision; the i-th
+    decision of a set (in session order) takes the i-th draw of its seed's
+    sequence, exactly as the strategy's generator is consumed. One Python
+    generator per distinct seed, drawn as far as the busiest set needs.
+    """
+    decides = np.asarray(decides, dtype=bool)
+    out = np.ones(decides.shape, dtype=np.int8)
+    nth = np.cumsum(decides, axis=1) - 1
+    counts = decides.sum(axis=1)
+    for seed in np.unique(seeds):
+        mine = seeds == seed
+        need = int(counts[mine].max()) if mine.any() else 0
+        if need == 0:
+            continue
+        rng = random.Random(int(seed))
+        seq = np.fromiter((rng.choice((1, -1)) for _ in range(need)), dtype=np.int8, count=need)
+        out[mine] = np.where(decides[mine], seq[np.clip(nth[mine], 0, need - 1)], 1)
+    return out
 
 
 def session_signals(direction: Sequence[int] | np.ndarray,
