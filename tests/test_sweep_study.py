@@ -133,7 +133,7 @@ def test_same_seed_same_study(tmp_path):
 
 
 def test_settings_the_evaluator_cannot_reproduce_run_through_the_broker(tmp_path):
-    cfg = load_config(None, {"strategy": {"params": {"direction_rule": "long"}}})
+    cfg = load_config(None, {"broker": {"fractional": True}})
     with pytest.raises(ValueError, match="use --engine broker"):
         optimize(cfg, settings(tmp_path, trials=2, end="2016-02-29", study="v"))
     s = settings(tmp_path, trials=4, batch=2, engine="broker", top=2, end="2016-02-29", study="b")
@@ -143,3 +143,12 @@ def test_settings_the_evaluator_cannot_reproduce_run_through_the_broker(tmp_path
         assert c["search_engine"] == "broker"
         assert c["search_value"] == pytest.approx(c["broker_value"], abs=1e-12)
     assert summary["test_best"]["trades"] > 0
+
+
+def test_baseline_direction_rules_run_on_the_vectorised_engine(tmp_path):
+    cfg = load_config(None, {"strategy": {"params": {"direction_rule": "long"}}})
+    summary = optimize(cfg, settings(tmp_path, trials=4, batch=2, top=1, end="2016-02-29", study="long"))
+    assert summary["trials_total"] == 4
+    for c in summary["confirmation"]:
+        assert c["search_engine"] == "evaluator"
+        assert c["search_value"] == pytest.approx(c["broker_value"], abs=1e-9)

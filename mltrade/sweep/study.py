@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 #: strategies whose decision the evaluator can reproduce: class name -> (signal function, params it understands)
 VECTOR_SIGNALS: Dict[str, Tuple[SignalFn, Dict[str, object]]] = {
-    "IntradayMomentum": (momentum_signals, {"direction_rule": "momentum"}),
+    "IntradayMomentum": (momentum_signals, {}),
 }
 PRODUCT_KEYS = ("kind", "ratio", "spread", "fx", "barrier_step", "barrier_buffer", "financing_rate",
                 "financing_spread", "unwind")
