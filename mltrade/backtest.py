@@ -32,15 +32,16 @@ class BacktestResult:
     baselines: dict = field(default_factory=dict)
 
 
-def load_bars(cfg: dict) -> pd.DataFrame:
-    """The bars a config asks for: the embedded sample or a CSV file, cut to start/end."""
-    bt_cfg = cfg["backtest"]
-    start, end = bt_cfg.get("start") or None, bt_cfg.get("end") or None
-    if bt_cfg["data"] == "sample":
-        return sample_intraday(start, end, seed=int(bt_cfg["seed"]), interval=int(bt_cfg["interval"]))
-    if str(bt_cfg["data"]).startswith("twelvedata:"):
-        return _cached_bars(cfg, start, end)
-    df = load_csv(bt_cfg["data"])
+def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None, *, seed: int = 42,
+             interval: int = 5, data_dir: str = "~/.mltrade/data", field: str = "backtest") -> pd.DataFrame:
+    """Bars of ``source`` — ``sample``, a CSV path or ``twelvedata:SYMBOL`` (the fetch cache) — cut to
+    the sessions ``start``..``end`` (inclusive). ``field`` names the config section in errors."""
+    start, end = start or None, end or None
+    if source == "sample":
+        return sample_intraday(start, end, seed=int(seed), interval=int(interval))
+    if str(source).startswith("twelvedata:"):
+        return _cached_bars(source.split(":", 1)[1], f"{int(interval)}min", data_dir, start, end)
+    df = load_csv(source)
     attrs = dict(df.attrs)
     tz = df.index.tz
     if start:
@@ -48,28 +49,33 @@ def load_bars(cfg: dict) -> pd.DataFrame:
     if end:
         df = df[df.index < pd.Timestamp(end).tz_localize(tz) + pd.Timedelta(days=1)]
     if df.empty:
-        raise ConfigError(f"backtest.start/end: no bars of {bt_cfg['data']} between {start} and {end}")
+        raise ConfigError(f"{field}.start/end: no bars of {source} between {start} and {end}")
     df.attrs = attrs
     return df
 
 
-def _cached_bars(cfg: dict, start: Optional[str], end: Optional[str]) -> pd.DataFrame:
-    """Bars of ``twelvedata:SYMBOL`` from the local cache that ``mltrade data fetch`` fills."""
+def load_bars(cfg: dict) -> pd.DataFrame:
+    """The bars a config's [backtest] section asks for (see :func:`bars_for`)."""
+    b = cfg["backtest"]
+    return bars_for(b["data"], b.get("start"), b.get("end"), seed=b["seed"], interval=b["interval"],
+                    data_dir=cfg.get("twelvedata", {}).get("data_dir", "~/.mltrade/data"))
+
+
+def _cached_bars(symbol: str, interval: str, data_dir: str, start: Optional[str],
+                 end: Optional[str]) -> pd.DataFrame:
+    """Bars of ``symbol`` from the local cache that ``mltrade data fetch`` fills."""
     from mltrade.calendars import calendar_for_symbol
     from mltrade.feeds.cache import BarCache
 
-    symbol = str(cfg["backtest"]["data"]).split(":", 1)[1]
-    interval = f"{int(cfg['backtest']['interval'])}min"
-    cache = BarCache(cfg["twelvedata"]["data_dir"])
+    cache = BarCache(data_dir)
     end_excl = str((pd.Timestamp(end) + pd.Timedelta(days=1)).date()) if end else None
     df = cache.load(symbol, interval, start, end_excl)
     if df.empty:
         raise ConfigError(f"backtest.data: no cached {interval} bars of {symbol} in {cache.path(symbol, interval)}"
                           f" between {start} and {end}; run `mltrade data fetch --symbol {symbol} "
                           f"--interval {interval} --start ...` first")
-    cfg["backtest"]["exchange"] = calendar_for_symbol(symbol)
-    df.attrs.update(symbol=symbol, source=f"TwelveData cache {cache.path(symbol, interval)}",
-                    synthetic_intraday=False)
+    df.attrs.update(symbol=symbol, calendar=calendar_for_symbol(symbol),
+                    source=f"TwelveData cache {cache.path(symbol, interval)}", synthetic_intraday=False)
     return df
 
 
@@ -108,7 +114,7 @@ def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, 
     """One backtrader run of ``cls`` on ``bars`` with a KnockoutBroker set from [broker]/[backtest]."""
     b = cfg["broker"]
     cerebro = bt.Cerebro(stdstats=False, runonce=True, preload=True)
-    data = IndexData(dataframe=bars, exchange=cfg["backtest"]["exchange"],
+    data = IndexData(dataframe=bars, exchange=bars.attrs.get("calendar", cfg["backtest"]["exchange"]),
                      interval=int(cfg["backtest"]["interval"]) if cfg["backtest"]["interval"] else None)
     cerebro.adddata(data, name="index")
     cerebro.broker = KnockoutBroker(cash=float(cfg["backtest"]["cash"]), commission_fixed=b["commission_fixed"],

@@ -49,6 +49,18 @@ def order_product(broker, cls, data, kwargs: dict) -> KnockoutProduct:
     return product
 
 
+def broker_close_order(broker, pos: "CertPosition", reason: str) -> bt.Order:
+    """A sell order the broker itself creates (stop-out, knock-out), owned by the buyer's strategy."""
+    order = bt.SellOrder(owner=pos.owner, data=pos.data, size=pos.size,
+                         exectype=bt.Order.Stop if reason == "stop" else bt.Order.Market,
+                         tradeid=pos.product.id, simulated=False)
+    order.addinfo(product=pos.product, stake=None, stop=None, reason=reason)
+    order.addcomminfo(broker._comminfo)
+    order.submit(broker)
+    order.accept(broker)
+    return order
+
+
 class CertificateCommInfo(bt.CommInfoBase):
     """Stock-like accounting in certificate prices; fees are added by the broker itself."""
 
@@ -445,15 +457,7 @@ class KnockoutBroker(bt.BrokerBase):
         }
 
     def _synthetic(self, pos: CertPosition, reason: str) -> bt.Order:
-        """A sell order created by the broker (stop-out, knock-out) owned by the buyer's strategy."""
-        order = bt.SellOrder(owner=pos.owner, data=pos.data, size=pos.size,
-                             exectype=bt.Order.Stop if reason == "stop" else bt.Order.Market,
-                             tradeid=pos.product.id, simulated=False)
-        order.addinfo(product=pos.product, stake=None, stop=None, reason=reason)
-        order.addcomminfo(self._comminfo)
-        order.submit(self)
-        order.accept(self)
-        return order
+        return broker_close_order(self, pos, reason)
 
     def _stop_out(self, product: KnockoutProduct, data, level: float, at_open: bool) -> None:
         pos = self.positions[product.id]

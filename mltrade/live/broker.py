@@ -25,7 +25,7 @@ from typing import Any, Dict, List, Optional
 
 import backtrader as bt
 
-from mltrade.brokers.knockout import CertificateCommInfo, CertPosition, order_product
+from mltrade.brokers.knockout import CertificateCommInfo, CertPosition, broker_close_order, order_product
 from mltrade.live.credentials import mask
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier, event_for_close
@@ -362,13 +362,7 @@ class SeleniumBroker(bt.BrokerBase):
         self.notifier.notify(event_for_close(reason, pnl), price=px, pnl=pnl, barrier=pos.entry_barrier)
 
     def _synthetic_close(self, pos: CertPosition, px: float, reason: str) -> None:
-        order = bt.SellOrder(owner=pos.owner, data=pos.data, size=pos.size,
-                             exectype=bt.Order.Stop if reason == "stop" else bt.Order.Market,
-                             tradeid=pos.product.id, simulated=False)
-        order.addinfo(product=pos.product, stake=None, stop=None, reason=reason)
-        order.addcomminfo(self._comminfo)
-        order.submit(self)
-        order.accept(self)
+        order = broker_close_order(self, pos, reason)
         ref = self.journal.begin("close", parent=self.refs.get(pos.product.id), size=pos.size,
                                  day=self._day(pos.data), status="pending" if self.is_live else "dry_run",
                                  venue_reason=reason)

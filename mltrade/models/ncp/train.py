@@ -126,21 +126,9 @@ class NCPSettings:
 # --------------------------------------------------------------------------
 def load_bars(s: NCPSettings) -> pd.DataFrame:
     """The intraday bars the settings name (the embedded sample or a CSV file), cut to start/end."""
-    start, end = s.start or None, s.end or None
-    if s.data == "sample":
-        from mltrade.feeds.sample import sample_intraday
-        return sample_intraday(start, end, seed=int(s.seed), interval=int(s.interval))
-    from mltrade.feeds.loader import load_csv
-    df = load_csv(s.data)
-    attrs, tz = dict(df.attrs), df.index.tz
-    if start:
-        df = df[df.index >= pd.Timestamp(start).tz_localize(tz)]
-    if end:
-        df = df[df.index < pd.Timestamp(end).tz_localize(tz) + pd.Timedelta(days=1)]
-    if df.empty:
-        raise ValueError(f"ncp.start/end: no bars of {s.data} between {start} and {end}")
-    df.attrs = attrs
-    return df
+    from mltrade.backtest import bars_for
+
+    return bars_for(s.data, s.start, s.end, seed=int(s.seed), interval=int(s.interval), field="ncp")
 
 
 def load_daily_history(path: str, field: str = "daily_history") -> pd.DataFrame:
