@@ -125,7 +125,7 @@ class NCPSettings:
 # data
 # --------------------------------------------------------------------------
 def load_bars(s: NCPSettings) -> pd.DataFrame:
-    """The intraday bars the settings name (the embedded sample or a CSV file), cut to start/end."""
+    """The intraday bars the settings name (sample, CSV file or twelvedata:SYMBOL cache), cut to start/end."""
     from mltrade.backtest import bars_for
 
     return bars_for(s.data, s.start, s.end, seed=int(s.seed), interval=int(s.interval), field="ncp")
