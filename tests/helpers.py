@@ -66,3 +66,17 @@ def run(bars: pd.DataFrame, script: Dict[int, List[Callable]], cash: float = 10_
 
 def completed(strat: Scripted) -> List[tuple]:
     return [e for e in strat.events if e[0] == "Completed"]
+
+
+def dqn_tables(daily: pd.DataFrame, registry: str, **params) -> Dict[bool, pd.DataFrame]:
+    """The DQN strategy's decision table on daily bars, in batch (False) and live (True) mode."""
+    from mltrade.strategies.dqn import DQNEnsembleStrategy
+
+    tables = {}
+    for live in (False, True):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(IndexData(dataframe=daily, exchange="XNAS", interval=None))
+        cerebro.broker = KnockoutBroker(cash=10000.0)
+        cerebro.addstrategy(DQNEnsembleStrategy, registry=registry, live=live, oos_only=False, **params)
+        tables[live] = cerebro.run()[0].table
+    return tables

@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 from mltrade.models.dqn.deviation import (EXTRA_COLUMNS, N_VALUES, DeviationModel, deviation_observations,
                                           walk_forward_deviation_observations)
 from mltrade.models.dqn.observations import build_observations, original_observations
+from tests.helpers import dqn_tables
 
 ALPHAS, FRACS = DeviationModel.member_params(5, [1.0, 3.0, 10.0], 0.6, 0)
 TRAIN_STOP, BURN_IN, REFIT = 250, 60, 20
@@ -153,23 +154,11 @@ def test_pipeline_with_53_values_keeps_and_loads_the_model(trained):
 
 @pytest.mark.slow
 def test_strategy_batch_and_live_agree_with_53_values(trained):
-    import backtrader as bt
-
-    from mltrade.brokers import KnockoutBroker
-    from mltrade.feeds.bars import IndexData
     from mltrade.feeds.sample import load_daily
-    from mltrade.strategies.dqn import DQNEnsembleStrategy
 
     tmp, _, _ = trained
     daily = load_daily("2014-01-02", "2014-03-31")
-    tables = {}
-    for live in (False, True):
-        cerebro = bt.Cerebro(stdstats=False)
-        cerebro.adddata(IndexData(dataframe=daily, exchange="XNAS", interval=None))
-        cerebro.broker = KnockoutBroker(cash=10000.0)
-        cerebro.addstrategy(DQNEnsembleStrategy, registry=str(tmp / "models"), live=live, oos_only=False,
-                            history=20)
-        tables[live] = cerebro.run()[0].table
+    tables = dqn_tables(daily, str(tmp / "models"), history=20)
     live_t, batch_t = tables[True], tables[False]
     common = live_t.index.intersection(batch_t.index)
     assert len(common) > 30

@@ -8,6 +8,7 @@ from scipy import stats
 
 from mltrade.config import load_config
 from mltrade.models.registry import ModelRegistry
+from tests.helpers import dqn_tables
 
 
 def _random_walk(n, seed):
@@ -121,23 +122,11 @@ def test_backtest_trades_out_of_sample_and_reports(trained):
 
 @pytest.mark.slow
 def test_live_per_session_votes_equal_batch_votes(trained):
-    import backtrader as bt
-
-    from mltrade.feeds.bars import IndexData
     from mltrade.feeds.sample import load_daily
-    from mltrade.strategies.dqn import DQNEnsembleStrategy
 
     tmp, _ = trained
     daily = load_daily("2013-12-01", "2014-03-31")
-    tables = {}
-    for live in (False, True):
-        cerebro = bt.Cerebro(stdstats=False)
-        cerebro.adddata(IndexData(dataframe=daily, exchange="XNAS", interval=None))
-        from mltrade.brokers import KnockoutBroker
-        cerebro.broker = KnockoutBroker(cash=10000.0)
-        cerebro.addstrategy(DQNEnsembleStrategy, registry=str(tmp / "models"), live=live, oos_only=False,
-                            history=40)
-        tables[live] = cerebro.run()[0].table
+    tables = dqn_tables(daily, str(tmp / "models"), history=40)
     live_t, batch_t = tables[True], tables[False]
     common = live_t.index.intersection(batch_t.index)
     assert len(common) > 40
