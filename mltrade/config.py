@@ -95,7 +95,6 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dic
         strat = layer.get("strategy", {})
         if "name" in strat and strat["name"] != cfg["strategy"]["name"]:
             # another strategy: the previous strategy's parameters do not apply to it
-            cfg = _merge(cfg, {})
             cfg["strategy"]["params"] = {}
         cfg = _merge(cfg, layer)
     return cfg
