@@ -532,11 +532,10 @@ def run_of(trial) -> str:
 
 
 def _sharpe_per_period(r: np.ndarray) -> float:
-    """Mean over standard deviation (ddof 1) of one trial's session returns; 0 for a flat or too short series."""
-    if len(r) < 2:
-        return 0.0
-    sd = float(np.std(r, ddof=1))
-    return float(np.mean(r)) / sd if sd > 0 else 0.0
+    """Per-session (not annualised) Sharpe of one trial's returns (``mltrade.significance.sharpe``; 0 if < 2)."""
+    from mltrade.significance import sharpe
+
+    return sharpe(r, periods=1) if len(r) >= 2 else 0.0
 
 
 def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000) -> dict:
@@ -568,9 +567,11 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
     out = {"trials": len(done), "trials_with_returns": len(cols), "sessions": int(n_sessions),
            "benchmark": "zero (no position)", "spa_pvalue": None, "deflated_sharpe": None,
            "best_sharpe": None}
-    if best_r is not None and len(cols) >= 1 and n_sessions >= 2:
-        out["spa_pvalue"] = float(spa_best_pvalue(np.column_stack(cols), np.zeros(n_sessions), reps=reps, seed=seed))
-        out["deflated_sharpe"] = float(deflated_sharpe(best_r, np.asarray(sharpes), len(done)))
+    if best_r is not None and cols and n_sessions >= 2:
+        p = spa_best_pvalue(np.column_stack(cols), np.zeros(n_sessions), reps=reps, seed=seed)
+        d = deflated_sharpe(best_r, np.asarray(sharpes), len(done))
+        out["spa_pvalue"] = None if p is None else float(p)
+        out["deflated_sharpe"] = None if d is None else float(d)
         out["best_sharpe"] = _sharpe_per_period(best_r) * math.sqrt(252)
     out["words"] = significance_words(out)
     return out
@@ -579,17 +580,23 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
 def significance_words(sig: dict) -> str:
     """The significance figures in one sentence."""
     n = sig["trials"]
-    if sig["spa_pvalue"] is None:
-        return (f"Significance not computed: the study's trials carry no validation session returns "
-                f"(run by an older version); {n:,} trials finished.")
     p, d = sig["spa_pvalue"], sig["deflated_sharpe"]
-    verdict = ("distinguishable from luck at 5%" if p < 0.05 and d >= 0.95 else
-               "not distinguishable from luck at 5%" if p >= 0.05 and d < 0.95 else
+    if sig["trials_with_returns"] == 0:
+        return (f"Significance not computed: none of the study's {n:,} trials carries validation session returns "
+                f"(run by an older version).")
+    if p is None and d is None:
+        return (f"Significance not computed: {sig['sessions']} validation sessions are too few, or the best trial "
+                f"never changed its cash ({n:,} trials).")
+    passed = (p is not None and p < 0.05, d is not None and d >= 0.95)
+    verdict = ("distinguishable from luck at 5%" if all(passed) else
+               "not distinguishable from luck at 5%" if not any(passed) else
                "mixed evidence (one test passes at 5%, the other does not)")
-    return (f"Best of {n:,} trials: {verdict}. SPA p-value {p:.3f} (Hansen; all {sig['trials_with_returns']:,} "
-            f"trials' {sig['sessions']} validation session returns against no position; below 0.05 means some "
-            f"trial beats it beyond luck), deflated Sharpe {d:.2f} (probability, after correcting for {n:,} "
-            f"tries, that the best trial's true Sharpe is positive; 0.95 or more to trust it).")
+    ps = "n/a" if p is None else f"{p:.3f}"
+    dstr = "n/a" if d is None else f"{d:.2f}"
+    return (f"Best of {n:,} trials: {verdict}. SPA p-value {ps} (Hansen, over all {sig['trials_with_returns']:,} "
+            f"trials' {sig['sessions']} validation session returns against no position; below 0.05: some trial "
+            f"beats it beyond luck), deflated Sharpe {dstr} (probability that the best trial's true Sharpe beats "
+            f"the best that {n:,} tries of luck would show; 0.95 or more to trust it).")
 
 
 def fold_values(trial) -> Dict[str, float]:
