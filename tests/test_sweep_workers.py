@@ -249,3 +249,15 @@ def test_trial_returns_are_the_evaluators_session_returns(tmp_path):
     growth = sum(np.log(np.prod(1 + scorer.vector_fold([t.params], f, returns=True)[1][0])) for f in range(2)) / 2
     assert t.value == pytest.approx(growth, abs=1e-9)
     assert run_of(t) and worker_of(t)
+
+
+def test_deleting_a_study_deletes_its_claims(tmp_path):
+    """A study deleted and created again under the same name (and, in SQLite, the same id) starts clean."""
+    s = _settings(tmp_path, end="2019-04-30", study="again")
+    scorer = Scorer(_cfg(), s, _bars(1, end="2019-04-30"))
+    scorer.space = {"decision_bar": (10, 12, 1)}
+    assert run_trials(scorer, create_study(s), 10, 10, progress=False) == 3
+    optuna.delete_study(study_name="again", storage=s.storage_url())
+    study = create_study(s)
+    assert Claims(st._rdb(study), study._study_id).workers() == []
+    assert run_trials(scorer, study, 10, 10, progress=False) == 3

@@ -317,7 +317,6 @@ def _sqlite_fast(storage) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")    # a deleted study takes its sweep claims with it
         cur.close()
     storage.engine.dispose()
 
