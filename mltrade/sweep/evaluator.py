@@ -4,13 +4,14 @@ For every parameter set ``p`` and session ``s`` it computes the trade an
 intraday strategy makes under ``KnockoutBroker`` (decide on the close of
 session bar ``decision_bar - 1``, buy at the next bar's open at the ask, hold
 until the stop, the knock-out or the session's last close) with numpy arrays
-of shape ``(n_sets, n_sessions)``:
+over the (set, session) cells that decide:
 
 * decision price, barrier (``barrier_from_distance`` + ``round_barrier_safe``), strike;
 * knock-out at the entry bar's open (order rejected) and the entry ask;
 * the first bar whose adverse extreme reaches ``max(barrier, stop level)`` in
-  the certificate's direction, found by bisection over a sparse-table range
-  minimum (no per-bar Python loop); at that bar the broker's intra-bar order
+  the certificate's direction: a look-up along the session's running-extreme
+  records after the entry bar (:meth:`SessionGrid.first_touch`, built once per
+  grid; no per-bar Python loop); at that bar the broker's intra-bar order
   (:mod:`mltrade.brokers.intrabar`: open first, knock-out before stop at the
   open, then the nearer level first) decides knock-out / stop and the price;
 * exits at the session's last close at the bid otherwise.
@@ -21,7 +22,7 @@ its ``seed``) is a per-set parameter; the random rule replays the strategy's
 
 Only the per-certificate path is vectorised over sessions; the cash (whole
 certificates, fees, compounding) is a cheap loop over sessions vectorised
-over sets. Every price comes from :mod:`mltrade.products`.
+over the session's fills. Every price comes from :mod:`mltrade.products`.
 
 Financing: the broker moves a mini future's financing level once per UTC
 calendar day from the day it was ordered. An intraday trade never spans a UTC
