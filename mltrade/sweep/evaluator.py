@@ -97,13 +97,14 @@ class SessionGrid:
         return SessionGrid(self.sessions[sl], self.open[sl], self.high[sl], self.low[sl], self.close[sl],
                            self.first[sl], self.last[sl], self.day[sl], self.times[sl], self.tz)
 
-    def touch_tables(self, which: str) -> Tuple[np.ndarray, np.ndarray]:
+    def touch_tables(self, which: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Next-lower-extreme chains of every session, with binary-lifting jumps (built once, cached).
 
         ``val[s, j]``: the adverse extreme of bar ``j`` (low for ``long``, -high for
         ``short``; +inf where absent; a sentinel column ``width`` = -inf).
         ``up[k, s, j]``: the bar ``2**k`` steps along the chain of strictly lower
         ``val`` after ``j`` (the running extreme's new records), ``width`` if none.
+        ``lowest[s, j]``: the lowest ``val`` from bar ``j`` to the session's end.
         """
         if which not in self._tables:
             a = self.low if which == "long" else -self.high
@@ -114,11 +115,18 @@ class SessionGrid:
             for j in range(w - 1):
                 lower = val[:, j + 1:w] < val[:, j:j + 1]
                 nxt[:, j] = np.where(lower.any(axis=1), lower.argmax(axis=1) + j + 1, w)
+            # the longest chain bounds the jumps needed: 2**levels > its length
+            depth = np.zeros((n_s, w + 1), dtype=np.int64)
+            rows = np.arange(n_s)
+            for j in range(w - 1, -1, -1):
+                depth[:, j] = 1 + depth[rows, nxt[:, j]]
             levels = [nxt]
-            while (1 << len(levels)) <= w:
+            while (1 << len(levels)) <= int(depth.max()):
                 prev = levels[-1]
                 levels.append(np.take_along_axis(prev, prev, axis=1))
-            self._tables[which] = (val, np.stack(levels))
+            lowest = np.full((n_s, w + 1), np.inf)
+            lowest[:, :w] = np.minimum.accumulate(val[:, :w][:, ::-1], axis=1)[:, ::-1]
+            self._tables[which] = (val, np.stack(levels), lowest)
         return self._tables[which]
 
     def first_touch(self, sess: np.ndarray, direction: np.ndarray, start: np.ndarray,
@@ -126,21 +134,25 @@ class SessionGrid:
         """First bar ``j >= start`` of session ``sess`` whose adverse extreme (signed) is ``<= threshold``.
 
         Per certificate (1-D arrays): long looks at lows, short at -highs. Returns
-        ``width`` where no bar of the session reaches the threshold. A look-up along
-        the session's running-extreme records: O(log width) per certificate.
+        ``width`` where no bar of the session reaches the threshold (one look-up of
+        the session's lowest extreme after ``start``); otherwise a walk along the
+        session's running-extreme records: O(log width) per certificate.
         """
-        out = np.empty(len(sess), dtype=np.int64)
+        out = np.full(len(sess), self.width, dtype=np.int64)
         for which, mask in (("long", direction > 0), ("short", direction < 0)):
-            idx = np.flatnonzero(mask)
-            if not len(idx):
-                continue
-            val, up = self.touch_tables(which)
+            val, up, lowest = self.touch_tables(which)
             w1 = val.shape[1]
             flat_val, flat_up = val.reshape(-1), up.reshape(up.shape[0], -1)
-            base = sess[idx] * w1
+            idx = np.flatnonzero(mask)
+            pos = sess[idx] * w1 + start[idx]
+            reach = lowest.reshape(-1)[pos] <= threshold[idx]
+            idx, pos = idx[reach], pos[reach]
+            if not len(idx):
+                continue
+            base = pos - start[idx]
             cur = start[idx].astype(np.int64)
             thr = threshold[idx]
-            hit_now = flat_val[base + cur] <= thr
+            hit_now = flat_val[pos] <= thr
             for k in range(up.shape[0] - 1, -1, -1):
                 nx = flat_up[k][base + cur]
                 cur = np.where(flat_val[base + nx] > thr, nx, cur)   # still above: jump along the chain
@@ -655,7 +667,7 @@ def _evaluate(p: Dict[str, np.ndarray], grid: SessionGrid, signal: SignalFn) -> 
                 if mode == "cash":
                     budget = cs - fx_
                 elif mode == "fraction":
-                    budget = np.minimum(frac * (cs + 0.0), cs) - fx_
+                    budget = np.minimum(frac * cs, cs) - fx_
                 elif mode == "stake":
                     budget = np.minimum(stake, cs) - fx_
                 else:
@@ -666,13 +678,13 @@ def _evaluate(p: Dict[str, np.ndarray], grid: SessionGrid, signal: SignalFn) -> 
                 n = np.floor(budget / unit[a:b] + 1e-9)
                 px, xp = px_all[a:b], xp_all[a:b]
                 if no_pct:
-                    cost = n * px + (fx_ + 0.0)
+                    cost = n * px + fx_
                     comm_out = out_fee0[a:b]
                 else:
                     pc_ = pct if np.ndim(pct) == 0 else pct[a:b]
                     cost = n * px + (fx_ + pc_ * n * px)
                     comm_out = np.where(fee_out[a:b], fx_ + pc_ * n * xp, 0.0)
-                ok = (n > 0) & ~(cost > cs + 1e-9)
+                ok = (n > 0) & (cost <= cs + 1e-9)       # every figure here is finite
                 cash[ii] = np.where(ok, (cs - cost) + (n * xp - comm_out), cs)
                 n_all[a:b] = n
                 ok_all[a:b] = ok
