@@ -9,7 +9,8 @@
    final equity for the sets it ran, and names the device (CPU) it ran on.
 2. A 1,000-trial Optuna sweep (`mltrade optimize strategy`) on one year of the
    sample (target: under a minute), then its best trial re-run through the
-   broker on the validation folds and the held-out test range: both figures printed.
+   broker on the validation folds and the held-out test range: both figures
+   printed, with the sweep's SPA p-value and deflated Sharpe over every trial.
 
 Run: python benchmarks/bench_sweep.py [--sets 2000] [--repeat 5] [--broker-sets 5] [--trials 1000] [--year 2017]
 """
@@ -124,6 +125,10 @@ def main() -> None:
         print(f"  held-out test {'..'.join(summary['layout']['test'])}: evaluator final equity "
               f"{tv['best_final_cash']:.2f}, broker {tb['final_value']:.2f} ({tb['trades']} trades, "
               f"total return {tb['total_return']:+.2%}; default params {summary['test_default']['total_return']:+.2%})")
+        sig = summary["significance"]
+        print(f"  significance over all {sig['trials']} trials: SPA p-value {sig['spa_pvalue']}, deflated Sharpe "
+              f"{sig['deflated_sharpe']} ({sig['sessions']} validation sessions)")
+        print(f"  {sig['words']}")
         print("  note: synthetic intraday bars (real daily NASDAQ OHLC); figures illustrate speed, not an edge")
 
 

@@ -249,6 +249,10 @@ def test_trial_returns_are_the_evaluators_session_returns(tmp_path):
     growth = sum(np.log(np.prod(1 + scorer.vector_fold([t.params], f, returns=True)[1][0])) for f in range(2)) / 2
     assert t.value == pytest.approx(growth, abs=1e-9)
     assert run_of(t) and worker_of(t)
+    # the broker engine's session returns (equity at each session's last bar) are the same figures
+    growth, brk = scorer.broker_fold(t.params, 0, returns=True)
+    vec = scorer.vector_fold([t.params], 0, returns=True)[1][0]
+    np.testing.assert_allclose(brk, vec, rtol=0, atol=1e-6)
 
 
 def test_deleting_a_study_deletes_its_claims(tmp_path):
