@@ -71,6 +71,7 @@ def _concurrent_worker(out: str, end: str, n: int, barrier) -> None:
     run_trials(scorer, study, n, settings.batch, progress=False)
 
 
+@pytest.mark.slow
 def test_two_workers_started_together_never_score_the_same_parameters(tmp_path):
     end = "2019-06-28"
     ctx = mp.get_context("spawn")
@@ -157,6 +158,7 @@ def test_one_worker_alone_is_reproducible_for_a_seed(tmp_path):
 
 
 # --------------------------------------------------------------------------- counts and dead workers
+@pytest.mark.slow
 def test_new_trials_count_only_this_run_while_another_worker_adds_trials(tmp_path):
     s = _settings(tmp_path, end="2019-04-30", batch=10, study="count")
     bars = _bars(1, end="2019-04-30")
@@ -197,6 +199,7 @@ def _dying_worker(cfg, settings, n_trials, token, run, bars) -> None:
     mod._worker(cfg, settings, n_trials, token, run, bars)
 
 
+@pytest.mark.slow
 def test_a_dead_jobs_worker_loses_only_its_batch_and_the_report_names_it(tmp_path, monkeypatch):
     monkeypatch.setattr(st, "_worker", _dying_worker)
     s = _settings(tmp_path, end="2019-06-28", batch=10, trials=40, jobs=2, study="dead")
@@ -225,6 +228,7 @@ def _search(tmp_path, bars, name: str, n: int = 150):
     return significance(trials, best, sum(b - a for a, b in scorer.layout.folds), seed=0, reps=1000), trials
 
 
+@pytest.mark.slow
 def test_significance_null_world_is_luck_and_a_planted_edge_is_not(tmp_path):
     null, trials = _search(tmp_path, _bars(2), "null")
     assert null["trials"] == 150 and null["trials_with_returns"] == 150
