@@ -504,9 +504,10 @@ class SweepResult:
 
     def session_returns(self) -> np.ndarray:
         """Per-session relative change of the cash (n_sets, n_sessions)."""
-        prev = np.concatenate([self.params["cash"], self.cash[:, :-1]], axis=1)
+        after = self.cash.T                                   # sessions x sets: contiguous as computed
+        prev = np.concatenate([self.params["cash"].T, after[:-1]], axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(prev > 0, self.cash / prev - 1.0, 0.0)
+            return np.where(prev > 0, after / prev - 1.0, 0.0).T
 
     def trades(self, i: int) -> pd.DataFrame:
         """The round trips of set ``i`` (one row per trade, like ``KnockoutBroker.roundtrips``)."""
@@ -708,4 +709,4 @@ def _evaluate(p: Dict[str, np.ndarray], grid: SessionGrid, signal: SignalFn) -> 
                   "pnl": n * xp - n * px - (comm_in + comm_out)}
         return {"cell": cells, "status": st, "strike": strike, "barrier": barrier}, traded
 
-    return SweepResult(grid, p, direction, details, np.ascontiguousarray(cash_hist.T), cash)
+    return SweepResult(grid, p, direction, details, cash_hist.T, cash)   # cash: a (sets, sessions) view
