@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import json
 import multiprocessing as mp
 import os
 import re
@@ -200,20 +201,29 @@ def _dying_worker(cfg, settings, n_trials, token, run, bars) -> None:
 
 
 @pytest.mark.slow
-def test_a_dead_jobs_worker_loses_only_its_batch_and_the_report_names_it(tmp_path, monkeypatch):
+def test_a_dead_jobs_worker_loses_only_its_batch_and_the_report_names_it(tmp_path, monkeypatch, capsys):
+    from mltrade.cli import main
+
     monkeypatch.setattr(st, "_worker", _dying_worker)
-    s = _settings(tmp_path, end="2019-06-28", batch=10, trials=40, jobs=2, study="dead")
-    summary = optimize(_cfg(), s, _bars(1, end="2019-06-28"))
+    (tmp_path / "c.toml").write_text("[backtest]\nbaselines = false\n")
+    rc = main(["optimize", "strategy", "--strategy", "momentum", "--trials", "40", "--jobs", "2", "--batch", "10",
+               "--start", "2016-01-01", "--end", "2016-05-31", "--folds", "2", "--out", str(tmp_path), "--quiet",
+               "--study", "dead", "--config", str(tmp_path / "c.toml")])
+    assert rc == 0
+    captured = capsys.readouterr()
+    summary = json.loads((tmp_path / "dead" / "sweep.json").read_text())
     assert len(summary["failed_workers"]) == 1
     dead = summary["failed_workers"][0]
     assert dead["exitcode"] == -signal.SIGKILL
+    assert f"warning: worker {dead['worker']} died (exit code -9)" in captured.err
+    assert "best trial" in captured.out and "held-out test" in captured.out
     rows = {w["worker"]: w for w in summary["workers"]}
     assert rows[dead["worker"]]["status"] == f"died (exit code {-signal.SIGKILL})"
     assert rows[dead["worker"]]["trials"] == 10           # its first batch stands, the one in flight is lost
     alive = [w for w in summary["workers"] if w["worker"] != dead["worker"]]
     assert alive[0]["trials"] == 20 and alive[0]["status"] == "finished"
     assert summary["trials_new"] == summary["trials_total"] == 30
-    html = (s.out_dir() / "report.html").read_text()
+    html = (tmp_path / "dead" / "report.html").read_text()
     assert dead["worker"] in html and "died (exit code -9)" in html
 
 
