@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mltrade.analyzers import export_csv, export_json, trades_frame  # noqa: E402
-from mltrade.feeds.loader import atomic_write_text  # noqa: E402
+from mltrade.io import atomic_write_text  # noqa: E402
 
 SUMMARY_FIELDS = ["strategy", "data", "synthetic_intraday", "start", "end", "bars", "start_cash",
                   "final_value", "total_return", "cagr", "max_drawdown", "sharpe", "sortino", "trades",

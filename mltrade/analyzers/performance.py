@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from mltrade.feeds.bars import _UNIX_ORDINAL
-from mltrade.feeds.loader import atomic_write_text
+from mltrade.io import atomic_write_text
 
 TRADE_COLUMNS = ["product", "kind", "direction", "strike", "barrier", "ratio", "size", "entry_time",
                  "entry_price", "entry_underlying", "exit_time", "exit_price", "exit_underlying", "fees",
