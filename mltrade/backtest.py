@@ -16,6 +16,7 @@ from mltrade.feeds.bars import IndexData
 from mltrade.feeds.loader import load_csv
 from mltrade.feeds.sample import sample_intraday
 from mltrade.strategies.base import PRODUCT_PARAMS, KnockoutStrategy
+from mltrade.strategies.model_info import ModelScope, model_scope
 from mltrade.strategies.reference import BuyAndHold, IntradayMomentum
 from mltrade.strategies.registry import get_strategy, strategy_params
 
@@ -131,17 +132,62 @@ def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, 
     return BacktestResult(summary=summary, trades=trades, equity=equity, strategy=strat)
 
 
+def baseline_kwargs(kwargs: dict) -> dict:
+    """The strategy's certificate, stake and stop parameters that the rule baselines share."""
+    from mltrade.strategies.reference import SessionBaseline
+
+    valid = set(strategy_params(IntradayMomentum)) & set(strategy_params(SessionBaseline))
+    skip = {"direction_rule", "seed", "min_move", "decision_bar", "overlay", "context_candles", "session"}
+    return {k: v for k, v in kwargs.items() if k in valid and k not in skip}
+
+
+def _run_frames(equity: pd.DataFrame, trades: pd.DataFrame, cfg: dict) -> BacktestResult:
+    return BacktestResult(summary=performance(equity, trades, float(cfg["backtest"]["cash"])), trades=trades,
+                          equity=equity)
+
+
 def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
-                  progress: bool = False) -> dict:
-    """Buy-and-hold, always-long and random-direction runs on the same bars and certificates."""
-    out = {}
-    bh = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
-    out["buy_and_hold"] = bh.summary
-    mom_valid = strategy_params(IntradayMomentum)
-    common = {k: v for k, v in kwargs.items() if k in mom_valid and k not in ("direction_rule", "seed", "min_move")}
+                  progress: bool = False, scope: Optional[ModelScope] = None,
+                  engine: str = "auto") -> dict:
+    """Buy-and-hold (fully invested), always-long and random-direction runs on the same bars.
+
+    The rule baselines trade the strategy's certificates in its session kind (``scope.session``:
+    intraday after ``scope.decision_bar`` candles, day or night). ``engine``: ``auto`` (vectorised
+    engines where they apply, equal to backtrader to the cent), ``backtrader`` (every run through
+    backtrader). Returns ``{name: BacktestResult}``.
+    """
+    from mltrade import baseline_runs as fast
+    from mltrade.strategies.reference import SessionBaseline
+
+    if engine not in ("auto", "backtrader"):
+        raise ValueError(f"engine: expected 'auto' or 'backtrader', got {engine!r}")
+    scope = scope or ModelScope(cfg["strategy"]["name"], decision_bar=int(kwargs.get("decision_bar", 17)))
+    b = cfg["broker"]
+    cash = float(cfg["backtest"]["cash"])
+    out: dict = {}
+    if engine == "auto":
+        eq, tr = fast.buy_and_hold_frames(bars, cash, float(b["commission_fixed"]), float(b["commission_pct"]),
+                                          bool(b["fractional"]))
+        out["buy_and_hold"] = _run_frames(eq, tr, cfg)
+    else:
+        out["buy_and_hold"] = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
+    common = baseline_kwargs(kwargs)
+    seed = int(cfg["backtest"]["baseline_seed"])
     for name, rule in (("always_long", "long"), ("random_direction", "random")):
-        kw = dict(common, direction_rule=rule, seed=int(cfg["backtest"]["baseline_seed"]))
-        out[name] = run_strategy(bars, IntradayMomentum, kw, cfg, progress, name).summary
+        if scope.session in ("day", "night"):
+            kw = dict(common, session=scope.session, direction_rule=rule, seed=seed)
+            out[name] = run_strategy(bars, SessionBaseline, kw, cfg, progress, name)
+            continue
+        if engine == "auto":
+            try:
+                res = fast.rule_sweep(bars, common, cfg, rule, scope.decision_bar)
+            except ValueError:
+                res = None          # gaps in the bars, fractional sizing: backtrader below
+            if res is not None:
+                out[name] = _run_frames(*fast.sweep_frames(res, 0), cfg)
+                continue
+        kw = dict(common, decision_bar=scope.decision_bar, direction_rule=rule, seed=seed)
+        out[name] = run_strategy(bars, IntradayMomentum, kw, cfg, progress, name)
     return out
 
 
