@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Callable, Optional, Type
 
 import backtrader as bt
 import pandas as pd
@@ -30,7 +30,8 @@ class BacktestResult:
     equity: pd.DataFrame
     strategy: Optional[KnockoutStrategy] = None
     run_dir: Optional[Path] = None
-    baselines: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)            #: name -> summary
+    baseline_results: dict = field(default_factory=dict)     #: name -> BacktestResult (equity, trades)
 
 
 def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None, *, seed: int = 42,
@@ -205,28 +206,119 @@ def _extras(strat: KnockoutStrategy):
     return sections, figures
 
 
+def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bool = True,
+                        log: Callable[[str], None] = print) -> None:
+    """Train the default model of ``scope.strategy`` (DQN or NCP) into the registry the strategy reads."""
+    if scope.strategy == "dqn":
+        from mltrade.models.dqn.pipeline import train_walk_forward
+
+        dcfg = dict(cfg["dqn"], registry=str(params.get("registry", cfg["dqn"].get("registry"))),
+                    name=str(params.get("model_name", cfg["dqn"].get("name"))))
+        if scope.session not in dcfg.get("sessions", []):
+            dcfg["sessions"] = list(dcfg.get("sessions", [])) + [scope.session]
+        log(f"no DQN model in {dcfg['registry']}/{dcfg['name']}: training the default model first "
+            f"(`mltrade train dqn`, [dqn] config; sessions {', '.join(dcfg['sessions'])})")
+        train_walk_forward(dcfg, progress=progress, log=lambda m: None)
+    elif scope.strategy == "ncp":
+        from mltrade.models.ncp.train import NCPSettings, dataset_for, train_final
+
+        s = NCPSettings.from_config(cfg)
+        want = Path(str(params.get("model_path", ".mltrade/models/ncp/current")))
+        if want.name == "current":
+            s.state_dir = str(want.parent.parent.parent)
+            s.model_name = want.parent.name
+        log(f"no NCP model at {want}: training the default model first (`mltrade train ncp --defaults`, "
+            f"[ncp] config)")
+        train_final({"epochs": s.max_epochs}, dataset_for(s), s, verbose=1 if progress else 0)
+    else:
+        raise ValueError(f"strategy {scope.strategy!r} has no model to train")
+
+
+def check_range(scope: ModelScope, start: Optional[str], end: Optional[str], allow_in_sample: bool) -> bool:
+    """True when ``start``..``end`` is out of sample for the model; an in-sample range raises unless allowed."""
+    first = scope.first_out_of_sample()
+    if not scope.has_model or first is None:
+        return True
+    if start and pd.Timestamp(start) >= first:
+        return True
+    if allow_in_sample:
+        return False
+    span = f"{start or 'the data start'} .. {end or 'the data end'}"
+    raise ConfigError(f"backtest.start: {span} reaches into the training/validation data of model "
+                      f"{scope.model_id} (in-sample up to {scope.in_sample_end or '?'}); its holdout starts "
+                      f"{scope.oos_start}: use --start {scope.oos_start} (the default without --start), or "
+                      f"--allow-in-sample to run it with every figure labelled in-sample")
+
+
+def session_returns(equity: pd.DataFrame, start_cash: float) -> pd.Series:
+    """Daily returns of the session-close values (the first session against the start cash)."""
+    v = equity["value"].groupby(equity.index.normalize()).last()
+    prev = v.shift(1)
+    if len(prev):
+        prev.iloc[0] = start_cash
+    return (v / prev - 1.0).rename("return")
+
+
+def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps: int = 2000,
+                    seed: int = 0) -> dict:
+    """``mltrade.significance.significance`` of the strategy's daily returns against each baseline's."""
+    from mltrade.significance import significance
+
+    strat = session_returns(result.equity, start_cash)
+    base = {k: session_returns(r.equity, start_cash).reindex(strat.index) for k, r in runs.items()}
+    base = {k: v.fillna(0.0) for k, v in base.items()}
+    return significance(strat, base, reps=reps, seed=seed)
+
+
 def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = False, report: bool = True,
-                 extra_params: Optional[dict] = None) -> BacktestResult:
-    """Run the configured strategy (plus baselines) and write the report into ``<out>/<run_name>/``."""
+                 extra_params: Optional[dict] = None, start_at_holdout: bool = False,
+                 allow_in_sample: bool = False, train_missing: bool = False, engine: str = "auto",
+                 significance_reps: int = 2000, log: Callable[[str], None] = print) -> BacktestResult:
+    """Run the configured strategy (plus baselines) and write the report into ``<out>/<run_name>/``.
+
+    ML strategies (``dqn``, ``ncp``): ``start_at_holdout`` starts at the model's holdout (logged); a
+    range reaching into its training/validation data raises unless ``allow_in_sample`` (then every
+    figure says in-sample); ``train_missing`` trains the default model when there is none.
+    """
     name = cfg["strategy"]["name"]
     cls = get_strategy(name)
     kwargs = strategy_kwargs(cls, cfg, extra_params)
+    params = {**strategy_params(cls), **kwargs}
+    scope = model_scope(name, params)
+    if scope.missing and train_missing:
+        train_default_model(scope, params, cfg, progress, log)
+        scope = model_scope(name, params)
+    bt_cfg = cfg["backtest"]
+    if scope.has_model and start_at_holdout and scope.oos_start:
+        bt_cfg = cfg["backtest"] = dict(cfg["backtest"], start=scope.oos_start)
+        log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
+    oos = check_range(scope, bt_cfg.get("start") or None, bt_cfg.get("end") or None, allow_in_sample)
+    if not oos and name == "dqn" and "oos_only" not in kwargs:
+        kwargs["oos_only"] = False      # labelled in-sample: trade the sessions the user asked for
     bars = load_bars(cfg)
     result = run_strategy(bars, cls, kwargs, cfg, progress, name)
     synthetic = bool(bars.attrs.get("synthetic_intraday", False))
     result.summary.update(strategy=name, data=str(cfg["backtest"]["data"]), synthetic_intraday=synthetic,
                           data_source=bars.attrs.get("source", ""), params={k: v for k, v in kwargs.items()
                                                                              if k != "overlay"})
+    result.summary.update(out_of_sample=oos if scope.has_model else None, **scope.to_dict())
+    if scope.model_id and "model_id" in result.trades.columns:
+        result.trades["model_id"] = result.trades["model_id"].fillna(scope.model_id)
     overlay = kwargs.get("overlay")
     if overlay is not None and hasattr(overlay, "summary"):
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
     if cfg["backtest"]["baselines"]:
-        result.baselines = baseline_runs(bars, cls, kwargs, cfg, progress)
+        result.baseline_results = baseline_runs(bars, cls, kwargs, cfg, progress, scope, engine)
+        result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
+        result.summary["significance"] = significance_of(result, result.baseline_results,
+                                                         float(cfg["backtest"]["cash"]), significance_reps)
     if report:
         run_name = run_name or f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         result.run_dir = Path(cfg["backtest"]["out"]) / run_name
         from mltrade.report import write_report
         sections, figures = _extras(result.strategy)
         write_report(result.run_dir, result.summary, result.trades, result.equity, sections, figures,
-                     baselines=result.baselines or None)
+                     baselines=result.baselines or None,
+                     baseline_equity={k: r.equity for k, r in result.baseline_results.items()} or None,
+                     baseline_trades={k: r.trades for k, r in result.baseline_results.items()} or None)
     return result

@@ -18,6 +18,7 @@ import pandas as pd
 
 from mltrade.feeds.bars import _UNIX_ORDINAL
 from mltrade.io import atomic_write_text
+from mltrade.strategies.decision import PROVENANCE_COLUMNS
 
 TRADE_COLUMNS = ["product", "kind", "direction", "strike", "barrier", "ratio", "size", "entry_time",
                  "entry_price", "entry_underlying", "exit_time", "exit_price", "exit_underlying", "fees",
@@ -29,19 +30,31 @@ class KnockoutTrades(bt.Analyzer):
 
     def start(self) -> None:
         self.rows: list = []
+        self._prov: dict = {}   #: product id -> provenance of the order that opened it
 
     def notify_order(self, order) -> None:
-        if order.status == order.Completed and "roundtrip" in order.info:
-            self.rows.append(dict(order.info["roundtrip"]))
+        if order.status != order.Completed:
+            return
+        product = order.info.get("product")
+        if order.isbuy() and isinstance(order.info.get("provenance"), dict) and product is not None:
+            self._prov[product.id] = order.info["provenance"]
+        if "roundtrip" in order.info:
+            row = dict(order.info["roundtrip"])
+            prov = self._prov.pop(product.id, None) if product is not None else None
+            row.update({k: (prov or {}).get(k) for k in PROVENANCE_COLUMNS})
+            self.rows.append(row)
 
     def get_analysis(self) -> dict:
-        return {"trades": [{k: r.get(k) for k in TRADE_COLUMNS} for r in self.rows]}
+        cols = TRADE_COLUMNS + list(PROVENANCE_COLUMNS)
+        return {"trades": [{k: r.get(k) for k in cols} for r in self.rows]}
 
     def to_frame(self) -> pd.DataFrame:
-        return trades_frame(self.get_analysis()["trades"])
+        """Round trips (:data:`TRADE_COLUMNS`) plus the opening decision's provenance columns."""
+        return pd.DataFrame(self.get_analysis()["trades"], columns=TRADE_COLUMNS + list(PROVENANCE_COLUMNS))
 
 
 def trades_frame(rows: list) -> pd.DataFrame:
+    """Round trips as a DataFrame with :data:`TRADE_COLUMNS`."""
     return pd.DataFrame(rows, columns=TRADE_COLUMNS)
 
 
