@@ -272,13 +272,14 @@ def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps:
 
 def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = False, report: bool = True,
                  extra_params: Optional[dict] = None, start_at_holdout: bool = False,
-                 allow_in_sample: bool = False, train_missing: bool = False, engine: str = "auto",
+                 allow_in_sample: bool = True, train_missing: bool = False, engine: str = "auto",
                  significance_reps: int = 2000, log: Callable[[str], None] = print) -> BacktestResult:
     """Run the configured strategy (plus baselines) and write the report into ``<out>/<run_name>/``.
 
     ML strategies (``dqn``, ``ncp``): ``start_at_holdout`` starts at the model's holdout (logged); a
-    range reaching into its training/validation data raises unless ``allow_in_sample`` (then every
-    figure says in-sample); ``train_missing`` trains the default model when there is none.
+    range reaching into its training/validation data raises unless ``allow_in_sample`` (the CLI's
+    default is to refuse; either way an in-sample run says so in every figure and
+    ``summary["out_of_sample"]``); ``train_missing`` trains the default model when there is none.
     """
     name = cfg["strategy"]["name"]
     cls = get_strategy(name)

@@ -43,11 +43,11 @@ class ModelScope:
         return self.model_dir is not None
 
     def first_out_of_sample(self) -> Optional[pd.Timestamp]:
-        """The first session not seen in training/validation: the holdout start, else the day after."""
-        if self.oos_start:
-            return pd.Timestamp(self.oos_start)
+        """The first day after the model's training/validation data (else its holdout start)."""
         if self.in_sample_end:
             return pd.Timestamp(self.in_sample_end) + pd.Timedelta(days=1)
+        if self.oos_start:
+            return pd.Timestamp(self.oos_start)
         return None
 
     def to_dict(self) -> dict:
