@@ -9,7 +9,7 @@ from typing import Callable, Optional, Type
 import backtrader as bt
 import pandas as pd
 
-from mltrade.analyzers import EquityCurve, KnockoutStats, KnockoutTrades, performance
+from mltrade.analyzers import EquityCurve, KnockoutTrades, daily_returns, performance
 from mltrade.brokers import KnockoutBroker
 from mltrade.config import ConfigError
 from mltrade.feeds.bars import IndexData
@@ -252,11 +252,7 @@ def check_range(scope: ModelScope, start: Optional[str], end: Optional[str], all
 
 def session_returns(equity: pd.DataFrame, start_cash: float) -> pd.Series:
     """Daily returns of the session-close values (the first session against the start cash)."""
-    v = equity["value"].groupby(equity.index.normalize()).last()
-    prev = v.shift(1)
-    if len(prev):
-        prev.iloc[0] = start_cash
-    return (v / prev - 1.0).rename("return")
+    return daily_returns(equity["value"].groupby(equity.index.normalize()).last(), start_cash)
 
 
 def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps: int = 2000,

@@ -4,7 +4,7 @@ The code lives in :mod:`mltrade.analyzers.performance`; this package keeps the f
 ``from mltrade.analyzers import KnockoutTrades, EquityCurve, KnockoutStats, performance, ...``.
 """
 from mltrade.analyzers.performance import (TRADE_COLUMNS, EquityCurve, KnockoutStats, KnockoutTrades,
-                                           export_csv, export_json, performance, trades_frame)
+                                           daily_returns, export_csv, export_json, performance, trades_frame)
 
-__all__ = ["TRADE_COLUMNS", "EquityCurve", "KnockoutStats", "KnockoutTrades", "export_csv", "export_json",
+__all__ = ["TRADE_COLUMNS", "EquityCurve", "daily_returns", "KnockoutStats", "KnockoutTrades", "export_csv", "export_json",
            "performance", "trades_frame"]

@@ -87,10 +87,18 @@ class EquityCurve(bt.Analyzer):
         return {"time": [t.isoformat() for t in f.index], **{c: f[c].tolist() for c in f.columns}}
 
 
+def daily_returns(session_values: pd.Series, start_cash: float) -> pd.Series:
+    """Returns of the session-close values; the first session's against the start cash."""
+    prev = session_values.shift(1)
+    if len(prev):
+        prev.iloc[0] = start_cash
+    return (session_values / prev - 1.0).dropna()
+
+
 def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float) -> dict:
-    """Figures for one run from its equity curve (per bar) and its round trips."""
+    """Figures for one run from its equity curve (per bar) and its round trips (docs/metrics.md)."""
     daily = equity["value"].groupby(equity.index.normalize()).last()
-    rets = daily.pct_change().dropna()
+    rets = daily_returns(daily, start_cash)
     final = float(equity["value"].iloc[-1]) if len(equity) else start_cash
     days = max((equity.index[-1] - equity.index[0]).days, 1) if len(equity) else 1
     years = days / 365.25
