@@ -259,7 +259,7 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
                      "real open, high, low and close. Intraday results are illustrations, not evidence.</p>")
     parts.append(_headline(summary))
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(summary[k])}</td></tr>"
-                   for k in SUMMARY_FIELDS if k in summary)
+                   for k in SUMMARY_FIELDS if summary.get(k) is not None)
     parts.append(f"<h2>{label('Summary')}</h2><table>{rows}</table>")
     if summary.get("baselines"):
         kind = summary.get("session_kind") or "intraday"
