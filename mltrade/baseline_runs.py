@@ -21,7 +21,7 @@ through backtrader (the reference, and the fallback when the bars have gaps).
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
 import pandas as pd
