@@ -6,5 +6,5 @@ The code lives in :mod:`mltrade.analyzers.performance`; this package keeps the f
 from mltrade.analyzers.performance import (TRADE_COLUMNS, EquityCurve, KnockoutStats, KnockoutTrades,
                                            daily_returns, export_csv, export_json, performance, trades_frame)
 
-__all__ = ["TRADE_COLUMNS", "EquityCurve", "daily_returns", "KnockoutStats", "KnockoutTrades", "export_csv", "export_json",
-           "performance", "trades_frame"]
+__all__ = ["TRADE_COLUMNS", "EquityCurve", "daily_returns", "KnockoutStats", "KnockoutTrades", "export_csv",
+           "export_json", "performance", "trades_frame"]
