@@ -54,8 +54,9 @@ def main() -> None:
     ap.add_argument("--end", default="2018-12-31")
     args = ap.parse_args()
     import tensorflow  # noqa: F401  (what the CLI imports anyway; keep it out of the timings)
+    import os
     print(f"default backtest {args.start} .. {args.end} (momentum strategy + buy-and-hold, always-long, "
-          f"random direction)")
+          f"random direction); device: CPU ({os.cpu_count()} cores; backtests use no accelerator)")
     with tempfile.TemporaryDirectory() as out:
         before, ph_b, s_b = timed_run("backtrader", args.start, args.end, out)
         after, ph_a, s_a = timed_run("auto", args.start, args.end, out)
