@@ -287,7 +287,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         scope = model_scope(name, params)
     bt_cfg = cfg["backtest"]
     if scope.has_model and start_at_holdout and scope.oos_start:
-        bt_cfg = cfg["backtest"] = dict(cfg["backtest"], start=scope.oos_start)
+        cfg = {**cfg, "backtest": dict(cfg["backtest"], start=scope.oos_start)}   # the caller's stays
+        bt_cfg = cfg["backtest"]
         log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
     oos = check_range(scope, bt_cfg.get("start") or None, bt_cfg.get("end") or None, allow_in_sample)
     if not oos and name == "dqn" and "oos_only" not in kwargs:
