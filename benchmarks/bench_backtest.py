@@ -18,7 +18,7 @@ def timed_run(engine: str, start: str, end: str, out: str) -> tuple[float, dict,
 
     cfg = load_config(None, {"backtest": {"start": start, "end": end, "out": out}})
     phases: dict = {}
-    original = B.baseline_runs
+    original = B.baseline_results
 
     def timed_baselines(*a, **k):
         t = time.perf_counter()
@@ -26,13 +26,13 @@ def timed_run(engine: str, start: str, end: str, out: str) -> tuple[float, dict,
         phases["baselines"] = time.perf_counter() - t
         return r
 
-    B.baseline_runs = timed_baselines
+    B.baseline_results = timed_baselines
     try:
         t0 = time.perf_counter()
         res = B.run_backtest(cfg, run_name=f"bench-{engine}", engine=engine)
         total = time.perf_counter() - t0
     finally:
-        B.baseline_runs = original
+        B.baseline_results = original
     phases["rest (data, strategy, significance, report)"] = total - phases["baselines"]
     return total, phases, res.summary
 

@@ -148,8 +148,15 @@ def _run_frames(equity: pd.DataFrame, trades: pd.DataFrame, cfg: dict) -> Backte
 
 
 def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
-                  progress: bool = False, scope: Optional[ModelScope] = None,
-                  engine: str = "auto") -> dict:
+                  progress: bool = False, scope: Optional[ModelScope] = None, engine: str = "auto") -> dict:
+    """The baselines' summaries ``{name: summary}`` (see :func:`baseline_results`)."""
+    runs = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
+    return {k: r.summary for k, r in runs.items()}
+
+
+def baseline_results(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
+                     progress: bool = False, scope: Optional[ModelScope] = None,
+                     engine: str = "auto") -> dict:
     """Buy-and-hold (fully invested), always-long and random-direction runs on the same bars.
 
     The rule baselines trade the strategy's certificates in its session kind (``scope.session``:
@@ -157,7 +164,7 @@ def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict,
     engines where they apply, equal to backtrader to the cent), ``backtrader`` (every run through
     backtrader). Returns ``{name: BacktestResult}``.
     """
-    from mltrade import baseline_runs as fast
+    from mltrade import vector_baselines as fast
     from mltrade.strategies.reference import SessionBaseline
 
     if engine not in ("auto", "backtrader"):
@@ -306,7 +313,7 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     if overlay is not None and hasattr(overlay, "summary"):
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
     if cfg["backtest"]["baselines"]:
-        result.baseline_results = baseline_runs(bars, cls, kwargs, cfg, progress, scope, engine)
+        result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
         result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
         result.summary["significance"] = significance_of(result, result.baseline_results,
                                                          float(cfg["backtest"]["cash"]), significance_reps)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.backtest import bars_for, baseline_runs, run_strategy, strategy_kwargs
+from mltrade.backtest import bars_for, baseline_results, baseline_runs, run_strategy, strategy_kwargs
 from mltrade.cli import main
 from mltrade.config import load_config
 from mltrade.strategies.decision import Decision
@@ -34,8 +34,8 @@ def test_vectorised_baselines_equal_backtrader_runs_to_the_cent(month):
     cfg = _cfg()
     cls = get_strategy("momentum")
     kw = strategy_kwargs(cls, cfg)
-    fast = baseline_runs(month, cls, kw, cfg)
-    ref = baseline_runs(month, cls, kw, cfg, engine="backtrader")
+    fast = baseline_results(month, cls, kw, cfg)
+    ref = baseline_results(month, cls, kw, cfg, engine="backtrader")
     assert set(fast) == set(ref) == {"buy_and_hold", "always_long", "random_direction"}
     for name in fast:
         a, b = fast[name], ref[name]
@@ -69,8 +69,9 @@ def test_baselines_take_the_strategys_certificates_and_decision_time(month):
     cfg = _cfg()
     cls = get_strategy("momentum")
     kw = strategy_kwargs(cls, cfg, {"decision_bar": 30, "distance": 0.02, "stop": 0.5})
-    runs = baseline_runs(month, cls, kw, cfg)
+    runs = baseline_results(month, cls, kw, cfg)
     t = runs["always_long"].trades
+    assert baseline_runs(month, cls, kw, cfg)["always_long"] == runs["always_long"].summary   # summaries
     assert (pd.to_datetime(t["entry_time"]).dt.strftime("%H:%M") == "12:00").all()   # open of the 31st bar
     assert np.allclose(1 - t["barrier"] / (t["entry_underlying"]), 0.02, atol=0.003)
 
