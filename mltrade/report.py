@@ -165,7 +165,7 @@ def baseline_table_html(summary: dict) -> str:
     bases = summary.get("baselines") or {}
     sig = summary.get("significance") or {}
     cols = ["strategy"] + list(bases)
-    head = "".join(f"<th>{html.escape(c.replace('_', ' '))}</th>" for c in cols)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for row in BASELINE_ROWS:
         vals = [summary.get(row)] + [b.get(row) for b in bases.values()]
