@@ -62,8 +62,8 @@ def test_cli_live_paper_and_kill(cfg, tmp_path, capsys):
 def test_live_flag_without_confirmation_is_refused(cfg, tmp_path, capsys):
     conf = tmp_path / "c.toml"
     conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\n')
-    assert main(["live", "--venue", "ig", "--live", "--config", str(conf)]) == 2
-    assert "confirm" in capsys.readouterr().err
+    assert main(["live", "--venue", "ig", "--live", "--feed", "twelvedata", "--config", str(conf)]) == 2
+    assert "--live needs [live] confirm" in capsys.readouterr().err
     with pytest.raises(ValueError, match="confirm"):
         SeleniumBroker(live=True, confirm="yes please")
 

@@ -158,6 +158,21 @@ def setup_logging(log_file: Path) -> logging.Handler:
     return h
 
 
+def make_store(venue: str, cfg: dict, base_url: Optional[str] = None, code: Any = None,
+               credentials: Any = None) -> Any:
+    """The SeleniumStore of ``venue`` set from ``[live]`` (its profile from ``[live.profiles]``)."""
+    from mltrade.live.profiles import load_profile
+    from mltrade.live.store import SeleniumStore
+    lv = cfg["live"]
+    url = base_url or lv["base_urls"][venue]
+    profile = load_profile(venue, lv.get("profiles", {}).get(venue) or None)
+    return SeleniumStore.instance(
+        venue, url, credentials=credentials, code=code or lv["twofa_source"], driver_path=lv["driver_path"],
+        chromium_path=lv["chromium_path"], headless=lv["headless"], timeout=lv["timeout"],
+        confirm_timeout=lv["confirm_timeout"], screenshots_dir=lv["screenshots_dir"],
+        venue_kwargs={"profile": profile})
+
+
 def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, notifier: Notifier,
                 live: bool, base_url: Optional[str] = None, code: Any = None, credentials: Any = None) -> Any:
     """Paper broker or a SeleniumBroker on the venue's store."""
@@ -167,12 +182,7 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
     if venue == "paper":
         from mltrade.live.paper import PaperBroker
         return PaperBroker(cash=cash, commission_fixed=fee, risk=risk, notifier=notifier, journal=journal)
-    from mltrade.live.store import SeleniumStore
-    url = base_url or lv["base_urls"][venue]
-    store = SeleniumStore.instance(
-        venue, url, credentials=credentials, code=code or lv["twofa_source"], driver_path=lv["driver_path"],
-        chromium_path=lv["chromium_path"], headless=lv["headless"], timeout=lv["timeout"],
-        confirm_timeout=lv["confirm_timeout"], screenshots_dir=lv["screenshots_dir"])
+    store = make_store(venue, cfg, base_url, code, credentials)
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
                            cash=cash, commission_fixed=fee)
 
