@@ -130,7 +130,8 @@ def test_live_check_reports_a_broken_selector_on_the_fake_ig_venue(tmp_path, cap
 @pytest.mark.browser
 @pytest.mark.slow
 def test_live_check_passes_on_the_fake_trade_republic_venue(tmp_path, capsys):
-    assert main(["live", "check", "--venue", "traderepublic", "--demo", "--config", str(_conf(tmp_path))]) == 0
+    conf = _conf(tmp_path)
+    assert main(["live", "check", "--venue", "traderepublic", "--demo", "--config", str(conf)]) == 0
     out = capsys.readouterr().out
     assert re.search(r"buy_page\s+/tr/buy\?isin=DE000TRL\d{5}", out)    # ISIN read from the list page
     assert "number: ask" in out and "(de)" in out and " 0 missing" in out and "-> OK" in out

@@ -75,14 +75,16 @@ class CheckReport:
             out.append(head)
             for r in by_page.get(page, []):
                 note = f"  ({r.note})" if r.note else ""
-                out.append(f"  {r.status.upper() if r.status != 'found' else 'ok':10s} {r.key:18s} {r.css}{note}")
+                word = "ok" if r.status == "found" else r.status.upper()
+                out.append(f"  {word:10s} {r.key:18s} {r.css}{note}")
             if page == "login_page":
                 out.append(f"  login + 2FA: {self.login}")
         out += [f"number: {n}" for n in self.numbers]
         if self.not_checked:
             out.append(f"not checked (appear only after an action): {', '.join(self.not_checked)}")
         out.append(f"result: {self.count('found')} found, {self.count('missing')} missing, "
-                   f"{self.count('invalid')} invalid, {self.count('unverified')} unverified; login {self.login}"
+                   f"{self.count('invalid')} invalid, {self.count('unverified')} unverified; "
+                   f"login {self.login}"
                    f" -> {'OK' if self.ok else 'FAILED'}")
         return out
 

@@ -117,12 +117,14 @@ def _check_walk(src: Path, walk: Any, urls: Mapping[str, str], selectors: Mappin
                 raise _unknown(src, f"{where}.", k, list(CHECK_KEYS))
         page = w.get("page")
         if page not in urls:
-            raise ProfileError(f"{src}: '{where}.page' expects a key of [urls] ({', '.join(urls)}), got {page!r}")
+            raise ProfileError(f"{src}: '{where}.page' expects a key of [urls] ({', '.join(urls)}), "
+                               f"got {page!r}")
         if "click" in w and w["click"] not in selectors:
             raise ProfileError(f"{src}: '{where}.click' expects a key of [selectors], got {w['click']!r}")
         rows = w.get("rows", {})
         if not isinstance(rows, dict):
-            raise ProfileError(f"{src}: '{where}.rows' expects a table of row key = [cell keys], got {rows!r}")
+            raise ProfileError(f"{src}: '{where}.rows' expects a table of row key = [cell keys], "
+                               f"got {rows!r}")
         lists = [(f"{where}.{k}", w.get(k, [])) for k in ("expect", "optional", "numbers")]
         lists += [(f"{where}.rows.{k}", v) for k, v in rows.items()] + [(f"{where}.rows", list(rows))]
         for name, keys in lists:

@@ -176,7 +176,8 @@ class Venue(ABC):
                                  f"{timeout or self.store.timeout:.1f} s "
                                  f"on {self.driver.current_url}") from None
 
-    def wait_js(self, script: str, what: str, timeout: Optional[float] = None, args: Tuple[Any, ...] = ()) -> Any:
+    def wait_js(self, script: str, what: str, timeout: Optional[float] = None,
+                args: Tuple[Any, ...] = ()) -> Any:
         """Poll ``script`` (called with ``args``) until it returns a truthy value."""
         end = time.monotonic() + (timeout or self.store.timeout)
         while True:
@@ -241,7 +242,7 @@ class Venue(ABC):
                 "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : '';",
                 self.sel("twofa_error"))
             raise TwoFactorRefused(f"{self.name}: the 2FA code was refused by the venue "
-                                   f"(the page says: {msg[:80]!r}); check the code source [live] twofa_source")
+                                   f"(the page says: {msg[:80]!r}); check [live] twofa_source")
 
     def type_into(self, key: str, text: str) -> None:
         e = self.wait(key)

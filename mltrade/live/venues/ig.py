@@ -56,7 +56,8 @@ class IGVenue(PositionsPageMixin, Venue):
                                         "offer": self.sel("offer_cell")})
         loc = self.number_locale
         return [{"id": r["productId"], "level": parse_number(r["level"], loc, "ig.level"),
-                 "bid": parse_number(r["bid"], loc, "ig.bid"), "offer": parse_number(r["offer"], loc, "ig.offer")}
+                 "bid": parse_number(r["bid"], loc, "ig.bid"),
+                 "offer": parse_number(r["offer"], loc, "ig.offer")}
                 for r in rows]
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,

@@ -65,7 +65,8 @@ class PageRowSource:
                                       [v.sel("ko_cell"), v.sel("price_cell"), v.sel("lev_cell")])
         loc = v.number_locale
         return [Certificate(index=int(i), isin=isin, barrier=parse_number(ko, loc, "tr.ko"),
-                            price=parse_number(pr, loc, "tr.price"), leverage=parse_number(lv, loc, "tr.leverage"))
+                            price=parse_number(pr, loc, "tr.price"),
+                            leverage=parse_number(lv, loc, "tr.leverage"))
                 for i, isin, ko, pr, lv in raw]
 
 
