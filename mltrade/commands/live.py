@@ -9,7 +9,7 @@ import argparse
 import sys
 from typing import Any, Optional
 
-ACTIONS = ("run", "check")
+ACTIONS = ("run", "check", "status")
 
 
 def register(sub: Any) -> None:
@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     p.add_argument("--demo", action="store_true",
                    help="trade against the local fake venue on 127.0.0.1 (ig/traderepublic demo, offline)")
     p.add_argument("--speed", type=float, default=None, help="replay speed, times real time (0 = no waiting)")
+    p.add_argument("--reset", action="store_true",
+                   help="paper: start the paper account afresh (cash from [backtest] cash, no positions)")
     p.add_argument("--kill", metavar="REASON", help="engage the kill switch (no new positions) and exit")
     p.add_argument("--revive", action="store_true", help="remove the kill switch file and exit")
     p.set_defaults(func=_live)
@@ -108,6 +110,11 @@ def _live(args: argparse.Namespace) -> int:
     venue = args.venue or lv["venue"]
     if args.action == "check":
         return _check(args, cfg, venue)
+    if args.action == "status":
+        from mltrade.live.account import status_lines
+        for line in status_lines(cfg, venue):
+            print(line)
+        return 0
     return _run(args, cfg, venue)
 
 
@@ -139,9 +146,11 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
             cfg["live"]["confirm"] = LIVE_CONFIRMATION
     elif live and not lv["confirm"]:
         return _err("--live needs [live] confirm in the config as well (see docs/live.md)")
+    if args.reset and venue != "paper":
+        return _err("--reset starts the paper account afresh; a venue's account is the venue's")
     try:
         res = run_live(cfg, strategy, venue, args.feed, max_sessions=args.max_sessions, live=live,
-                       speed=args.speed, **kw)
+                       speed=args.speed, reset=args.reset, **kw)
     except RuntimeError as e:      # missing API key / credentials / browser / 2FA: say what to fix
         return _err(str(e).splitlines()[0])
     finally:
@@ -155,5 +164,9 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
     for t in res.trades:
         print(f"  {t['entry_time']} {t['direction']:5s} barrier {t['barrier']:.2f} x{t['size']:.0f} "
               f"{t['entry_price']:.2f} -> {t['exit_price']:.2f} ({t['exit_reason']}) P&L {t['pnl']:+.2f}")
+    for day, reason in res.refusals:
+        print(f"  REFUSED {day}: new position refused by the risk limits: {reason}")
+    if res.run_dir is not None:
+        print(f"report: {res.run_dir / 'report.html'}")
     print(f"log: {res.log_file}")
     return 0
