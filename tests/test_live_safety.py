@@ -1,4 +1,5 @@
 """Journal reconciliation, risk limits, kill switch, credentials and 2FA sources, secret masking."""
+import json
 import logging
 import os
 import sys
@@ -215,8 +216,9 @@ def _spelled(secret: str, gap: str) -> "re.Pattern":
 
 def test_mask_catches_secrets_typed_one_character_per_item():
     register_secret("pw-Zq9!long")
-    line = "POST /session/1/element/2/value {'text': 'pw-Zq9!long', 'value': ['p', 'w', '-', 'Z', 'q', '9', " \
-           "'!', 'l', 'o', 'n', 'g']} and JSON [\"p\",\"w\",\"-\",\"Z\",\"q\",\"9\",\"!\",\"l\",\"o\",\"n\",\"g\"]"
+    chars = list("pw-Zq9!long")
+    line = (f"POST /session/1/element/2/value {{'text': 'pw-Zq9!long', 'value': {chars!r}}} "
+            f"and JSON {json.dumps(chars)}")
     out = mask(line)
     assert "pw-Zq9!long" not in out and not _spelled("pw-Zq9!long", r"[^A-Za-z0-9]{0,6}").search(out)
     assert mask("price 15,234.50 at 10:12") == "price 15,234.50 at 10:12"
@@ -231,9 +233,9 @@ def test_no_credential_or_2fa_code_in_any_output_at_debug_level(tmp_path):
     from mltrade.live.fakevenue import VenueState
     st = VenueState()
     conf = _conf(tmp_path, f'report_dir = "{tmp_path}/reports"\n')
-    p = subprocess.run([sys.executable, "-m", "mltrade.cli", "-v", "live", "--venue", "ig", "--demo", "--live",
-                        "--max-sessions", "1", "--config", str(conf)], capture_output=True, text=True,
-                       timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
+    p = subprocess.run([sys.executable, "-m", "mltrade.cli", "-v", "live", "--venue", "ig", "--demo",
+                        "--live", "--max-sessions", "1", "--config", str(conf)],
+                       capture_output=True, text=True, timeout=600, env=dict(os.environ, MPLBACKEND="Agg"))
     assert p.returncode == 0, p.stderr[-3000:]
     assert "(LIVE)" in p.stdout and "1 round trips" in p.stdout
     assert "/value" in p.stderr and "'text': '***'" in p.stderr      # the typing was logged, masked

@@ -174,7 +174,8 @@ class Account:
                                        (float(cash), now, self.venue))
                 if cur.rowcount == 0:
                     self._db.execute("INSERT INTO account (venue, cash, start_cash, resets, created, updated)"
-                                     " VALUES (?,?,?,0,?,?)", (self.venue, float(cash), float(cash), now, now))
+                                     " VALUES (?,?,?,0,?,?)",
+                                     (self.venue, float(cash), float(cash), now, now))
                 if positions is not None:
                     self._db.execute("DELETE FROM account_positions WHERE venue = ?", (self.venue,))
                     for p in positions:
@@ -190,7 +191,7 @@ class Account:
 
 
 def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[str]:
-    """What ``mltrade live status`` prints: account, open positions, P&L today and last session, kill switch."""
+    """What ``mltrade live status`` prints: cash, open positions, P&L (today, last session), kill switch."""
     from mltrade.live.journal import OrderJournal
     from mltrade.live.risk import RiskGuard, RiskLimits
 
@@ -234,7 +235,8 @@ def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[st
         out.append(f"  open positions (journal): {len(open_rows) or 'none'}")
         for e in open_rows:
             side = "long" if (e.direction or 0) > 0 else "short"
-            out.append(f"    {e.ref} {side} barrier {e.barrier or 0:.2f} x{e.size or 0:g} @ {e.price or 0:.2f} "
+            out.append(f"    {e.ref} {side} barrier {e.barrier or 0:.2f} x{e.size or 0:g} "
+                       f"@ {e.price or 0:.2f} "
                        f"deal {e.deal_id or '-'} (day {e.day})")
 
     def pnl(day: str) -> tuple:

@@ -73,7 +73,8 @@ class PaperBroker(KnockoutBroker):
             when = pos.data.num2date(pos.entry_dt).isoformat() if pos.data is not None else ""
             out.append(SavedPosition(
                 ref=self.refs.get(pid, ""), product=product_to_dict(pos.product), size=pos.size,
-                price=pos.price, entry_dt=pos.entry_dt, entry_time=when, entry_underlying=pos.entry_underlying,
+                price=pos.price, entry_dt=pos.entry_dt, entry_time=when,
+                entry_underlying=pos.entry_underlying,
                 stop_price=pos.stop_price, entry_leverage=pos.entry_leverage, cost=pos.cost,
                 entry_fees=pos.entry_fees, fees=pos.fees, financing=pos.financing))
         return out
