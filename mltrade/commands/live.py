@@ -164,8 +164,12 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
     for t in res.trades:
         print(f"  {t['entry_time']} {t['direction']:5s} barrier {t['barrier']:.2f} x{t['size']:.0f} "
               f"{t['entry_price']:.2f} -> {t['exit_price']:.2f} ({t['exit_reason']}) P&L {t['pnl']:+.2f}")
-    for day, reason in res.refusals:
-        print(f"  REFUSED {day}: new position refused by the risk limits: {reason}")
+    seen: dict = {}
+    for day, reason in res.refusals:            # one line per day and reason (a strategy may retry)
+        seen[(day, reason)] = seen.get((day, reason), 0) + 1
+    for (day, reason), n in seen.items():
+        times = f" ({n} times)" if n > 1 else ""
+        print(f"  REFUSED {day}: new position refused by the risk limits: {reason}{times}")
     if res.run_dir is not None:
         print(f"report: {res.run_dir / 'report.html'}")
     print(f"log: {res.log_file}")
