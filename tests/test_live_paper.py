@@ -9,7 +9,7 @@ from mltrade.cli import main
 from mltrade.config import load_config
 from mltrade.feeds.sample import sample_intraday
 from mltrade.live.account import Account
-from mltrade.live.broker import LIVE_CONFIRMATION, SeleniumBroker
+from mltrade.live.broker import SeleniumBroker
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
