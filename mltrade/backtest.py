@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Type
@@ -138,7 +139,9 @@ def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict,
     bh = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
     out["buy_and_hold"] = bh.summary
     mom_valid = strategy_params(IntradayMomentum)
-    common = {k: v for k, v in kwargs.items() if k in mom_valid and k not in ("direction_rule", "seed", "min_move")}
+    # the overlay reviews the strategy's decisions only: baselines never call it
+    common = {k: v for k, v in kwargs.items()
+              if k in mom_valid and k not in ("direction_rule", "seed", "min_move", "overlay")}
     for name, rule in (("always_long", "long"), ("random_direction", "random")):
         kw = dict(common, direction_rule=rule, seed=int(cfg["backtest"]["baseline_seed"]))
         out[name] = run_strategy(bars, IntradayMomentum, kw, cfg, progress, name).summary
@@ -174,6 +177,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     overlay = kwargs.get("overlay")
     if overlay is not None and hasattr(overlay, "summary"):
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
+        if hasattr(overlay, "summary_line"):  # per-review lines are DEBUG: one line sums the run up
+            logging.getLogger("mltrade.llm").info(overlay.summary_line())
     if cfg["backtest"]["baselines"]:
         result.baselines = baseline_runs(bars, cls, kwargs, cfg, progress)
     if report:

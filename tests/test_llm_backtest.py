@@ -1,6 +1,7 @@
 """Integration: real backtests of ``IntradayMomentum`` with the LLM overlay (dry, record, replay)."""
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from datetime import date
@@ -64,18 +65,22 @@ def test_dry_overlay_drives_the_backtest_and_prices_like_the_broker(bars):
     assert fingerprint(ov2, backtest(bars, ov2)[1]) == fingerprint(ov, rts)
 
 
-def reverse_wider(body: dict) -> str:
+def reverse_wider():
     """Server-side policy: reverse every proposal with a barrier 5 % away; garbage on every third call."""
-    text = body["messages"][1]["content"] if len(body["messages"]) == 2 else ""
-    if not text:  # a repair turn
-        return json.dumps({"action": "SKIP", "reasoning": "repaired: no trade"})
-    price = float(re.search(r"Current index price: (\S+)", text).group(1))
-    day = int(re.search(r"Decision time \(exchange local\): \d{4}-\d\d-(\d\d)", text).group(1))
-    if day % 3 == 0:
-        return "Let me think about it... the market looks"
-    long_ = "Proposed direction: Long" in text
-    barrier = round(price * (1.05 if long_ else 0.95), 2)
-    return json.dumps({"action": "BUY", "position": ["Short" if long_ else "Long", barrier, "contrarian"]})
+    calls = itertools.count()
+
+    def answer(body: dict) -> str:
+        n = next(calls)
+        text = body["messages"][1]["content"] if len(body["messages"]) == 2 else ""
+        if not text:  # a repair turn
+            return json.dumps({"action": "SKIP", "reasoning": "repaired: no trade"})
+        if n % 3 == 2:
+            return "Let me think about it... the market looks"
+        price = float(re.search(r"Current index price: (\S+)", text).group(1))
+        long_ = "Proposed direction: Long" in text
+        barrier = round(price * (1.05 if long_ else 0.95), 2)
+        return json.dumps({"action": "BUY", "position": ["Short" if long_ else "Long", barrier, "contrarian"]})
+    return answer
 
 
 def test_record_then_replay_backtest_is_identical_offline(bars, tmp_path, monkeypatch):
@@ -86,7 +91,7 @@ def test_record_then_replay_backtest_is_identical_offline(bars, tmp_path, monkey
         client = LLMClient(base_url=url, model="grok-test", api_key_env=ENV, timeout=2.0, max_retries=0)
         return LLMOverlay(Responder(mode, client, ReplayCache(path)))
 
-    with FakeOpenAI([reverse_wider]) as srv:
+    with FakeOpenAI([reverse_wider()]) as srv:
         rec = overlay("record", srv.base_url)
         _, rts1 = backtest(bars, rec)
         calls = srv.calls
@@ -132,7 +137,7 @@ def test_cli_backtest_llm_flag_in_replay_mode_with_an_empty_cache_fails_clearly(
                     f'[llm]\nmode = "replay"\ncache_path = "{tmp_path / "none.sqlite"}"\n')
     assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "r"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r'no stored answer for key [0-9a-f]{64} in .*none.sqlite.*mode = "record"', err), err
+    assert re.search(r'no stored answer for key [0-9a-f]{64} \(decision 2018-03-05T10:50:00#0\) in .*none.sqlite.*mode = "record"', err), err
     conf.write_text(conf.read_text().replace('mode = "replay"', 'mode = "dry"'))
     assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "d"]) == 0
     assert "LLM overlay" in (tmp_path / "d" / "report.html").read_text()
@@ -142,7 +147,7 @@ def test_cli_backtest_llm_online_against_a_compatible_server(tmp_path, monkeypat
     from mltrade.cli import main
 
     monkeypatch.setenv(ENV, "xai-cli-key")
-    with FakeOpenAI([reverse_wider]) as srv:
+    with FakeOpenAI([reverse_wider()]) as srv:
         conf = tmp_path / "live.toml"
         conf.write_text('[backtest]\nstart = "2018-03-05"\nend = "2018-03-07"\nbaselines = false\n'
                         f'out = "{tmp_path}"\n[llm]\nmode = "record"\nbase_url = "{srv.base_url}"\n'

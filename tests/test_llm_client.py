@@ -209,12 +209,13 @@ def test_bad_request_unrelated_to_structured_output_is_an_http_error():
     assert ov.responder.client.structured is True
 
 
-def test_missing_key_names_the_variable(monkeypatch):
+def test_missing_key_names_the_variable_when_the_overlay_is_built(monkeypatch):
     monkeypatch.delenv(ENV)
     client = LLMClient(base_url="http://127.0.0.1:9/v1", model="m", api_key_env=ENV)
-    ov = LLMOverlay(Responder("live", client))
-    with pytest.raises(LLMConfigError, match=ENV):
-        ov.review(*ml_decision(1))
+    for mode in ("live", "record"):
+        with pytest.raises(LLMConfigError, match=rf"{ENV} is not set: .*mode '{mode}'.*\[llm\] api_key_env"):
+            Responder(mode, client, None if mode == "live" else object())
+    Responder("replay", client, object())  # replay and dry need no key
 
 
 def test_client_rejects_bad_settings():
