@@ -1,4 +1,4 @@
-"""The README's CSV round trip: ``mltrade data sample --out bars.csv`` then ``mltrade backtest --data bars.csv``.
+"""The README's CSV round trip: ``mltrade data sample --out bars.csv``, ``mltrade backtest --data bars.csv``.
 
 Local timestamps across a DST change carry two UTC offsets in one file; pandas 3
 refuses to parse such a column in one go, so the loader must handle it itself.
@@ -31,7 +31,8 @@ def test_cli_round_trip_backtest_equals_the_sample_backtest_to_the_cent(tmp_path
     assert s_csv["trades"] == s_smp["trades"] > 0
     assert round(s_csv["final_value"], 2) == round(s_smp["final_value"], 2)
     for name in ("buy_and_hold", "always_long", "random_direction"):
-        assert round(s_csv["baselines"][name]["final_value"], 2) == round(s_smp["baselines"][name]["final_value"], 2)
+        b_csv, b_smp = s_csv["baselines"][name], s_smp["baselines"][name]
+        assert round(b_csv["final_value"], 2) == round(b_smp["final_value"], 2)
     t_csv = pd.read_csv(tmp_path / "csv" / "trades.csv")
     t_smp = pd.read_csv(tmp_path / "sample" / "trades.csv")
     assert list(t_csv["entry_time"]) == list(t_smp["entry_time"])
@@ -74,7 +75,8 @@ def test_offsets_across_dst_in_other_zones_and_formats(tmp_path):
     q = _write(tmp_path / "odd.csv", ["2024-01-02T09:30:00+0300", "2024-01-02T09:35:00-0700"])
     odd = load_csv(q)
     assert str(odd.index.tz) == "UTC"
-    assert list(odd.index) == [pd.Timestamp("2024-01-02 06:30", tz="UTC"), pd.Timestamp("2024-01-02 16:35", tz="UTC")]
+    assert list(odd.index) == [pd.Timestamp("2024-01-02 06:30", tz="UTC"),
+                               pd.Timestamp("2024-01-02 16:35", tz="UTC")]
 
 
 @pytest.mark.parametrize("bad, line, what", [

@@ -80,7 +80,8 @@ def reverse_wider():
         price = float(re.search(r"Current index price: (\S+)", text).group(1))
         long_ = "Proposed direction: Long" in text
         barrier = round(price * (1.05 if long_ else 0.95), 2)
-        return json.dumps({"action": "BUY", "position": ["Short" if long_ else "Long", barrier, "contrarian"]})
+        position = ["Short" if long_ else "Long", barrier, "contrarian"]
+        return json.dumps({"action": "BUY", "position": position})
     return answer
 
 
@@ -138,7 +139,8 @@ def test_cli_backtest_llm_flag_in_replay_mode_with_an_empty_cache_fails_clearly(
                     f'[llm]\nmode = "replay"\ncache_path = "{tmp_path / "none.sqlite"}"\n')
     assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "r"]) == 2
     err = capsys.readouterr().err
-    assert re.search(r'no stored answer for key [0-9a-f]{64} \(decision 2018-03-05T10:50:00#0\) in .*none.sqlite.*mode = "record"', err), err
+    assert re.search(r'no stored answer for key [0-9a-f]{64} \(decision 2018-03-05T10:50:00#0\) '
+                     r'in .*none.sqlite.*mode = "record"', err), err
     conf.write_text(conf.read_text().replace('mode = "replay"', 'mode = "dry"'))
     assert main(["backtest", "--config", str(conf), "--llm", "--quiet", "--name", "d"]) == 0
     assert "LLM overlay" in (tmp_path / "d" / "report.html").read_text()
@@ -202,7 +204,8 @@ def test_baselines_do_not_go_through_the_overlay(tmp_path, monkeypatch):
         calls = srv.calls
     assert set(res.baselines) == {"buy_and_hold", "always_long", "random_direction"}
     decided = [d for d in res.strategy.decisions if d["ml_direction"]]
-    assert calls == len(decided) == len(ov.records) == 5  # one review per strategy decision, none for baselines
+    # one review per strategy decision, none for the baselines
+    assert calls == len(decided) == len(ov.records) == 5
     assert res.summary["llm"]["reviews"] == res.summary["llm"]["sessions_priced"] == 5
     assert ov.summary(strategy=res.strategy)["reviews"] == 5  # what the report's LLM section shows
 

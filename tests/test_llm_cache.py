@@ -10,8 +10,8 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from mltrade.llm import (LLMClient, LLMOverlay, ReplayCache, ReplayMiss, Responder, build_messages, build_overlay,
-                         cache_key, dry_answer, parse_text)
+from mltrade.llm import (LLMClient, LLMOverlay, ReplayCache, ReplayMiss, Responder, build_messages,
+                         build_overlay, cache_key, dry_answer, parse_text)
 from mltrade.llm.contract import LLMRequest
 from mltrade.strategies.decision import Decision, DecisionContext
 from tests.fake_openai import FakeOpenAI, Reply
@@ -222,7 +222,8 @@ def test_cache_files_of_older_versions_stay_readable(tmp_path):
         db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, "
                    "response TEXT NOT NULL, error_code TEXT, error_message TEXT, created REAL NOT NULL)")
         db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, NULL, NULL, 0)",
-                   (cache_key(client.model, msgs, client.parameters()), "grok-test", "{}", ans("Long", 9100.0)))
+                   (cache_key(client.model, msgs, client.parameters()), "grok-test", "{}",
+                    ans("Long", 9100.0)))
     ov = LLMOverlay(Responder("replay", client, ReplayCache(str(path))))
     assert ov.review(d, c).barrier == 9100.0
     junk = tmp_path / "junk.sqlite"

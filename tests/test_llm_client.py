@@ -252,7 +252,8 @@ _COMPLETION = {"id": "x", "object": "chat.completion", "created": 1, "model": "g
 
 
 @pytest.mark.parametrize("reply, reason", [
-    (Reply(raw='{"id": "x", "choices": [{"index": 0, "message": {"role": "assis'), "malformed_answer"),  # truncated
+    # truncated
+    (Reply(raw='{"id": "x", "choices": [{"index": 0, "message": {"role": "assis'), "malformed_answer"),
     (Reply(raw=""), "malformed_answer"),                                                  # empty body
     (Reply(raw="null"), "malformed_answer"),
     (Reply(raw="<html>proxy page</html>"), "malformed_answer"),
@@ -282,7 +283,8 @@ def test_malformed_200_bodies_fall_back_like_any_failure(reply, reason, on_failu
 
 
 def test_text_content_parts_are_read_as_text():
-    parts = [{"type": "text", "text": ans("Long", 9500.0)[:20]}, {"type": "text", "text": ans("Long", 9500.0)[20:]}]
+    text = ans("Long", 9500.0)
+    parts = [{"type": "text", "text": text[:20]}, {"type": "text", "text": text[20:]}]
     with FakeOpenAI([Reply(message={"role": "assistant", "content": parts})]) as srv:
         ov = overlay_for(srv)
         out = ov.review(*ml_decision(1))
@@ -292,7 +294,8 @@ def test_text_content_parts_are_read_as_text():
 @pytest.mark.parametrize("mode", ["clamp", "refuse"])
 def test_leverage_cap_applies_on_the_fallback_path(mode):
     with FakeOpenAI([Reply(status=500, content="down")]) as srv:
-        client = LLMClient(base_url=srv.base_url, model="grok-test", api_key_env=ENV, timeout=2.0, max_retries=0)
+        client = LLMClient(base_url=srv.base_url, model="grok-test", api_key_env=ENV, timeout=2.0,
+                           max_retries=0)
         ov = LLMOverlay(Responder("live", client), ContractRules(max_leverage=50.0, leverage_mode=mode))
         d, ctx = ml_decision(1, distance=0.01)  # the strategy's own barrier: leverage 100
         out = ov.review(d, ctx)

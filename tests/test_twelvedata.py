@@ -292,9 +292,9 @@ def test_retry_after_still_gives_up_after_max_retries(server):
 
 def test_429_without_retry_after_waits_the_credit_window_and_reports_it(server):
     waits = []
-    client = client_from_config({"twelvedata": {"api_key": KEY, "base_url": server.url, "credits_per_minute": 5,
-                                                "credit_window": 0.4, "backoff_base": 0.001, "max_retries": 2}},
-                                on_wait=lambda s, why: waits.append((s, why)))
+    sec = {"api_key": KEY, "base_url": server.url, "credits_per_minute": 5, "credit_window": 0.4,
+           "backoff_base": 0.001, "max_retries": 2}
+    client = client_from_config({"twelvedata": sec}, on_wait=lambda s, why: waits.append((s, why)))
     assert client.limiter.period == 0.4
     server.faults.append("429")
     got = client.time_series("NDX", "5min", "2024-03-04", "2024-03-05")

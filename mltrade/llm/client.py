@@ -6,9 +6,10 @@ that call the API check it when the overlay is built (:meth:`LLMClient.check_key
 so a missing key fails before the backtest starts. The key is never logged:
 ``repr`` masks it and error texts are scrubbed of it. An HTTP 200 whose body is
 not a usable completion (not JSON, no choices, no message, content that is not
-text) raises :class:`LLMCallError` ``malformed_answer`` like any failed call. Structured output (``response_format`` with a JSON schema)
-is asked for first; a server that rejects it with 400/422 is remembered and
-asked for plain JSON in the text from then on.
+text) raises :class:`LLMCallError` ``malformed_answer`` like any failed call.
+Structured output (``response_format`` with a JSON schema) is asked for first;
+a server that rejects it with 400/422 is remembered and asked for plain JSON in
+the text from then on.
 """
 from __future__ import annotations
 
@@ -106,8 +107,9 @@ class LLMClient:
     def check_key(self, mode: str = "live") -> None:
         """Raise :class:`LLMConfigError` naming the variable and the config key when the API key is unset."""
         if not os.environ.get(self.api_key_env):
-            raise LLMConfigError(f"environment variable {self.api_key_env} is not set: the LLM overlay in mode "
-                                 f"'{mode}' needs an API key for {self.base_url} (set {self.api_key_env}, or "
+            raise LLMConfigError(f"environment variable {self.api_key_env} is not set: the LLM overlay "
+                                 f"in mode '{mode}' needs an API key for {self.base_url} "
+                                 f"(set {self.api_key_env}, or "
                                  f"name another variable in [llm] api_key_env; or use [llm] mode = 'dry' or "
                                  f"'replay')")
 
@@ -188,7 +190,8 @@ class LLMClient:
 def _message_of(resp: Any) -> tuple[str, Optional[str], Optional[str]]:
     """``(text, finish_reason, refusal)`` of a completion; ``LLMCallError`` when it is not one."""
     if resp is None or not hasattr(resp, "choices"):
-        raise LLMCallError("malformed_answer", f"the answer is not a chat completion (got {type(resp).__name__})")
+        raise LLMCallError("malformed_answer",
+                           f"the answer is not a chat completion (got {type(resp).__name__})")
     choices = resp.choices
     if choices is None:
         raise LLMCallError("malformed_answer", "the answer has no 'choices'")

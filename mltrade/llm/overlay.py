@@ -171,7 +171,8 @@ class LLMOverlay:
                 if self.rules.leverage_mode == "refuse":
                     outcome = "skipped"
                     info["llm"].update(outcome=outcome, leverage="refused")
-                    final = decision.replace(direction=0, barrier=None, distance=None, source="llm", info=info)
+                    final = decision.replace(direction=0, barrier=None, distance=None, source="llm",
+                                             info=info)
                 else:
                     info["llm"]["leverage"] = "clamped"
                     final = decision.replace(barrier=price * (1 - d / cap), distance=None, info=info)
@@ -262,7 +263,8 @@ class LLMOverlay:
         return out
 
     def anonymization(self) -> dict:
-        """``{"anonymized": bool}`` plus, when on, the seed and the run's price map (shown = scale*real+shift)."""
+        """``{"anonymized": bool}`` plus, when on, the seed and the run's price map
+        (``shown = price_scale * real + price_shift``)."""
         out: dict = {"anonymized": self.anonymize}
         if self.anonymize:
             out["anonymize_seed"] = self.seed
@@ -299,7 +301,8 @@ class LLMOverlay:
         else:
             anon = "Prompts carry <b>real dates and prices</b> (anonymize off)."
         parts = [f"<p>Mode <b>{e(s['mode'])}</b>: {s['reviews']} reviews, {s['api_calls']} API calls, "
-                 f"{s['cache_hits']} cache hits. {anon}</p>", "<table><tr><th>outcome</th><th>count</th></tr>"]
+                 f"{s['cache_hits']} cache hits. {anon}</p>",
+                 "<table><tr><th>outcome</th><th>count</th></tr>"]
         for o in OUTCOMES + ("failed",):
             parts.append(f"<tr><td>{o}</td><td>{s[o]}</td></tr>")
         parts.append("</table><table><tr><th>reason</th><th>count</th><th>meaning</th></tr>")
