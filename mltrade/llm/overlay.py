@@ -294,8 +294,9 @@ class LLMOverlay:
         s = self.summary(bars, trades, strategy, **pricing)
         e = html.escape
         if s["anonymized"]:
-            scale = "" if s["price_scale"] is None else (f" (shown = {s['price_scale']:.6g} &times; real "
-                                                          f"{s['price_shift']:+.6g})")
+            scale = "" if s["price_scale"] is None else (
+                f" (shown = {s['price_scale']:.6g} &times; real {'+' if s['price_shift'] >= 0 else '&minus;'} "
+                f"{abs(s['price_shift']):.6g})")
             anon = (f"Prompts <b>anonymized</b>: no dates or weekdays, prices moved by a seeded scale and "
                     f"shift{scale}, seed {s['anonymize_seed']}.")
         else:
