@@ -88,3 +88,16 @@ def test_bad_timestamp_among_mixed_offsets_names_its_line(tmp_path, bad, line, w
                                       "2018-03-12T09:40:00-0400"])
     with pytest.raises(DataFileError, match=rf"bad.csv:{line}: .*{what}"):
         load_csv(p)
+
+
+def test_write_csv_offsets_in_any_zone_read_back_to_the_same_instants(tmp_path):
+    for zone in ("America/St_Johns", "Asia/Kolkata", "Europe/Berlin"):  # -03:30/-02:30, +05:30, +01/+02
+        idx = pd.date_range("2024-03-08 09:00", "2024-04-05 09:00", freq="7D", tz=zone)
+        bars = pd.DataFrame({"open": 1.5, "high": 2.25, "low": 1.0, "close": 2.0, "volume": 0.0}, index=idx)
+        write_csv(bars, tmp_path / "z.csv")
+        text = (tmp_path / "z.csv").read_text()
+        assert all(t.strftime("%Y-%m-%dT%H:%M:%S%z") in text for t in idx)
+        got = load_csv(tmp_path / "z.csv")
+        assert (got.index == idx).all()
+        # offsets that change (DST) name their zone; a single offset stays a fixed offset
+        assert str(got.index.tz) == (zone if zone != "Asia/Kolkata" else "UTC+05:30")

@@ -32,26 +32,30 @@ _OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"
 def _parse_times(text: pd.Series, path: Path, lines: np.ndarray, tcol: str,
                  tz: Optional[str]) -> pd.DatetimeIndex:
     """Timestamps of ``text`` as a tz-aware index (see :func:`load_csv`)."""
-    mixed = False
-    try:
-        parsed = pd.to_datetime(text, utc=False, format="mixed")
-        if parsed.dtype == object:  # pandas 2: mixed UTC offsets come back as objects
-            mixed = True
-    except (ValueError, TypeError):
-        # pandas 3 raises on mixed UTC offsets (any local-time file spanning a DST change)
-        mixed = True
-    if mixed:
+    parsed, mixed, fmt = None, False, "ISO8601"
+    for fmt in ("ISO8601", "mixed"):  # ISO 8601 quickly; any layout pandas reads, element by element
         try:
-            parsed = pd.to_datetime(text, utc=True, format="mixed")
+            parsed = pd.to_datetime(text, utc=False, format=fmt)
+            mixed = parsed.dtype == object  # pandas 2: mixed UTC offsets come back as objects
         except (ValueError, TypeError):
-            bad = 0
-            for i, v in enumerate(text):
-                try:
-                    pd.Timestamp(v)
-                except (ValueError, TypeError):
-                    bad = i
-                    break
-            _fail(path, int(lines[bad]), f"cannot parse timestamp {text.iloc[bad]!r} in column '{tcol}'")
+            # pandas 3 raises on mixed UTC offsets (any local-time file spanning a DST change)
+            try:
+                parsed, mixed = pd.to_datetime(text, utc=True, format=fmt), True
+            except (ValueError, TypeError):
+                continue
+        break
+    if parsed is None:
+        bad = 0
+        for i, v in enumerate(text):
+            try:
+                pd.Timestamp(v)
+            except (ValueError, TypeError):
+                bad = i
+                break
+        _fail(path, int(lines[bad]), f"cannot parse timestamp {text.iloc[bad]!r} in column '{tcol}'")
+    if mixed:
+        if parsed.dtype == object:
+            parsed = pd.to_datetime(text, utc=True, format=fmt)
         has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
         if not has_offset.all():
             i = int(np.flatnonzero(~has_offset)[0])
@@ -60,7 +64,7 @@ def _parse_times(text: pd.Series, path: Path, lines: np.ndarray, tcol: str,
         index = pd.DatetimeIndex(parsed)
         if tz is not None:
             return index.tz_convert(tz)
-        local = pd.DatetimeIndex(pd.to_datetime(text.str.replace(_OFFSET, "", regex=True), format="mixed"))
+        local = pd.DatetimeIndex(pd.to_datetime(text.str.replace(_OFFSET, "", regex=True), format=fmt))
         return index.tz_convert(_zone_of(index, local - index.tz_localize(None)))
     if getattr(parsed.dtype, "tz", None) is None:
         if tz is None:
@@ -188,10 +192,20 @@ def atomic_write_text(path: Union[str, Path], text: str) -> None:
         raise
 
 
+def _iso_stamps(index: pd.DatetimeIndex) -> np.ndarray:
+    """``YYYY-MM-DDTHH:MM:SS[+HHMM]`` of every stamp (the offset in force at it), vectorised."""
+    local = index.tz_localize(None) if index.tz is not None else index
+    text = np.datetime_as_string(local.to_numpy(dtype="datetime64[s]"), unit="s")
+    if index.tz is None:
+        return text
+    minutes = ((local - index.tz_convert("UTC").tz_localize(None)) // pd.Timedelta(minutes=1)).to_numpy()
+    names = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}{abs(m) % 60:02d}" for m in np.unique(minutes)}
+    return np.char.add(text, np.array([names[m] for m in minutes]) if len(minutes) else text)
+
+
 def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> None:
     """Write bars as CSV (ISO timestamps with offset, exact prices), atomically."""
     out = df[[c for c in ("open", "high", "low", "close", "volume") if c in df]].copy()
-    out.index = out.index.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out.index.name = "datetime"
+    out.index = pd.Index(_iso_stamps(pd.DatetimeIndex(out.index)), name="datetime")
     # shortest text that reads back to the same float: a CSV round trip changes no price
     atomic_write_text(path, out.to_csv())
