@@ -308,3 +308,14 @@ def test_leverage_cap_applies_on_the_fallback_path(mode):
     else:
         assert out.direction == 0 and ov.records[0].outcome == "skipped"
     assert (out2.direction, out2.barrier, ov.records[1].outcome) == (1, d2.barrier, "fallback")
+
+
+def test_no_info_line_per_call(caplog):
+    caplog.set_level(logging.INFO)  # the CLI's level without -v
+    with FakeOpenAI([ans("Long", 9600.0), "garbage", ans("Long", 9500.0), Reply(status=500)]) as srv:
+        ov = overlay_for(srv)
+        for _ in range(3):
+            ov.review(*ml_decision(1))
+        assert srv.calls == 4
+    assert [r.outcome for r in ov.records] == ["confirmed", "adjusted", "fallback"]
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.INFO] == []

@@ -117,6 +117,7 @@ class LLMClient:
         if self._client is None:
             self.check_key()
             key = os.environ[self.api_key_env]
+            _quiet_http_logs()
             import openai  # imported lazily: dry and replay runs never need it
 
             self._key = key
@@ -185,6 +186,17 @@ class LLMClient:
         # debug only: the overlay counts failures per reason and prints them in its summary line
         log.debug("llm: call to %s failed: %s: %s (%s)", self.base_url, code, message, detail)
         return LLMCallError(code, message if detail == message else f"{message} ({detail})", status)
+
+
+def _quiet_http_logs() -> None:
+    """The HTTP library logs one INFO line per request, which would interleave with the progress bar:
+    raise its loggers to WARNING unless they or the root logger were set to show more (``-v``)."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    for name in ("httpx", "httpx2"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.WARNING)
 
 
 def _message_of(resp: Any) -> tuple[str, Optional[str], Optional[str]]:
