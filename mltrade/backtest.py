@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Type
@@ -312,6 +313,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     overlay = kwargs.get("overlay")
     if overlay is not None and hasattr(overlay, "summary"):
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
+        if hasattr(overlay, "summary_line"):  # per-review lines are DEBUG: one line sums the run up
+            logging.getLogger("mltrade.llm").info(overlay.summary_line())
     if cfg["backtest"]["baselines"]:
         result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
         result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
