@@ -42,14 +42,20 @@ class OtherStrat(Strat):
     """A second strategy: its decisions have keys of their own."""
 
 
-@pytest.fixture(scope="module")
-def venue():
-    with FakeVenue(index=INDEX, tr_rows=200) as v:
-        yield v
+@pytest.fixture(scope="module", autouse=True)
+def outcome_table():
+    """Prints the fault -> outcome table after the module (visible with ``pytest -s``)."""
+    yield
     if TABLE:
         print("\n\n| fault | venue orders | journal rows | bot state |\n|---|---|---|---|")
         for row in TABLE:
             print("| " + " | ".join(row) + " |")
+
+
+@pytest.fixture(scope="module")
+def venue():
+    with FakeVenue(index=INDEX, tr_rows=200) as v:
+        yield v
 
 
 @pytest.fixture(scope="module")
@@ -335,3 +341,58 @@ def test_knocked_out_product_filling_at_zero_is_no_trade(rig, venue):
     assert rig.broker.journal.get(ref).status == "knocked_out" and rig.broker.journal.closes_of(ref) == []
     rig.check()
     rig.row("knocked-out product fills at 0.00")
+
+
+def test_run_live_crash_venue_stop_out_restart_replays_without_a_second_order(tmp_path):
+    """The whole loop: `run_live` (momentum, fake IG venue) dies with a position open, the venue stops it
+    out while the bot is down, and the restart replays the session from its open: the same strategy
+    makes the same decision on the same bar, and the journal refuses it (one venue order)."""
+    from mltrade.config import load_config
+    from mltrade.feeds.sample import sample_intraday as bars_of
+    from mltrade.live.scheduler import run_live
+
+    cfg = load_config(None)
+    cfg["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
+                       kill_switch_file=str(tmp_path / "KILL"), screenshots_dir=str(tmp_path / "shots"),
+                       confirm=LIVE_CONFIRMATION, timeout=5.0, confirm_timeout=2.0)
+    crashed = []
+    with FakeVenue(index=float(bars_of("2018-06-01").iloc[0]["open"]), tr_rows=20) as fv:
+        def on_bar(d):
+            fv.set_index(float(d.close[0]))
+            if fv.state.positions and not crashed:
+                crashed.append(d.datetime.datetime(0))
+                raise RuntimeError("simulated crash with a position open")
+
+        kw = dict(base_url=fv.url, credentials=Credentials(fv.state.username, fv.state.password),
+                  code=lambda: fv.state.code)
+        try:
+            with pytest.raises(RuntimeError, match="simulated crash"):
+                run_live(cfg, "momentum", "ig", "sample", max_sessions=1, live=True, on_bar=on_bar, **kw)
+            assert len(fv.state.orders) == 1 and len(fv.state.positions) == 1
+            p = fv.state.positions[0]
+            assert p["stop"] == pytest.approx(round(p["entry"] * 0.71, 2))          # it was protected
+            # the bot is down; the index moves against the position: the venue's stop sells it
+            fv.set_index(p["level"] + p["direction"] * 0.6 * p["entry"] / p["ratio"])
+            assert fv.state.positions == [] and fv.state.closed[0]["reason"] == "stop"
+            res = run_live(cfg, "momentum", "ig", "sample", max_sessions=1, live=True,
+                           on_bar=lambda d: fv.set_index(float(d.close[0])), **kw)
+        finally:
+            for store in list(SeleniumStore._instances.values()):
+                store.close()
+        orders, closed = list(fv.state.orders), fv.state.closed[0]
+    assert res.sessions == ["2018-06-01"]
+    assert len(orders) == 1                                         # the replayed decision sent nothing
+    j = OrderJournal(tmp_path / "j.sqlite", "ig")
+    buys, closes = j.entries("buy"), j.entries("close")
+    assert [e.status for e in buys] == ["closed"] and buys[0].deal_id == p["deal_id"] and buys[0].decision
+    assert buys[0].info["reason"] == "stop"
+    assert [c.status for c in closes] == ["filled"] and closes[0].parent == buys[0].ref
+    assert closes[0].price == pytest.approx(closed["exit"]) and closes[0].day == "2018-06-01"
+    assert j.realized_pnl_on(bars_of("2018-06-01").index[0].date()) == pytest.approx(closed["pnl"])
+    assert res.broker.positions == {} and j.open_positions() == []
+    log = (tmp_path / "live.log").read_text()
+    assert "closed at the venue (stop" in log and "duplicate decision" in log
+    TABLE.append(("run_live crash with a position open, venue stop while down, restart replays the session",
+                  f"{len(orders)} (filled)", ", ".join(f"{e.action} {e.status}" for e in j.entries()),
+                  f"{len(res.broker.positions)} open, replayed decision refused"))
+    j.close()
