@@ -95,12 +95,18 @@ def test_ig_levels_buy_limit_stop_positions_and_close(make_store, venue):
     levels = s.call(ig.levels, 1)
     assert len(levels) == 60 and all(lv["level"] < INDEX for lv in levels)
     assert pick_level([lv["level"] for lv in levels], 1, 14890.0) == 14875.0
-    fill = s.call(ig.buy, 1, 14890.0, stake=1000.0, client_ref="T-LONG", stop_fraction=0.71)
+    fill = s.call(ig.buy, 1, 14890.0, stake=1000.0, client_ref="T-LONG")
     offer = (INDEX - 14875.0) * 0.01
     assert fill.barrier == 14875.0 and fill.price == pytest.approx(offer)
     assert fill.size == math.floor(1000.0 / offer)
     pos = venue.state.positions[0]
-    assert pos["client_ref"] == "T-LONG" and pos["stop"] == pytest.approx(round(offer * 0.71, 2))
+    assert pos["client_ref"] == "T-LONG" and pos["stop"] is None           # the buy places no stop
+    assert s.call(ig.place_stop, fill.deal_id, fill.price * 0.71) == pytest.approx(round(offer * 0.71, 2))
+    assert pos["stop"] == pytest.approx(round(offer * 0.71, 2))
+    venue.set_faults(stop_fail=1)                                       # a refused stop says so at once
+    with pytest.raises(OrderRejected, match="stop service unavailable"):
+        s.call(ig.place_stop, fill.deal_id, 2.0)
+    assert pos["stop"] == pytest.approx(round(offer * 0.71, 2))
     short = s.call(ig.buy, -1, 15110.0, size=100, client_ref="T-SHORT")
     assert short.barrier == 15125.0 and short.size == 100           # lowest level above the wanted one
     cash, open_, closed = s.call(ig.snapshot)
@@ -169,7 +175,9 @@ def test_tr_finder_moves_target_past_cheap_rows_on_the_page(make_store, venue):
 def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
     s = make_store("traderepublic")
     tr = s.venue
-    fill = s.call(tr.buy, 1, 14000.0, index_price=INDEX, stake=500.0, client_ref="TR-1", stop_fraction=0.71)
+    fill = s.call(tr.buy, 1, 14000.0, index_price=INDEX, stake=500.0, client_ref="TR-1")
+    assert venue.state.positions[0]["stop"] is None
+    s.call(tr.place_stop, fill.deal_id, fill.price * 0.71)
     assert fill.barrier <= 14000.0 and fill.size == math.floor(500.0 / fill.price)
     cash, open_, _ = s.call(tr.snapshot)
     assert cash == pytest.approx(venue.state.cash["TR"])
