@@ -85,7 +85,8 @@ class Rig:
     def start(self, **kw):
         """A fresh process: new login, new broker on the journal file; start() reconciles."""
         self.browser.delete_all_cookies()
-        store = SeleniumStore(self.name, self.venue.url, driver=self.browser, timeout=5.0, confirm_timeout=1.5,
+        store = SeleniumStore(self.name, self.venue.url, driver=self.browser, timeout=5.0,
+                              confirm_timeout=1.5,
                               credentials=Credentials(self.venue.state.username, self.venue.state.password),
                               code=lambda: self.venue.state.code, screenshots_dir=self.tmp / "shots")
         kw.setdefault("risk", RiskGuard(RiskLimits(kill_switch_file=str(self.tmp / "KILL"))))
@@ -99,6 +100,10 @@ class Rig:
         """The process dies: nothing is cleaned up, the journal file stays."""
         self.broker.journal.close()
         self.broker = None
+
+    @property
+    def account(self):
+        return "ACC-KO" if self.name == "ig" else "TR"
 
     def buy(self, direction=1, barrier=14600.0, stake=500.0, stop=0.71, owner=None):
         product = KnockoutProduct.turbo(direction, barrier)
@@ -133,7 +138,7 @@ class Rig:
             o["status"].lower() for o in self.venue.state.orders) + ")",
             ", ".join(f"{k} ×{v}" for k, v in sorted(rows.items())),
             f"{len(self.broker.positions)} open, {len(self.broker.unresolved)} in flight, "
-            f"cash {self.broker.getcash():.2f} = venue {self.venue.state.cash['ACC-KO']:.2f}"))
+            f"cash {self.broker.getcash():.2f} = venue {self.venue.state.cash[self.account]:.2f}"))
 
 
 @pytest.fixture
@@ -292,8 +297,9 @@ def test_unknown_venue_position_is_adopted_with_a_stop_or_closed(rig, venue, pol
     rig.row(f"position opened by hand at the venue (on_unknown={policy})")
 
 
-@pytest.mark.parametrize("how", ["stop", "knockout"])
-def test_crash_after_venue_stop_out_then_restart_books_the_loss_and_never_rebuys(rig, venue, how):
+@pytest.mark.parametrize("name,how", [("ig", "stop"), ("ig", "knockout"), ("traderepublic", "stop")])
+def test_crash_after_venue_stop_out_then_restart_books_the_loss_and_never_rebuys(rig, venue, name, how):
+    rig.name = name
     b = rig.start()
     o = rig.buy(barrier=14600.0, stop=0.71)
     ref, day = o.info["ref"], rig.data.datetime.date(0)
@@ -301,7 +307,8 @@ def test_crash_after_venue_stop_out_then_restart_books_the_loss_and_never_rebuys
     entry, size = b.journal.get(ref).price, b.journal.get(ref).size
     rig.crash()
     # while the bot is down the venue stops the position out (or knocks it out)
-    venue.set_index(14800.0 if how == "stop" else 14590.0)
+    p = venue.state.positions[0]
+    venue.set_index(p["level"] + 0.6 * p["entry"] / p["ratio"] if how == "stop" else p["level"] - 10.0)
     assert venue.state.positions == [] and venue.state.closed[0]["reason"] == how
     b2 = rig.start()
     e = b2.journal.get(ref)
@@ -321,7 +328,8 @@ def test_crash_after_venue_stop_out_then_restart_books_the_loss_and_never_rebuys
     rig.start()
     assert len(rig.broker.journal.closes_of(ref)) == 1                   # booked once
     rig.check()
-    rig.row(f"crash, venue {how} while down, restart")
+    assert b2.getcash() == pytest.approx(venue.state.cash[rig.account])
+    rig.row(f"crash, venue {how} while down, restart ({name})")
 
 
 def test_knocked_out_product_filling_at_zero_is_no_trade(rig, venue):

@@ -44,7 +44,8 @@ def test_a_journal_from_before_decision_keys_is_upgraded(tmp_path):
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
     db.executescript("""CREATE TABLE orders (ref TEXT PRIMARY KEY, venue TEXT NOT NULL, action TEXT NOT NULL,
-        status TEXT NOT NULL, direction INTEGER, barrier REAL, size REAL, price REAL, stake REAL, deal_id TEXT,
+        status TEXT NOT NULL, direction INTEGER, barrier REAL, size REAL, price REAL, stake REAL,
+        deal_id TEXT,
         parent TEXT, day TEXT NOT NULL, created REAL NOT NULL, updated REAL NOT NULL,
         info TEXT NOT NULL DEFAULT '{}');
         INSERT INTO orders VALUES ('OLD1', 'ig', 'buy', 'filled', 1, 14600, 100, 4.0, NULL, 'D1', NULL,

@@ -203,7 +203,8 @@ class SeleniumBroker(bt.BrokerBase):
     def _check_invariant(self, venue_positions: Optional[list]) -> bool:
         journal = {e.deal_id for e in self.journal.open_positions()}
         broker = {self.deals.get(pid) for pid in self.positions}
-        ok = journal == broker and (venue_positions is None or {p.deal_id for p in venue_positions} == journal)
+        venue = {p.deal_id for p in venue_positions} if venue_positions is not None else journal
+        ok = journal == broker == venue
         if not ok:
             log.error("reconciliation invariant broken: venue %s, journal %s, broker %s",
                       sorted(p.deal_id for p in venue_positions) if venue_positions is not None else "?",
@@ -219,9 +220,9 @@ class SeleniumBroker(bt.BrokerBase):
 
     def _unknown_position(self, vp: Any) -> None:
         """A venue position the bot doesn't know: journal it as adopted, then close it if configured."""
-        ref = self.journal.begin("buy", direction=vp.direction, barrier=vp.barrier, size=vp.size, price=vp.entry,
-                                 deal_id=vp.deal_id, status="filled", day=self._today(), adopted=True,
-                                 client_ref=vp.client_ref, product_id=vp.product_id, stop=None)
+        ref = self.journal.begin("buy", direction=vp.direction, barrier=vp.barrier, size=vp.size,
+                                 price=vp.entry, deal_id=vp.deal_id, status="filled", day=self._today(),
+                                 adopted=True, client_ref=vp.client_ref, product_id=vp.product_id, stop=None)
         if self.p.on_unknown == "close":
             pos = self._adopt(self.journal.get(ref), quiet=True)
             order = broker_close_order(self, pos, "unknown_position")
@@ -279,7 +280,7 @@ class SeleniumBroker(bt.BrokerBase):
         return None
 
     def _adopt(self, e: JournalEntry, quiet: bool = False) -> CertPosition:
-        """A broker position for the open journal entry ``e`` (a restart, a late fill, an unknown position)."""
+        """A broker position for the open journal entry ``e`` (restart, late fill, unknown position)."""
         data = self._data
         product = KnockoutProduct.turbo(int(e.direction or 1), float(e.barrier or 0.0),
                                         ratio=float(e.info.get("ratio") or 0.01),
