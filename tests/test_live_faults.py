@@ -21,10 +21,12 @@ from mltrade.live.broker import LIVE_CONFIRMATION, decision_key
 from mltrade.live.credentials import Credentials
 from mltrade.live.fakevenue import FakeVenue
 from mltrade.live.journal import OrderJournal
+from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
 from mltrade.live.scheduler import ReplayData
 from mltrade.live.store import SeleniumStore
 from mltrade.products import KnockoutProduct
+from tests.test_live_notify import Hook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"),
@@ -186,7 +188,8 @@ def test_late_fill_after_confirmation_timeout_is_adopted_not_doubled(rig, venue)
 
 @pytest.mark.parametrize("policy", ["close", "flag"])
 def test_stop_refused_after_fill_never_turns_the_fill_into_a_rejection(rig, venue, policy):
-    b = rig.start(on_stop_failure=policy, stop_retries=2)
+    hook = Hook()                                        # a webhook on 127.0.0.1 receives the notifications
+    b = rig.start(on_stop_failure=policy, stop_retries=2, notifier=Notifier(webhook_url=hook.url))
     venue.set_faults(stop_fail=3)                        # first try + 2 retries all refused
     o = rig.buy()
     ref = o.info["ref"]
@@ -195,6 +198,11 @@ def test_stop_refused_after_fill_never_turns_the_fill_into_a_rejection(rig, venu
     stops = b.journal.entries("stop")
     assert [s.status for s in stops] == ["failed"] and stops[0].info["attempts"] == 3
     assert any("failed 3 times" in a for a in b.alerts)
+    assert b.notifier.flush(5.0)
+    posted = [body for _, body in hook.bodies]
+    hook.close()
+    assert [p["event"] for p in posted][:2] == ["buy", "error"]
+    assert "URGENT: stop for position" in posted[1]["text"] and "failed 3 times" in posted[1]["text"]
     second = rig.buy()                                   # the same decision again (same bar, same strategy)
     assert second.status == bt.Order.Rejected and "duplicate decision" in second.info["reject_reason"]
     if policy == "close":
