@@ -190,7 +190,7 @@ def test_late_fill_after_confirmation_timeout_is_adopted_not_doubled(rig, venue)
 def test_stop_refused_after_fill_never_turns_the_fill_into_a_rejection(rig, venue, policy):
     hook = Hook()                                        # a webhook on 127.0.0.1 receives the notifications
     b = rig.start(on_stop_failure=policy, stop_retries=2, notifier=Notifier(webhook_url=hook.url))
-    venue.set_faults(stop_fail=3)                        # first try + 2 retries all refused
+    venue.set_faults(stop_fail=3 if policy == "close" else 6)   # first try + 2 retries refused (twice: flag)
     o = rig.buy()
     ref = o.info["ref"]
     assert o.status == bt.Order.Completed                # the fill stands
@@ -213,7 +213,10 @@ def test_stop_refused_after_fill_never_turns_the_fill_into_a_rejection(rig, venu
     else:
         assert len(venue.state.positions) == 1 and venue.state.positions[0]["stop"] is None
         assert b.journal.get(ref).info["protected"] is False
-        rig.bar()                                        # the next bar places the stop (fault gone)
+        rig.bar()                                        # the next bar tries again: refused 3x more
+        assert venue.state.counters["stop_refused"] == 6 and venue.state.positions[0]["stop"] is None
+        assert len([a for a in b.alerts if "failed 3 times" in a]) == 1        # notified once, logged after
+        rig.bar()                                        # ... and the bar after places it (fault gone)
         assert venue.state.positions[0]["stop"] == pytest.approx(round(b.journal.get(ref).price * 0.71, 2))
         assert b.journal.get(ref).info["protected"] is True
     assert b.getcash() == pytest.approx(venue.state.cash["ACC-KO"])

@@ -118,7 +118,8 @@ class SeleniumBroker(bt.BrokerBase):
         self.pending: List[bt.Order] = []
         self.unresolved: List[bt.Order] = []  # sent, outcome unknown (confirmation time-out, crash)
         self.alerts: List[str] = []           # urgent notifications sent
-        self.reports: List[ReconcileReport] = []
+        self.last_report: Optional[ReconcileReport] = None
+        self._flagged: Set[str] = set()      # unprotected positions already notified about
         self._comminfo = CertificateCommInfo()
         self._data: Any = None
         self._bars = 0
@@ -171,7 +172,7 @@ class SeleniumBroker(bt.BrokerBase):
     def _reconcile(self, venue: Any, keep_pending: Iterable[str]) -> ReconcileReport:
         cash, open_, history = self.store.call(venue.snapshot, name="reconcile")
         rep = self.journal.reconcile(open_, history, day=self._today(), keep_pending=keep_pending)
-        self.reports.append(rep)
+        self.last_report = rep
         for vp in rep.unknown:
             self._unknown_position(vp)
         self._sync()
@@ -511,8 +512,13 @@ class SeleniumBroker(bt.BrokerBase):
         self.journal.update(sref, "failed", error=_first_line(last) if last else "", attempts=tries)
         self.journal.update(ref, "filled", protected=False)
         close = self.p.on_stop_failure == "close"
-        self._alert(f"stop for position {deal} (ref {ref}) failed {tries} times ({_first_line(last)}); "
-                    + ("closing the position" if close else "position is UNPROTECTED (flagged)"))
+        text = (f"stop for position {deal} (ref {ref}) failed {tries} times ({_first_line(last)}); "
+                + ("closing the position" if close else "position is UNPROTECTED (flagged)"))
+        if close or ref not in self._flagged:
+            self._alert(text)
+            self._flagged.add(ref)
+        else:                      # flagged and notified before: retried every bar, logged
+            log.error("%s", text)
         if close:
             order = broker_close_order(self, pos, "unprotected")
             order.addinfo(ref=self.journal.begin("close", parent=ref, size=pos.size, deal_id=deal,
