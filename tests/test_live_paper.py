@@ -9,7 +9,7 @@ from mltrade.cli import main
 from mltrade.config import load_config
 from mltrade.feeds.sample import sample_intraday
 from mltrade.live.account import Account
-from mltrade.live.broker import LIVE_CONFIRMATION, SeleniumBroker
+from mltrade.live.broker import SeleniumBroker
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
@@ -282,3 +282,26 @@ def test_kill_switch_refusal_is_printed_on_stdout(cfg, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "0 round trips" in out
     assert re.search(r"REFUSED 2018-06-01: new position refused by the risk limits: kill switch engaged", out)
+
+
+def test_status_of_a_venue_lists_journal_positions_and_last_seen_cash(cfg, tmp_path):
+    from datetime import date
+
+    from mltrade.live.account import status_lines
+    j = OrderJournal(cfg["live"]["journal_path"], "ig")
+    held = j.begin("buy", direction=-1, barrier=16000.0, day=date(2024, 3, 4))
+    j.update(held, "filled", price=2.5, size=200, deal_id="IG-D00007")
+    done = j.begin("buy", direction=1, barrier=14000.0, day=date(2024, 3, 5))
+    j.update(done, "closed")
+    close = j.begin("close", parent=done, day=date(2024, 3, 5))
+    j.update(close, "filled", price=3.0, pnl=-120.5, reason="stop")
+    j.set_state("last_session", "2024-03-05")
+    j.close()
+    with Account(cfg["live"]["journal_path"], "ig") as acc:
+        acc.save(9_379.5)
+    out = "\n".join(status_lines(cfg, "ig", today=date(2024, 3, 5)))
+    assert "cash 9,379.50 (last seen at the venue" in out and "open positions (journal): 1" in out
+    assert f"{held} short barrier 16000.00 x200 @ 2.50 deal IG-D00007" in out
+    assert "today (2024-03-05 UTC): realised P&L -120.50 from 1 closed trades" in out
+    assert "kill switch: off" in out
+    assert "open positions: none" in "\n".join(status_lines(cfg, "paper"))     # another venue: empty

@@ -168,7 +168,11 @@ def check_venue(store: Any, timeout: Optional[float] = None) -> CheckReport:
             for k, c, g in zip(cells, cells_css, flags):
                 rep.results.append(SelectorResult(page, k, c, status[g], f"in {row_key}"))
         for k in step.get("numbers", []):
+            end = time.monotonic() + wait
             text = venue.driver.execute_script(_TEXT, prof.sel(k))
+            while text is not None and not text.strip() and time.monotonic() < end:   # filled in later
+                time.sleep(0.1)
+                text = venue.driver.execute_script(_TEXT, prof.sel(k))
             if text is None:
                 rep.numbers.append(f"{k}: element not found")
                 continue

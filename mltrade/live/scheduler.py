@@ -26,7 +26,7 @@ import pandas as pd
 from mltrade.calendars import sessions
 from mltrade.feeds.bars import IndexData
 from mltrade.live.account import Account
-from mltrade.live.credentials import SecretFilter, mask
+from mltrade.live.credentials import SecretFilter, mask, protect_handlers
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
@@ -186,7 +186,8 @@ def write_live_report(cfg: dict, strategy: str, venue: str, feed: str, live: boo
 
 
 def setup_logging(log_file: Path) -> logging.Handler:
-    """Log ``mltrade.live`` to ``log_file`` (secrets masked)."""
+    """Log ``mltrade.live`` to ``log_file`` (secrets masked, also in the root logger's handlers)."""
+    protect_handlers()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     h = logging.FileHandler(log_file, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
