@@ -324,10 +324,12 @@ class OrderJournal:
                 else:
                     self.update(e.ref, "absent", reconciled=True)
         # late fills: the venue executed a buy we had given up on
-        for p in [*positions, *history]:
+        # (an open venue position overrides any "not executed"; a closed record only absent/failed ones:
+        # a product knocked out at 0.00 is settled at once and was no trade)
+        candidates = [(p, NOT_EXECUTED) for p in positions] + [(c, ("absent", "failed")) for c in history]
+        for p, late_ok in candidates:
             ref = getattr(p, "client_ref", "")
             e = self.get(ref) if ref else None
-            late_ok = NOT_EXECUTED if p in positions else ("absent", "failed")   # a KO at 0.00 is no trade
             if e is not None and e.action == "buy" and e.status in late_ok:
                 fill(e, p, late=True, status_before=e.status)
                 rep.late.append(ref)
