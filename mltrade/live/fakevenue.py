@@ -322,7 +322,8 @@ def _make_handler(venue: FakeVenue):
             if u.path == "/control/state":
                 with st.lock:
                     return self._json({"index": st.index, "cash": st.cash, "positions": st.positions,
-                                       "closed": st.closed, "orders": st.orders, "faults": st.faults,
+                                       "closed": st.closed, "orders": st.orders, "held": st.held,
+                                       "faults": st.faults,
                                        "counters": st.counters, "logins": st.logins})
             if u.path.startswith("/static/"):
                 f = PAGES / parts[-1]
