@@ -226,7 +226,9 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
                            account=account)
     store = make_store(venue, cfg, base_url, code, credentials)
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
-                           cash=cash, commission_fixed=fee)
+                           cash=cash, commission_fixed=fee, on_unknown=lv["on_unknown"],
+                           adopt_stop=float(lv["adopt_stop"]), stop_retries=int(lv["stop_retries"]),
+                           on_stop_failure=lv["on_stop_failure"])
 
 
 def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample", max_sessions: int = 1,
