@@ -56,11 +56,14 @@ def report_lines(summary: dict) -> list:
     for s in summary.get("sessions", []):
         lines.append(f"{s} ensemble: validation {sel[0]} .. {sel[1]} (chooses) {summary[f'val_return_{s}']:+.2%}; "
                      f"out-of-sample (compounded over test folds, scored once) {summary[f'oos_return_{s}']:+.2%}")
-    sig = summary.get("significance") or {}
-    for s, v in sig.items():
-        lines.append(f"{s} holdout: Sharpe {v['sharpe']:+.2f} (95% CI {v['sharpe_ci'][0]:+.2f} .. "
-                     f"{v['sharpe_ci'][1]:+.2f}); SPA p vs buy-and-hold {v['spa_pvalue']['buy_and_hold']:.3f}, "
-                     f"vs no trade {v['spa_pvalue']['no_trade']:.3f}")
+    def num(x: object, fmt: str) -> str:
+        return "n/a" if x is None else format(x, fmt)
+    for s, v in (summary.get("significance") or {}).items():
+        ci = v.get("sharpe_ci") or [None, None]
+        p = v.get("spa_pvalue") or {}
+        lines.append(f"{s} holdout: Sharpe {num(v.get('sharpe'), '+.2f')} (95% interval {num(ci[0], '+.2f')} .. "
+                     f"{num(ci[1], '+.2f')}); SPA p vs buy-and-hold {num(p.get('buy_and_hold'), '.3f')}, "
+                     f"vs no trade {num(p.get('no_trade'), '.3f')}")
     if summary.get("degenerate"):
         lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")
     if summary.get("holdout_constant"):

@@ -162,7 +162,7 @@ class EnsembleConfig:
     batch_size: int = 32
     nb_steps_warmup: int = 100
     train_interval: int = 4
-    target_model_update: float = 250
+    target_model_update: float = 0.01
     delta_clip: float = 1.0
     memory_limit: int = 50000
     window_length: int = 1

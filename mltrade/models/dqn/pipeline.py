@@ -343,8 +343,8 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     # test (the holdout): evaluated once, reported, never used to choose
     test_daily = daily.iloc[fold.test]
     tdec = decide(ens, gate if gate.columns else None, test_daily, obs.iloc[fold.test], costs, settings, sim=sim)
-    gated, _ = _result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
-                       costs, session, sim)
+    gated, gated_sim = _result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
+                               costs, session, sim)
     ungated, _ = _result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
                          costs, session, sim)
     base = _baselines(test_daily, float(cfg.get("baseline_distance", 0.08)), costs,
@@ -360,7 +360,30 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
                                      "short": int((tdec["direction"] < 0).sum()),
                                      "none": int((tdec["direction"] == 0).sum())},
                "mean_agreement": float(tdec["agreement"].mean())}
+    metrics["test_session_returns"] = [float(x) for x in gated_sim["ret"].to_numpy(float)]
+    metrics["buy_and_hold_session_returns"] = [float(x) for x in index_session_returns(test_daily)]
     return FoldResult(ens, gate, metrics, tdec)
+
+
+def index_session_returns(daily: pd.DataFrame) -> np.ndarray:
+    """Per-session returns of holding the index over ``daily``: first open -> close, then close -> close."""
+    c = daily["close"].to_numpy(float)
+    if not len(c):
+        return np.zeros(0)
+    return np.concatenate([[c[0] / float(daily["open"].iloc[0]) - 1.0], c[1:] / c[:-1] - 1.0])
+
+
+def holdout_significance(per_fold: List[dict], session: str, seed: int = 0) -> dict:
+    """Sharpe and its bootstrap interval, total-return interval and SPA p-values of the ``session`` ensemble's
+    holdout session returns (all test folds, in order) against buy-and-hold of the index and no trade."""
+    from mltrade.significance import sharpe, significance
+
+    folds = [m for m in per_fold if m["session"] == session]
+    r = np.concatenate([m["test_session_returns"] for m in folds]) if folds else np.zeros(0)
+    bh = np.concatenate([m["buy_and_hold_session_returns"] for m in folds]) if folds else np.zeros(0)
+    out = significance(r, {"buy_and_hold": bh, "no_trade": np.zeros(len(r))}, seed=seed)
+    out["sharpe"] = sharpe(r) if len(r) > 1 and np.std(r) > 0 else None
+    return out
 
 
 def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, daily: pd.DataFrame) -> None:
@@ -512,6 +535,7 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
         rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
         summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
         summary[f"val_return_{s}"] = float(last[s].metrics["validation"]["total_return"])
+    summary["significance"] = {s: holdout_significance(per_fold, s, int(cfg.get("seed", 0))) for s in sessions}
     primary = "day" if "day" in sessions else sessions[0]
     summary["oos_return"] = summary[f"oos_return_{primary}"]
     # selection (registry): the kept bundle's validation return, mean over its sessions; never the holdout
