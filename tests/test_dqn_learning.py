@@ -68,3 +68,7 @@ def test_null_world_edge_is_luck(tmp_path):
     bh = np.asarray(res.metrics["buy_and_hold_session_returns"])
     p_none, p_bh = spa_pvalue(r, np.zeros(len(r))), spa_pvalue(r, bh)
     assert p_none > 0.05 and p_bh > 0.05, f"null world: SPA p vs no trade {p_none}, vs buy-and-hold {p_bh}"
+    m = res.metrics
+    assert set(m["baselines"]) == {"buy_and_hold", "always_long", "random_direction"}
+    assert m["fold"]["test"][0] == str(test.index[0].date()) and len(r) == len(bh) == TEST
+    assert len(res.ensemble) == 3 and sum(s["kept"] for s in res.ensemble.specs) == 3
