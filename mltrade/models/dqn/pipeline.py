@@ -530,6 +530,9 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
                 f"{r.metrics['baselines']['buy_and_hold']['total_return']:+.2%}, always-long "
                 f"{r.metrics['baselines']['always_long']['total_return']:+.2%}, random "
                 f"{r.metrics['baselines']['random_direction']['total_return']:+.2%}")
+            for key in ("degenerate_reason", "holdout_constant_reason"):
+                if r.metrics[key]:
+                    log(f"fold {fold.index} {s}: constant outputs: {r.metrics[key]}")
     summary: Dict[str, Any] = {"folds": per_fold, "seconds": round(time.time() - t0, 1), "sessions": sessions}
     for s in sessions:
         rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
