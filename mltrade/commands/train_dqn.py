@@ -13,8 +13,8 @@ def register(sub) -> None:
                                      "kept model on validation",
                          description="Chronological folds (train, validation, test with embargo): agents are "
                                      "trained on train, selected and gated on validation, evaluated once on "
-                                     "test (the holdout) beside buy-and-hold, always-long and random-direction "
-                                     "baselines. The registry keeps a model by its validation return only; a "
+                                     "test (the holdout) beside buy-and-hold, always-long and "
+                                     "random-direction baselines. The registry keeps a model by its validation return only; a "
                                      "model with constant validation outputs is reported degenerate and not "
                                      "kept. Parameters: [dqn] in mltrade/config.d/dqn.toml; see docs/dqn.md.")
     p.add_argument("--config", help="TOML config file overriding [dqn]")
@@ -54,15 +54,16 @@ def report_lines(summary: dict) -> list:
     sel = summary.get("selection_range") or ["?", "?"]
     hold = summary.get("holdout_range") or ["?", "?"]
     for s in summary.get("sessions", []):
-        lines.append(f"{s} ensemble: validation {sel[0]} .. {sel[1]} (chooses) {summary[f'val_return_{s}']:+.2%}; "
-                     f"out-of-sample (compounded over test folds, scored once) {summary[f'oos_return_{s}']:+.2%}")
+        lines.append(f"{s} ensemble: validation {sel[0]} .. {sel[1]} (chooses) "
+                     f"{summary[f'val_return_{s}']:+.2%}; out-of-sample (compounded over test folds, scored "
+                     f"once) {summary[f'oos_return_{s}']:+.2%}")
     def num(x: object, fmt: str) -> str:
         return "n/a" if x is None else format(x, fmt)
     for s, v in (summary.get("significance") or {}).items():
         ci = v.get("sharpe_ci") or [None, None]
         p = v.get("spa_pvalue") or {}
-        lines.append(f"{s} holdout: Sharpe {num(v.get('sharpe'), '+.2f')} (95% interval {num(ci[0], '+.2f')} .. "
-                     f"{num(ci[1], '+.2f')}); SPA p vs buy-and-hold {num(p.get('buy_and_hold'), '.3f')}, "
+        lines.append(f"{s} holdout: Sharpe {num(v.get('sharpe'), '+.2f')} (95% interval "
+                     f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold {num(p.get('buy_and_hold'), '.3f')}, "
                      f"vs no trade {num(p.get('no_trade'), '.3f')}")
     if summary.get("degenerate"):
         lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")

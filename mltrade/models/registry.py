@@ -112,7 +112,7 @@ def date_range(value: Any, what: str) -> Tuple[str, str]:
 
 
 class ModelRegistry:
-    """A directory of named models, each keeping its best version by a validation metric (never the holdout)."""
+    """A directory of named models, each keeping its best version by a validation metric (not the holdout)."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -153,8 +153,8 @@ class ModelRegistry:
         return new > old if higher_is_better else new < old
 
     def selection(self, name: str) -> Optional[dict]:
-        """The kept version's selection record (``metric``, ``value``, ``selection_range``, ``holdout_range``),
-        or None when nothing is kept or the entry predates selection records."""
+        """The kept version's selection record (``metric``, ``value``, ``selection_range``,
+        ``holdout_range``), or None when nothing is kept or the entry predates selection records."""
         m = self.metrics(name)
         sel = m.get("_selection") if m else None
         return dict(sel) if isinstance(sel, dict) else None
@@ -163,7 +163,7 @@ class ModelRegistry:
               metric: str, higher_is_better: bool = True, force: bool = False, *,
               selection_range: Optional[Sequence[Any]] = None, holdout_range: Optional[Sequence[Any]] = None,
               degenerate: bool = False, degenerate_reason: str = "") -> bool:
-        """Write a candidate with ``write(dir)`` and keep it if its validation ``metrics[metric]`` beats the kept one.
+        """Write a candidate with ``write(dir)``; keep it if its validation ``metrics[metric]`` beats the kept one.
 
         ``selection_range`` / ``holdout_range``: ``(first, last)`` dates of the data the metric was measured
         on and of the model's final test range; required, and the first must end before the second starts.
@@ -186,7 +186,8 @@ class ModelRegistry:
         if pd.Timestamp(sel[1]) >= pd.Timestamp(hold[0]):
             raise ValueError(f"offer({name!r}): the selection metric {metric!r} was measured on {sel[0]} .. "
                              f"{sel[1]}, which reaches the holdout starting {hold[0]}; rank models on "
-                             "validation data only (the holdout is scored and reported, never used to choose)")
+                             "validation data only (the holdout is scored and reported, never used to "
+                             "choose)")
         kept = self.metrics(name)
         kept_sel = kept.get("_selection") if kept else None
         old = None
@@ -220,7 +221,8 @@ class ModelRegistry:
                 full = dict(metrics)
                 full["_metric"] = metric
                 full["_higher_is_better"] = bool(higher_is_better)
-                full["_selection"] = {"metric": metric, "value": value, "higher_is_better": bool(higher_is_better),
+                full["_selection"] = {"metric": metric, "value": value,
+                                      "higher_is_better": bool(higher_is_better),
                                       "selection_range": list(sel), "holdout_range": list(hold)}
                 write_json_atomic(staging / "metrics.json", full)
                 write_json_atomic(staging / "config.json", config)

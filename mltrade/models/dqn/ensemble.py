@@ -181,11 +181,11 @@ class EnsembleConfig:
     def __post_init__(self) -> None:
         tmu = float(self.target_model_update)
         if tmu <= 0:
-            raise ValueError(f"dqn.target_model_update: expected > 0 (< 1: soft update rate per training step, "
-                             f">= 1: hard copy every that many steps), got {self.target_model_update!r}")
+            raise ValueError(f"dqn.target_model_update: expected > 0 (< 1: soft update rate per training "
+                             f"step, >= 1: hard copy every that many steps), got {self.target_model_update!r}")
         if tmu >= 1 and tmu >= self.steps:
-            raise ValueError(f"dqn.target_model_update: a hard update every {tmu:g} steps never happens within "
-                             f"dqn.steps = {self.steps}: the target network would stay at its random start; "
+            raise ValueError(f"dqn.target_model_update: a hard update every {tmu:g} steps never happens "
+                             f"within dqn.steps = {self.steps}: the target network would stay at its random start; "
                              "use fewer steps between updates than dqn.steps, or a soft rate below 1")
         if self.steps < 1:
             raise ValueError(f"dqn.steps: expected >= 1, got {self.steps!r}")

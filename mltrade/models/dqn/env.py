@@ -145,7 +145,8 @@ class KnockoutEnv(gym.Env):
         if not 0 <= a < self.nb_actions:
             raise ValueError(f"action: expected 0..{self.nb_actions - 1}, got {action!r}")
         if self.t >= self.t_end or self.budget < self.costs.floor:
-            raise RuntimeError("KnockoutEnv.step: the episode is over (terminated or truncated); call reset()")
+            raise RuntimeError("KnockoutEnv.step: the episode is over (terminated or truncated); "
+                               "call reset()")
         before = self.budget
         after, n = step_budget(before, float(self.entry[self.t, a]), float(self.exit[self.t, a]), self.costs)
         self.budget = after

@@ -336,13 +336,14 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
             "gate disabled (threshold 0)")
     # the model as it trades (gates included) on validation: the registry's selection metric and the
     # degeneracy check; nothing below this point feeds back into a choice
-    vfinal = decide(ens, gate if gate.columns else None, val_daily, obs.iloc[fold.val], costs, settings, sim=sim)
+    use_gate = gate if gate.columns else None
+    vfinal = decide(ens, use_gate, val_daily, obs.iloc[fold.val], costs, settings, sim=sim)
     validation, _ = _result(val_daily, vfinal["trade_direction"].to_numpy(), vfinal["distance"].to_numpy(),
                             costs, session, sim)
     degenerate = constant_outputs(vfinal, session, "validation")
     # test (the holdout): evaluated once, reported, never used to choose
     test_daily = daily.iloc[fold.test]
-    tdec = decide(ens, gate if gate.columns else None, test_daily, obs.iloc[fold.test], costs, settings, sim=sim)
+    tdec = decide(ens, use_gate, test_daily, obs.iloc[fold.test], costs, settings, sim=sim)
     gated, gated_sim = _result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
                                costs, session, sim)
     ungated, _ = _result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
@@ -404,7 +405,8 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
             "val_start": r.metrics["fold"]["val"][0] if r.metrics["fold"]["val"] else None,
             "val_end": r.metrics["fold"]["val"][1] if r.metrics["fold"]["val"] else None,
             "selection_metric": "val_return", "val_return": r.metrics["validation"]["total_return"],
-            "degenerate": bool(r.metrics["degenerate_reason"]), "degenerate_reason": r.metrics["degenerate_reason"],
+            "degenerate": bool(r.metrics["degenerate_reason"]),
+            "degenerate_reason": r.metrics["degenerate_reason"],
             "holdout_constant": bool(r.metrics["holdout_constant_reason"]),
             "holdout_constant_reason": r.metrics["holdout_constant_reason"]})
         DeviationStore(d / "deviations.parquet").update(
@@ -538,7 +540,8 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
         rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
         summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
         summary[f"val_return_{s}"] = float(last[s].metrics["validation"]["total_return"])
-    summary["significance"] = {s: holdout_significance(per_fold, s, int(cfg.get("seed", 0))) for s in sessions}
+    seed = int(cfg.get("seed", 0))
+    summary["significance"] = {s: holdout_significance(per_fold, s, seed) for s in sessions}
     primary = "day" if "day" in sessions else sessions[0]
     summary["oos_return"] = summary[f"oos_return_{primary}"]
     # selection (registry): the kept bundle's validation return, mean over its sessions; never the holdout
