@@ -71,6 +71,10 @@ def test_backtest_trades_out_of_sample_and_reports(trained):
     res = run_backtest(cfg, run_name="dqn")
     strat = res.strategy
     assert strat.table is not None and len(strat.decisions) > 0
+    settings = json.loads((path / "day" / "settings.json").read_text())
+    assert strat.model_flags == {k: settings[k] for k in ("degenerate", "degenerate_reason", "holdout_constant",
+                                                          "holdout_constant_reason")}
+    assert strat.model_flags["degenerate"] is False          # the registry never keeps a degenerate model
     sessions = [pd.Timestamp(d["info_session"]) for d in strat.decisions]
     assert min(sessions) > oos_start                   # only out-of-sample sessions are traded
     by_session = strat.table
