@@ -10,11 +10,13 @@ def register(sub) -> None:
 
     group = subcommand_group(sub, "train", "train a strategy's models (walk-forward, out-of-sample)")
     p = group.add_parser("dqn", help="train the DQN ensembles (walk-forward) and keep them if they beat the "
-                                     "kept model out of sample",
+                                     "kept model on validation",
                          description="Chronological folds (train, validation, test with embargo): agents are "
                                      "trained on train, selected and gated on validation, evaluated once on "
-                                     "test beside buy-and-hold, always-long and random-direction baselines. "
-                                     "Parameters: [dqn] in mltrade/config.d/dqn.toml.")
+                                     "test (the holdout) beside buy-and-hold, always-long and "
+                                     "random-direction baselines. The registry keeps a model by its validation return only; a "
+                                     "model with constant validation outputs is reported degenerate and not "
+                                     "kept. Parameters: [dqn] in mltrade/config.d/dqn.toml; see docs/dqn.md.")
     p.add_argument("--config", help="TOML config file overriding [dqn]")
     p.add_argument("--agents", type=int, help="agents kept per ensemble (default [dqn] agents)")
     p.add_argument("--candidates", type=int, help="agents trained per ensemble before selection")
@@ -46,8 +48,41 @@ def overrides(args) -> dict:
     return {"dqn": o} if o else {}
 
 
+def report_lines(summary: dict) -> list:
+    """The CLI's lines for a :func:`train_walk_forward` summary: selection, holdout, degeneracy, registry."""
+    lines = []
+    sel = summary.get("selection_range") or ["?", "?"]
+
+    def num(x: object, fmt: str) -> str:
+        return "n/a" if x is None else format(x, fmt)
+    for s in summary.get("sessions", []):
+        lines.append(f"{s} ensemble: validation {sel[0]} .. {sel[1]} (chooses) "
+                     f"{summary[f'val_return_{s}']:+.2%}; out-of-sample (compounded over test folds, scored "
+                     f"once) {summary[f'oos_return_{s}']:+.2%}")
+    for s, v in (summary.get("significance") or {}).items():
+        ci = v.get("sharpe_ci") or [None, None]
+        p = v.get("spa_pvalue") or {}
+        lines.append(f"{s} holdout: Sharpe {num(v.get('sharpe'), '+.2f')} (95% interval "
+                     f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold "
+                     f"{num(p.get('buy_and_hold'), '.3f')}, vs always-long {num(p.get('always_long'), '.3f')}, "
+                     f"vs no trade {num(p.get('no_trade'), '.3f')}")
+    if summary.get("degenerate"):
+        lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")
+    if summary.get("holdout_constant"):
+        lines.append(f"warning: constant on the holdout: {summary['holdout_constant_reason']}")
+    if summary.get("kept"):
+        verdict = "kept (best validation return so far)"
+    elif summary.get("degenerate"):
+        verdict = "NOT kept (the registry refuses degenerate models)"
+    else:
+        verdict = "NOT kept (the kept model did better on the same validation range)"
+    where = summary.get("model_dir") or "no model kept yet"
+    lines.append(f"model {verdict}: {where}  ({summary['seconds']} s)")
+    return lines
+
+
 def run(args) -> int:
-    """Train, print the out-of-sample figures beside the baselines, report whether the model was kept."""
+    """Train, print validation and out-of-sample figures, degeneracy, and whether the model was kept."""
     from mltrade.config import load_config
     from mltrade.models.dqn.pipeline import train_walk_forward
 
@@ -55,8 +90,6 @@ def run(args) -> int:
     if cfg["candidates"] < cfg["agents"]:
         cfg["candidates"] = cfg["agents"]
     summary = train_walk_forward(cfg, progress=not args.quiet)
-    for s in summary.get("sessions", cfg["sessions"]):
-        print(f"out-of-sample {s} ensemble (compounded over test folds): {summary[f'oos_return_{s}']:+.2%}")
-    print(f"model {'kept' if summary['kept'] else 'NOT kept (the kept model did better out of sample)'}: "
-          f"{summary['model_dir']}  ({summary['seconds']} s)")
+    for line in report_lines(summary):
+        print(line)
     return 0
