@@ -165,22 +165,27 @@ def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0
     sig_day = base_vol * np.exp(vol_of_vol * (0.8 * x + 0.6 * rng.standard_normal(nd)))
     sig_day *= np.sqrt(nbars / nbars.max())   # a short session moves less
     gaps = rng.standard_normal(nd) * 0.3 * sig_day
-    log_open = np.log(price) + np.cumsum(gaps)
+    rel, wick_hi, wick_lo = [None] * nd, [None] * nd, [None] * nd
+    for n in np.unique(nbars):                       # vectorised over sessions of equal length
+        sel = np.flatnonzero(nbars == n)
+        s = (sig_day[sel] / np.sqrt(n))[:, None]
+        pts = np.concatenate([np.zeros((len(sel), 1)), np.cumsum(rng.standard_normal((len(sel), n)) * s, axis=1)],
+                             axis=1)
+        hi, lo = bridge_extremes(pts[:, :-1], pts[:, 1:], np.broadcast_to(s * s, (len(sel), n)), rng)
+        for j, i in enumerate(sel):
+            rel[i], wick_hi[i], wick_lo[i] = pts[j], hi[j], lo[j]
+    day_move = np.array([r[-1] for r in rel])
+    # each session opens at the previous close plus an overnight gap
+    log_open = np.log(price) + np.cumsum(gaps) + np.concatenate([[0.0], np.cumsum(day_move)[:-1]])
     idx_parts, val_parts, daily_rows = [], [], np.empty((nd, 5))
-    level = 0.0
     for i in range(nd):
         n = int(nbars[i])
-        s = sig_day[i] / np.sqrt(n)
-        lo0 = log_open[i] + level
-        pts = lo0 + np.concatenate([[0.0], np.cumsum(rng.standard_normal(n) * s)])
-        level = pts[-1] - log_open[i]   # next day opens from this close (plus its gap)
-        a, b = pts[:-1], pts[1:]
-        hi, lo = bridge_extremes(a, b, np.full(n, s * s), rng)
-        o, h, lw, c = np.exp(a), np.exp(hi), np.exp(lo), np.exp(b)
-        vol = np.full(n, 1e6)
+        pts = log_open[i] + rel[i]
+        o, c = np.exp(pts[:-1]), np.exp(pts[1:])
+        h, lw = np.exp(log_open[i] + wick_hi[i]), np.exp(log_open[i] + wick_lo[i])
         idx_parts.append(opens[i] + np.arange(n) * np.timedelta64(interval, "m"))
-        val_parts.append(np.stack([o, h, lw, c, vol], axis=1))
-        daily_rows[i] = (o[0], h.max(), lw.min(), c[-1], vol.sum())
+        val_parts.append(np.stack([o, h, lw, c, np.full(n, 1e6)], axis=1))
+        daily_rows[i] = (o[0], h.max(), lw.min(), c[-1], 1e6 * n)
     index = pd.DatetimeIndex(np.concatenate(idx_parts)).tz_localize("UTC").tz_convert(timezone_of(calendar))
     index.name = "datetime"
     bars = pd.DataFrame(np.concatenate(val_parts), index=index, columns=["open", "high", "low", "close", "volume"])
