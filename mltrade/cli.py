@@ -16,11 +16,8 @@ import pkgutil
 import sys
 from typing import Iterator, List, Optional
 
-# before anything can import TensorFlow: its C++ INFO/WARNING lines are noise for a CLI user
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import mltrade  # noqa: E402
-import mltrade.commands  # noqa: E402
+import mltrade  # sets TF_CPP_MIN_LOG_LEVEL=2 (unless set) before anything can import TensorFlow
+import mltrade.commands
 
 _GROUPS: dict = {}
 

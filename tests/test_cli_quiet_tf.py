@@ -39,7 +39,6 @@ def test_cli_command_that_trains_keeps_tensorflow_quiet(tmp_path):
             "assert rc == 0 and 'tensorflow' in sys.modules, rc\n" + RETRACE + "print('done')\n")
     out = _run(code, tmp_path)
     assert out.returncode == 0 and out.stdout.strip().endswith("done"), out.stderr[-3000:]
-    assert "out-of-sample day ensemble" in out.stdout          # it did import TensorFlow and train
     assert not TF_NOISE.search(out.stderr), out.stderr[-3000:]
     assert "retracing" not in out.stderr
 

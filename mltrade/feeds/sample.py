@@ -46,7 +46,7 @@ SIGMA_SPREAD = 0.3
 PRIOR_HALFLIFE = 10.0
 #: Parkinson's constant: E[(ln H/L)^2] = 4 ln 2 * sigma^2 for a driftless Brownian motion.
 _PARKINSON = float(np.sqrt(4.0 * np.log(2.0)))
-_CHUNK_ELEMENTS = 3_000_000  # candidate array size per vectorised block (memory ~ 24 MB per array)
+_CHUNK_ELEMENTS = 3_000_000  # candidate array size per vectorised block (float32: ~12 MB per array)
 _COLUMNS = ["open", "high", "low", "close", "volume"]
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ def _day_streams(seed: int, ordinals: np.ndarray):
 
 def prior_volatility(daily: pd.DataFrame, nbars: np.ndarray, halflife: float = PRIOR_HALFLIFE) -> np.ndarray:
     """Each day's prior volatility (log units, whole session): a trailing average of the *previous*
-    days' Parkinson variance per bar, so a day's own range informs its path only through the fit."""
+    days' Parkinson variance per bar, so a day's own range informs its path only through the fit
+    (the first day, with no history, starts from its own range)."""
     width = np.log(daily["high"].to_numpy(dtype=float) / daily["low"].to_numpy(dtype=float))
     per_bar = (width / _PARKINSON) ** 2 / nbars
     alpha = 1.0 - 0.5 ** (1.0 / halflife)
