@@ -266,12 +266,13 @@ def session_returns(equity: pd.DataFrame, start_cash: float) -> pd.Series:
 def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps: int = 2000,
                     seed: int = 0) -> dict:
     """``mltrade.significance.significance`` of the strategy's daily returns against each baseline's."""
+    from mltrade.report import baseline_label
     from mltrade.significance import significance
 
     strat = session_returns(result.equity, start_cash)
     base = {k: session_returns(r.equity, start_cash).reindex(strat.index) for k, r in runs.items()}
     base = {k: v.fillna(0.0) for k, v in base.items()}
-    return significance(strat, base, reps=reps, seed=seed)
+    return significance(strat, base, reps=reps, seed=seed, labels={k: baseline_label(k) for k in base})
 
 
 def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = False, report: bool = True,
