@@ -143,7 +143,8 @@ def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, labe
     ax.set_yscale("log" if lows > 0 else "linear")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    figs.append((label("Equity vs the baselines (session closes)"), fig))
+    figs.append((label("Equity vs the baselines (session closes)" if others else
+                       "Equity vs the index (session closes)"), fig))
     fig, ax = plt.subplots(figsize=(10, 2.5))
     dd = drawdown(equity["value"])
     ddd = dd.groupby(dd.index.normalize()).min()
