@@ -101,3 +101,16 @@ def test_cli_live_llm_flag_turns_the_overlay_on(cfg, tmp_path, capsys):
     assert "llm overlay (dry, anonymized): 1 reviews" in out
     assert main(["live", "--venue", "paper", "--max-sessions", "1", "--config", str(conf)]) == 0
     assert "llm overlay" not in capsys.readouterr().out
+
+
+def test_missing_api_key_stops_the_live_run_before_the_first_session(cfg, monkeypatch):
+    from mltrade.live.journal import OrderJournal
+    from mltrade.llm import LLMConfigError
+
+    monkeypatch.delenv(ENV)
+    cfg["llm"]["base_url"] = "http://127.0.0.1:9"
+    with pytest.raises(LLMConfigError, match=ENV):
+        run_live(cfg, "momentum", "paper", "sample", max_sessions=1)
+    j = OrderJournal(cfg["live"]["journal_path"], "paper")
+    assert j.get_state("last_session") is None and j.entries() == []
+    j.close()
