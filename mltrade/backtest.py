@@ -96,9 +96,11 @@ def _cached_bars(symbol: str, interval: str, data_dir: str, start: Optional[str]
 
 
 def strategy_kwargs(cls: Type[KnockoutStrategy], cfg: dict, extra: Optional[dict] = None) -> dict:
-    """Product parameters from [product] plus [strategy.params], checked against the strategy's params."""
+    """Product parameters from [product] (unless the class sets ``uses_product_config = False``, like the
+    buy-and-hold tracker) plus [strategy.params], checked against the strategy's params."""
     valid = strategy_params(cls)
-    kw = {k: v for k, v in cfg.get("product", {}).items() if k in dict(PRODUCT_PARAMS) and k in valid}
+    product = cfg.get("product", {}) if getattr(cls, "uses_product_config", True) else {}
+    kw = {k: v for k, v in product.items() if k in dict(PRODUCT_PARAMS) and k in valid}
     for k, v in {**cfg["strategy"].get("params", {}), **(extra or {})}.items():
         if k not in valid:
             raise ConfigError(f"strategy.params: unknown parameter '{k}' for {cls.__name__}; "

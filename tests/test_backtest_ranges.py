@@ -44,3 +44,16 @@ def test_a_csv_after_2018_runs_on_its_own_dates_without_start_and_end(csv_2019, 
 def test_bad_dates_name_the_field(args, message, tmp_path, capsys):
     assert main(["backtest", *args, "--no-baselines", "--quiet", "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_buyhold_strategy_equals_the_buy_and_hold_baseline_to_the_cent(tmp_path):
+    """`--strategy buyhold` is the same fully invested tracker as the baseline beside it: the [product]
+    section (a turbo's ratio and spread) does not turn it into another bet."""
+    from mltrade.backtest import run_backtest
+    from mltrade.config import load_config
+
+    cfg = load_config(None, {"backtest": {"start": "2018-06-04", "end": "2018-06-08", "out": str(tmp_path)},
+                             "strategy": {"name": "buyhold"}})
+    res = run_backtest(cfg, report=False, significance_reps=50)
+    assert res.summary["params"].get("ratio") is None and res.summary["exposure"] > 0.99
+    assert res.summary["final_value"] == pytest.approx(res.baselines["buy_and_hold"]["final_value"], abs=0.005)
