@@ -226,7 +226,7 @@ def baseline_table_html(summary: dict) -> str:
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 .warn{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;border-radius:4px}
-.headline{font-size:1.15em}.sig{color:#444}.scope{color:#333}.wide{overflow-x:auto}
+.headline{font-size:1.15em}.sig{color:#444}.scope{color:#333}.wide{overflow-x:auto}.trades td{white-space:nowrap}
 img{max-width:100%}footer{margin-top:2em;color:#444;font-size:13px}"""
 
 
@@ -313,6 +313,43 @@ def _llm_note(summary: dict) -> str:
             f"{llm.get('reviews', 0)} reviews, {llm.get('api_calls', 0)} API calls (details below).</p>")
 
 
+#: the trade table's columns on the page (trades.csv holds them all) and their headings
+TRADE_VIEW = [("entry_time", "entry"), ("direction", "direction"), ("kind", "product"), ("barrier", "barrier"),
+              ("size", "size"), ("entry_price", "bought at"), ("exit_time", "exit"), ("exit_price", "sold at"),
+              ("exit_reason", "exit reason"), ("fees", "fees"), ("pnl", "P&L"), ("return", "return"),
+              ("leverage", "leverage"), ("decision_source", "decided by"), ("agreement", "agreement"),
+              ("llm_action", "LLM")]
+
+
+def trades_html(trades: pd.DataFrame) -> str:
+    """The report's trade table: readable columns, times without the ISO 'T', sizes as counts, P&L in money."""
+    cols = [(c, h) for c, h in TRADE_VIEW if c in trades.columns and trades[c].notna().any()
+            and not (trades[c].astype(str) == "").all()]
+
+    def cell(c: str, v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if c in ("entry_time", "exit_time"):
+            return html.escape(str(v).replace("T", " ")[:16])
+        if c == "size":
+            f = float(v)
+            return f"{f:,.0f}" if f.is_integer() else f"{f:,.4f}"
+        if c == "return":
+            return f"{float(v) * 100:+.2f}%"
+        if c == "pnl":
+            return f"{float(v):+,.2f}"
+        if c in ("barrier", "fees", "entry_price", "exit_price", "leverage"):
+            return f"{float(v):,.2f}"
+        if c == "agreement":
+            return f"{float(v) * 100:.0f}%"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in cols)
+    rows = "".join("<tr>" + "".join(f"<td>{cell(c, r[c])}</td>" for c, _ in cols) + "</tr>"
+                   for _, r in trades.iterrows())
+    return f"<table class='trades'><tr>{head}</tr>{rows}</table>"
+
+
 def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.DataFrame,
                 extra_sections: Sequence[Tuple[str, str]] = (),
                 extra_figures: Iterable[Tuple[str, object]] = ()) -> Path:
@@ -357,8 +394,8 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
     for title, body in extra_sections:
         parts.append(f"<h2>{html.escape(label(title))}</h2>\n{body}")
     if len(trades):
-        parts.append(f"<h2>{label(f'Trades (last 50 of {len(trades)}; all in trades.csv)')}</h2><div class='wide'>" +
-                     trades.tail(50).to_html(index=False, border=0, float_format=lambda v: f"{v:,.4f}") + "</div>")
+        parts.append(f"<h2>{label(f'Trades (last 50 of {len(trades)}; every column in trades.csv)')}</h2>"
+                     f"<div class='wide'>{trades_html(trades.tail(50))}</div>")
     parts.append(f"<footer>{CONVENTIONS}</footer></body></html>")
     path = Path(run_dir) / "report.html"
     atomic_write_text(path, "\n".join(parts))

@@ -73,3 +73,14 @@ def test_session_closes_are_plotted_at_the_sessions_last_bar(run):
     # short runs draw the index bar by bar, so entries and exits sit on the line
     idx_line = figs["Index with entries, exits and knock-outs"].axes[0].lines[0]
     assert len(idx_line.get_xdata()) == len(run.equity)
+
+
+def test_trade_table_reads_like_a_statement(run):
+    page = (run.run_dir / "report.html").read_text()
+    table = page[page.index("<table class='trades'>"):]
+    table = table[:table.index("</table>")]
+    text = _text(table)
+    t = run.trades.iloc[-1]
+    assert "sold at" in text and "exit reason" in text and "entry_underlying" not in text
+    assert str(t["entry_time"]).replace("T", " ")[:16] in text and "T10:" not in text
+    assert f" {int(t['size']):,d} " in text and f"{t['pnl']:+,.2f}" in text
