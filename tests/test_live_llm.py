@@ -114,3 +114,4 @@ def test_missing_api_key_stops_the_live_run_before_the_first_session(cfg, monkey
     j = OrderJournal(cfg["live"]["journal_path"], "paper")
     assert j.get_state("last_session") is None and j.entries() == []
     j.close()
+

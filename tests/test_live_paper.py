@@ -308,3 +308,13 @@ def test_status_of_a_venue_lists_journal_positions_and_last_seen_cash(cfg, tmp_p
     assert "today (2024-03-05 UTC): realised P&L -120.50 from 1 closed trade" in out
     assert "kill switch: off" in out
     assert "open positions: none" in "\n".join(status_lines(cfg, "paper"))     # another venue: empty
+
+
+def test_replay_stops_clearly_at_the_end_of_the_sample(cfg, caplog):
+    cfg["live"]["replay_start"] = "2018-12-31"
+    r = run_live(cfg, "momentum", "paper", "sample", max_sessions=2, report=False)
+    assert r.sessions == ["2018-12-31"]
+    assert "the replayed sample ends 2018-12-31: 1 of the 2 sessions asked for are left" in caplog.text
+    with pytest.raises(ValueError, match=r"live.replay_start: the replayed sample ends 2018-12-31 and the "
+                                         r"journal .*j.sqlite has traded up to 2018-12-31"):
+        run_live(cfg, "momentum", "paper", "sample", max_sessions=1, report=False)

@@ -294,10 +294,17 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         interval = int(cfg.get("backtest", {}).get("interval", 5))
         last = journal.get_state("last_session")
         if feed == "sample":
-            from mltrade.feeds.sample import sample_intraday
+            from mltrade.feeds.sample import load_daily, sample_intraday
             todo = next_sessions(exchange, last, lv["replay_start"], max_sessions)
+            sample_end = load_daily().index[-1]
+            todo = todo[todo.index <= sample_end]
             if todo.empty:
-                raise ValueError(f"live.replay_start: no sample sessions left after {last}")
+                raise ValueError(f"live.replay_start: the replayed sample ends {sample_end.date()} and the journal "
+                                 f"{lv['journal_path']} has traded up to {last}: point [live] journal_path at a "
+                                 f"new file to replay it again")
+            if len(todo) < max_sessions:
+                log.warning("the replayed sample ends %s: %d of the %d sessions asked for are left",
+                            sample_end.date(), len(todo), max_sessions)
             days = [d.date().isoformat() for d in todo.index]
             bars = sample_intraday(days[0], days[-1], seed=int(cfg.get("backtest", {}).get("seed", 42)),
                                    interval=interval)
