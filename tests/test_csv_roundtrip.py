@@ -101,3 +101,23 @@ def test_write_csv_offsets_in_any_zone_read_back_to_the_same_instants(tmp_path):
         assert (got.index == idx).all()
         # offsets that change (DST) name their zone; a single offset stays a fixed offset
         assert str(got.index.tz) == (zone if zone != "Asia/Kolkata" else "UTC+05:30")
+
+
+def test_synthetic_bars_stay_marked_through_a_csv_and_only_they(tmp_path):
+    from mltrade.feeds.loader import DataFileError, load_csv, meta_path, write_csv
+    from mltrade.feeds.sample import sample_intraday
+
+    bars = sample_intraday("2018-06-04", "2018-06-04")
+    path = tmp_path / "b.csv"
+    write_csv(bars, path)
+    assert meta_path(path).name == "b.csv.meta.json"
+    back = load_csv(path)
+    assert back.attrs["synthetic_intraday"] is True and "synthetic" in back.attrs["source"]
+    # real bars written to the same path: the stale mark goes, the file reads as real data
+    real = bars.copy()
+    real.attrs = {}
+    write_csv(real, path)
+    assert not meta_path(path).exists() and load_csv(path).attrs["synthetic_intraday"] is False
+    meta_path(path).write_text("{not json")
+    with pytest.raises(DataFileError, match=r"b\.csv\.meta\.json: not valid JSON"):
+        load_csv(path)

@@ -171,7 +171,33 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
             i = int(np.flatnonzero(d < 0)[0]) + 1
             _fail(path, int(lines[i]), f"timestamps not sorted ascending: {df.index[i]} after {df.index[i - 1]}")
     df.attrs.update(source=str(path), synthetic_intraday=False)
+    df.attrs.update(_read_meta(path))
     return df
+
+
+def meta_path(path: Union[str, Path]) -> Path:
+    """The sidecar ``<file>.meta.json`` that marks a bars file's origin (e.g. synthetic intraday bars)."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def _read_meta(path: Path) -> dict:
+    """``synthetic_intraday`` and ``source`` from the sidecar, if there is one."""
+    import json
+
+    meta = meta_path(path)
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFileError(f"{meta}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("synthetic_intraday", False), bool):
+        raise DataFileError(f"{meta}: expected {{\"synthetic_intraday\": true|false, \"source\": \"...\"}}")
+    out = {"synthetic_intraday": bool(data.get("synthetic_intraday", False))}
+    if data.get("source"):
+        out["source"] = f"{path} ({data['source']})"
+    return out
 
 
 def _iso_stamps(index: pd.DatetimeIndex) -> np.ndarray:
@@ -186,8 +212,15 @@ def _iso_stamps(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> None:
-    """Write bars as CSV (ISO timestamps with offset, exact prices), atomically."""
+    """Write bars as CSV (ISO timestamps with offset, exact prices), atomically; synthetic bars
+    (``df.attrs["synthetic_intraday"]``) get the sidecar ``<file>.meta.json`` that marks them."""
     out = df[[c for c in ("open", "high", "low", "close", "volume") if c in df]].copy()
     out.index = pd.Index(_iso_stamps(pd.DatetimeIndex(out.index)), name="datetime")
     # shortest text that reads back to the same float: a CSV round trip changes no price
     atomic_write_text(path, out.to_csv())
+    meta = meta_path(path)
+    if df.attrs.get("synthetic_intraday"):     # the mark travels with the file: reports still say so
+        from mltrade.io import atomic_write_json
+        atomic_write_json(meta, {"synthetic_intraday": True, "source": str(df.attrs.get("source", ""))})
+    elif meta.is_file():
+        meta.unlink()                            # a stale mark of an earlier file at this path
