@@ -14,6 +14,7 @@ the same actions each copy yields exactly :class:`KnockoutEnv`'s rewards (tested
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from mltrade.models.dqn.policy import (BoltzmannQPolicy, EpsGreedyQPolicy, GreedyQPolicy,
                                        LinearAnnealedPolicy, Policy)
 
-__all__ = ["VectorKnockoutEnv", "fit_vector", "select_actions"]
+__all__ = ["VectorKnockoutEnv", "fit_vector", "select_actions", "training_device"]
 
 
 class VectorKnockoutEnv:
@@ -204,3 +205,18 @@ def fit_vector(agent: Any, env: Any, nb_steps: int, n_envs: int = 8, progress: b
         bar.close()
         agent.training = False
     return agent.history
+
+
+def training_device() -> str:
+    """Where TensorFlow runs the agents' networks: its first GPU when it sees one (TensorFlow's default;
+    nothing in mltrade pins the CPU), else the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU (TensorFlow {tf.__version__} sees no GPU; {os.cpu_count()} CPU cores)"
+    try:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    except (RuntimeError, ValueError):
+        name = ""
+    more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
+    return f"GPU {gpus[0].name.replace('/physical_device:', '')}{' ' + name if name else ''}{more} " \
+           f"(TensorFlow {tf.__version__})"
