@@ -31,17 +31,17 @@ def register(sub) -> None:
     p.add_argument("--n-envs", type=int, help="environments stepped together per agent (1 = DQNAgent.fit)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     d = p.add_argument_group("training across machines (docs/dqn.md)")
-    d.add_argument("--storage", help="Optuna RDB URL (postgresql://... or sqlite:///...): every candidate agent "
-                                     "is a job in a shared study; this process takes jobs, waits for the "
-                                     "others' and assembles the ensembles")
+    d.add_argument("--storage", help="Optuna RDB URL (postgresql://... or sqlite:///...): every candidate "
+                                     "agent is a job in a shared study; this process takes jobs, waits "
+                                     "for the others' and assembles the ensembles")
     d.add_argument("--worker", action="store_true", help="with --storage: take jobs until none is left, then "
                                                         "exit (no assembly); trains from the study's config")
-    d.add_argument("--study", help="with --storage: the study's name (default dqn-<hash of the [dqn] config>)")
+    d.add_argument("--study", help="with --storage: the study's name (default: dqn-<hash of [dqn]>)")
     d.add_argument("--artifacts", help="with --storage: a folder every worker shares for the trained agents "
                                        "(default: stored in the RDB)")
     d.add_argument("--heartbeat", type=int, default=10,
-                   help="with --storage: seconds between a worker's heartbeats; a job whose worker misses three "
-                        "is taken over (default 10)")
+                   help="with --storage: seconds between a worker's heartbeats; a job whose worker misses "
+                        "three is taken over (default 10)")
     p.set_defaults(func=run)
 
 
@@ -131,7 +131,8 @@ def run_distributed(args, cfg: dict) -> int:
     if args.worker:
         return 0
     summary = dt.assemble(cfg, progress=not args.quiet)
-    log(f"assembled from the {summary['jobs']} agents of study {dt.study_name} (same selection as one machine)")
+    log(f"assembled from the {summary['jobs']} agents of study {dt.study_name} "
+        "(the same selection as on one machine)")
     for line in report_lines(summary):
         print(line)
     return 0

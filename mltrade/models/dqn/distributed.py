@@ -262,7 +262,8 @@ class DistributedTraining:
         job = trial.user_attrs.get("job")
         if job is None:
             return
-        study.enqueue_trial({}, user_attrs={"job": job, "key": Job.from_dict(job).key, "retry_of": trial.number})
+        key = Job.from_dict(job).key
+        study.enqueue_trial({}, user_attrs={"job": job, "key": key, "retry_of": trial.number})
         self.log(f"job {Job.from_dict(job).key}: trial {trial.number} lost its worker (no heartbeat for "
                  f"{self.grace} s); enqueued again")
 
@@ -286,7 +287,8 @@ class DistributedTraining:
                 "lost": [k for k in keys if k not in done and k not in pending]}
 
     # ------------------------------------------------------------------- working
-    def _claim(self) -> Optional[Tuple[int, Any]]:
+    def claim(self) -> Optional[Tuple[int, Any]]:
+        """Claim one waiting job atomically: ``(trial id, trial)``, or ``None`` when none is waiting."""
         from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
@@ -362,7 +364,7 @@ class DistributedTraining:
         """Claim one waiting job, train it, store the agent, complete the trial; ``None`` if none waits."""
         from optuna.trial import TrialState
 
-        claimed = self._claim()
+        claimed = self.claim()
         if claimed is None:
             return None
         tid, t = claimed
@@ -421,8 +423,9 @@ class DistributedTraining:
         else:
             p = Path(where)
             if not p.exists():
-                raise FileNotFoundError(f"job {job.key}: artefact {p} (written by {t.user_attrs.get('worker')}) "
-                                        "is missing: --artifacts must be a folder every worker shares")
+                raise FileNotFoundError(f"job {job.key}: artefact {p} (written by "
+                                        f"{t.user_attrs.get('worker')}) is missing: --artifacts must be a "
+                                        "folder every worker shares")
             blob = p.read_bytes()
         if hashlib.sha256(blob).hexdigest() != t.user_attrs["sha256"]:
             raise ValueError(f"job {job.key}: artefact {where} does not match the sha256 its worker recorded")
@@ -436,8 +439,8 @@ class DistributedTraining:
 
         st = self.status()
         if st["done"] != st["jobs"]:
-            raise ValueError(f"study {self.study_name!r}: {st['jobs'] - st['done']} of {st['jobs']} jobs are not "
-                             "done yet; run workers (train dqn --storage URL --worker) until they are")
+            raise ValueError(f"study {self.study_name!r}: {st['jobs'] - st['done']} of {st['jobs']} jobs are "
+                             "not done yet; run workers (train dqn --storage URL --worker) until they are")
         run_cfg = dict(self.cfg)
         for k in UNTRAINED_KEYS:
             if cfg is not None and k in cfg:
@@ -460,6 +463,7 @@ class DistributedTraining:
         folds = len({j.fold for j in self.jobs})
         sessions = sorted({j.session for j in self.jobs})
         per = len(self.jobs) // max(1, folds * len(sessions))
-        return (f"study {self.study_name} in {_redact(self.url)} ({'created' if self.created else 'joined'}): "
-                f"{len(self.jobs)} jobs ({folds} fold(s) x {','.join(sessions)} x {per} candidates); agents -> "
+        how = "created" if self.created else "joined"
+        return (f"study {self.study_name} in {_redact(self.url)} ({how}): {len(self.jobs)} jobs "
+                f"({folds} fold(s) x {','.join(sessions)} x {per} candidates); agents -> "
                 f"{self.artifacts / self.study_name if self.artifacts else 'the RDB'}")
