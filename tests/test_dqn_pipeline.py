@@ -51,7 +51,7 @@ def test_cli_trains_into_registry_and_keeps_only_better(trained):
         settings = json.loads((path / s / "settings.json").read_text())
         assert {"degenerate", "degenerate_reason", "holdout_constant", "holdout_constant_reason"} <= set(settings)
         sig = metrics["significance"][s]
-        assert set(sig["spa_pvalue"]) == {"buy_and_hold", "no_trade"} and sig["n_sessions"] == 60
+        assert set(sig["spa_pvalue"]) == {"buy_and_hold", "always_long", "no_trade"} and sig["n_sessions"] == 60
         assert sig["sharpe_ci"] is None or sig["sharpe_ci"][0] <= sig["sharpe_ci"][1]
     # the same run again (same seed, reproducible) is not better: the kept model stays
     assert main(argv) == 0
@@ -71,6 +71,10 @@ def test_backtest_trades_out_of_sample_and_reports(trained):
     res = run_backtest(cfg, run_name="dqn")
     strat = res.strategy
     assert strat.table is not None and len(strat.decisions) > 0
+    settings = json.loads((path / "day" / "settings.json").read_text())
+    assert strat.model_flags == {k: settings[k] for k in ("degenerate", "degenerate_reason", "holdout_constant",
+                                                          "holdout_constant_reason")}
+    assert strat.model_flags["degenerate"] is False          # the registry never keeps a degenerate model
     sessions = [pd.Timestamp(d["info_session"]) for d in strat.decisions]
     assert min(sessions) > oos_start                   # only out-of-sample sessions are traded
     by_session = strat.table

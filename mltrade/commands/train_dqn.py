@@ -65,18 +65,19 @@ def report_lines(summary: dict) -> list:
     """The CLI's lines for a :func:`train_walk_forward` summary: selection, holdout, degeneracy, registry."""
     lines = []
     sel = summary.get("selection_range") or ["?", "?"]
-    hold = summary.get("holdout_range") or ["?", "?"]
+
+    def num(x: object, fmt: str) -> str:
+        return "n/a" if x is None else format(x, fmt)
     for s in summary.get("sessions", []):
         lines.append(f"{s} ensemble: validation {sel[0]} .. {sel[1]} (chooses) "
                      f"{summary[f'val_return_{s}']:+.2%}; out-of-sample (compounded over test folds, scored "
                      f"once) {summary[f'oos_return_{s}']:+.2%}")
-    def num(x: object, fmt: str) -> str:
-        return "n/a" if x is None else format(x, fmt)
     for s, v in (summary.get("significance") or {}).items():
         ci = v.get("sharpe_ci") or [None, None]
         p = v.get("spa_pvalue") or {}
         lines.append(f"{s} holdout: Sharpe {num(v.get('sharpe'), '+.2f')} (95% interval "
-                     f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold {num(p.get('buy_and_hold'), '.3f')}, "
+                     f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold "
+                     f"{num(p.get('buy_and_hold'), '.3f')}, vs always-long {num(p.get('always_long'), '.3f')}, "
                      f"vs no trade {num(p.get('no_trade'), '.3f')}")
     if summary.get("degenerate"):
         lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")

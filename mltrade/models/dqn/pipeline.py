@@ -388,6 +388,10 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
                "mean_agreement": float(tdec["agreement"].mean())}
     metrics["test_session_returns"] = [float(x) for x in gated_sim["ret"].to_numpy(float)]
     metrics["buy_and_hold_session_returns"] = [float(x) for x in index_session_returns(test_daily)]
+    n_test = len(test_daily)
+    _, long_sim = _result(test_daily, np.ones(n_test), np.full(n_test, float(cfg.get("baseline_distance", 0.08))),
+                          costs, session, sim)
+    metrics["always_long_session_returns"] = [float(x) for x in long_sim["ret"].to_numpy(float)]
     return FoldResult(ens, gate, metrics, tdec)
 
 
@@ -401,13 +405,18 @@ def index_session_returns(daily: pd.DataFrame) -> np.ndarray:
 
 def holdout_significance(per_fold: List[dict], session: str, seed: int = 0) -> dict:
     """Sharpe and its bootstrap interval, total-return interval and SPA p-values of the ``session`` ensemble's
-    holdout session returns (all test folds, in order) against buy-and-hold of the index and no trade."""
+    holdout session returns (all test folds, in order) against buy-and-hold of the index, always-long with
+    the same certificates and session kind, and no trade."""
     from mltrade.significance import sharpe, significance
 
     folds = [m for m in per_fold if m["session"] == session]
-    r = np.concatenate([m["test_session_returns"] for m in folds]) if folds else np.zeros(0)
-    bh = np.concatenate([m["buy_and_hold_session_returns"] for m in folds]) if folds else np.zeros(0)
-    out = significance(r, {"buy_and_hold": bh, "no_trade": np.zeros(len(r))}, seed=seed)
+
+    def series(key: str) -> np.ndarray:
+        return np.concatenate([m[key] for m in folds]) if folds else np.zeros(0)
+    r = series("test_session_returns")
+    out = significance(r, {"buy_and_hold": series("buy_and_hold_session_returns"),
+                           "always_long": series("always_long_session_returns"), "no_trade": np.zeros(len(r))},
+                       seed=seed)
     out["sharpe"] = sharpe(r) if len(r) > 1 and np.std(r) > 0 else None
     return out
 
