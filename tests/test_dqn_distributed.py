@@ -109,7 +109,7 @@ def test_jobs_are_enqueued_once_claimed_once_and_a_silent_job_is_taken_over(tmp_
     assert a.status() == {"jobs": 3, "done": 0, "running": 3, "waiting": 0, "failed": 0, "lost": []}
     with pytest.raises(ValueError, match="3 of 3 jobs are not done yet"):
         a.assemble()
-    # nobody records heartbeats for these claims: after the grace period they are stale, failed and re-enqueued
+    # nobody records heartbeats for these claims: after the grace period they are stale, failed, re-enqueued
     time.sleep(2.5)
     fail_stale_trials(b.study)
     st = b.status()
@@ -136,8 +136,8 @@ def test_killed_worker_job_is_taken_over_and_the_result_equals_one_machine(singl
 
     cfg_file, cfg = _cfg(tmp_path)
     url, arts, name = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "artefacts", default_study_name(cfg)
-    cmd = [sys.executable, "-m", "mltrade.cli"] + _cli(cfg_file, "--storage", url, "--worker", "--heartbeat", "1",
-                                                       "--artifacts", str(arts))
+    cmd = [sys.executable, "-m", "mltrade.cli"] + _cli(cfg_file, "--storage", url, "--worker",
+                                                       "--heartbeat", "1", "--artifacts", str(arts))
     worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               env=dict(os.environ, MPLBACKEND="Agg"))
     try:
@@ -177,7 +177,8 @@ def pg_url() -> str:
         if os.environ.get("CI"):
             pytest.fail("MLTRADE_PG_URL is not set under CI: .ci/run must start PostgreSQL "
                         "with scripts/start_postgres.sh and export the URL it prints")
-        pytest.skip("MLTRADE_PG_URL not set: run `export MLTRADE_PG_URL=$(bash scripts/start_postgres.sh | tail -n1)`")
+        pytest.skip("MLTRADE_PG_URL not set: run "
+                    "`export MLTRADE_PG_URL=$(bash scripts/start_postgres.sh | tail -n1)`")
     return url
 
 

@@ -99,14 +99,14 @@ def run(args) -> int:
     from mltrade.config import load_config
     from mltrade.models.dqn.pipeline import train_walk_forward
 
-    from mltrade.models.dqn.vector import training_device
-
-    cfg = load_config(args.config, overrides(args))["dqn"]
-    if cfg["candidates"] < cfg["agents"]:
-        cfg["candidates"] = cfg["agents"]
     for flag in ("worker", "study", "artifacts"):
         if getattr(args, flag, None) and not getattr(args, "storage", None):
             raise ValueError(f"--{flag}: needs --storage URL (training across machines)")
+    cfg = load_config(args.config, overrides(args))["dqn"]
+    if cfg["candidates"] < cfg["agents"]:
+        cfg["candidates"] = cfg["agents"]
+    from mltrade.models.dqn.vector import training_device
+
     print(f"device: {training_device()}", flush=True)
     if getattr(args, "storage", None):
         return run_distributed(args, cfg)
