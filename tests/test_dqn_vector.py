@@ -130,6 +130,7 @@ def _train(n_envs, seed=5):
     return agent, agent.compute_batch_q_values(obs.to_numpy(np.float32)[:, None, :])
 
 
+@pytest.mark.slow
 def test_n_envs_setting_picks_the_trainer_and_same_seed_gives_same_q_values():
     one_a, q1a = _train(1)
     one_b, q1b = _train(1)
