@@ -264,7 +264,7 @@ class DistributedTraining:
             return
         key = Job.from_dict(job).key
         study.enqueue_trial({}, user_attrs={"job": job, "key": key, "retry_of": trial.number})
-        self.log(f"job {Job.from_dict(job).key}: trial {trial.number} lost its worker (no heartbeat for "
+        self.log(f"job {key}: trial {trial.number} lost its worker (no heartbeat for "
                  f"{self.grace} s); enqueued again")
 
     # ------------------------------------------------------------------ progress
@@ -337,13 +337,14 @@ class DistributedTraining:
                        self._data.sim)
         return agent, float(score), spec
 
-    def _store(self, job: Job, blob: bytes) -> str:
+    def _store(self, job: Job, number: int, blob: bytes) -> str:
+        """Write the agent of trial ``number`` (one name per trial: a job run twice never overwrites)."""
         if self.artifacts is None:
-            self._set_attr(f"agent:{job.key}", blob.decode("ascii"))
+            self._set_attr(f"agent:{job.key}:t{number}", blob.decode("ascii"))
             return "rdb"
         from mltrade.feeds.loader import atomic_write_text
 
-        path = self.artifacts / self.study_name / f"{job.key}.agent.json"
+        path = self.artifacts / self.study_name / f"{job.key}.t{number}.agent.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, blob.decode("ascii"))
         return str(path)
@@ -362,6 +363,7 @@ class DistributedTraining:
 
     def run_one(self) -> Optional[Job]:
         """Claim one waiting job, train it, store the agent, complete the trial; ``None`` if none waits."""
+        from optuna.exceptions import UpdateFinishedTrialError
         from optuna.trial import TrialState
 
         claimed = self.claim()
@@ -374,14 +376,25 @@ class DistributedTraining:
             try:
                 agent, score, spec = self.train_job(job)
                 blob = _pack(agent)
-                where = self._store(job, blob)
+                where = self._store(job, t.number, blob)
             except BaseException:
-                self._storage.set_trial_state_values(tid, TrialState.FAIL)
+                try:
+                    self._storage.set_trial_state_values(tid, TrialState.FAIL)
+                except UpdateFinishedTrialError:
+                    pass
                 raise
-        for k, v in (("worker", self.worker), ("seconds", round(time.time() - t0, 2)), ("seed", spec["seed"]),
-                     ("sha256", hashlib.sha256(blob).hexdigest()), ("artefact", where)):
-            self._storage.set_trial_user_attr(tid, k, v)
-        self._storage.set_trial_state_values(tid, TrialState.COMPLETE, [score])
+        try:
+            for k, v in (("worker", self.worker), ("seconds", round(time.time() - t0, 2)),
+                         ("seed", spec["seed"]), ("sha256", hashlib.sha256(blob).hexdigest()),
+                         ("artefact", where)):
+                self._storage.set_trial_user_attr(tid, k, v)
+            self._storage.set_trial_state_values(tid, TrialState.COMPLETE, [score])
+        except UpdateFinishedTrialError:
+            # this process missed its heartbeats and another one failed the trial and enqueued the job again:
+            # the retry's agent (the same: training is seeded) is the one used
+            self.log(f"{self.worker}: job {job.key} (trial {t.number}) was taken over meanwhile; "
+                     "result dropped")
+            return job
         self.log(f"{self.worker}: job {job.key} (trial {t.number}) done in {time.time() - t0:.1f} s, "
                  f"validation return {score:+.2%}")
         return job
@@ -419,7 +432,8 @@ class DistributedTraining:
         t = done[0]
         where = t.user_attrs["artefact"]
         if where == "rdb":
-            blob = self._storage.get_study_user_attrs(self.study_id)[f"agent:{job.key}"].encode("ascii")
+            attrs = self._storage.get_study_user_attrs(self.study_id)
+            blob = attrs[f"agent:{job.key}:t{t.number}"].encode("ascii")
         else:
             p = Path(where)
             if not p.exists():
