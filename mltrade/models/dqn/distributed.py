@@ -342,11 +342,11 @@ class DistributedTraining:
         if self.artifacts is None:
             self._set_attr(f"agent:{job.key}:t{number}", blob.decode("ascii"))
             return "rdb"
-        from mltrade.feeds.loader import atomic_write_text
+        from mltrade.io import atomic_write_bytes
 
         path = self.artifacts / self.study_name / f"{job.key}.t{number}.agent.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(path, blob.decode("ascii"))
+        atomic_write_bytes(path, blob)
         return str(path)
 
     def _set_attr(self, key: str, value: Any) -> None:
