@@ -422,17 +422,20 @@ class DistributedTraining:
             time.sleep(poll)
 
     # ------------------------------------------------------------------ assembly
-    def load_agent(self, job: Job) -> Any:
+    def load_agent(self, job: Job, _done: Optional[dict] = None, _attrs: Optional[dict] = None) -> Any:
         """The agent a worker trained for ``job`` (checked against the recorded sha256)."""
         from optuna.trial import TrialState
 
-        done = [t for t in self.trials((TrialState.COMPLETE,)) if t.user_attrs.get("key") == job.key]
-        if not done:
+        if _done is None:
+            _done = {}
+            for tr in self.trials((TrialState.COMPLETE,)):
+                _done.setdefault(tr.user_attrs.get("key"), tr)
+        t = _done.get(job.key)
+        if t is None:
             raise ValueError(f"study {self.study_name!r}: job {job.key} has no completed trial")
-        t = done[0]
         where = t.user_attrs["artefact"]
         if where == "rdb":
-            attrs = self._storage.get_study_user_attrs(self.study_id)
+            attrs = _attrs if _attrs is not None else self._storage.get_study_user_attrs(self.study_id)
             blob = attrs[f"agent:{job.key}:t{t.number}"].encode("ascii")
         else:
             p = Path(where)
@@ -460,8 +463,15 @@ class DistributedTraining:
             if cfg is not None and k in cfg:
                 run_cfg[k] = cfg[k]
 
+        from optuna.trial import TrialState
+
+        done: dict = {}
+        for t in self.trials((TrialState.COMPLETE,)):          # the first completed trial of each job
+            done.setdefault(t.user_attrs.get("key"), t)
+        attrs = self._storage.get_study_user_attrs(self.study_id)  # read once: the RDB agents live here
+
         def source(fold: int, session: str, i: int, spec: dict) -> Any:
-            agent = self.load_agent(Job(fold, session, i))
+            agent = self.load_agent(Job(fold, session, i), done, attrs)
             if agent.seed != spec["seed"]:
                 raise ValueError(f"job {Job(fold, session, i).key}: the stored agent has seed {agent.seed}, "
                                  f"the run expects {spec['seed']}")
