@@ -140,8 +140,9 @@ def _train_many(agent: Any) -> Any:
             qs = qs.write(i, mq)
         return losses.stack(), qs.stack()
 
-    agent._train_many_fn = many
-    return many
+    # the concrete function: calling it skips tf.function's per-call signature matching (same graph)
+    agent._train_many_fn = many.get_concrete_function()
+    return agent._train_many_fn
 
 
 def _run_updates(agent: Any, k: int) -> None:
@@ -171,6 +172,7 @@ def fit_vector(agent: Any, env: Any, nb_steps: int, n_envs: int = 8, progress: b
     agent._seed_all(agent.seed)
     venv = VectorKnockoutEnv(env, n_envs, seed=None if agent.seed is None else agent.seed + 10_000)
     obs = venv.reset()
+    q_fn = agent._q_fn.get_concrete_function()      # direct calls: no per-call signature matching
     ep_reward = np.zeros(venv.n_envs)
     hard = not isinstance(agent.target_model_update, float)
     agent.training = True
@@ -178,7 +180,7 @@ def fit_vector(agent: Any, env: Any, nb_steps: int, n_envs: int = 8, progress: b
     try:
         while agent.step < int(nb_steps):
             m = min(venv.n_envs, int(nb_steps) - agent.step)
-            q = agent._q_fn(tf.constant(obs[:, None, :].astype(np.float32))).numpy()
+            q = q_fn(tf.constant(obs[:, None, :].astype(np.float32))).numpy()
             actions = select_actions(agent.policy, q)
             if m < venv.n_envs:  # the last vector step: only the first m environments count
                 actions[m:] = env.no_trade_action
