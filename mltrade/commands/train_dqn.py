@@ -28,7 +28,20 @@ def register(sub) -> None:
     p.add_argument("--n-candles", type=int, help="intraday mode: bars of the session seen before deciding")
     p.add_argument("--registry", help="model registry folder (default [dqn] registry)")
     p.add_argument("--seed", type=int, help="base seed")
+    p.add_argument("--n-envs", type=int, help="environments stepped together per agent (1 = DQNAgent.fit)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    d = p.add_argument_group("training across machines (docs/dqn.md)")
+    d.add_argument("--storage", help="Optuna RDB URL (postgresql://... or sqlite:///...): every candidate "
+                                     "agent is a job in a shared study; this process takes jobs, waits "
+                                     "for the others' and assembles the ensembles")
+    d.add_argument("--worker", action="store_true", help="with --storage: take jobs until none is left, then "
+                                                        "exit (no assembly); trains from the study's config")
+    d.add_argument("--study", help="with --storage: the study's name (default: dqn-<hash of [dqn]>)")
+    d.add_argument("--artifacts", help="with --storage: a folder every worker shares for the trained agents "
+                                       "(default: stored in the RDB)")
+    d.add_argument("--heartbeat", type=int, default=10,
+                   help="with --storage: seconds between a worker's heartbeats; a job whose worker misses "
+                        "three is taken over (default 10)")
     p.set_defaults(func=run)
 
 
@@ -37,7 +50,7 @@ def overrides(args) -> dict:
     o: dict = {}
     for flag, key in (("agents", "agents"), ("candidates", "candidates"), ("steps", "steps"),
                       ("folds", "n_folds"), ("registry", "registry"), ("seed", "seed"), ("mode", "mode"),
-                      ("n_candles", "n_candles")):
+                      ("n_candles", "n_candles"), ("n_envs", "n_envs")):
         v = getattr(args, flag, None)
         if v is not None:
             o[key] = v
@@ -86,10 +99,41 @@ def run(args) -> int:
     from mltrade.config import load_config
     from mltrade.models.dqn.pipeline import train_walk_forward
 
+    for flag in ("worker", "study", "artifacts"):
+        if getattr(args, flag, None) and not getattr(args, "storage", None):
+            raise ValueError(f"--{flag}: needs --storage URL (training across machines)")
     cfg = load_config(args.config, overrides(args))["dqn"]
     if cfg["candidates"] < cfg["agents"]:
         cfg["candidates"] = cfg["agents"]
+    from mltrade.models.dqn.vector import training_device
+
+    print(f"device: {training_device()}", flush=True)
+    if getattr(args, "storage", None):
+        return run_distributed(args, cfg)
     summary = train_walk_forward(cfg, progress=not args.quiet)
+    for line in report_lines(summary):
+        print(line)
+    return 0
+
+
+def run_distributed(args, cfg: dict) -> int:
+    """``--storage``: take jobs of the shared study; without ``--worker`` also wait for all and assemble."""
+    from mltrade.models.dqn.distributed import DistributedTraining
+
+    def log(msg: str) -> None:
+        print(msg, flush=True)
+    dt = DistributedTraining(args.storage, cfg, study=args.study, artifacts=args.artifacts,
+                             heartbeat=args.heartbeat, log=log, check_config=not args.worker)
+    log(dt.describe())
+    ran = dt.work(wait=not args.worker)
+    st = dt.status()
+    log(f"{dt.worker}: ran {ran} job(s); study {dt.study_name}: {st['done']}/{st['jobs']} done, "
+        f"{st['running']} running, {st['waiting']} waiting, {st['failed']} failed trial(s)")
+    if args.worker:
+        return 0
+    summary = dt.assemble(cfg, progress=not args.quiet)
+    log(f"assembled from the {summary['jobs']} agents of study {dt.study_name} "
+        "(the same selection as on one machine)")
     for line in report_lines(summary):
         print(line)
     return 0

@@ -177,6 +177,15 @@ class EnsembleConfig:
     ridge_alphas: List[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
     reward_scale: float = 100.0
     seed: int = 0
+    n_envs: int = 8
+
+    def _check_n_envs(self) -> None:
+        if isinstance(self.n_envs, bool) or not isinstance(self.n_envs, int) or self.n_envs < 1:
+            raise ValueError(f"dqn.n_envs: expected an integer >= 1 (1 = one environment, DQNAgent.fit), "
+                             f"got {self.n_envs!r}")
+        if self.n_envs > 1 and self.window_length != 1:
+            raise ValueError(f"dqn.n_envs: {self.n_envs} environments need window_length = 1, got "
+                             f"{self.window_length}; set n_envs = 1")
 
     def __post_init__(self) -> None:
         tmu = float(self.target_model_update)
@@ -189,6 +198,7 @@ class EnsembleConfig:
                              "use fewer steps between updates than dqn.steps, or a soft rate below 1")
         if self.steps < 1:
             raise ValueError(f"dqn.steps: expected >= 1, got {self.steps!r}")
+        self._check_n_envs()
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnsembleConfig":
@@ -336,7 +346,13 @@ def train_agent(spec: dict, cfg: EnsembleConfig, obs_scaled: pd.DataFrame, daily
                      enable_dueling_network=cfg.enable_dueling_network,
                      dueling_type=cfg.dueling_type, seed=spec["seed"])
     agent.compile(keras.optimizers.Adam(learning_rate=cfg.learning_rate))
-    agent.fit(env, cfg.steps, progress=progress, desc=f"{session} agent seed {spec['seed']}")
+    if cfg.n_envs > 1:
+        from mltrade.models.dqn.vector import fit_vector
+
+        fit_vector(agent, env, cfg.steps, n_envs=cfg.n_envs, progress=progress,
+                   desc=f"{session} agent seed {spec['seed']}")
+    else:
+        agent.fit(env, cfg.steps, progress=progress, desc=f"{session} agent seed {spec['seed']}")
     return agent
 
 

@@ -256,14 +256,10 @@ def _score(daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, cos
     return _result(daily, direction, distance, costs, session, sim)[0]["total_return"]
 
 
-def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
-                       progress: bool = True, log: Callable[[str], None] = print,
-                       sim: Optional[IntradaySim] = None) -> FoldResult:
-    """Train, select, gate-fit and test one session's ensemble on one fold."""
+def fold_candidates(cfg: dict, obs: pd.DataFrame, fold: Fold) -> tuple:
+    """``(scaler, scaled observations, candidate specs)`` of one fold: the scaler is fitted on the training
+    range, each spec holds a candidate agent's seed, shape, ridge penalty and data window (row positions)."""
     ecfg = ensemble_config_from(cfg)
-    costs = costs_from(cfg)
-    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
-    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
     train_start = fold.train_start
     if cfg.get("observations") == "original_deviation":
         # the first rows of the range are the deviation model's burn-in (NaN): agents' windows start after it
@@ -280,11 +276,40 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     specs = agent_specs(ecfg, max(ecfg.candidates, ecfg.agents), len(train_rows))
     for s in specs:
         s["window"] = [s["window"][0] + train_start, s["window"][1] + train_start]
+    return scaler, scaled, specs
+
+
+def train_candidate(cfg: dict, scaled: pd.DataFrame, daily: pd.DataFrame, session: str, spec: dict,
+                    sim: Optional[IntradaySim] = None) -> Any:
+    """Train one candidate agent of ``spec`` (from :func:`fold_candidates`) for ``session``."""
+    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
+    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
+    env_kw = {} if sim is None else {"intraday": sim.intraday, "n_candles": sim.n_candles}
+    return train_agent(spec, ensemble_config_from(cfg), scaled, daily, session, costs_from(cfg),
+                       progress=False, **kw, **env_kw)
+
+
+#: ``(fold index, session, candidate index, spec) -> trained agent``: where the candidates come from
+#: (default: trained here; :mod:`mltrade.models.dqn.distributed`: trained by workers of a shared study)
+AgentSource = Callable[[int, str, int, dict], Any]
+
+
+def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
+                       progress: bool = True, log: Callable[[str], None] = print,
+                       sim: Optional[IntradaySim] = None,
+                       agent_source: Optional[AgentSource] = None) -> FoldResult:
+    """Train, select, gate-fit and test one session's ensemble on one fold (``agent_source``: where the
+    candidate agents come from; default: trained here)."""
+    ecfg = ensemble_config_from(cfg)
+    costs = costs_from(cfg)
+    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
+    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
+    scaler, scaled, specs = fold_candidates(cfg, obs, fold)
     agents, regs = [], []
     bar = tqdm(specs, desc=f"fold {fold.index} {session} agents", disable=not progress)
-    for s in bar:
-        env_kw = {} if sim is None else {"intraday": sim.intraday, "n_candles": sim.n_candles}
-        agents.append(train_agent(s, ecfg, scaled, daily, session, costs, progress=False, **kw, **env_kw))
+    for i, s in enumerate(bar):
+        agents.append(train_candidate(cfg, scaled, daily, session, s, sim) if agent_source is None
+                      else agent_source(fold.index, session, i, s))
         regs.append(fit_regressor(s, scaled, daily))
     val_daily = daily.iloc[fold.val]
     ident = Scaler(np.zeros(len(obs.columns)), np.ones(len(obs.columns)))
@@ -489,16 +514,28 @@ def fold_observations(cfg: dict, daily: pd.DataFrame, fold: Fold) -> tuple:
         clip=float(cfg.get("deviation_clip", 100.0)))
 
 
-def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
-                       log: Callable[[str], None] = print, intraday: Optional[pd.DataFrame] = None) -> dict:
-    """Walk-forward training over all folds and sessions; offers the last fold's bundle to the registry.
+@dataclass
+class TrainingData:
+    """What every fold of a training run reads: bars, observations (None: built per fold), folds, sessions."""
 
-    ``[dqn] mode = "intraday"``: one ``intraday`` ensemble that decides after ``n_candles`` bars of each
-    session (observations: the daily set plus those candles), buys at the next bar's open and exits at the
-    session close, stop or knock-out; ``intraday`` (or ``[dqn] data``) gives the bars.
-    Returns the metrics dict (also written as metrics.json when the model is kept).
-    """
-    t0 = time.time()
+    daily: pd.DataFrame
+    obs: Optional[pd.DataFrame]
+    folds: List[Fold]
+    sessions: List[str]
+    sim: Optional[IntradaySim] = None
+
+    def fold_observations(self, cfg: dict, fold: Fold) -> tuple:
+        """``(observations, deviation model or None)`` of ``fold``."""
+        fold_obs, dev_model = (fold_observations(cfg, self.daily, fold) if self.obs is None
+                               else (self.obs, None))
+        if self.sim is not None:
+            fold_obs = intraday_observations_for(fold_obs, self.sim)
+        return fold_obs, dev_model
+
+
+def training_data(cfg: dict, daily: Optional[pd.DataFrame] = None,
+                  intraday: Optional[pd.DataFrame] = None) -> TrainingData:
+    """Load and check what a training run needs (``daily``/``intraday``: bars instead of ``[dqn] data``)."""
     mode = cfg.get("mode", "daily")
     if mode not in ("daily", "intraday"):
         raise ValueError(f"dqn.mode: expected 'daily' or 'intraday', got {mode!r}")
@@ -523,14 +560,30 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
     for s in (sessions if sim is None else []):
         if s not in ("day", "night"):
             raise ValueError(f"dqn.sessions: expected 'day' and/or 'night', got {s!r}")
+    return TrainingData(daily, obs, folds, sessions, sim)
+
+
+def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
+                       log: Callable[[str], None] = print, intraday: Optional[pd.DataFrame] = None,
+                       agent_source: Optional[AgentSource] = None) -> dict:
+    """Walk-forward training over all folds and sessions; offers the last fold's bundle to the registry.
+
+    ``[dqn] mode = "intraday"``: one ``intraday`` ensemble that decides after ``n_candles`` bars of each
+    session (observations: the daily set plus those candles), buys at the next bar's open and exits at the
+    session close, stop or knock-out; ``intraday`` (or ``[dqn] data``) gives the bars. ``agent_source``:
+    where the candidate agents come from (default: trained here; see :func:`train_session_fold`).
+    Returns the metrics dict (also written as metrics.json when the model is kept).
+    """
+    t0 = time.time()
+    data = training_data(cfg, daily, intraday)
+    daily, folds, sessions, sim = data.daily, data.folds, data.sessions, data.sim
     per_fold: List[dict] = []
     last: Dict[str, FoldResult] = {}
     for fold in folds:
-        fold_obs, dev_model = fold_observations(cfg, daily, fold) if obs is None else (obs, None)
-        if sim is not None:
-            fold_obs = intraday_observations_for(fold_obs, sim)
+        fold_obs, dev_model = data.fold_observations(cfg, fold)
         for s in sessions:
-            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log, sim=sim)
+            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log, sim=sim,
+                                   agent_source=agent_source)
             r.deviation_model = dev_model
             per_fold.append(r.metrics)
             last[s] = r
