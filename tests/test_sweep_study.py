@@ -72,7 +72,7 @@ def test_study_runs_resumes_and_its_best_config_backtests_to_the_same_figures(tm
     assert conf["search_folds"] == pytest.approx(conf["broker_folds"], abs=1e-9)
     assert summary["test_vector"]["best_final_cash"] == pytest.approx(summary["test_best"]["final_value"], abs=0.01)
     assert {"buy_and_hold", "always_long", "random_direction"} <= set(summary["test_baselines"])
-    assert "default params" in html and "always_long" in html
+    assert "default params" in html and "always-long" in html   # baselines by their readable names
     # the best config is a valid config for `mltrade backtest` and reproduces the test figures
     cfg = load_config(out / "best_config.toml", {"backtest": {"baselines": False, "out": str(tmp_path / "bt")}})
     with open(out / "best_config.toml", "rb") as fh:
