@@ -195,7 +195,7 @@ class NCPStrategy(KnockoutStrategy):
                     f"or searched on ({first_seen} .. before the holdout {m['holdout'][0]}): in-sample. "
                     f"{before} fall before any data it learnt from. Only the holdout table below is "
                     f"out-of-sample.</b></p>")
-        out.append(("NCP model", f"<table>{rows}</table>{note}"))
+        out.append(("NCP model", f"<table>{rows}</table>{note}{self._constant_flags_html(m)}"))
         if m.get("model"):
             names = [("model", m["model"]), ("model + ATR adaptation", m.get("model_adapted", {}))]
             names += list(m.get("baselines", {}).items())
@@ -213,6 +213,23 @@ class NCPStrategy(KnockoutStrategy):
         out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)",
                     self.adaptation.html()
                     + self._bin_usage_html(dec)))
+        return out
+
+    @staticmethod
+    def _constant_flags_html(m: dict) -> str:
+        """Warnings for a model that is degenerate (constant on validation) or constant on its holdout."""
+        from mltrade.models.ncp.train import describe_constant
+        out = ""
+        if m.get("degenerate"):
+            out += (f"<p class='warning'><b>Degenerate model: {html.escape(str(m.get('degenerate_reason')))}. "
+                    f"The registry does not keep such a model.</b></p>")
+        for key, label in (("holdout", "The model"), ("holdout_adapted", "With the ATR adaptation the model")):
+            flag = "holdout_constant" + key[len("holdout"):]
+            if m.get(flag):
+                what = describe_constant(m.get("holdout_direction" + key[len("holdout"):]), "every holdout session")
+                out += (f"<p class='warning'><b>{label} is constant on the holdout ({html.escape(what)}): its "
+                        f"holdout figures are those of a fixed bet, not of a learnt signal.</b></p>")
+                break
         return out
 
     def _bin_usage_html(self, dec: pd.DataFrame) -> str:
