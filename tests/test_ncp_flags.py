@@ -59,14 +59,17 @@ def test_report_flags_a_model_constant_on_its_holdout(setup):
     assert "constant on the holdout" not in plain and "Degenerate" not in plain
     adapted = _card(setup, _metrics(holdout_constant_adapted=True, holdout_direction_adapted="none"))
     assert "With the ATR adaptation the model is constant on the holdout (never trades" in adapted
-    degenerate = _card(setup, _metrics(degenerate=True, degenerate_reason="always long on the validation folds"))
+    degenerate = _card(setup, _metrics(degenerate=True,
+                                       degenerate_reason="always long on the validation folds"))
     assert "Degenerate model: always long on the validation folds" in degenerate
 
 
 def test_cli_text_says_degenerate_and_holdout_constant():
     text = format_metrics(_metrics(holdout_constant=True, holdout_direction="long", degenerate=True,
-                                   degenerate_reason="always long on its 60 early-stopping validation sessions",
-                                   validation_objective=0.1, validation_folds=[0.1], selection_range=["a", "b"]))
+                                   degenerate_reason="always long on its 60 early-stopping validation "
+                                                     "sessions",
+                                   validation_objective=0.1, validation_folds=[0.1],
+                                   selection_range=["a", "b"]))
     assert "DEGENERATE model: always long on its 60" in text
     assert "constant on the holdout: always long on every holdout session" in text
     assert "validation folds a .. b (selection)" in text

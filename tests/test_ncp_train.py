@@ -71,7 +71,8 @@ def test_optimize_resumes_prunes_and_registry_selects_on_validation_only(ds, tmp
     assert m["holdout"][0] > m["val"][1]  # tested after everything it learnt from
     # the selection figure comes from the validation folds, which end before the final early stopping
     # window, which ends before the holdout; the adaptation is estimated on the folds' scored ranges
-    assert m["selection_range"][1] < m["early_stopping_range"][0] <= m["early_stopping_range"][1] < m["holdout"][0]
+    es = m["early_stopping_range"]
+    assert m["selection_range"][1] < es[0] <= es[1] < m["holdout"][0]
     assert m["adaptation_range"] == m["selection_range"]
     assert m["validation_objective"] == pytest.approx(np.mean(m["validation_folds"]))
     assert m["validation_objective"] == pytest.approx(study.best_trial.value)  # same seed, same folds

@@ -10,14 +10,16 @@ def register(sub) -> None:
     group = subcommand_group(sub, "optimize", "search a strategy's hyper-parameters (walk-forward)")
     p = group.add_parser("ncp", help="Optuna search over the NCP model (walk-forward validation objective)",
                          description="Each trial trains one model per walk-forward fold (early stopping on "
-                                     "the fold's validation range) and is scored by the knock-out strategy on "
-                                     "the fold's scored range; weak trials are pruned after the first fold; the best non-degenerate "
-                                     "trial on these validation folds is chosen. Workers (--jobs here, or "
-                                     "several machines on one --storage) each have their own identity and "
-                                     "sampler seed and share this machine's dataset cache. The study lives in SQLite "
-                                     "under the state dir by default and resumes when run again. The best "
-                                     "parameters are then trained once more, scored once on the holdout "
-                                     "(reported, never used to choose) and offered to the registry. Config: [ncp] in mltrade/config.d/ncp.toml.")
+                                     "the fold's validation range) and is scored by the knock-out strategy "
+                                     "on the fold's scored range; weak trials are pruned after the first "
+                                     "fold; the best non-degenerate trial on these validation folds is "
+                                     "chosen. Workers (--jobs here, or several machines on one --storage) "
+                                     "each have their own identity and sampler seed and share this "
+                                     "machine's dataset cache. The study lives in SQLite under the state "
+                                     "dir by default and resumes when run again. The best parameters are "
+                                     "then trained once more, scored once on the holdout (reported, never "
+                                     "used to choose) and offered to the registry. "
+                                     "Config: [ncp] in mltrade/config.d/ncp.toml.")
     add_common_arguments(p)
     p.add_argument("--trials", type=int, help="trials to run now (default [ncp] trials)")
     p.add_argument("--study", help="study name (default [ncp] study)")

@@ -9,14 +9,16 @@ def register(sub) -> None:
     from mltrade.cli import subcommand_group
 
     group = subcommand_group(sub, "train", "train a strategy's models (walk-forward, out-of-sample)")
-    p = group.add_parser("ncp", help="train the NCP/LTC model; keep it if it beats the kept one on validation",
+    p = group.add_parser("ncp", help="train the NCP/LTC model; keep it if it beats the kept one on "
+                                     "validation",
                          description="Scores the parameters on the walk-forward validation folds "
                                      "(the registry's selection figure), fits the ATR adaptation on those "
                                      "folds' out-of-fold predictions, trains the final model (early stopping "
                                      "on its own window before the holdout), scores the holdout once beside "
                                      "baselines and offers the model to the registry (a degenerate model, "
-                                     "constant on validation, is refused). Parameters: the best trial of the [ncp] study if one "
-                                     "exists (see `mltrade optimize ncp`), else the defaults. "
+                                     "constant on validation, is refused). Parameters: the best trial "
+                                     "of the [ncp] study if one exists (see `mltrade optimize ncp`), "
+                                     "else the defaults. "
                                      "Config: [ncp] in mltrade/config.d/ncp.toml.")
     add_common_arguments(p)
     p.add_argument("--params", help="JSON file or string of model parameters (overrides the study's best)")

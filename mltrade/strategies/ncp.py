@@ -221,14 +221,14 @@ class NCPStrategy(KnockoutStrategy):
         from mltrade.models.ncp.train import describe_constant
         out = ""
         if m.get("degenerate"):
-            out += (f"<p class='warning'><b>Degenerate model: {html.escape(str(m.get('degenerate_reason')))}. "
+            reason = html.escape(str(m.get("degenerate_reason")))
+            out += (f"<p class='warning'><b>Degenerate model: {reason}. "
                     f"The registry does not keep such a model.</b></p>")
-        for key, label in (("holdout", "The model"), ("holdout_adapted", "With the ATR adaptation the model")):
-            flag = "holdout_constant" + key[len("holdout"):]
-            if m.get(flag):
-                what = describe_constant(m.get("holdout_direction" + key[len("holdout"):]), "every holdout session")
-                out += (f"<p class='warning'><b>{label} is constant on the holdout ({html.escape(what)}): its "
-                        f"holdout figures are those of a fixed bet, not of a learnt signal.</b></p>")
+        for suffix, label in (("", "The model"), ("_adapted", "With the ATR adaptation the model")):
+            if m.get("holdout_constant" + suffix):
+                what = describe_constant(m.get("holdout_direction" + suffix), "every holdout session")
+                out += (f"<p class='warning'><b>{label} is constant on the holdout ({html.escape(what)}): "
+                        f"its holdout figures are those of a fixed bet, not of a learnt signal.</b></p>")
                 break
         return out
 

@@ -86,7 +86,7 @@ class NCPSettings:
     kind: str = "turbo"
     barrier_buffer: float = 0.0
     daily_history: str = ""       #: daily CSV before the data, for indicator warm-up ("" = none)
-    jobs: int = 0                 #: search worker processes on this machine (0 = one per CPU core; 1 on a GPU)
+    jobs: int = 0                 #: search worker processes here (0 = one per CPU core; 1 on a GPU)
     threads: int = 1              #: TensorFlow CPU threads per worker (0 = TensorFlow's default)
     jit_compile: str = "auto"     #: XLA-compile the train step: "auto" (GPU only), "on", "off"
     dataset_cache: bool = True    #: keep built datasets under state_dir/cache (keyed by data + settings)
@@ -192,8 +192,8 @@ def dataset_for(s: NCPSettings, bars: Optional[pd.DataFrame] = None,
 
 
 #: settings that change the dataset (the cache key holds them, the data's fingerprint and the code's)
-_DATASET_KEYS = ("data", "start", "end", "seed", "exchange", "interval", "n_candles", "distance", "seq_distance",
-                 "stop", "ratio", "spread", "fx", "kind", "barrier_buffer", "daily_history")
+_DATASET_KEYS = ("data", "start", "end", "seed", "exchange", "interval", "n_candles", "distance",
+                 "seq_distance", "stop", "ratio", "spread", "fx", "kind", "barrier_buffer", "daily_history")
 _DATASET_CODE = ("feeds/sample.py", "feeds/loader.py", "models/features.py", "models/ncp/dataset.py",
                  "calendars.py", "products.py")
 
@@ -253,7 +253,8 @@ def load_dataset(path: str) -> NCPDataset:
             "short_exit", "feature_names"}
     if need - set(a):
         raise ValueError(f"{path}: NCP dataset cache misses {sorted(need - set(a))}")
-    return NCPDataset(a["dates"], a["daily"], a["seq"], a["atr"], a["price"], [str(x) for x in a["feature_names"]],
+    return NCPDataset(a["dates"], a["daily"], a["seq"], a["atr"], a["price"],
+                      [str(x) for x in a["feature_names"]],
                       a["label"], a["long_return"], a["short_return"], a["long_exit"].astype(object),
                       a["short_exit"].astype(object))
 
@@ -758,8 +759,9 @@ def _same_params(a: dict, b: dict) -> bool:
         if isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)) else a[k] == b[k] for k in a)
 
 
-def run_trials(s: NCPSettings, storage: str, n_trials: int, ds: NCPDataset, log: Callable[[str], None] = print,
-               timeout: Optional[float] = None, seed: Optional[int] = None, worker: str = "") -> int:
+def run_trials(s: NCPSettings, storage: str, n_trials: int, ds: NCPDataset,
+               log: Callable[[str], None] = print, timeout: Optional[float] = None,
+               seed: Optional[int] = None, worker: str = "") -> int:
     """One search worker: ``n_trials`` trials against the shared study; returns the number finished.
 
     The worker has its own identity and sampler seed (``seed`` None = derived from a unique identity),
@@ -825,7 +827,8 @@ def _jobs(s: NCPSettings) -> int:
 def choose_best(study) -> Any:
     """The best completed trial that is not degenerate (a degenerate one only when no other completed)."""
     import optuna
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+    complete = [t for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     if not complete:
         raise RuntimeError(f"study {study.study_name!r}: no trial completed; run more trials")
     sound = [t for t in complete if not t.user_attrs.get("degenerate")]
@@ -869,7 +872,8 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
             url = "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
         cache_dir = Path(s.state_dir) / "cache"
         key = dataset_key(s) if (s.dataset_cache and from_settings) else None
-        cache = cache_dir / (f"ncp-dataset-{key}.npz" if key else f"ncp-dataset-run-{uuid.uuid4().hex[:8]}.npz")
+        cache = cache_dir / (f"ncp-dataset-{key}.npz" if key
+                             else f"ncp-dataset-run-{uuid.uuid4().hex[:8]}.npz")
         if not cache.exists():
             save_dataset(ds, str(cache))
         ctx = mp.get_context("spawn")
@@ -922,7 +926,8 @@ def format_metrics(m: dict) -> str:
         out.append(f"{name:26s} {v['log_product']:11.4f} {v['sharpe']:8.3f} {int(v['trades']):6d} "
                    f"{v['hit_rate']:6.3f} {v['direction_accuracy']:7.3f}")
     if m.get("holdout_constant"):
-        out.append(f"WARNING: the model is constant on the holdout: {describe_constant(m['holdout_direction'], 'every holdout session')}")
+        what = describe_constant(m["holdout_direction"], "every holdout session")
+        out.append(f"WARNING: the model is constant on the holdout: {what}")
     elif m.get("holdout_constant_adapted"):
         out.append("WARNING: with the ATR adaptation the model is constant on the holdout: "
                    f"{describe_constant(m['holdout_direction_adapted'], 'every holdout session')}")
