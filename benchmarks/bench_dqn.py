@@ -1,7 +1,10 @@
-"""DQN benchmark: environment steps/s, training steps/s, one-batch vs per-bar ensemble inference.
+"""DQN benchmark: environment steps/s, learning steps/s, one-batch vs per-bar ensemble inference.
 
-Run: python benchmarks/bench_dqn.py [--agents 10] [--years 5]
-Prints figures and ratios measured in this process (same machine, same data).
+Run: python benchmarks/bench_dqn.py [--agents 10] [--years 5] [--learn-steps 20000] [--n-envs 16]
+Prints figures and ratios measured in this process (same machine, same data), and the device.
+Learning throughput: today's one-environment ``DQNAgent.fit`` beside the vectorised ``fit_vector``
+(same agent parameters, ``train_interval=4``, batch 32), and stable-baselines3's DQN on the same
+gymnasium environment when it is installed (``pip install -e .[bench]``; never a runtime dependency).
 """
 from __future__ import annotations
 
@@ -17,9 +20,16 @@ def main() -> None:
     ap.add_argument("--years", type=int, default=5)
     ap.add_argument("--env-steps", type=int, default=20000)
     ap.add_argument("--train-steps", type=int, default=2000)
+    ap.add_argument("--learn-steps", type=int, default=20000)
+    ap.add_argument("--n-envs", type=int, default=16)
     args = ap.parse_args()
 
     import keras
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    print(f"device: {'GPU ' + ', '.join(g.name for g in gpus) if gpus else 'CPU'} "
+          f"(TensorFlow {tf.__version__}, {__import__('os').cpu_count()} CPUs)")
 
     from mltrade.feeds.sample import load_daily
     from mltrade.models.dqn.agent import DQNAgent, build_q_network
@@ -73,6 +83,8 @@ def main() -> None:
           f"(train_interval=1, batch 32) {train_sps:,.0f} steps/s; with train_interval=4 expect about "
           f"{1 / (1 / act_sps + 0.25 * (1 / train_sps - 1 / act_sps)):,.0f} steps/s")
 
+    learning(args, env, agent)
+
     agents = [agent(100 + i, 10) for i in range(args.agents)]
     cols = list(obs.columns)
     x = obs.dropna()
@@ -88,6 +100,47 @@ def main() -> None:
     assert np.allclose(qb, qr, atol=1e-5)
     print(f"inference, {args.agents} agents x {len(x)} sessions: one batch per agent {batch_s * 1000:.1f} ms, "
           f"per bar {row_s * 1000:.0f} ms; per-bar / batch = {row_s / batch_s:.0f}x")
+
+
+def learning(args, env, make_agent) -> None:
+    """Environment steps/s per agent with learning (train_interval=4): fit vs fit_vector vs SB3."""
+    from mltrade.models.dqn.vector import fit_vector
+
+    n = args.learn_steps
+    env.random_start, env.episode_length = True, 250
+
+    def tuned(seed):
+        ag = make_agent(seed, 100)
+        ag.train_interval = 4
+        return ag
+
+    ag = tuned(2)
+    ag.fit(env, 300)                                   # trace
+    m = max(n // 5, 2000)
+    t = time.perf_counter()
+    ag.fit(env, m)
+    seq = m / (time.perf_counter() - t)
+    ag = tuned(3)
+    fit_vector(ag, env, 2000, n_envs=args.n_envs)      # trace
+    ag = tuned(3)
+    t = time.perf_counter()
+    fit_vector(ag, env, n, n_envs=args.n_envs)
+    vec = n / (time.perf_counter() - t)
+    print(f"learning, one agent, train_interval=4, batch 32: DQNAgent.fit {seq:,.0f} env steps/s; "
+          f"fit_vector ({args.n_envs} envs) {vec:,.0f} env steps/s = {vec / seq:.1f}x")
+    try:
+        from stable_baselines3 import DQN
+    except ImportError:
+        print("stable-baselines3: not installed (pip install -e .[bench] to compare)")
+        return
+    sb = DQN("MlpPolicy", env, learning_starts=100, train_freq=4, batch_size=32, buffer_size=50000,
+             target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="cpu")
+    sb.learn(1000)
+    t = time.perf_counter()
+    sb.learn(m)
+    sbs = m / (time.perf_counter() - t)
+    print(f"stable-baselines3 DQN (1 env, same train_freq/batch/net): {sbs:,.0f} env steps/s; "
+          f"fit_vector / SB3 = {vec / sbs:.1f}x")
 
 
 if __name__ == "__main__":

@@ -4,18 +4,19 @@ from __future__ import annotations
 import datetime as _dt
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Type
+from typing import Callable, Optional, Type
 
 import backtrader as bt
 import pandas as pd
 
-from mltrade.analyzers import EquityCurve, KnockoutStats, KnockoutTrades, performance
+from mltrade.analyzers import EquityCurve, KnockoutTrades, daily_returns, performance
 from mltrade.brokers import KnockoutBroker
 from mltrade.config import ConfigError
 from mltrade.feeds.bars import IndexData
 from mltrade.feeds.loader import load_csv
 from mltrade.feeds.sample import sample_intraday
 from mltrade.strategies.base import PRODUCT_PARAMS, KnockoutStrategy
+from mltrade.strategies.model_info import ModelScope, model_scope
 from mltrade.strategies.reference import BuyAndHold, IntradayMomentum
 from mltrade.strategies.registry import get_strategy, strategy_params
 
@@ -29,7 +30,8 @@ class BacktestResult:
     equity: pd.DataFrame
     strategy: Optional[KnockoutStrategy] = None
     run_dir: Optional[Path] = None
-    baselines: dict = field(default_factory=dict)
+    baselines: dict = field(default_factory=dict)            #: name -> summary
+    baseline_results: dict = field(default_factory=dict)     #: name -> BacktestResult (equity, trades)
 
 
 def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None, *, seed: int = 42,
@@ -131,17 +133,69 @@ def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, 
     return BacktestResult(summary=summary, trades=trades, equity=equity, strategy=strat)
 
 
+def baseline_kwargs(kwargs: dict) -> dict:
+    """The strategy's certificate, stake and stop parameters that the rule baselines share."""
+    from mltrade.strategies.reference import SessionBaseline
+
+    valid = set(strategy_params(IntradayMomentum)) & set(strategy_params(SessionBaseline))
+    skip = {"direction_rule", "seed", "min_move", "decision_bar", "overlay", "context_candles", "session"}
+    return {k: v for k, v in kwargs.items() if k in valid and k not in skip}
+
+
+def _run_frames(equity: pd.DataFrame, trades: pd.DataFrame, cfg: dict) -> BacktestResult:
+    return BacktestResult(summary=performance(equity, trades, float(cfg["backtest"]["cash"])), trades=trades,
+                          equity=equity)
+
+
 def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
-                  progress: bool = False) -> dict:
-    """Buy-and-hold, always-long and random-direction runs on the same bars and certificates."""
-    out = {}
-    bh = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
-    out["buy_and_hold"] = bh.summary
-    mom_valid = strategy_params(IntradayMomentum)
-    common = {k: v for k, v in kwargs.items() if k in mom_valid and k not in ("direction_rule", "seed", "min_move")}
+                  progress: bool = False, scope: Optional[ModelScope] = None, engine: str = "auto") -> dict:
+    """The baselines' summaries ``{name: summary}`` (see :func:`baseline_results`)."""
+    runs = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
+    return {k: r.summary for k, r in runs.items()}
+
+
+def baseline_results(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
+                     progress: bool = False, scope: Optional[ModelScope] = None,
+                     engine: str = "auto") -> dict:
+    """Buy-and-hold (fully invested), always-long and random-direction runs on the same bars.
+
+    The rule baselines trade the strategy's certificates in its session kind (``scope.session``:
+    intraday after ``scope.decision_bar`` candles, day or night). ``engine``: ``auto`` (vectorised
+    engines where they apply, equal to backtrader to the cent), ``backtrader`` (every run through
+    backtrader). Returns ``{name: BacktestResult}``.
+    """
+    from mltrade import vector_baselines as fast
+    from mltrade.strategies.reference import SessionBaseline
+
+    if engine not in ("auto", "backtrader"):
+        raise ValueError(f"engine: expected 'auto' or 'backtrader', got {engine!r}")
+    scope = scope or ModelScope(cfg["strategy"]["name"], decision_bar=int(kwargs.get("decision_bar", 17)))
+    b = cfg["broker"]
+    cash = float(cfg["backtest"]["cash"])
+    out: dict = {}
+    if engine == "auto":
+        eq, tr = fast.buy_and_hold_frames(bars, cash, float(b["commission_fixed"]), float(b["commission_pct"]),
+                                          bool(b["fractional"]))
+        out["buy_and_hold"] = _run_frames(eq, tr, cfg)
+    else:
+        out["buy_and_hold"] = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
+    common = baseline_kwargs(kwargs)
+    seed = int(cfg["backtest"]["baseline_seed"])
     for name, rule in (("always_long", "long"), ("random_direction", "random")):
-        kw = dict(common, direction_rule=rule, seed=int(cfg["backtest"]["baseline_seed"]))
-        out[name] = run_strategy(bars, IntradayMomentum, kw, cfg, progress, name).summary
+        if scope.session in ("day", "night"):
+            kw = dict(common, session=scope.session, direction_rule=rule, seed=seed)
+            out[name] = run_strategy(bars, SessionBaseline, kw, cfg, progress, name)
+            continue
+        if engine == "auto":
+            try:
+                res = fast.rule_sweep(bars, common, cfg, rule, scope.decision_bar)
+            except ValueError:
+                res = None          # gaps in the bars, fractional sizing: backtrader below
+            if res is not None:
+                out[name] = _run_frames(*fast.sweep_frames(res, 0), cfg)
+                continue
+        kw = dict(common, decision_bar=scope.decision_bar, direction_rule=rule, seed=seed)
+        out[name] = run_strategy(bars, IntradayMomentum, kw, cfg, progress, name)
     return out
 
 
@@ -159,28 +213,117 @@ def _extras(strat: KnockoutStrategy):
     return sections, figures
 
 
+def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bool = True,
+                        log: Callable[[str], None] = print) -> None:
+    """Train the default model of ``scope.strategy`` (DQN or NCP) into the registry the strategy reads."""
+    if scope.strategy == "dqn":
+        from mltrade.models.dqn.pipeline import train_walk_forward
+
+        dcfg = dict(cfg["dqn"], registry=str(params.get("registry", cfg["dqn"].get("registry"))),
+                    name=str(params.get("model_name", cfg["dqn"].get("name"))))
+        if scope.session not in dcfg.get("sessions", []):
+            dcfg["sessions"] = list(dcfg.get("sessions", [])) + [scope.session]
+        log(f"no DQN model in {dcfg['registry']}/{dcfg['name']}: training the default model first "
+            f"(`mltrade train dqn`, [dqn] config; sessions {', '.join(dcfg['sessions'])})")
+        train_walk_forward(dcfg, progress=progress, log=lambda m: None)
+    elif scope.strategy == "ncp":
+        from mltrade.models.ncp.train import NCPSettings, dataset_for, train_final
+
+        s = NCPSettings.from_config(cfg)
+        want = Path(str(params.get("model_path", ".mltrade/models/ncp/current")))
+        if want.name == "current":
+            s.state_dir = str(want.parent.parent.parent)
+            s.model_name = want.parent.name
+        log(f"no NCP model at {want}: training the default model first (`mltrade train ncp --defaults`, "
+            f"[ncp] config)")
+        train_final({"epochs": s.max_epochs}, dataset_for(s), s, verbose=1 if progress else 0)
+    else:
+        raise ValueError(f"strategy {scope.strategy!r} has no model to train")
+
+
+def check_range(scope: ModelScope, start: Optional[str], end: Optional[str], allow_in_sample: bool) -> bool:
+    """True when ``start``..``end`` is out of sample for the model; an in-sample range raises unless allowed."""
+    first = scope.first_out_of_sample()
+    if not scope.has_model or first is None:
+        return True
+    if start and pd.Timestamp(start) >= first:
+        return True
+    if allow_in_sample:
+        return False
+    span = f"{start or 'the data start'} .. {end or 'the data end'}"
+    raise ConfigError(f"backtest.start: {span} reaches into the training/validation data of model "
+                      f"{scope.model_id} (in-sample up to {scope.in_sample_end or '?'}); its holdout starts "
+                      f"{scope.oos_start}: use --start {scope.oos_start} (the default without --start), or "
+                      f"--allow-in-sample to run it with every figure labelled in-sample")
+
+
+def session_returns(equity: pd.DataFrame, start_cash: float) -> pd.Series:
+    """Daily returns of the session-close values (the first session against the start cash)."""
+    return daily_returns(equity["value"].groupby(equity.index.normalize()).last(), start_cash)
+
+
+def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps: int = 2000,
+                    seed: int = 0) -> dict:
+    """``mltrade.significance.significance`` of the strategy's daily returns against each baseline's."""
+    from mltrade.significance import significance
+
+    strat = session_returns(result.equity, start_cash)
+    base = {k: session_returns(r.equity, start_cash).reindex(strat.index) for k, r in runs.items()}
+    base = {k: v.fillna(0.0) for k, v in base.items()}
+    return significance(strat, base, reps=reps, seed=seed)
+
+
 def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = False, report: bool = True,
-                 extra_params: Optional[dict] = None) -> BacktestResult:
-    """Run the configured strategy (plus baselines) and write the report into ``<out>/<run_name>/``."""
+                 extra_params: Optional[dict] = None, start_at_holdout: bool = False,
+                 allow_in_sample: bool = True, train_missing: bool = False, engine: str = "auto",
+                 significance_reps: int = 2000, log: Callable[[str], None] = print) -> BacktestResult:
+    """Run the configured strategy (plus baselines) and write the report into ``<out>/<run_name>/``.
+
+    ML strategies (``dqn``, ``ncp``): ``start_at_holdout`` starts at the model's holdout (logged); a
+    range reaching into its training/validation data raises unless ``allow_in_sample`` (the CLI's
+    default is to refuse; either way an in-sample run says so in every figure and
+    ``summary["out_of_sample"]``); ``train_missing`` trains the default model when there is none.
+    """
     name = cfg["strategy"]["name"]
     cls = get_strategy(name)
     kwargs = strategy_kwargs(cls, cfg, extra_params)
+    params = {**strategy_params(cls), **kwargs}
+    scope = model_scope(name, params)
+    if scope.missing and train_missing:
+        train_default_model(scope, params, cfg, progress, log)
+        scope = model_scope(name, params)
+    bt_cfg = cfg["backtest"]
+    if scope.has_model and start_at_holdout and scope.oos_start:
+        cfg = {**cfg, "backtest": dict(cfg["backtest"], start=scope.oos_start)}   # the caller's stays
+        bt_cfg = cfg["backtest"]
+        log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
+    oos = check_range(scope, bt_cfg.get("start") or None, bt_cfg.get("end") or None, allow_in_sample)
+    if not oos and name == "dqn" and "oos_only" not in kwargs:
+        kwargs["oos_only"] = False      # labelled in-sample: trade the sessions the user asked for
     bars = load_bars(cfg)
     result = run_strategy(bars, cls, kwargs, cfg, progress, name)
     synthetic = bool(bars.attrs.get("synthetic_intraday", False))
     result.summary.update(strategy=name, data=str(cfg["backtest"]["data"]), synthetic_intraday=synthetic,
                           data_source=bars.attrs.get("source", ""), params={k: v for k, v in kwargs.items()
                                                                              if k != "overlay"})
+    result.summary.update(out_of_sample=oos if scope.has_model else None, **scope.to_dict())
+    if scope.model_id and "model_id" in result.trades.columns:
+        result.trades["model_id"] = result.trades["model_id"].fillna(scope.model_id)
     overlay = kwargs.get("overlay")
     if overlay is not None and hasattr(overlay, "summary"):
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
     if cfg["backtest"]["baselines"]:
-        result.baselines = baseline_runs(bars, cls, kwargs, cfg, progress)
+        result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
+        result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
+        result.summary["significance"] = significance_of(result, result.baseline_results,
+                                                         float(cfg["backtest"]["cash"]), significance_reps)
     if report:
         run_name = run_name or f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         result.run_dir = Path(cfg["backtest"]["out"]) / run_name
         from mltrade.report import write_report
         sections, figures = _extras(result.strategy)
         write_report(result.run_dir, result.summary, result.trades, result.equity, sections, figures,
-                     baselines=result.baselines or None)
+                     baselines=result.baselines or None,
+                     baseline_equity={k: r.equity for k, r in result.baseline_results.items()} or None,
+                     baseline_trades={k: r.trades for k, r in result.baseline_results.items()} or None)
     return result

@@ -115,7 +115,7 @@ def test_backtest_trades_out_of_sample_and_reports(trained):
     if len(res.trades):
         assert set(res.trades["exit_reason"]) <= {"session_end", "stop", "knockout"}
     html = (res.run_dir / "report.html").read_text()
-    for title in ("vote distribution", "gate decisions", "baselines on the same sessions", "agreement",
+    for title in ("vote distribution", "gate decisions", "out-of-sample scope", "agreement",
                   "deviation tracking"):
         assert title in html
 

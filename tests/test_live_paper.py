@@ -1,16 +1,22 @@
 """Paper mode end to end on the replayed sample, restarts, kill switch, CLI, and the dry-run broker."""
+import re
+from pathlib import Path
+
 import backtrader as bt
 import pytest
 
 from mltrade.cli import main
 from mltrade.config import load_config
 from mltrade.feeds.sample import sample_intraday
-from mltrade.live.broker import LIVE_CONFIRMATION, SeleniumBroker
+from mltrade.live.account import Account
+from mltrade.live.broker import SeleniumBroker
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
 from mltrade.live.scheduler import ReplayData, live_strategy, next_sessions, run_live, wait_until_open
+from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.reference import IntradayMomentum
+from mltrade.strategies.registry import register_strategy
 
 
 @pytest.fixture
@@ -62,8 +68,8 @@ def test_cli_live_paper_and_kill(cfg, tmp_path, capsys):
 def test_live_flag_without_confirmation_is_refused(cfg, tmp_path, capsys):
     conf = tmp_path / "c.toml"
     conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\n')
-    assert main(["live", "--venue", "ig", "--live", "--config", str(conf)]) == 2
-    assert "confirm" in capsys.readouterr().err
+    assert main(["live", "--venue", "ig", "--live", "--feed", "twelvedata", "--config", str(conf)]) == 2
+    assert "--live needs [live] confirm" in capsys.readouterr().err
     with pytest.raises(ValueError, match="confirm"):
         SeleniumBroker(live=True, confirm="yes please")
 
@@ -179,3 +185,123 @@ def test_cli_twelvedata_without_api_key_fails_at_once(cfg, tmp_path, capsys, mon
     conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\nlog_file = "{tmp_path}/live.log"\n')
     assert main(["live", "--venue", "paper", "--feed", "twelvedata", "--config", str(conf)]) == 2
     assert "TWELVEDATA_API_KEY" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ the persistent paper account
+class HoldOvernight(KnockoutStrategy):
+    """Buys a long certificate on the third bar when flat and holds it across sessions and runs."""
+
+    params = (("flat_at_session_end", False), ("close_at_end", False))
+
+    def next(self):
+        if self.is_last_bar_of_data():
+            if self.p.close_at_end and self.has_position():
+                self.close_knockout(at_close=True, reason="session_end")
+            return
+        if len(self.data) == 3 and not self.has_position():
+            self.open_knockout(1, distance=0.05, stake=1000.0)
+
+
+register_strategy("test_hold_overnight", HoldOvernight)
+
+
+def test_paper_account_carries_cash_and_positions_across_runs_unless_reset(cfg):
+    cfg["strategy"]["params"] = {}           # the momentum defaults don't apply to this strategy
+    r1 = run_live(cfg, "test_hold_overnight", "paper", "sample", max_sessions=1, report=False)
+    assert r1.trades == [] and len(r1.broker.positions) == 1
+    with Account(cfg["live"]["journal_path"], "paper") as acc:
+        st = acc.load()
+    assert st.cash == pytest.approx(r1.cash) and r1.cash < 10_000 - 900       # about 1,000 invested
+    (held,) = st.positions
+    buy_ref = held.ref
+    j = OrderJournal(cfg["live"]["journal_path"], "paper")
+    assert [e.ref for e in j.entries("buy")] == [buy_ref]
+    # the next run starts with that cash and that position: no second buy, and it closes the old one
+    r2 = run_live(cfg, "test_hold_overnight", "paper", "sample", max_sessions=1, report=False,
+                  strategy_params={"close_at_end": True})
+    assert r2.sessions == ["2018-06-04"] and len(r2.trades) == 1
+    rt = r2.trades[0]
+    assert rt["size"] == held.size and rt["entry_price"] == pytest.approx(held.price)
+    assert r2.value == pytest.approx(10_000 + rt["pnl"])        # one account over both runs
+    assert [e.ref for e in j.entries("buy")] == [buy_ref]
+    (close,) = j.entries("close")
+    assert close.parent == buy_ref and close.info["pnl"] == pytest.approx(rt["pnl"])
+    with Account(cfg["live"]["journal_path"], "paper") as acc:
+        assert acc.load().positions == [] and acc.load().cash == pytest.approx(r2.cash)
+    # --reset: the configured cash again, nothing held; the journal keeps its history
+    r3 = run_live(cfg, "test_hold_overnight", "paper", "sample", max_sessions=1, report=False, reset=True)
+    assert r3.start_value == 10_000.0 and len(j.entries("buy")) == 2
+    with Account(cfg["live"]["journal_path"], "paper") as acc:
+        assert acc.load().resets == 1
+    j.close()
+
+
+def test_paper_close_rows_link_to_their_buy(cfg):
+    r = run_live(cfg, "momentum", "paper", "sample", max_sessions=2, report=False)
+    j = OrderJournal(cfg["live"]["journal_path"], "paper")
+    buys, closes = j.entries("buy"), j.entries("close")
+    assert len(buys) == len(closes) == len(r.trades) == 2
+    assert [c.parent for c in closes] == [b.ref for b in buys]
+    assert [c.info["pnl"] for c in closes] == pytest.approx([t["pnl"] for t in r.trades])
+
+
+def test_paper_run_writes_the_backtest_report_and_status_reads_the_account(cfg, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+    conf = tmp_path / "c.toml"
+    conf.write_text("[live]\n" + "".join(f'{k} = "{cfg["live"][k]}"\n' for k in
+                                         ("journal_path", "log_file", "kill_switch_file", "screenshots_dir")))
+    assert main(["live", "--venue", "paper", "--max-sessions", "2", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    run_dir = Path(re.search(r"report: (\S+)report.html", out).group(1))
+    assert run_dir.parent == tmp_path / "reports"
+    summary = json.loads((run_dir / "summary.json").read_text())
+    trades = pd.read_csv(run_dir / "trades.csv")
+    assert (run_dir / "report.html").read_text().count("<table") >= 2
+    assert summary["venue"] == "paper" and summary["sessions"] == ["2018-06-01", "2018-06-04"]
+    assert summary["trades"] == len(trades) == 2 and summary["synthetic_intraday"] is True
+    assert summary["final_value"] == pytest.approx(10_000 + trades["pnl"].sum())
+    with Account(cfg["live"]["journal_path"], "paper") as acc:
+        cash = acc.load().cash
+    assert cash == pytest.approx(summary["final_value"])
+    (tmp_path / "KILL").write_text("test\n")
+    assert main(["live", "status", "--config", str(conf)]) == 0
+    st = capsys.readouterr().out
+    assert f"cash {cash:,.2f} (paper account" in st and "open positions: none" in st
+    assert f"last session traded (2018-06-04): realised P&L {trades['pnl'].iloc[-1]:+,.2f} from 1" in st
+    assert "today (" in st and "kill switch: ENGAGED" in st and "test" in st
+
+
+def test_kill_switch_refusal_is_printed_on_stdout(cfg, tmp_path, capsys):
+    conf = tmp_path / "c.toml"
+    conf.write_text("[live]\n" + "".join(f'{k} = "{cfg["live"][k]}"\n' for k in
+                                         ("journal_path", "log_file", "kill_switch_file", "screenshots_dir")))
+    (tmp_path / "KILL").write_text("test\n")
+    assert main(["live", "--venue", "paper", "--max-sessions", "1", "--config", str(conf)]) == 0
+    out = capsys.readouterr().out
+    assert "0 round trips" in out
+    assert re.search(r"REFUSED 2018-06-01: new position refused by the risk limits: kill switch engaged", out)
+
+
+def test_status_of_a_venue_lists_journal_positions_and_last_seen_cash(cfg, tmp_path):
+    from datetime import date
+
+    from mltrade.live.account import status_lines
+    j = OrderJournal(cfg["live"]["journal_path"], "ig")
+    held = j.begin("buy", direction=-1, barrier=16000.0, day=date(2024, 3, 4))
+    j.update(held, "filled", price=2.5, size=200, deal_id="IG-D00007")
+    done = j.begin("buy", direction=1, barrier=14000.0, day=date(2024, 3, 5))
+    j.update(done, "closed")
+    close = j.begin("close", parent=done, day=date(2024, 3, 5))
+    j.update(close, "filled", price=3.0, pnl=-120.5, reason="stop")
+    j.set_state("last_session", "2024-03-05")
+    j.close()
+    with Account(cfg["live"]["journal_path"], "ig") as acc:
+        acc.save(9_379.5)
+    out = "\n".join(status_lines(cfg, "ig", today=date(2024, 3, 5)))
+    assert "cash 9,379.50 (last seen at the venue" in out and "open positions (journal): 1" in out
+    assert f"{held} short barrier 16000.00 x200 @ 2.50 deal IG-D00007" in out
+    assert "today (2024-03-05 UTC): realised P&L -120.50 from 1 closed trades" in out
+    assert "kill switch: off" in out
+    assert "open positions: none" in "\n".join(status_lines(cfg, "paper"))     # another venue: empty

@@ -1,5 +1,7 @@
 """Journal reconciliation, risk limits, kill switch, credentials and 2FA sources, secret masking."""
+import json
 import logging
+import os
 import sys
 from datetime import date
 from types import SimpleNamespace
@@ -167,3 +169,80 @@ def test_daily_loss_survives_restart_through_the_journal(tmp_path):
     g = RiskGuard(RiskLimits(daily_loss_limit=300, kill_switch_file=None))     # a fresh process: no memory
     with pytest.raises(RiskViolation, match="daily_loss_limit"):
         g.check_open(10, 10, D, pnl_today=j2.realized_pnl_on(D))
+
+
+# ------------------------------------------------------------------ opt-in, feeds, secrets at -v, 2FA
+def _conf(tmp_path, extra=""):
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\nlog_file = "{tmp_path}/live.log"\n'
+                    f'kill_switch_file = "{tmp_path}/KILL"\nscreenshots_dir = "{tmp_path}/shots"\n{extra}')
+    return conf
+
+
+def test_config_alone_never_places_live_orders(tmp_path, capsys):
+    from mltrade.cli import main
+    from mltrade.live.broker import LIVE_CONFIRMATION
+    conf = _conf(tmp_path, f'venue = "ig"\nlive = true\nconfirm = "{LIVE_CONFIRMATION}"\n')
+    assert main(["live", "--max-sessions", "1", "--config", str(conf)]) == 0
+    cap = capsys.readouterr()
+    assert "momentum on ig (dry run)" in cap.out and "LIVE" not in cap.out
+    assert "no effect without --live" in cap.err
+    j = OrderJournal(tmp_path / "j.sqlite", "ig")
+    assert j.entries() and {e.status for e in j.entries()} == {"dry_run"}
+
+
+def test_live_refuses_the_replayed_sample_feed_and_paper(tmp_path, capsys):
+    from mltrade.cli import main
+    from mltrade.config import load_config
+    from mltrade.live.broker import LIVE_CONFIRMATION
+    from mltrade.live.scheduler import run_live
+    conf = _conf(tmp_path, f'confirm = "{LIVE_CONFIRMATION}"\n')
+    assert main(["live", "--venue", "ig", "--live", "--config", str(conf)]) == 2      # default --feed sample
+    assert "--live refuses the replayed sample feed" in capsys.readouterr().err
+    assert main(["live", "--venue", "paper", "--live", "--config", str(conf)]) == 2
+    assert "paper trading needs no --live" in capsys.readouterr().err
+    assert not (tmp_path / "j.sqlite").exists()                     # refused before anything was opened
+    cfg = load_config(conf)
+    with pytest.raises(ValueError, match="need a live feed"):       # the library refuses it too
+        run_live(cfg, "momentum", "traderepublic", "sample", live=True)
+    with pytest.raises(ValueError, match="need a live feed"):
+        run_live(cfg, "momentum", "ig", "sample", live=True, base_url="https://ig.example.org")
+
+
+def spelled(secret: str, gap: str) -> "re.Pattern":
+    """``secret`` with up to a few ``gap`` characters between its characters (one per list item)."""
+    import re
+    return re.compile(gap.join(re.escape(c) for c in secret))
+
+
+def test_mask_catches_secrets_typed_one_character_per_item():
+    register_secret("pw-Zq9!long")
+    chars = list("pw-Zq9!long")
+    line = (f"POST /session/1/element/2/value {{'text': 'pw-Zq9!long', 'value': {chars!r}}} "
+            f"and JSON {json.dumps(chars)}")
+    out = mask(line)
+    assert "pw-Zq9!long" not in out and not spelled("pw-Zq9!long", r"[^A-Za-z0-9]{0,6}").search(out)
+    assert mask("price 15,234.50 at 10:12") == "price 15,234.50 at 10:12"
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"), reason="chromium-driver missing")
+def test_wrong_2fa_code_says_so(tmp_path):
+    from mltrade.live.fakevenue import FakeVenue
+    from mltrade.live.store import SeleniumStore
+    from mltrade.live.venues.base import SessionExpired, TwoFactorRefused
+    with FakeVenue() as v:
+        s = SeleniumStore("ig", v.url, credentials=Credentials(v.state.username, v.state.password),
+                          code=lambda: "987650", screenshots_dir=tmp_path / "shots", timeout=5.0)
+        try:
+            with pytest.raises(TwoFactorRefused, match="2FA code was refused.*Wrong code") as e:
+                s.login()
+            assert not isinstance(e.value, SessionExpired) and "987650" not in str(e.value)
+            shot = next((tmp_path / "shots").glob("ig-login-*.html")).read_text()
+            assert "987650" not in shot                          # the typed code is masked in the page dump
+            s._code = lambda: v.state.code                       # the right code then logs in
+            s.login()
+            assert v.state.logins["ig"] == 1
+        finally:
+            s.close()

@@ -110,7 +110,8 @@ def test_backtest_report_has_the_ncp_figures(world):
     res = run_backtest(_cfg(root, daily_history=str(root / "daily.csv")), run_name="figs")
     page = (res.run_dir / "report.html").read_text()
     alts = re.findall(r'<img alt="([^"]*)" src="data:image/png;base64,', page)
-    ncp = [a for a in alts if a.startswith("NCP ")]
+    assert all(a.startswith("In-sample: ") for a in alts)   # the range starts inside the training data
+    ncp = [a.removeprefix("In-sample: ") for a in alts if a.startswith("In-sample: NCP ")]
     assert len(ncp) == 3 and all(any(a.startswith(t) for a in ncp) for t in TITLES)
     assert f"holdout {meta['metrics']['holdout'][0]} .. {meta['metrics']['holdout'][1]}" in " ".join(ncp)
 

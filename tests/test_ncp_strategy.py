@@ -115,9 +115,9 @@ def test_report_sections_show_holdout_baselines_and_atr_table(setup, tmp_path):
     res = _run(setup)
     sections = dict(res.strategy.report_sections())
     titles = " | ".join(sections)
-    assert "out-of-sample holdout" in titles and "ATR" in titles
+    assert "holdout" in titles and "ATR" in titles
     hold = next(v for k, v in sections.items() if "holdout" in k)
-    assert "always_long" in hold and "model" in hold
+    assert "model + ATR adaptation" in hold and "always_long" not in hold  # one baseline table per report
     card = sections["NCP model"]
     assert "in-sample" in card and "before the holdout" in card  # in-sample decisions are flagged
 

@@ -14,13 +14,16 @@ def register(sub) -> None:
     p.add_argument("--strategy", help=f"strategy name: {', '.join(strategy_names())}")
     p.add_argument("--data", help="'sample', a CSV file with datetime,open,high,low,close[,volume], or "
                                   "'twelvedata:SYMBOL' (bars cached by `mltrade data fetch`)")
-    p.add_argument("--start", help="first session (YYYY-MM-DD)")
+    p.add_argument("--start", help="first session (YYYY-MM-DD); dqn/ncp: default the model's holdout start")
     p.add_argument("--end", help="last session (YYYY-MM-DD)")
     p.add_argument("--out", help="report folder (default ./reports)")
     p.add_argument("--name", help="run name (default <strategy>-<timestamp>)")
     p.add_argument("--config", help="TOML config file (see mltrade/default_config.toml)")
     p.add_argument("--no-baselines", action="store_true", help="skip the baseline runs")
     p.add_argument("--llm", action="store_true", help="pass decisions through the LLM overlay ([llm] config)")
+    p.add_argument("--allow-in-sample", action="store_true",
+                   help="dqn/ncp: allow a range that reaches into the model's training/validation data "
+                        "(every figure is then labelled in-sample)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_backtest)
     r = sub.add_parser("report", help="rebuild report.html of a run folder from its files")
@@ -50,12 +53,19 @@ def _backtest(args) -> int:
         from mltrade.llm import build_overlay
         extra["overlay"] = build_overlay(cfg)
         extra["context_candles"] = int(cfg["llm"]["candles"])
-    res = run_backtest(cfg, run_name=args.name, progress=not args.quiet, extra_params=extra)
+    default_start = load_config()["backtest"]["start"]
+    start_at_holdout = args.start is None and cfg["backtest"].get("start") == default_start
+    res = run_backtest(cfg, run_name=args.name, progress=not args.quiet, extra_params=extra,
+                       start_at_holdout=start_at_holdout, allow_in_sample=args.allow_in_sample,
+                       train_missing=True)
     s = res.summary
-    print(f"strategy {s['strategy']}: {s['trades']} trades, total return {s['total_return']:+.2%}, "
+    tag = {True: " (out of sample)", False: " (IN-SAMPLE)"}.get(s.get("out_of_sample"), "")
+    print(f"strategy {s['strategy']}{tag}: {s['trades']} trades, total return {s['total_return']:+.2%}, "
           f"max drawdown {s['max_drawdown']:.2%}, knock-outs {s['knockouts']}, stops {s['stops']}")
     for name, b in res.baselines.items():
         print(f"  baseline {name}: total return {b['total_return']:+.2%}")
+    if s.get("significance", {}).get("words"):
+        print(f"  {s['significance']['words']}")
     if s.get("synthetic_intraday"):
         print("  note: sample data — real daily NASDAQ bars, synthetic 5-minute bars")
     print(f"report: {res.run_dir / 'report.html'}")

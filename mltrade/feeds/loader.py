@@ -5,13 +5,13 @@ line 1) and what was expected, so a user can fix the file by hand.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional, Union
 
 import numpy as np
 import pandas as pd
+
+from mltrade.io import atomic_write_text  # noqa: F401  (re-export: the I/O helpers live in mltrade.io)
 
 REQUIRED = ("open", "high", "low", "close")
 TIME_COLUMNS = ("datetime", "date", "time", "timestamp")
@@ -118,24 +118,6 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
             _fail(path, int(lines[i]), f"timestamps not sorted ascending: {df.index[i]} after {df.index[i - 1]}")
     df.attrs.update(source=str(path), synthetic_intraday=False)
     return df
-
-
-def atomic_write_text(path: Union[str, Path], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import subprocess
 import threading
@@ -22,22 +23,42 @@ _LOCK = threading.Lock()
 MASK = "***"
 
 
+_PATTERN: Optional["re.Pattern[str]"] = None
+#: what may stand between the characters of a secret that is logged one character per list item
+#: (Selenium's debug log of send_keys: ``'value': ['s', '3', ...]``; JSON ``["s", "3", ...]``)
+_GAP = r"(?:['\"]?\s*,\s*['\"]?)?"
+#: text typed into a page, as Selenium's wire log prints it (masked whatever it is)
+_TYPED = re.compile(r"""(['"](?:text|value)['"]\s*:\s*)(\[[^\]]*\]|'[^']*'|"[^"]*")""")
+
+
 def register_secret(value: Optional[str]) -> None:
     """Remember ``value`` so that logs and saved pages mask it (ignores values shorter than 3 chars)."""
+    global _PATTERN
     if value and len(value) >= 3:
         with _LOCK:
-            _SECRETS.add(value)
+            if value not in _SECRETS:
+                _SECRETS.add(value)
+                _PATTERN = None
+
+
+def _pattern() -> Optional["re.Pattern[str]"]:
+    global _PATTERN
+    with _LOCK:
+        if _PATTERN is None and _SECRETS:
+            alts = [_GAP.join(re.escape(c) for c in s) for s in sorted(_SECRETS, key=len, reverse=True)]
+            _PATTERN = re.compile("|".join(alts))
+        return _PATTERN
 
 
 def mask(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***``."""
+    """``text`` with every registered secret replaced by ``***``, also when its characters are
+    listed one by one (``'s', '3', 'c', ...``), and with typed text in Selenium wire logs blanked."""
     if not text:
         return text
-    with _LOCK:
-        secrets = sorted(_SECRETS, key=len, reverse=True)
-    for s in secrets:
-        text = text.replace(s, MASK)
-    return text
+    if "text" in text or "value" in text:
+        text = _TYPED.sub(lambda m: m.group(1) + repr(MASK), text)
+    pat = _pattern()
+    return pat.sub(MASK, text) if pat is not None else text
 
 
 class SecretFilter(logging.Filter):
@@ -52,6 +73,14 @@ class SecretFilter(logging.Filter):
         if masked != msg or record.args:
             record.msg, record.args = masked, None
         return True
+
+
+def protect_handlers(logger: Optional[logging.Logger] = None) -> None:
+    """Attach :class:`SecretFilter` to every handler of ``logger`` (root by default), so records of any
+    logger (Selenium, urllib3, ...) are masked before they are written (idempotent)."""
+    for h in (logger or logging.getLogger()).handlers:
+        if not any(isinstance(f, SecretFilter) for f in h.filters):
+            h.addFilter(SecretFilter())
 
 
 def install_log_filter(logger_name: str = "mltrade.live") -> None:
@@ -116,7 +145,9 @@ def code_source(spec: str, timeout: float = 120.0) -> Callable[[], str]:
     if kind == "prompt":
         def _prompt() -> str:
             import getpass
-            return getpass.getpass("2FA code: ").strip()
+            code = getpass.getpass("2FA code: ").strip()
+            register_secret(code)
+            return code
         return _prompt
     if kind == "file":
         if not arg:

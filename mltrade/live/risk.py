@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 log = logging.getLogger("mltrade.live")
 
@@ -56,6 +56,7 @@ class RiskGuard:
     limits: RiskLimits = field(default_factory=RiskLimits)
     trades: Dict[date, int] = field(default_factory=dict)
     pnl: Dict[date, float] = field(default_factory=dict)
+    refusals: List[Tuple[date, str]] = field(default_factory=list)   #: (day, reason) of each refusal
 
     def killed(self) -> bool:
         f = self.limits.kill_switch_file
@@ -79,23 +80,33 @@ class RiskGuard:
 
     def check_open(self, stake: float, leverage: Optional[float], day: date, open_positions: int = 0,
                    trades_today: Optional[int] = None, pnl_today: Optional[float] = None) -> None:
-        """Raise :class:`RiskViolation` if opening a position of ``stake`` breaks a limit."""
+        """Raise :class:`RiskViolation` if opening a position of ``stake`` breaks a limit.
+
+        Every refusal is also kept in :attr:`refusals` (day, reason) so the caller can show it.
+        """
+        reason = self._refusal(stake, leverage, day, open_positions, trades_today, pnl_today)
+        if reason is not None:
+            self.refusals.append((day, reason))
+            raise RiskViolation(reason)
+
+    def _refusal(self, stake: float, leverage: Optional[float], day: date, open_positions: int,
+                 trades_today: Optional[int], pnl_today: Optional[float]) -> Optional[str]:
         lim = self.limits
         if self.killed():
-            raise RiskViolation(f"kill switch engaged ({lim.kill_switch_file} exists)")
+            return f"kill switch engaged ({lim.kill_switch_file} exists)"
         if lim.max_stake is not None and stake > lim.max_stake + 1e-9:
-            raise RiskViolation(f"stake {stake:.2f} above max_stake {lim.max_stake:.2f}")
+            return f"stake {stake:.2f} above max_stake {lim.max_stake:.2f}"
         if lim.max_leverage is not None and leverage is not None and leverage > lim.max_leverage + 1e-9:
-            raise RiskViolation(f"leverage {leverage:.1f} above max_leverage {lim.max_leverage:.1f}")
+            return f"leverage {leverage:.1f} above max_leverage {lim.max_leverage:.1f}"
         n = self.trades.get(day, 0) if trades_today is None else trades_today
         if lim.max_trades_per_day is not None and n >= lim.max_trades_per_day:
-            raise RiskViolation(f"max_trades_per_day {lim.max_trades_per_day} reached")
+            return f"max_trades_per_day {lim.max_trades_per_day} reached"
         if lim.max_open_positions is not None and open_positions >= lim.max_open_positions:
-            raise RiskViolation(f"max_open_positions {lim.max_open_positions} reached "
-                                f"({open_positions} open)")
+            return f"max_open_positions {lim.max_open_positions} reached ({open_positions} open)"
         loss = self.pnl.get(day, 0.0) if pnl_today is None else pnl_today
         if lim.daily_loss_limit is not None and loss <= -lim.daily_loss_limit:
-            raise RiskViolation(f"daily loss {-loss:.2f} reached daily_loss_limit {lim.daily_loss_limit:.2f}")
+            return f"daily loss {-loss:.2f} reached daily_loss_limit {lim.daily_loss_limit:.2f}"
+        return None
 
     def record_open(self, day: date) -> None:
         self.trades[day] = self.trades.get(day, 0) + 1

@@ -6,7 +6,10 @@
 call. ``--feed sample`` replays the embedded sample bar by bar through
 :class:`ReplayData` (a fast clock: ``speed`` times real time, 0 = no waiting),
 so the whole loop runs offline. Each finished session is written to the
-journal's state; a restart resumes with the next session.
+journal's state; a restart resumes with the next session. The paper account
+(cash, positions) persists in the journal's file (:mod:`mltrade.live.account`)
+unless ``reset``; every run writes report.html, summary.json and trades.csv
+for the sessions it traded, like a backtest.
 """
 from __future__ import annotations
 
@@ -22,7 +25,8 @@ import pandas as pd
 
 from mltrade.calendars import sessions
 from mltrade.feeds.bars import IndexData
-from mltrade.live.credentials import SecretFilter, mask
+from mltrade.live.account import Account
+from mltrade.live.credentials import SecretFilter, mask, protect_handlers
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
@@ -94,6 +98,9 @@ class LiveResult:
     value: float = 0.0
     log_file: Optional[Path] = None
     broker: Any = None
+    start_value: float = 0.0
+    run_dir: Optional[Path] = None                          #: report.html, summary.json, trades.csv
+    refusals: List[tuple] = field(default_factory=list)     #: (day, reason) of risk-limit refusals
 
 
 def next_sessions(calendar: str, after: Optional[str], first: str, n: int) -> pd.DataFrame:
@@ -146,8 +153,41 @@ def _twelvedata_feed(cfg: dict, last: Optional[str], max_sessions: int, interval
     return feed, [d.date().isoformat() for d in todo.index]
 
 
+def _loopback(url: str) -> bool:
+    from urllib.parse import urlparse
+    return (urlparse(url).hostname or "") in ("127.0.0.1", "localhost", "::1")
+
+
+def report_dir(cfg: dict) -> Path:
+    """``[live] report_dir``, or ``reports/`` next to the journal when it is empty."""
+    lv = cfg["live"]
+    return Path(lv["report_dir"]) if lv.get("report_dir") else Path(lv["journal_path"]).parent / "reports"
+
+
+def write_live_report(cfg: dict, strategy: str, venue: str, feed: str, live: bool, strat: Any,
+                      res: LiveResult, days: List[str]) -> Path:
+    """report.html, summary.json, trades.csv (and equity.csv) of a live/paper run, as for a backtest."""
+    from mltrade.analyzers import performance
+    from mltrade.report import write_report
+
+    trades = strat.analyzers.ko_trades.to_frame()
+    equity = strat.analyzers.equity.to_frame()
+    summary = performance(equity, trades, res.start_value)
+    mode = "paper" if venue == "paper" else ("live" if live else "dry run")
+    summary.update(strategy=strategy, venue=venue, mode=mode, feed=feed, sessions=list(res.sessions),
+                   synthetic_intraday=feed == "sample", data=f"live {feed} feed",
+                   refusals=[f"{d} {r}" for d, r in res.refusals])
+    first, last = res.sessions[0], res.sessions[-1]
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    run_dir = report_dir(cfg) / f"{strategy}-{venue}-{first}_{last}-{stamp}"
+    write_report(run_dir, summary, trades, equity)
+    log.info("report written to %s", run_dir / "report.html")
+    return run_dir
+
+
 def setup_logging(log_file: Path) -> logging.Handler:
-    """Log ``mltrade.live`` to ``log_file`` (secrets masked)."""
+    """Log ``mltrade.live`` to ``log_file`` (secrets masked, also in the root logger's handlers)."""
+    protect_handlers()
     log_file.parent.mkdir(parents=True, exist_ok=True)
     h = logging.FileHandler(log_file, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -158,21 +198,33 @@ def setup_logging(log_file: Path) -> logging.Handler:
     return h
 
 
+def make_store(venue: str, cfg: dict, base_url: Optional[str] = None, code: Any = None,
+               credentials: Any = None) -> Any:
+    """The SeleniumStore of ``venue`` set from ``[live]`` (its profile from ``[live.profiles]``)."""
+    from mltrade.live.profiles import load_profile
+    from mltrade.live.store import SeleniumStore
+    lv = cfg["live"]
+    url = base_url or lv["base_urls"][venue]
+    profile = load_profile(venue, lv.get("profiles", {}).get(venue) or None)
+    return SeleniumStore.instance(
+        venue, url, credentials=credentials, code=code or lv["twofa_source"], driver_path=lv["driver_path"],
+        chromium_path=lv["chromium_path"], headless=lv["headless"], timeout=lv["timeout"],
+        confirm_timeout=lv["confirm_timeout"], screenshots_dir=lv["screenshots_dir"],
+        venue_kwargs={"profile": profile})
+
+
 def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, notifier: Notifier,
-                live: bool, base_url: Optional[str] = None, code: Any = None, credentials: Any = None) -> Any:
-    """Paper broker or a SeleniumBroker on the venue's store."""
+                live: bool, base_url: Optional[str] = None, code: Any = None, credentials: Any = None,
+                account: Any = None) -> Any:
+    """Paper broker (on ``account``, an :class:`~mltrade.live.account.Account`) or a SeleniumBroker."""
     lv = cfg["live"]
     cash = float(cfg.get("backtest", {}).get("cash", 10_000.0))
     fee = float(cfg.get("broker", {}).get("commission_fixed", 0.0))
     if venue == "paper":
         from mltrade.live.paper import PaperBroker
-        return PaperBroker(cash=cash, commission_fixed=fee, risk=risk, notifier=notifier, journal=journal)
-    from mltrade.live.store import SeleniumStore
-    url = base_url or lv["base_urls"][venue]
-    store = SeleniumStore.instance(
-        venue, url, credentials=credentials, code=code or lv["twofa_source"], driver_path=lv["driver_path"],
-        chromium_path=lv["chromium_path"], headless=lv["headless"], timeout=lv["timeout"],
-        confirm_timeout=lv["confirm_timeout"], screenshots_dir=lv["screenshots_dir"])
+        return PaperBroker(cash=cash, commission_fixed=fee, risk=risk, notifier=notifier, journal=journal,
+                           account=account)
+    store = make_store(venue, cfg, base_url, code, credentials)
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
                            cash=cash, commission_fixed=fee)
 
@@ -182,13 +234,14 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
              code: Any = None, credentials: Any = None, on_bar: Optional[Callable[[Any], None]] = None,
              strategy_params: Optional[dict] = None, clock: Optional[Callable[[], Any]] = None,
              sleep: Optional[Callable[[float], None]] = None,
-             feed_kwargs: Optional[dict] = None) -> LiveResult:
+             feed_kwargs: Optional[dict] = None, reset: bool = False, report: bool = True) -> LiveResult:
     """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts.
 
     ``clock``/``sleep``/``feed_kwargs`` (e.g. ``client=``) reach the live TwelveData feed (tests use
-    a virtual clock and a loopback server).
+    a virtual clock and a loopback server). ``reset`` starts the paper account afresh; ``report``
+    writes report.html, summary.json and trades.csv into ``[live] report_dir``.
     """
-    from mltrade.analyzers import KnockoutTrades
+    from mltrade.analyzers import EquityCurve, KnockoutTrades
     from mltrade.backtest import strategy_kwargs
     from mltrade.strategies.registry import get_strategy
 
@@ -199,9 +252,13 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     if max_sessions < 1:
         raise ValueError(f"max_sessions: expected >= 1, got {max_sessions}")
     lv = cfg["live"]
+    if live and venue != "paper" and feed == "sample" and not _loopback(base_url or lv["base_urls"][venue]):
+        raise ValueError("feed: live orders on a real venue need a live feed (twelvedata), not the replayed "
+                         "sample; the sample may only drive the local fake venue (--demo)")
     log_file = Path(lv["log_file"])
     handler = setup_logging(log_file)
     journal = OrderJournal(lv["journal_path"], venue)
+    account = Account(lv["journal_path"], venue)
     try:
         risk = RiskGuard(RiskLimits.from_config(lv))
         notifier = Notifier.from_config(lv.get("notify", {}))
@@ -230,18 +287,35 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
                  days, last)
         cerebro = bt.Cerebro(stdstats=False)
         cerebro.adddata(data, name="index")
-        broker = make_broker(venue, cfg, journal, risk, notifier, live, base_url, code, credentials)
+        start_value: Optional[float] = None
+        if venue == "paper":
+            state = account.open(float(cfg.get("backtest", {}).get("cash", 10_000.0)), reset=reset)
+            start_value = state.cash + sum(p.size * p.price for p in state.positions)   # at cost
+            log.info("paper account: cash %.2f, %d open positions%s", state.cash, len(state.positions),
+                     " (reset)" if reset else "")
+        broker = make_broker(venue, cfg, journal, risk, notifier, live, base_url, code, credentials, account)
         if hasattr(broker, "setdata"):
             broker.setdata(data)
         cerebro.broker = broker
         cerebro.addstrategy(live_strategy(cls), **kwargs)
         cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
+        cerebro.addanalyzer(EquityCurve, _name="equity")
         cerebro.addanalyzer(SessionCheckpoint, _name="sessions", journal=journal)
         strat = cerebro.run()[0]
+        if start_value is None:     # a venue broker learns its cash when it starts
+            curve = strat.analyzers.equity.to_frame()
+            start_value = float(curve["value"].iloc[0]) if len(curve) else float(broker.getcash())
         notifier.flush(timeout=5.0)
         trades = [dict(rt) for rt in getattr(broker, "roundtrips", [])]
         res = LiveResult(sessions=list(strat.analyzers.sessions.done), trades=trades, cash=broker.getcash(),
-                         value=broker.getvalue(), log_file=log_file, broker=broker)
+                         value=broker.getvalue(), log_file=log_file, broker=broker, start_value=start_value,
+                         refusals=list(risk.refusals))
+        if venue != "paper" and getattr(broker, "is_live", False):
+            account.save(broker.getcash())        # the cash last seen at the venue, for `live status`
+        for day, reason in res.refusals:
+            log.warning("refused by the risk limits on %s: %s", day, reason)
+        if report and res.sessions:
+            res.run_dir = write_live_report(cfg, strategy, venue, feed, live, strat, res, days)
         log.info("live run finished: %d sessions, %d round trips, value %.2f", len(res.sessions),
                  len(trades), res.value)
         return res
@@ -250,5 +324,6 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         raise
     finally:
         journal.close()
+        account.close()
         log.removeHandler(handler)
         handler.close()

@@ -14,7 +14,7 @@ import backtrader as bt
 import pandas as pd
 
 from mltrade.products import KnockoutProduct
-from mltrade.strategies.decision import Decision, DecisionContext
+from mltrade.strategies.decision import Decision, DecisionContext, provenance
 
 #: the parameters of the certificate a strategy trades, shared by all strategies
 PRODUCT_PARAMS = (
@@ -143,7 +143,10 @@ class KnockoutStrategy(bt.Strategy):
         return bool(self.broker.positions_on(data or self.data))
 
     def submit_decision(self, decision: Decision, data=None) -> Optional[bt.Order]:
-        """Run ``decision`` through the overlay (if any), record it, and open it unless it says no trade."""
+        """Run ``decision`` through the overlay (if any), record it, and open it unless it says no trade.
+
+        The opening order carries ``info["provenance"]`` (:func:`~mltrade.strategies.decision.provenance`),
+        which ``KnockoutTrades`` copies into the round trip's row."""
         d = data or self.data
         original = decision
         if self.p.overlay is not None:
@@ -161,7 +164,7 @@ class KnockoutStrategy(bt.Strategy):
         barrier = decision.barrier_level()
         return self.open_knockout(decision.direction, barrier=barrier,
                                   distance=None if barrier is not None else self.p.distance,
-                                  stop=decision.stop, data=d)
+                                  stop=decision.stop, data=d, provenance=provenance(decision))
 
     # ------------------------------------------------------------------ event loop
     def next(self) -> None:

@@ -50,3 +50,23 @@ class DecisionOverlay(Protocol):
     """Anything that can review a decision before it is executed."""
 
     def review(self, decision: Decision, context: DecisionContext) -> Decision: ...
+
+
+#: trades.csv columns that say where a trade's decision came from. Convention: a strategy puts what it
+#: knows in ``Decision.info`` under these keys (``model_id``, ``agreement`` = share of ensemble votes for
+#: the chosen direction, ``gate_proba`` = the confidence gate's probability, ``p_long`` = a classifier's
+#: probability); an overlay records its verdict as ``info["llm"]["outcome"]``. Absent keys: empty cells.
+PROVENANCE_COLUMNS = ("decision_source", "model_id", "agreement", "gate_proba", "p_long", "llm_action")
+
+
+def provenance(decision: Decision) -> dict:
+    """The decision's provenance (see :data:`PROVENANCE_COLUMNS`); ``None`` for what it does not carry."""
+    info = decision.info if isinstance(decision.info, dict) else {}
+    llm = info.get("llm") if isinstance(info.get("llm"), dict) else {}
+
+    def plain(v: Any) -> Any:
+        return v if isinstance(v, (int, float, str, bool)) else None
+
+    return {"decision_source": decision.source, "model_id": plain(info.get("model_id")),
+            "agreement": plain(info.get("agreement")), "gate_proba": plain(info.get("gate_proba")),
+            "p_long": plain(info.get("p_long")), "llm_action": plain(llm.get("outcome"))}

@@ -25,7 +25,6 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import pandas as pd
 
-from mltrade.models.baselines import baseline_table, decisions_result
 from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.decision import Decision
 
@@ -180,7 +179,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         return t
 
     def report_sections(self) -> List[Tuple[str, str]]:
-        """Model scope, vote distribution, gate decisions and baselines on the same sessions."""
+        """Model scope, vote distribution and gate decisions (the baselines: the report's one baseline table)."""
         from mltrade.models.registry import read_json
 
         t = self._oos_table()
@@ -197,16 +196,13 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             m = read_json(metrics_path)
             rows = []
             for f in m.get("folds", []):
-                b = f["baselines"]
                 rows.append({"fold": f["fold"]["fold"], "session": f["session"],
                              "test": " .. ".join(f["fold"]["test"]),
                              "ensemble": f["test"]["total_return"],
-                             "ungated": f["test_ungated"]["total_return"],
-                             "buy_and_hold": b["buy_and_hold"]["total_return"],
-                             "always_long": b["always_long"]["total_return"],
-                             "random_direction": b["random_direction"]["total_return"]})
+                             "ungated": f["test_ungated"]["total_return"]})
             if rows:
-                scope += "<p>Walk-forward test results at training time (total return):</p>" + \
+                scope += ("<p>Walk-forward test results at training time (total return of the session "
+                          "simulation; the baselines of this run are in the one baseline table above):</p>") + \
                     pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:+.2%}")
         out.append(("DQN ensemble: model and out-of-sample scope", scope))
         if len(t):
@@ -222,21 +218,6 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                                                                     t["drawdown_block"]).sum())]})
             out.append(("DQN ensemble: vote distribution", votes.to_html(index=False)))
             out.append(("DQN ensemble: gate decisions", gates.to_html(index=False)))
-            if self.daily is not None:
-                daily = self.daily.loc[t.index]
-                costs = self.model.costs
-                ens, _ = decisions_result(daily, t["trade_direction"].to_numpy(), t["distance"].to_numpy(),
-                                          costs, self.p.session)
-                base = baseline_table(daily, 0.08, costs, 30, 0, self.p.session)
-                tab = pd.DataFrame({"total return": [ens["total_return"]] +
-                                    [base[k]["total_return"] for k in ("buy_and_hold", "always_long",
-                                                                        "random_direction")],
-                                    "trades": [ens["trades"], 1, base["always_long"]["trades"],
-                                               base["random_direction"]["sessions"]]},
-                                   index=["DQN ensemble (session simulation)", "buy-and-hold",
-                                          "always long (8% barrier)", "random direction (mean of 30)"])
-                out.append(("DQN ensemble vs baselines on the same sessions (budget simulation, "
-                            f"start {costs.budget:g})", tab.to_html(float_format=lambda v: f"{v:+.2%}")))
         return out
 
     def report_figures(self) -> List[Tuple[str, object]]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import random
 
+import backtrader as bt
+
 from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.decision import Decision
 
@@ -55,9 +57,12 @@ class IntradayMomentum(KnockoutStrategy):
 
 
 class BuyAndHold(KnockoutStrategy):
-    """Index baseline: on the first bar buy a long tracker (strike 0, no knock-out) with all cash; hold."""
+    """Index baseline, fully invested: at the first bar's close buy a tracker (strike 0, no knock-out, no
+    spread) with all cash and sell it at the last bar's close. The small ``ratio`` (1e-4 certificates per
+    index point) keeps the cash left over by whole certificates under 0.01 %, so the return equals the
+    index's up to the two order fees."""
 
-    params = (("ratio", 1.0), ("stop", None), ("flat_at_session_end", False))
+    params = (("ratio", 1e-4), ("spread", 0.0), ("stop", None), ("flat_at_session_end", False))
 
     def __init__(self) -> None:
         super().__init__()
@@ -68,10 +73,56 @@ class BuyAndHold(KnockoutStrategy):
             return
         self._bought = True
         product = self.make_product(1, barrier=0.0)
-        self.open_knockout(1, product=product, stake=self.broker.getcash())
+        self.open_knockout(1, product=product, stake=self.broker.getcash(), exectype=bt.Order.Close)
 
     def next(self) -> None:
         if self.is_last_bar_of_data() and self.has_position():
             self.close_knockout(at_close=True, reason="session_end")
             return
         self.on_bar()
+
+
+class SessionBaseline(KnockoutStrategy):
+    """Always-long or random-direction certificates in a daily strategy's session kind.
+
+    ``session="day"``: decided at a session's last bar, bought at the next session's open, sold at its
+    close (as the DQN day ensemble). ``"night"``: bought at a session's close, sold at the next session's
+    open (as the DQN night ensemble). Barrier ``distance`` and ``stop`` as the strategy's.
+    """
+
+    params = (
+        ("session", "day"),              # day | night
+        ("direction_rule", "long"),      # long | random
+        ("seed", 7),                     # seed of the random rule (one draw per decision)
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        if self.p.session not in ("day", "night"):
+            raise ValueError(f"session: expected 'day' or 'night', got {self.p.session!r}")
+        if self.p.direction_rule not in ("long", "random"):
+            raise ValueError(f"direction_rule: expected long or random, got {self.p.direction_rule!r}")
+        self._rng = random.Random(self.p.seed)
+
+    def next(self) -> None:
+        super().next()
+        if not self.is_last_bar_of_session() or self.is_last_bar_of_data():
+            return
+        direction = 1 if self.p.direction_rule == "long" else self._rng.choice((1, -1))
+        self.submit_decision(Decision(direction=direction, price=float(self.data.close[0]),
+                                      time=self.data.datetime.datetime(0), distance=self.p.distance,
+                                      stop=self.p.stop, source=f"baseline-{self.p.direction_rule}"))
+
+    def open_knockout(self, direction: int, barrier=None, distance=None, stake=None, size=None, stop=None,
+                      product=None, data=None, **kwargs):
+        """Day: market order (next open). Night: buy at this close, sell at the next bar's open."""
+        if self.p.session != "night":
+            return super().open_knockout(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
+        d = data or self.data
+        order = super().open_knockout(direction, barrier, distance, stake, size, stop, product, d,
+                                      exectype=bt.Order.Close, **kwargs)
+        prod = order.info.get("product") if order is not None else None
+        for pos in self.broker.positions_on(d):
+            if prod is not None and pos.product.id == prod.id:
+                self.sell(data=d, size=pos.size, product=prod, reason="signal")
+        return order

@@ -1,8 +1,9 @@
 """One interface for every venue driver, plus the Selenium helpers they share.
 
 A venue driver turns "buy a long knock-out near barrier B for stake X" into
-clicks on the venue's pages. Drivers keep their page selectors in a
-``SELECTORS`` dict at the top of their module, raise the exceptions below, and
+clicks on the venue's pages. Page URLs, selectors, labels and the number
+format come from the venue's profile (:mod:`mltrade.live.profiles`, TOML;
+``SELECTORS`` is its lookup dict). Drivers raise the exceptions below and
 never log credentials. The :class:`~mltrade.live.store.SeleniumStore` owns the
 browser and wraps every call with re-login and failure screenshots.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
 if TYPE_CHECKING:  # pragma: no cover
+    from mltrade.live.profiles import VenueProfile
     from mltrade.live.store import SeleniumStore
 
 log = logging.getLogger("mltrade.live")
@@ -39,6 +41,10 @@ class OrderRejected(VenueError):
     def __init__(self, reason: str):
         super().__init__(f"order rejected: {reason}")
         self.reason = reason
+
+
+class TwoFactorRefused(VenueError):
+    """The venue refused the 2FA code (wrong or expired code)."""
 
 
 class ConfirmationTimeout(VenueError):
@@ -119,11 +125,13 @@ class Venue(ABC):
     """Interface of a venue driver (IG, Trade Republic, ...)."""
 
     name: str = "venue"
-    SELECTORS: Dict[str, str] = {}
-    number_locale: str = "en"
 
-    def __init__(self, store: "SeleniumStore"):
+    def __init__(self, store: "SeleniumStore", profile: Optional["VenueProfile"] = None):
+        from mltrade.live.profiles import load_profile
         self.store = store
+        self.profile: "VenueProfile" = profile or load_profile(self.name)
+        self.SELECTORS: Dict[str, str] = self.profile.lookup()
+        self.number_locale: str = self.profile.locale
 
     # -- shared Selenium helpers -------------------------------------------
     @property
@@ -131,12 +139,19 @@ class Venue(ABC):
         return self.store.driver
 
     def sel(self, key: str) -> str:
-        return self.SELECTORS[key]
+        """The profile's selector (or URL path) ``key``."""
+        return self.profile.sel(key)
+
+    def on_login_page(self) -> bool:
+        """True when the browser shows the venue's login page (the session has expired)."""
+        from urllib.parse import urlparse
+        login = urlparse(self.sel("login_page")).path
+        return urlparse(self.driver.current_url).path.startswith(login)
 
     def open(self, path: str, ready: Optional[str] = None) -> None:
         """Load ``base_url + path``; raise :class:`SessionExpired` if the venue shows its login page."""
         self.driver.get(self.store.base_url + path)
-        if "/login" in self.driver.current_url and "/login" not in path:
+        if self.on_login_page() and path != self.sel("login_page"):
             raise SessionExpired(f"{self.name}: redirected to the login page when opening {path}")
         if ready:
             self.wait_js(f"return document.body && document.body.dataset.{ready} === '1'",
@@ -155,21 +170,22 @@ class Venue(ABC):
             return WebDriverWait(self.driver, timeout or self.store.timeout, poll_frequency=0.05).until(
                 cond((By.CSS_SELECTOR, css)))
         except TimeoutException:
-            if "/login" in self.driver.current_url:
+            if self.on_login_page():
                 raise SessionExpired(f"{self.name}: on the login page while waiting for {key}") from None
             raise ElementMissing(f"{self.name}: element {key!r} ({css}) did not appear within "
                                  f"{timeout or self.store.timeout:.1f} s "
                                  f"on {self.driver.current_url}") from None
 
-    def wait_js(self, script: str, what: str, timeout: Optional[float] = None) -> Any:
-        """Poll ``script`` until it returns a truthy value."""
+    def wait_js(self, script: str, what: str, timeout: Optional[float] = None,
+                args: Tuple[Any, ...] = ()) -> Any:
+        """Poll ``script`` (called with ``args``) until it returns a truthy value."""
         end = time.monotonic() + (timeout or self.store.timeout)
         while True:
-            v = self.driver.execute_script(script)
+            v = self.driver.execute_script(script, *args)
             if v:
                 return v
             if time.monotonic() > end:
-                if "/login" in self.driver.current_url:
+                if self.on_login_page():
                     raise SessionExpired(f"{self.name}: on the login page while waiting for {what}")
                 raise ElementMissing(f"{self.name}: timed out waiting for {what}")
             time.sleep(0.05)
@@ -201,6 +217,32 @@ class Venue(ABC):
                 "arguments[1]", repr(self.sel("code"))), "the 2FA step after login")
         if step == "error":
             raise VenueError(f"{self.name}: login refused (check the credentials)")
+
+    def submit_code(self, code: Callable[[], str]) -> None:
+        """Type the 2FA code and submit it; wait for the ``after_login`` page.
+
+        Raises :class:`TwoFactorRefused` when the venue shows its 2FA error (wrong or expired code).
+        """
+        from urllib.parse import urlparse
+
+        from mltrade.live.credentials import register_secret
+        value = code()
+        register_secret(value)
+        self.type_into("code", value)
+        self.click("verify_button")
+        landing = urlparse(self.sel("after_login")).path
+        step = self.wait_js(
+            "const e = document.querySelector(arguments[0]);"
+            "if (e && e.textContent.trim()) return 'error';"
+            "if (location.pathname.startsWith(arguments[1]) && document.body"
+            " && document.body.dataset.loaded === '1') return 'ok'; return null;",
+            "the page after 2FA", args=(self.sel("twofa_error"), landing))
+        if step == "error":
+            msg = self.driver.execute_script(
+                "const e = document.querySelector(arguments[0]); return e ? e.textContent.trim() : '';",
+                self.sel("twofa_error"))
+            raise TwoFactorRefused(f"{self.name}: the 2FA code was refused by the venue "
+                                   f"(the page says: {msg[:80]!r}); check [live] twofa_source")
 
     def type_into(self, key: str, text: str) -> None:
         e = self.wait(key)
@@ -302,8 +344,8 @@ class PositionsPageMixin:
         out = []
         for r in self.table("position_row", cells):
             out.append(VenuePosition(
-                deal_id=r["dealId"], product_id=r["product"], direction=1 if r["dir"] in ("CALL",
-                                                                                          "Long") else -1,
+                deal_id=r["dealId"], product_id=r["product"],
+                direction=1 if (r["dir"] or "").strip() in self.profile.label("long") else -1,
                 barrier=self._num(r["level"], "level"), size=int(self._num(r["size"], "size")),
                 entry=self._num(r["entry"], "entry"), bid=self._num(r["bid"], "bid"),
                 pnl=self._num(r["pnl"], "pnl"), client_ref=r["ref"] or "",

@@ -1,7 +1,7 @@
 """IG driver: account selection, CALL/PUT knock-out levels, limit order + stop, market close.
 
-All page selectors live in :data:`SELECTORS`; when IG changes its pages,
-only this dict should need editing. Prices are printed in English format.
+Page URLs, selectors, the account type and the number format (English) come from the venue
+profile ``mltrade/live/profiles/ig.toml`` (user overrides: :mod:`mltrade.live.profiles`).
 """
 from __future__ import annotations
 
@@ -14,67 +14,33 @@ from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, 
 
 log = logging.getLogger("mltrade.live")
 
-SELECTORS = {
-    # login
-    "login_page": "/ig/login",
-    "username": "#username", "password": "#password", "login_button": "#login-btn",
-    "login_error": "#login-error",
-    "code": "#code", "verify_button": "#verify-btn",
-    # accounts
-    "accounts_page": "/ig/accounts",
-    "account_row": "#accounts .account-row", "account_select": ".account-select",
-    # markets
-    "markets_page": "/ig/markets",
-    "tab_call": "#tab-call", "tab_put": "#tab-put",
-    "level_row": "#levels tr.level-row", "level_cell": ".level", "bid_cell": ".bid", "offer_cell": ".offer",
-    "deal_button": ".deal-btn",
-    "ticket": "#ticket", "limit_price": "#limit-price", "size": "#size", "client_ref": "#client-ref",
-    "submit_order": "#submit-order",
-    "confirmation": "#confirmation", "rejection": "#rejection", "reject_reason": "#reject-reason",
-    "deal_id": "#deal-id", "fill_price": "#fill-price", "fill_size": "#fill-size",
-    "fill_level": "#fill-level",
-    "stop_price": "#stop-price", "submit_stop": "#submit-stop", "stop_confirmation": "#stop-confirmation",
-    # positions
-    "positions_page": "/ig/positions",
-    "cash": "#cash",
-    "position_row": "#positions tr.position-row",
-    "pos_ref": ".pos-ref", "pos_product": ".pos-product", "pos_dir": ".pos-dir", "pos_level": ".pos-level",
-    "pos_size": ".pos-size", "pos_entry": ".pos-entry", "pos_bid": ".pos-bid", "pos_pnl": ".pos-pnl",
-    "pos_stop": ".pos-stop",
-    "stop_input": ".stop-input", "stop_button": ".stop-btn", "stop_done": "#stop-done",
-    "stop_value": "#stop-value",
-    "close_button": ".close-btn", "close_done": "#close-confirmation", "close_price": "#close-price",
-    "history_row": "#history tr.history-row",
-    "h_ref": ".h-ref", "h_size": ".h-size", "h_exit": ".h-exit", "h_pnl": ".h-pnl", "h_reason": ".h-reason",
-}
-
-
 class IGVenue(PositionsPageMixin, Venue):
     """Drives IG's web platform (here: the local fake venue pages)."""
 
     name = "ig"
-    SELECTORS = SELECTORS
-    number_locale = "en"
-    account_type = "KNOCKOUT"   #: data-type of the account row to select
+
+    @property
+    def account_type(self) -> str:
+        """data-type of the account row to select (profile label ``account_type``)."""
+        return str(self.profile.label("account_type"))
 
     def login(self, username: str, password: str, code: Callable[[], str]) -> None:
         self.submit_credentials(username, password)
-        self.type_into("code", code())
-        self.click("verify_button")
-        self.wait_js("return location.pathname.startsWith('/ig/accounts') && "
-                     "document.body.dataset.loaded === '1'",
-                     "the account list after 2FA")
+        self.submit_code(code)
         self.select_account()
 
     def select_account(self) -> None:
         """Pick the knock-out account in the account list."""
+        from urllib.parse import urlparse
+
         from selenium.webdriver.common.by import By
         rows = self.driver.find_elements(By.CSS_SELECTOR, self.sel("account_row"))
         for r in rows:
             if r.get_attribute("data-type") == self.account_type:
                 acc = r.get_attribute("data-account-id")
                 r.find_element(By.CSS_SELECTOR, self.sel("account_select")).click()
-                self.wait_js("return location.pathname.startsWith('/ig/markets')", "the markets page")
+                self.wait_js("return location.pathname.startsWith(arguments[0])", "the markets page",
+                             args=(urlparse(self.sel("markets_page")).path,))
                 log.info("ig: account %s selected", acc)
                 return
         raise VenueError(f"ig: no account of type {self.account_type!r} in the account list "
@@ -88,9 +54,10 @@ class IGVenue(PositionsPageMixin, Venue):
         self.wait_js(f"return document.body.dataset.tab === '{side}'", f"the {side} tab")
         rows = self.table("level_row", {"level": self.sel("level_cell"), "bid": self.sel("bid_cell"),
                                         "offer": self.sel("offer_cell")})
-        return [{"id": r["productId"], "level": parse_number(r["level"], "en", "ig.level"),
-                 "bid": parse_number(r["bid"], "en", "ig.bid"), "offer": parse_number(r["offer"], "en",
-                                                                                      "ig.offer")}
+        loc = self.number_locale
+        return [{"id": r["productId"], "level": parse_number(r["level"], loc, "ig.level"),
+                 "bid": parse_number(r["bid"], loc, "ig.bid"),
+                 "offer": parse_number(r["offer"], loc, "ig.offer")}
                 for r in rows]
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,

@@ -3,7 +3,8 @@
 The certificate list is sorted by knock-out level (long: descending, short:
 ascending) and loads lazily while scrolling in 800 px steps. :class:`PageRowSource`
 exposes it to :class:`~mltrade.live.finder.KnockoutFinder`, which bisects the
-scroll positions. Numbers are printed in German format. Selectors: :data:`SELECTORS`.
+scroll positions. Numbers are printed in German format. URLs, selectors and the number format
+come from the venue profile ``mltrade/live/profiles/traderepublic.toml`` (:mod:`mltrade.live.profiles`).
 """
 from __future__ import annotations
 
@@ -16,30 +17,6 @@ from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, 
                                       size_for)
 
 log = logging.getLogger("mltrade.live")
-
-SELECTORS = {
-    "login_page": "/tr/login",
-    "username": "#phone", "password": "#pin", "login_button": "#login-btn", "login_error": "#login-error",
-    "code": "#code", "verify_button": "#verify-btn",
-    "list_page": "/tr/list?side={side}",
-    "list": "#list", "cert_row": ".cert-row", "ko_cell": ".ko", "price_cell": ".price", "lev_cell": ".lev",
-    "buy_page": "/tr/buy?isin={isin}",
-    "ask": "#ask", "ko": "#ko", "size": "#size", "limit_price": "#limit-price", "client_ref": "#client-ref",
-    "buy_button": "#buy-btn", "review": "#review", "confirm_button": "#confirm-btn",
-    "buy_done": "#buy-done", "deal_id": "#deal-id", "fill_price": "#fill-price",
-    "rejection": "#rejection", "reject_reason": "#reject-reason",
-    "positions_page": "/tr/positions",
-    "cash": "#cash",
-    "position_row": "#positions tr.position-row",
-    "pos_ref": ".pos-ref", "pos_product": ".pos-product", "pos_dir": ".pos-dir", "pos_level": ".pos-level",
-    "pos_size": ".pos-size", "pos_entry": ".pos-entry", "pos_bid": ".pos-bid", "pos_pnl": ".pos-pnl",
-    "pos_stop": ".pos-stop",
-    "stop_input": ".stop-input", "stop_button": ".stop-btn", "stop_done": "#stop-done",
-    "stop_value": "#stop-value",
-    "close_button": ".close-btn", "close_done": "#sell-done", "close_price": "#sell-price",
-    "history_row": "#history tr.history-row",
-    "h_ref": ".h-ref", "h_size": ".h-size", "h_exit": ".h-exit", "h_pnl": ".h-pnl", "h_reason": ".h-reason",
-}
 
 _READ_VIEW = """
 const rows = document.querySelectorAll(arguments[0]); const s = arguments[1]; const out = [];
@@ -86,9 +63,10 @@ class PageRowSource:
                   f"rows at scroll position {position}")
         raw = v.driver.execute_script(_READ_VIEW, v.sel("cert_row"),
                                       [v.sel("ko_cell"), v.sel("price_cell"), v.sel("lev_cell")])
-        return [Certificate(index=int(i), isin=isin, barrier=parse_number(ko, "de", "tr.ko"),
-                            price=parse_number(pr, "de", "tr.price"), leverage=parse_number(lv, "de",
-                                                                                            "tr.leverage"))
+        loc = v.number_locale
+        return [Certificate(index=int(i), isin=isin, barrier=parse_number(ko, loc, "tr.ko"),
+                            price=parse_number(pr, loc, "tr.price"),
+                            leverage=parse_number(lv, loc, "tr.leverage"))
                 for i, isin, ko, pr, lv in raw]
 
 
@@ -96,22 +74,17 @@ class TradeRepublicVenue(PositionsPageMixin, Venue):
     """Drives Trade Republic's web app (here: the local fake venue pages)."""
 
     name = "traderepublic"
-    SELECTORS = SELECTORS
-    number_locale = "de"
 
-    def __init__(self, store: Any, rules: Optional[FinderRules] = None, linear: bool = False):
-        super().__init__(store)
+    def __init__(self, store: Any, rules: Optional[FinderRules] = None, linear: bool = False,
+                 profile: Optional[Any] = None):
+        super().__init__(store, profile)
         self.rules = rules or FinderRules()
         self.linear = linear
         self.last_search: Optional[Any] = None
 
     def login(self, username: str, password: str, code: Callable[[], str]) -> None:
         self.submit_credentials(username, password)
-        self.type_into("code", code())
-        self.click("verify_button")
-        self.wait_js("return location.pathname.startsWith('/tr/positions') && "
-                     "document.body.dataset.loaded === '1'",
-                     "the portfolio after 2FA")
+        self.submit_code(code)
 
     def find(self, direction: int, barrier: float, index_price: Optional[float] = None) -> Any:
         """Run the knock-out finder on the list page; returns its :class:`FinderResult`."""

@@ -1,0 +1,166 @@
+"""Analyzers that turn a knock-out backtest into plain data (dicts, DataFrames, JSON, CSV).
+
+* :class:`KnockoutTrades` – one row per round trip (from the broker's closing orders).
+* :class:`EquityCurve` – value, cash, index close and exposure per bar.
+* :class:`KnockoutStats` – knock-outs, stops, win rate, leverage, exposure, returns,
+  drawdown, Sharpe and Sortino.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Union
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from mltrade.feeds.bars import _UNIX_ORDINAL
+from mltrade.io import atomic_write_text
+from mltrade.strategies.decision import PROVENANCE_COLUMNS
+
+TRADE_COLUMNS = ["product", "kind", "direction", "strike", "barrier", "ratio", "size", "entry_time",
+                 "entry_price", "entry_underlying", "exit_time", "exit_price", "exit_underlying", "fees",
+                 "financing", "exit_reason", "pnl", "return", "leverage", "bars"]
+
+
+class KnockoutTrades(bt.Analyzer):
+    """Round trips: product, direction, strike, barrier, ratio, size, entry/exit, fees, financing, reason, pnl."""
+
+    def start(self) -> None:
+        self.rows: list = []
+        self._prov: dict = {}   #: product id -> provenance of the order that opened it
+
+    def notify_order(self, order) -> None:
+        if order.status != order.Completed:
+            return
+        product = order.info.get("product")
+        if order.isbuy() and isinstance(order.info.get("provenance"), dict) and product is not None:
+            self._prov[product.id] = order.info["provenance"]
+        if "roundtrip" in order.info:
+            row = dict(order.info["roundtrip"])
+            prov = self._prov.pop(product.id, None) if product is not None else None
+            row.update({k: (prov or {}).get(k) for k in PROVENANCE_COLUMNS})
+            self.rows.append(row)
+
+    def get_analysis(self) -> dict:
+        cols = TRADE_COLUMNS + list(PROVENANCE_COLUMNS)
+        return {"trades": [{k: r.get(k) for k in cols} for r in self.rows]}
+
+    def to_frame(self) -> pd.DataFrame:
+        """Round trips (:data:`TRADE_COLUMNS`) plus the opening decision's provenance columns."""
+        return pd.DataFrame(self.get_analysis()["trades"], columns=TRADE_COLUMNS + list(PROVENANCE_COLUMNS))
+
+
+def trades_frame(rows: list) -> pd.DataFrame:
+    """Round trips as a DataFrame with :data:`TRADE_COLUMNS`."""
+    return pd.DataFrame(rows, columns=TRADE_COLUMNS)
+
+
+class EquityCurve(bt.Analyzer):
+    """Per bar: exchange-local time, account value, cash, index close and whether a position is open."""
+
+    def start(self) -> None:
+        self._t, self._v, self._c, self._px, self._pos = [], [], [], [], []
+
+    def next(self) -> None:
+        broker = self.strategy.broker
+        self._t.append(self.data.datetime[0])
+        self._v.append(broker.getvalue())
+        self._c.append(broker.getcash())
+        self._px.append(self.data.close[0])
+        held = broker.positions_on(self.data) if hasattr(broker, "positions_on") else None
+        self._pos.append(bool(held) if held is not None else bool(broker.getposition(self.data).size))
+
+    def to_frame(self) -> pd.DataFrame:
+        """The curve as a DataFrame indexed by exchange-local (naive) time."""
+        utc = pd.to_datetime((np.asarray(self._t) - _UNIX_ORDINAL) * 86_400e3, unit="ms", utc=True).round("s")
+        tz = getattr(self.data, "_tz", None)
+        zone = getattr(tz, "zone", None) or "UTC"
+        idx = pd.DatetimeIndex(utc.tz_convert(zone).tz_localize(None), name="datetime")
+        return pd.DataFrame({"value": self._v, "cash": self._c, "close": self._px,
+                             "in_position": self._pos}, index=idx)
+
+    def get_analysis(self) -> dict:
+        f = self.to_frame()
+        return {"time": [t.isoformat() for t in f.index], **{c: f[c].tolist() for c in f.columns}}
+
+
+def daily_returns(session_values: pd.Series, start_cash: float) -> pd.Series:
+    """Returns of the session-close values; the first session's against the start cash."""
+    prev = session_values.shift(1)
+    if len(prev):
+        prev.iloc[0] = start_cash
+    return (session_values / prev - 1.0).dropna()
+
+
+def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float) -> dict:
+    """Figures for one run from its equity curve (per bar) and its round trips (docs/metrics.md)."""
+    daily = equity["value"].groupby(equity.index.normalize()).last()
+    rets = daily_returns(daily, start_cash)
+    final = float(equity["value"].iloc[-1]) if len(equity) else start_cash
+    days = max((equity.index[-1] - equity.index[0]).days, 1) if len(equity) else 1
+    years = days / 365.25
+    total = final / start_cash - 1.0
+    cagr = (final / start_cash) ** (1 / years) - 1.0 if final > 0 and years > 0 else -1.0
+    peak = equity["value"].cummax()
+    dd = equity["value"] / peak - 1.0
+    sd = rets.std(ddof=1)
+    downside = rets[rets < 0]
+    dsd = math.sqrt((downside ** 2).sum() / len(rets)) if len(rets) else 0.0
+    bench = equity["close"]
+    n = len(trades)
+    wins = int((trades["pnl"] > 0).sum()) if n else 0
+    return {
+        "start_cash": start_cash, "final_value": final, "total_return": total, "cagr": cagr,
+        "max_drawdown": float(dd.min()) if len(dd) else 0.0,
+        "sharpe": float(rets.mean() / sd * math.sqrt(252)) if len(rets) > 1 and sd > 0 else 0.0,
+        "sortino": float(rets.mean() / dsd * math.sqrt(252)) if dsd > 0 else 0.0,
+        "trades": n, "wins": wins, "win_rate": wins / n if n else 0.0,
+        "knockouts": int((trades["exit_reason"] == "knockout").sum()) if n else 0,
+        "stops": int((trades["exit_reason"] == "stop").sum()) if n else 0,
+        "session_end_exits": int((trades["exit_reason"] == "session_end").sum()) if n else 0,
+        "signal_exits": int((trades["exit_reason"] == "signal").sum()) if n else 0,
+        "avg_leverage": float(trades["leverage"].replace(np.inf, np.nan).mean()) if n else 0.0,
+        "fees": float(trades["fees"].sum()) if n else 0.0,
+        "financing": float(trades["financing"].sum()) if n else 0.0,
+        "exposure": float(equity["in_position"].mean()) if len(equity) else 0.0,
+        "buy_and_hold_return": float(bench.iloc[-1] / bench.iloc[0] - 1.0) if len(bench) else 0.0,
+        "bars": int(len(equity)), "start": str(equity.index[0]) if len(equity) else None,
+        "end": str(equity.index[-1]) if len(equity) else None,
+    }
+
+
+class KnockoutStats(EquityCurve):
+    """Knock-outs, stops, win rate, average leverage at entry, exposure, returns, drawdown, Sharpe, Sortino."""
+
+    def start(self) -> None:
+        super().start()
+        self._rows: list = []
+        self._cash0 = self.strategy.broker.getcash()
+
+    def notify_order(self, order) -> None:
+        if order.status == order.Completed and "roundtrip" in order.info:
+            self._rows.append(dict(order.info["roundtrip"]))
+
+    def get_analysis(self) -> dict:
+        return performance(self.to_frame(), trades_frame(self._rows), self._cash0)
+
+
+def export_json(analysis: dict, path: Union[str, Path]) -> None:
+    """Write an analysis dict as JSON (atomically)."""
+    atomic_write_text(path, json.dumps(analysis, indent=2, default=_jsonable))
+
+
+def export_csv(frame: pd.DataFrame, path: Union[str, Path]) -> None:
+    """Write a table as CSV (atomically)."""
+    atomic_write_text(path, frame.to_csv(index=frame.index.name is not None))
+
+
+def _jsonable(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, (pd.Timestamp,)):
+        return o.isoformat()
+    return str(o)
