@@ -69,7 +69,9 @@ def test_cli_text_says_degenerate_and_holdout_constant():
                                    degenerate_reason="always long on its 60 early-stopping validation "
                                                      "sessions",
                                    validation_objective=0.1, validation_folds=[0.1],
-                                   selection_range=["a", "b"]))
+                                   selection_range=["a", "b"],
+                                   significance={"words": "not distinguishable from always_long at 5%"}))
+    assert "holdout significance: not distinguishable from always_long at 5%" in text
     assert "DEGENERATE model: always long on its 60" in text
     assert "constant on the holdout: always long on every holdout session" in text
     assert "validation folds a .. b (selection)" in text

@@ -74,6 +74,8 @@ def test_optimize_resumes_prunes_and_registry_selects_on_validation_only(ds, tmp
     es = m["early_stopping_range"]
     assert m["selection_range"][1] < es[0] <= es[1] < m["holdout"][0]
     assert m["adaptation_range"] == m["selection_range"]
+    sig = m["significance"]  # holdout intervals and SPA p-values against the baselines
+    assert set(sig["spa_pvalue"]) == {"buy_and_hold_index", "always_long"} and sig["n_sessions"] == 25
     assert m["validation_objective"] == pytest.approx(np.mean(m["validation_folds"]))
     assert m["validation_objective"] == pytest.approx(study.best_trial.value)  # same seed, same folds
     # resumable: a second run continues the same study in the same SQLite file

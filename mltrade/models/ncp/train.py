@@ -628,9 +628,11 @@ def _offer(reg: ModelRegistry, name: str, write: Callable[[Path], None], metrics
     import inspect
     params = inspect.signature(reg.offer).parameters
     if "selection_range" in params:
+        extra = {"degenerate_reason": str(metrics.get("degenerate_reason", ""))} \
+            if "degenerate_reason" in params else {}
         return bool(reg.offer(name, write, metrics, config, metric="validation_objective",
                               selection_range=tuple(selection), holdout_range=tuple(holdout),
-                              degenerate=bool(degenerate)))
+                              degenerate=bool(degenerate), **extra))
     # a registry without those checks: refuse here what it would refuse
     if degenerate or not selection[1] < holdout[0]:
         return False
@@ -712,6 +714,7 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "holdout_direction_adapted": hold_const_adapted or "",
         "holdout_long_share": float((d_raw > 0).mean()) if len(d_raw) else float("nan"),
         "device": device_name(),
+        "significance": holdout_significance(trade_returns(d_adapt, test), test),
     }
     artifact = {"settings": s.to_dict(), "params": {**DEFAULT_PARAMS, **params}, "config": cfg.to_dict(),
                 "adaptation": adaptation.to_dict(), "feature_names": list(ds.feature_names),
@@ -734,6 +737,19 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         p = reg.path(s.model_name)
         res.path = str(p) if p else None
     return res
+
+
+def holdout_significance(returns: np.ndarray, test: NCPDataset) -> Optional[dict]:
+    """Bootstrap intervals of the holdout Sharpe and return, Hansen's SPA p against buy-and-hold of the
+    index (decision price to decision price) and always-long on the same sessions
+    (:func:`mltrade.significance.significance`); None when that module is absent."""
+    try:
+        from mltrade.significance import significance
+    except ImportError:
+        return None
+    bh = np.concatenate([[0.0], test.price[1:] / test.price[:-1] - 1.0]) if len(test) else np.zeros(0)
+    return significance(np.asarray(returns, float), {"buy_and_hold_index": bh,
+                                                    "always_long": np.asarray(test.long_return, float)})
 
 
 def worker_identity() -> Tuple[str, int]:
@@ -925,6 +941,9 @@ def format_metrics(m: dict) -> str:
     for name, v in rows:
         out.append(f"{name:26s} {v['log_product']:11.4f} {v['sharpe']:8.3f} {int(v['trades']):6d} "
                    f"{v['hit_rate']:6.3f} {v['direction_accuracy']:7.3f}")
+    sig = m.get("significance")
+    if sig:
+        out.append(f"holdout significance: {sig.get('words', '')}")
     if m.get("holdout_constant"):
         what = describe_constant(m["holdout_direction"], "every holdout session")
         out.append(f"WARNING: the model is constant on the holdout: {what}")
