@@ -174,17 +174,25 @@ def test_dataset_cache_round_trip_and_key(tmp_path, ds):
 
 
 @pytest.mark.slow
-def test_cli_train_ncp_writes_a_loadable_model(tmp_path, monkeypatch):
+def test_cli_train_ncp_writes_a_loadable_model_or_says_why_not(tmp_path, monkeypatch, capsys):
     from mltrade.cli import main
     from mltrade.models.ncp.train import load_artifact
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "c.toml"
     cfg.write_text('[ncp]\nstart = "2017-06-01"\nend = "2018-12-31"\ncell = "cfc"\nmax_epochs = 2\n'
                    'train_sessions = 150\nval_sessions = 30\nscore_sessions = 40\nholdout_sessions = 60\n')
-    assert main(["train", "ncp", "--config", str(cfg), "--defaults", "--state-dir", str(tmp_path / "st")]) == 0
-    model, meta = load_artifact(str(tmp_path / "st" / "models" / "ncp" / "current"))
+    assert main(["train", "ncp", "--config", str(cfg), "--defaults", "--state-dir",
+                 str(tmp_path / "st")]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("device: ") and "(selection): product = " in out
+    reg = tmp_path / "st" / "models" / "ncp"
+    if "DEGENERATE model: " in out:  # a constant model is said and refused
+        assert "NOT kept (degenerate: " in out and not (reg / "current").exists()
+        return
+    model, meta = load_artifact(str(reg / "current"))
     assert meta["settings"]["cell"] == "cfc" and meta["feature_source"] in ("shared", "local")
     assert len(meta["feature_names"]) == model.inputs[0].shape[-1]
+    assert meta["metrics"]["degenerate"] is False
 
 
 def test_cli_rejects_unknown_config_keys_and_bad_params(tmp_path):

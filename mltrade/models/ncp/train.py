@@ -465,7 +465,9 @@ class FoldTrainer:
             opt.apply(grads, model.trainable_variables)
             return loss
 
-        self._step = tf.function(step, jit_compile=bool(jit_compile), reduce_retracing=True)
+        # plain tensor code: no AutoGraph conversion (it can't read the closure and would warn)
+        self._step = tf.function(tf.autograph.experimental.do_not_convert(step),
+                                 jit_compile=bool(jit_compile), reduce_retracing=True)
 
     def fit(self, train: NCPDataset, val: Optional[NCPDataset] = None, verbose: int = 0):
         """Train from the initial weights on ``train`` (early stopping on ``val``); returns the model."""
