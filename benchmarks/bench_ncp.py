@@ -150,10 +150,11 @@ def optimize_search_only(s, trials: int, jobs: int, lines: list) -> None:
     _study(s, s.storage_url(), 0, trials)
     cache = os.path.join(s.state_dir, "cache", f"ncp-dataset-{dataset_key(s)}.npz")
     share = [trials // jobs + (1 if i < trials % jobs else 0) for i in range(jobs)]
-    r, w = os.pipe()
     ctx = mp.get_context("spawn")
+    log = os.path.join(s.state_dir, "workers.log")
     saved = os.dup(1)
-    os.dup2(w, 1)  # workers print their trial lines to our stdout: capture them through a pipe
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)  # workers print their trial lines to our stdout: capture them in a file
     try:
         procs = [ctx.Process(target=_worker_main, args=(s.to_dict(), s.storage_url(), k, cache, None))
                  for k in share if k]
@@ -161,13 +162,13 @@ def optimize_search_only(s, trials: int, jobs: int, lines: list) -> None:
             p.start()
     finally:
         os.dup2(saved, 1)
-        os.close(w)
-    with os.fdopen(r) as fh:
+        os.close(fd)
+    for p in procs:
+        p.join()
+    with open(log) as fh:
         for line in fh:
             lines.append(line)
             print("    " + line.rstrip(), file=sys.stderr)
-    for p in procs:
-        p.join()
 
 
 def compare_search(trials: int, max_epochs: int) -> None:

@@ -211,3 +211,22 @@ def test_optimize_cli_is_registered_and_validates_trials(tmp_path):
                                       "--cell", "cfc"])
     assert args.trials == 3 and args.storage == "sqlite:///x.db" and args.cell == "cfc"
     assert main(["optimize", "ncp", "--trials", "0", "--state-dir", str(tmp_path)]) == 2
+
+
+@pytest.mark.slow
+def test_compiled_training_loop_traces_once_and_restores_the_best_epoch(ds):
+    from mltrade.models.ncp.model import predict_proba
+    from mltrade.models.ncp.train import FoldTrainer, _bce, config_from_params
+    s = NCPSettings(cell="cfc")
+    trainer = FoldTrainer(config_from_params(dict(PARAMS, learning_rate=0.02), ds.daily.shape[1], s, 1),
+                          epochs=6, batch_size=16, patience=2)
+    train, val = ds.subset(slice(0, 45)), ds.subset(slice(46, 70))  # 45 rows: a partial last batch
+    model = trainer.fit(train, val)
+    h = trainer.history.history
+    assert 1 <= len(h["loss"]) <= 6 and len(h["val_loss"]) == len(h["loss"])
+    # early stopping restored the best epoch's weights
+    assert _bce(val.label, predict_proba(model, val.daily, val.seq)) == pytest.approx(min(h["val_loss"]),
+                                                                                      rel=1e-5)
+    trainer.fit(ds.subset(slice(0, 61)), val)  # another fold, another size: no new trace
+    assert trainer._step.experimental_get_tracing_count() == 1
+    assert trainer.epochs_run == len(h["loss"]) + len(trainer.history.history["loss"])
