@@ -111,6 +111,7 @@ def search_leg(leg: str, trials: int, max_epochs: int, state: str) -> dict:
     import optuna
     from mltrade.models.ncp.train import NCPSettings, configure_tensorflow, dataset_for, optimize, split
     s = NCPSettings(max_epochs=max_epochs, state_dir=state, study=f"bench-{leg}")
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     if leg == "old":
         from mltrade.models.ncp.train import device_name
@@ -138,7 +139,8 @@ def search_leg(leg: str, trials: int, max_epochs: int, state: str) -> dict:
             optimize_search_only(s, trials, jobs, lines)
         ep = [int(m.group(1)) for m in (re.search(r"(\d+) epochs,", x) for x in lines) if m]
         out = {"epochs": sum(ep), "pruned": sum("pruned" in x for x in lines), "jobs": jobs}
-    out.update(leg=leg, trials=trials, seconds=time.perf_counter() - t0, device=device)
+    out.update(leg=leg, trials=trials, seconds=time.perf_counter() - t0, device=device,
+               load=[load0, os.getloadavg()[0]])
     return out
 
 
@@ -187,7 +189,8 @@ def compare_search(trials: int, max_epochs: int) -> None:
         print(f"  {leg}: {r['seconds']:7.1f} s for {r['trials']} trials "
               f"({r['seconds'] / r['trials']:.1f} s/trial), "
               f"{r['epochs']} epochs = {r['epochs'] / r['seconds']:.2f} epochs/s wall, {r['pruned']} pruned, "
-              f"device {r['device']}" + (f", {r['jobs']} worker processes" if "jobs" in r else ""))
+              f"device {r['device']}" + (f", {r['jobs']} worker processes" if "jobs" in r else "")
+              + (f"; machine load {r['load'][0]:.1f} -> {r['load'][1]:.1f}" if "load" in r else ""))
     o, n = res["old"], res["new"]
     print(f"  new path: {o['seconds'] / n['seconds']:.2f}x faster for {trials} trials "
           f"(epochs/s {n['epochs'] / n['seconds'] / max(o['epochs'] / o['seconds'], 1e-9):.2f}x)")
