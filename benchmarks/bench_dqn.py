@@ -25,11 +25,10 @@ def main() -> None:
     args = ap.parse_args()
 
     import keras
-    import tensorflow as tf
 
-    gpus = tf.config.list_physical_devices("GPU")
-    print(f"device: {'GPU ' + ', '.join(g.name for g in gpus) if gpus else 'CPU'} "
-          f"(TensorFlow {tf.__version__}, {__import__('os').cpu_count()} CPUs)")
+    from mltrade.models.dqn.vector import training_device
+
+    print(f"device: {training_device()}")
 
     from mltrade.feeds.sample import load_daily
     from mltrade.models.dqn.agent import DQNAgent, build_q_network
@@ -98,7 +97,8 @@ def main() -> None:
     qr = ens.q_values_per_row(x)
     row_s = time.perf_counter() - t
     assert np.allclose(qb, qr, atol=1e-5)
-    print(f"inference, {args.agents} agents x {len(x)} sessions: one batch per agent {batch_s * 1000:.1f} ms, "
+    print(f"inference, {args.agents} agents x {len(x)} sessions: one batch per agent "
+          f"{batch_s * 1000:.1f} ms, "
           f"per bar {row_s * 1000:.0f} ms; per-bar / batch = {row_s / batch_s:.0f}x")
 
 
@@ -120,27 +120,32 @@ def learning(args, env, make_agent) -> None:
     t = time.perf_counter()
     ag.fit(env, m)
     seq = m / (time.perf_counter() - t)
-    ag = tuned(3)
-    fit_vector(ag, env, 2000, n_envs=args.n_envs)      # trace
-    ag = tuned(3)
-    t = time.perf_counter()
-    fit_vector(ag, env, n, n_envs=args.n_envs)
-    vec = n / (time.perf_counter() - t)
-    print(f"learning, one agent, train_interval=4, batch 32: DQNAgent.fit {seq:,.0f} env steps/s; "
-          f"fit_vector ({args.n_envs} envs) {vec:,.0f} env steps/s = {vec / seq:.1f}x")
+    print(f"learning, one agent, train_interval=4, batch 32: DQNAgent.fit (n_envs = 1) {seq:,.0f} "
+          "env steps/s")
+    vecs = {}
+    for n_envs in sorted({8, args.n_envs}):            # 8: the [dqn] n_envs default
+        ag = tuned(3)
+        fit_vector(ag, env, 2000, n_envs=n_envs)       # trace
+        ag = tuned(3)
+        t = time.perf_counter()
+        fit_vector(ag, env, n, n_envs=n_envs)
+        vec = vecs[n_envs] = n / (time.perf_counter() - t)
+        print(f"learning, one agent: fit_vector ({n_envs} envs) {vec:,.0f} env steps/s = {vec / seq:.1f}x "
+              "DQNAgent.fit")
     try:
         from stable_baselines3 import DQN
     except ImportError:
         print("stable-baselines3: not installed (pip install -e .[bench] to compare)")
         return
     sb = DQN("MlpPolicy", env, learning_starts=100, train_freq=4, batch_size=32, buffer_size=50000,
-             target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="cpu")
+             target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="auto")
     sb.learn(1000)
     t = time.perf_counter()
     sb.learn(m)
     sbs = m / (time.perf_counter() - t)
-    print(f"stable-baselines3 DQN (1 env, same train_freq/batch/net): {sbs:,.0f} env steps/s; "
-          f"fit_vector / SB3 = {vec / sbs:.1f}x")
+    ratios = ", ".join(f"fit_vector ({k} envs) / SB3 = {v / sbs:.1f}x" for k, v in vecs.items())
+    print(f"stable-baselines3 DQN (1 env, same train_freq/batch/net, device {sb.device}): {sbs:,.0f} env "
+          f"steps/s; {ratios}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """mltrade: backtest, optimise and trade knock-out certificates with ML strategies on backtrader."""
 import os as _os
 
-# TensorFlow's C++ start-up chatter (CUDA probing on CPU machines) is noise for a CLI user
+# TensorFlow's C++ INFO/WARNING lines are noise for a user; set before anything imports TensorFlow.
+# (Lines logged before TensorFlow reads this, e.g. CUDA probing, are silenced by mltrade.cli.quiet_tensorflow.)
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

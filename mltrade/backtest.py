@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Type
@@ -39,6 +40,9 @@ def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None
     """Bars of ``source`` — ``sample``, a CSV path or ``twelvedata:SYMBOL`` (the fetch cache) — cut to
     the sessions ``start``..``end`` (inclusive). ``field`` names the config section in errors."""
     start, end = start or None, end or None
+    first, last = (_date_of(v, f"{field}.{k}") for v, k in ((start, "start"), (end, "end")))
+    if first is not None and last is not None and first > last:
+        raise ConfigError(f"{field}.start/end: the start {start} is after the end {end}")
     if source == "sample":
         return sample_intraday(start, end, seed=int(seed), interval=int(interval))
     if str(source).startswith("twelvedata:"):
@@ -54,6 +58,16 @@ def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None
         raise ConfigError(f"{field}.start/end: no bars of {source} between {start} and {end}")
     df.attrs = attrs
     return df
+
+
+def _date_of(value: Optional[str], name: str) -> Optional[pd.Timestamp]:
+    """``value`` as a date, or a ConfigError naming ``name`` (``backtest.start``) and what was expected."""
+    if value is None:
+        return None
+    try:
+        return pd.Timestamp(str(value))
+    except (ValueError, TypeError):
+        raise ConfigError(f"{name}: expected a date (YYYY-MM-DD), got {value!r}") from None
 
 
 def load_bars(cfg: dict) -> pd.DataFrame:
@@ -82,9 +96,11 @@ def _cached_bars(symbol: str, interval: str, data_dir: str, start: Optional[str]
 
 
 def strategy_kwargs(cls: Type[KnockoutStrategy], cfg: dict, extra: Optional[dict] = None) -> dict:
-    """Product parameters from [product] plus [strategy.params], checked against the strategy's params."""
+    """Product parameters from [product] (unless the class sets ``uses_product_config = False``, like the
+    buy-and-hold tracker) plus [strategy.params], checked against the strategy's params."""
     valid = strategy_params(cls)
-    kw = {k: v for k, v in cfg.get("product", {}).items() if k in dict(PRODUCT_PARAMS) and k in valid}
+    product = cfg.get("product", {}) if getattr(cls, "uses_product_config", True) else {}
+    kw = {k: v for k, v in product.items() if k in dict(PRODUCT_PARAMS) and k in valid}
     for k, v in {**cfg["strategy"].get("params", {}), **(extra or {})}.items():
         if k not in valid:
             raise ConfigError(f"strategy.params: unknown parameter '{k}' for {cls.__name__}; "
@@ -265,12 +281,13 @@ def session_returns(equity: pd.DataFrame, start_cash: float) -> pd.Series:
 def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps: int = 2000,
                     seed: int = 0) -> dict:
     """``mltrade.significance.significance`` of the strategy's daily returns against each baseline's."""
+    from mltrade.report import baseline_label
     from mltrade.significance import significance
 
     strat = session_returns(result.equity, start_cash)
     base = {k: session_returns(r.equity, start_cash).reindex(strat.index) for k, r in runs.items()}
     base = {k: v.fillna(0.0) for k, v in base.items()}
-    return significance(strat, base, reps=reps, seed=seed)
+    return significance(strat, base, reps=reps, seed=seed, labels={k: baseline_label(k) for k in base})
 
 
 def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = False, report: bool = True,
@@ -297,6 +314,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         cfg = {**cfg, "backtest": dict(cfg["backtest"], start=scope.oos_start)}   # the caller's stays
         bt_cfg = cfg["backtest"]
         log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
+    for key in ("start", "end"):
+        _date_of(bt_cfg.get(key) or None, f"backtest.{key}")
     oos = check_range(scope, bt_cfg.get("start") or None, bt_cfg.get("end") or None, allow_in_sample)
     if not oos and name == "dqn" and "oos_only" not in kwargs:
         kwargs["oos_only"] = False      # labelled in-sample: trade the sessions the user asked for
@@ -312,6 +331,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     overlay = kwargs.get("overlay")
     if overlay is not None and hasattr(overlay, "summary"):
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
+        if hasattr(overlay, "summary_line"):  # per-review lines are DEBUG: one line sums the run up
+            logging.getLogger("mltrade.llm").info(overlay.summary_line())
     if cfg["backtest"]["baselines"]:
         result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
         result.baselines = {k: r.summary for k, r in result.baseline_results.items()}

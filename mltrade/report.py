@@ -23,14 +23,28 @@ import pandas as pd  # noqa: E402
 from mltrade.analyzers import TRADE_COLUMNS, export_csv, export_json  # noqa: E402
 from mltrade.io import atomic_write_text  # noqa: E402
 
-SUMMARY_FIELDS = ["strategy", "model_id", "out_of_sample", "oos_start", "data", "synthetic_intraday", "start",
-                  "end", "bars", "start_cash", "final_value", "total_return", "cagr", "max_drawdown", "sharpe",
+SUMMARY_FIELDS = ["strategy", "venue", "mode", "feed", "sessions", "model_id", "out_of_sample", "oos_start", "data",
+                  "synthetic_intraday", "start", "end", "bars", "start_cash", "final_value", "total_return", "cagr", "max_drawdown", "sharpe",
                   "sortino", "trades", "win_rate", "knockouts", "stops", "session_end_exits", "avg_leverage",
                   "fees", "financing", "exposure", "buy_and_hold_return"]
 #: rows of the baseline table; the counts print as integers
 BASELINE_ROWS = ["total_return", "cagr", "max_drawdown", "sharpe", "trades", "win_rate", "knockouts"]
-COUNT_ROWS = {"trades", "knockouts", "stops", "wins", "bars"}
+COUNT_ROWS = {"trades", "knockouts", "stops", "wins", "bars", "session_end_exits", "signal_exits"}
 PERCENT_ROWS = {"total_return", "cagr", "max_drawdown", "win_rate", "exposure", "buy_and_hold_return"}
+#: percentages without a sign (shares, not returns)
+SHARE_ROWS = {"win_rate", "exposure"}
+MONEY_ROWS = {"start_cash", "final_value", "fees", "financing"}
+#: how the summary table names its rows (summary.json keeps the keys)
+SUMMARY_LABELS = {"model_id": "model", "out_of_sample": "out of sample", "oos_start": "holdout start",
+                  "synthetic_intraday": "synthetic intraday bars", "start_cash": "start cash",
+                  "final_value": "final value", "total_return": "total return", "cagr": "CAGR",
+                  "max_drawdown": "max drawdown", "sharpe": "Sharpe", "sortino": "Sortino",
+                  "win_rate": "win rate", "knockouts": "knock-outs", "session_end_exits": "session-end exits",
+                  "avg_leverage": "average leverage", "buy_and_hold_return": "index return (buy and hold, no costs)"}
+#: readable names of the baselines in tables, charts and the significance sentence
+BASELINE_LABELS = {"buy_and_hold": "buy-and-hold", "always_long": "always-long",
+                   "random_direction": "random direction"}
+DEFAULT_TITLE = "mltrade backtest"
 #: columns of equity.csv beside the strategy's: one value column per baseline
 BASELINE_VALUE = "value_{}"
 
@@ -66,10 +80,38 @@ def _img(title: str, b64: str) -> str:
     return f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" src="data:image/png;base64,{b64}"/>'
 
 
+def baseline_label(name: str) -> str:
+    """A baseline's readable name: ``buy_and_hold`` -> ``buy-and-hold``."""
+    return BASELINE_LABELS.get(name, str(name).replace("_", " "))
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:,.4f}" if abs(v) < 10 else f"{v:,.2f}"
     return html.escape(str(v))
+
+
+def summary_value(key: str, v) -> str:
+    """One summary-table cell: returns and shares in %, counts as integers, money with 2 decimals."""
+    if isinstance(v, bool):
+        if key == "out_of_sample":
+            return "yes" if v else "no: IN-SAMPLE"
+        return "yes" if v else "no"
+    if isinstance(v, (list, tuple)):
+        items = [str(x) for x in v]
+        if len(items) > 6:
+            items = items[:3] + ["…"] + items[-2:] + [f"({len(v)} in all)"]
+        return html.escape(", ".join(items)) or "none"
+    if isinstance(v, (int, float, np.integer, np.floating)) and not (isinstance(v, float) and np.isnan(v)):
+        if key in PERCENT_ROWS:
+            return f"{float(v) * 100:.2f}%" if key in SHARE_ROWS else f"{float(v) * 100:+.2f}%"
+        if key in COUNT_ROWS:
+            return f"{int(round(float(v))):,d}"
+        if key in MONEY_ROWS:
+            return f"{float(v):,.2f}"
+        if key in ("sharpe", "sortino", "avg_leverage"):
+            return f"{float(v):.2f}"
+    return _fmt(v)
 
 
 def monthly_returns(equity: pd.DataFrame) -> pd.DataFrame:
@@ -86,13 +128,13 @@ def monthly_returns(equity: pd.DataFrame) -> pd.DataFrame:
 
 
 def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, label=lambda t: t):
-    daily = equity.groupby(equity.index.normalize()).last()
+    daily = equity.groupby(equity.index.normalize()).tail(1)   # session closes, at their last bar's time
     figs = []
     fig, ax = plt.subplots(figsize=(10, 4))
     ax.plot(daily.index, daily["value"], label="strategy", lw=1.2)
     others = [c for c in daily.columns if c.startswith("value_")]
     for c in others:
-        ax.plot(daily.index, daily[c], label=c[len("value_"):].replace("_", " "), lw=0.9, alpha=0.8)
+        ax.plot(daily.index, daily[c], label=baseline_label(c[len("value_"):]), lw=0.9, alpha=0.8)
     if not others:
         ax.plot(daily.index, start_cash * daily["close"] / daily["close"].iloc[0], label="buy and hold (index)",
                 lw=1.0, alpha=0.8)
@@ -101,7 +143,8 @@ def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, labe
     ax.set_yscale("log" if lows > 0 else "linear")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    figs.append((label("Equity vs the baselines (session closes)"), fig))
+    figs.append((label("Equity vs the baselines (session closes)" if others else
+                       "Equity vs the index (session closes)"), fig))
     fig, ax = plt.subplots(figsize=(10, 2.5))
     dd = drawdown(equity["value"])
     ddd = dd.groupby(dd.index.normalize()).min()
@@ -110,7 +153,8 @@ def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, labe
     ax.grid(alpha=0.3)
     figs.append((label("Drawdown (per bar, daily minimum)"), fig))
     fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(daily.index, daily["close"], color="black", lw=0.8, label="index close")
+    line = equity if len(equity) <= 20_000 else daily   # short runs: every bar, so entries sit on the line
+    ax.plot(line.index, line["close"], color="black", lw=0.8, label="index close")
     if len(trades):
         t = trades.copy()
         t["entry_time"] = pd.to_datetime(t["entry_time"])
@@ -164,40 +208,45 @@ def baseline_table_html(summary: dict) -> str:
     """The one table of the strategy beside its baselines (counts as integers, SPA p-values)."""
     bases = summary.get("baselines") or {}
     sig = summary.get("significance") or {}
-    cols = ["strategy"] + list(bases)
+    cols = ["strategy"] + [baseline_label(b) for b in bases]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
     body = []
     for row in BASELINE_ROWS:
         vals = [summary.get(row)] + [b.get(row) for b in bases.values()]
-        body.append(f"<tr><th>{row.replace('_', ' ')}</th>" + "".join(f"<td>{_cell(row, v)}</td>" for v in vals)
-                    + "</tr>")
-    if sig.get("spa_pvalue"):
-        ps = sig["spa_pvalue"]
-        body.append("<tr><th>SPA p (strategy better?)</th><td></td>" + "".join(
-            f"<td>{'' if ps.get(k) is None else f'{ps[k]:.3f}'}</td>" for k in bases) + "</tr>")
+        body.append(f"<tr><th>{SUMMARY_LABELS.get(row, row.replace('_', ' '))}</th>"
+                    + "".join(f"<td>{_cell(row, v)}</td>" for v in vals) + "</tr>")
+    for key, what in (("spa_pvalue", "strategy better"), ("spa_pvalue_baseline_better", "baseline better")):
+        ps = sig.get(key) or {}
+        if any(v is not None for v in ps.values()):
+            body.append(f"<tr><th>SPA p ({what}?)</th><td></td>" + "".join(
+                f"<td>{'' if ps.get(k) is None else f'{ps[k]:.3f}'}</td>" for k in bases) + "</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
 CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 .warn{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;border-radius:4px}
-.headline{font-size:1.15em}.sig{color:#444}
+.headline{font-size:1.15em}.sig{color:#444}.scope{color:#333}.wide{overflow-x:auto}.trades td{white-space:nowrap}
 img{max-width:100%}footer{margin-top:2em;color:#444;font-size:13px}"""
 
 
 def write_report(run_dir: Union[str, Path], summary: dict, trades: pd.DataFrame, equity: pd.DataFrame,
                  extra_sections: Sequence[Tuple[str, str]] = (), extra_figures: Iterable[Tuple[str, object]] = (),
                  baselines: Optional[dict] = None, baseline_equity: Optional[dict] = None,
-                 baseline_trades: Optional[dict] = None) -> Path:
+                 baseline_trades: Optional[dict] = None, title: Optional[str] = None) -> Path:
     """Write ``report.html``, ``summary.json``, ``trades.csv``, ``equity.csv`` (and ``baseline_trades.csv``).
 
     ``equity`` is the per-bar curve (value, cash, close, in_position); ``baselines`` maps a
     baseline's name to its summary, ``baseline_equity`` to its per-bar curve on the same bars
-    (written as ``value_<name>`` columns), ``baseline_trades`` to its round trips.
+    (written as ``value_<name>`` columns), ``baseline_trades`` to its round trips. ``title`` heads
+    the page (default "mltrade backtest"; live runs: "mltrade live (paper)" ...); it is kept in
+    summary.json (``report_title``) so ``mltrade report`` rebuilds the same page.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = dict(summary)
+    if title:
+        summary["report_title"] = str(title)
     if baselines:
         summary["baselines"] = baselines
     export_json(summary, run_dir / "summary.json")
@@ -232,6 +281,75 @@ def _headline(summary: dict) -> str:
     return out
 
 
+def _scope(summary: dict) -> str:
+    """One sentence on what the figures may be taken as: out of sample, in-sample, a rule, a live run."""
+    if summary.get("venue"):
+        days = summary.get("sessions") or []
+        what = (f"{html.escape(str(summary.get('mode', '')))} run on venue {html.escape(str(summary['venue']))}, "
+                f"{html.escape(str(summary.get('feed', '')))} feed, {len(days)} session{'s' if len(days) != 1 else ''}"
+                f" ({html.escape(', '.join(map(str, days[:3])))}{' ...' if len(days) > 3 else ''})")
+        out = f"<p class='scope'>{what[:1].upper() + what[1:]}: the account's own trades, not a backtest.</p>"
+        refusals = summary.get("refusals") or []
+        if refusals:
+            out += ("<p class='warn'><b>Refused by the risk limits:</b> "
+                    + "; ".join(html.escape(str(r)) for r in refusals) + "</p>")
+        return out
+    if summary.get("out_of_sample") is True:
+        return ""      # the out-of-sample sentence follows
+    if summary.get("out_of_sample") is None and not summary.get("model_id"):
+        return ("<p class='scope'>Rule strategy: no trained model, so no in-sample/out-of-sample split applies. "
+                "Parameters chosen on these same dates (for example by a sweep) would make every figure "
+                "in-sample.</p>")
+    return ""
+
+
+def _llm_note(summary: dict) -> str:
+    llm = summary.get("llm")
+    if not isinstance(llm, dict):
+        return ""
+    anon = (f"prompts anonymized (no dates, prices rescaled, seed {llm.get('anonymize_seed')})"
+            if llm.get("anonymized") else "prompts with real dates and prices (anonymize off)")
+    return (f"<p class='scope'>LLM overlay on: mode <b>{html.escape(str(llm.get('mode', '?')))}</b>, {anon}; "
+            f"{llm.get('reviews', 0)} reviews, {llm.get('api_calls', 0)} API calls (details below).</p>")
+
+
+#: the trade table's columns on the page (trades.csv holds them all) and their headings
+TRADE_VIEW = [("entry_time", "entry"), ("direction", "direction"), ("kind", "product"), ("barrier", "barrier"),
+              ("size", "size"), ("entry_price", "bought at"), ("exit_time", "exit"), ("exit_price", "sold at"),
+              ("exit_reason", "exit reason"), ("fees", "fees"), ("pnl", "P&L"), ("return", "return"),
+              ("leverage", "leverage"), ("decision_source", "decided by"), ("agreement", "agreement"),
+              ("llm_action", "LLM")]
+
+
+def trades_html(trades: pd.DataFrame) -> str:
+    """The report's trade table: readable columns, times without the ISO 'T', sizes as counts, P&L in money."""
+    cols = [(c, h) for c, h in TRADE_VIEW if c in trades.columns and trades[c].notna().any()
+            and not (trades[c].astype(str) == "").all()]
+
+    def cell(c: str, v) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        if c in ("entry_time", "exit_time"):
+            return html.escape(str(v).replace("T", " ")[:16])
+        if c == "size":
+            f = float(v)
+            return f"{f:,.0f}" if f.is_integer() else f"{f:,.4f}"
+        if c == "return":
+            return f"{float(v) * 100:+.2f}%"
+        if c == "pnl":
+            return f"{float(v):+,.2f}"
+        if c in ("barrier", "fees", "entry_price", "exit_price", "leverage"):
+            return f"{float(v):,.2f}"
+        if c == "agreement":
+            return f"{float(v) * 100:.0f}%"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for _, h in cols)
+    rows = "".join("<tr>" + "".join(f"<td>{cell(c, r[c])}</td>" for c, _ in cols) + "</tr>"
+                   for _, r in trades.iterrows())
+    return f"<table class='trades'><tr>{head}</tr>{rows}</table>"
+
+
 def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.DataFrame,
                 extra_sections: Sequence[Tuple[str, str]] = (),
                 extra_figures: Iterable[Tuple[str, object]] = ()) -> Path:
@@ -242,9 +360,10 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
         return f"In-sample: {title}" if in_sample else title
 
     name = html.escape(str(summary.get("strategy", "")))
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>mltrade report: {name}"
+    title = str(summary.get("report_title") or DEFAULT_TITLE)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}: {name}"
              f"{' (in-sample)' if in_sample else ''}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(label('mltrade backtest'))}: {name}</h1>"]
+             f"<h1>{html.escape(label(title))}: {name}</h1>", _scope(summary)]
     if in_sample:
         parts.append(f"<p class='warn'><b>In-sample run.</b> The range reaches into the data model "
                      f"{html.escape(str(summary.get('model_id')))} was trained, validated or selected on (its "
@@ -257,8 +376,10 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
         parts.append("<p class='warn'><b>Synthetic intraday data.</b> The daily bars are the real NASDAQ "
                      "Composite; the 5-minute bars inside each day are generated (seeded) to match each day's "
                      "real open, high, low and close. Intraday results are illustrations, not evidence.</p>")
+    parts.append(_llm_note(summary))
     parts.append(_headline(summary))
-    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(summary[k])}</td></tr>"
+    rows = "".join(f"<tr><th>{html.escape(SUMMARY_LABELS.get(k, k.replace('_', ' ')))}</th>"
+                   f"<td>{summary_value(k, summary[k])}</td></tr>"
                    for k in SUMMARY_FIELDS if summary.get(k) is not None)
     parts.append(f"<h2>{label('Summary')}</h2><table>{rows}</table>")
     if summary.get("baselines"):
@@ -268,12 +389,13 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
     figs = _figures(equity, trades, float(summary.get("start_cash", equity["value"].iloc[0])), label)
     for title, fig in list(figs) + [(label(t), f) for t, f in extra_figures]:
         parts.append(_img(title, _png(fig)))
-    parts.append(f"<h2>{label('Monthly returns')}</h2>" + _table(monthly_returns(equity), pct=True))
+    parts.append(f"<h2>{label('Monthly returns')}</h2><div class='wide'>"
+                 + _table(monthly_returns(equity), pct=True) + "</div>")
     for title, body in extra_sections:
         parts.append(f"<h2>{html.escape(label(title))}</h2>\n{body}")
     if len(trades):
-        parts.append(f"<h2>{label(f'Trades (last 50 of {len(trades)}; all in trades.csv)')}</h2>" +
-                     trades.tail(50).to_html(index=False, border=0, float_format=lambda v: f"{v:,.4f}"))
+        parts.append(f"<h2>{label(f'Trades (last 50 of {len(trades)}; every column in trades.csv)')}</h2>"
+                     f"<div class='wide'>{trades_html(trades.tail(50))}</div>")
     parts.append(f"<footer>{CONVENTIONS}</footer></body></html>")
     path = Path(run_dir) / "report.html"
     atomic_write_text(path, "\n".join(parts))

@@ -107,6 +107,10 @@ def _spa(benchmark: np.ndarray, models: np.ndarray, reps: int, seed: int) -> Opt
         return None
     if np.all(np.abs(diff) < 1e-15):
         return 1.0  # identical to the benchmark: certainly no better
+    if (diff.mean(axis=0) <= 0).all():
+        # Hansen's statistic is max(0, max_k t_k) = 0 here, so P(T* >= T) = 1 (arch's strict
+        # comparison would give about 0.5 for models far below the benchmark)
+        return 1.0
     from arch.bootstrap import SPA
     keep = diff.std(axis=0) > 0
     if not keep.any():  # every model differs by a constant: the sign decides
@@ -179,19 +183,24 @@ def _fmt_p(p: Optional[float]) -> str:
 
 def significance(strategy_returns: Sequence[float] | np.ndarray | pd.Series,
                  baselines: Mapping[str, Sequence[float] | np.ndarray | pd.Series],
-                 reps: int = 2000, seed: int = 0, level: float = 0.95, alpha: float = 0.05) -> dict:
+                 reps: int = 2000, seed: int = 0, level: float = 0.95, alpha: float = 0.05,
+                 labels: Optional[Mapping[str, str]] = None) -> dict:
     """The report's significance block for one strategy against its baselines (same sessions).
 
-    Returns ``{"sharpe_ci", "return_ci", "spa_pvalue": {baseline: p}, "n_sessions", "level",
-    "alpha", "method", "words"}``; intervals and p-values are ``None`` when there are too few sessions.
+    Returns ``{"sharpe_ci", "return_ci", "spa_pvalue": {baseline: p}, "spa_pvalue_baseline_better":
+    {baseline: p}, "n_sessions", "level", "alpha", "method", "words"}``; intervals and p-values are
+    ``None`` when there are too few sessions. ``labels`` names the baselines in ``words``
+    (``{"buy_and_hold": "buy-and-hold"}``). A strategy the baseline beats (the reverse SPA test) is
+    said to be worse than it, never "not distinguishable".
     """
+    labels = dict(labels or {})
     s = strategy_returns
     r = _arr(s)
     out: dict = {
         "n_sessions": int(len(r)), "level": level, "alpha": alpha,
         "method": (f"stationary bootstrap ({reps} resamples, Politis-White block length) for the "
                    f"intervals; Hansen's SPA (consistent p-value) against each baseline"),
-        "sharpe_ci": None, "return_ci": None, "spa_pvalue": {},
+        "sharpe_ci": None, "return_ci": None, "spa_pvalue": {}, "spa_pvalue_baseline_better": {},
     }
     ci = bootstrap_ci(r, "sharpe", level, reps, seed)
     out["sharpe_ci"] = list(ci) if ci else None
@@ -202,12 +211,17 @@ def significance(strategy_returns: Sequence[float] | np.ndarray | pd.Series,
     for name, b in baselines.items():
         p = spa_pvalue(s, b, reps, seed)
         out["spa_pvalue"][name] = p
+        q = spa_pvalue(b, s, reps, seed) if p is not None and p >= alpha else None
+        out["spa_pvalue_baseline_better"][name] = q
+        label = labels.get(name, name)
         if p is None:
-            words.append(f"too few sessions ({len(r)}) to compare with {name}")
+            words.append(f"too few sessions ({len(r)}) to compare with {label}")
         elif p < alpha:
-            words.append(f"beats {name} at {pct} (SPA p={_fmt_p(p)})")
+            words.append(f"beats {label} at {pct} (SPA p={_fmt_p(p)})")
+        elif q is not None and q < alpha:
+            words.append(f"worse than {label} at {pct} (SPA p={_fmt_p(q)} that {label} beats it)")
         else:
-            words.append(f"not distinguishable from {name} at {pct} (SPA p={_fmt_p(p)})")
+            words.append(f"not distinguishable from {label} at {pct} (SPA p={_fmt_p(p)})")
     head = (f"Sharpe {level:.0%} interval [{out['sharpe_ci'][0]:.2f}, {out['sharpe_ci'][1]:.2f}]"
             if out["sharpe_ci"] else f"too few sessions ({len(r)}) for an interval")
     out["words"] = head + ("; " + "; ".join(words) if words else "") + "."

@@ -5,7 +5,9 @@ when the script runs out); a callable in the script is called with the request
 body and returns the reply (or its content). Every request's JSON body and headers are kept in
 ``server.requests``. ``reject_response_format=True`` makes the server answer 400
 to any request that carries ``response_format`` without consuming the script,
-like servers that do not support structured output.
+like servers that do not support structured output. ``Reply(raw=...)`` sends a
+body verbatim and ``Reply(message=...)`` a message object of any shape, for
+malformed answers.
 """
 from __future__ import annotations
 
@@ -27,6 +29,10 @@ class Reply:
     refusal: Optional[str] = None
     finish_reason: str = "stop"
     headers: dict = field(default_factory=dict)
+    #: a body sent verbatim instead of a well-formed completion (malformed answers)
+    raw: Optional[str] = None
+    #: a ``message`` object sent instead of ``{"role": "assistant", "content": content}``
+    message: Optional[object] = None
 
 
 class FakeOpenAI:
@@ -62,10 +68,14 @@ class FakeOpenAI:
                             reply = reply if isinstance(reply, Reply) else Reply(content=reply)
                 if reply.delay:
                     time.sleep(reply.delay)
-                if reply.status == 200:
+                if reply.raw is not None:
+                    payload = None
+                elif reply.status == 200:
                     msg = {"role": "assistant", "content": reply.content}
                     if reply.refusal is not None:
                         msg = {"role": "assistant", "content": None, "refusal": reply.refusal}
+                    if reply.message is not None:
+                        msg = reply.message
                     payload = {"id": f"chatcmpl-{len(outer.requests)}", "object": "chat.completion",
                                "created": int(time.time()), "model": body.get("model", "fake"),
                                "choices": [{"index": 0, "message": msg,
@@ -74,7 +84,7 @@ class FakeOpenAI:
                 else:
                     payload = {"error": {"message": reply.content or f"status {reply.status}",
                                          "type": "fake_error", "code": reply.status}}
-                data = json.dumps(payload).encode()
+                data = reply.raw.encode() if reply.raw is not None else json.dumps(payload).encode()
                 try:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")

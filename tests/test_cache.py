@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pandas as pd
 import pytest
@@ -192,3 +193,62 @@ def test_missing_ranges_property():
         assert all(b < c for (_, b), (c, _) in zip(merged, merged[1:]))
 
     check()
+
+
+def _visible_lines(text: str) -> list:
+    """What a terminal shows: each line's text after its last carriage return, blank lines dropped."""
+    return [ln.split("\r")[-1].strip() for ln in text.split("\n") if ln.split("\r")[-1].strip()]
+
+
+def test_fetch_with_a_wrong_key_prints_one_line_and_no_resume_advice(tmp_path, bars):
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TWELVEDATA_API_KEY": "wrong-key-555"}
+    with FakeTwelveData(bars, key=KEY) as srv:
+        proc = subprocess.run([sys.executable, "-m", "mltrade.cli", "fetch", "--symbol", "NDX", "--start",
+                               "2024-04-01", "--end", "2024-04-05", "--data-dir", str(tmp_path),
+                               "--base-url", srv.url], capture_output=True, env=env, timeout=120)
+    err, out = proc.stderr.decode(), proc.stdout.decode()  # bytes: keep the progress bar's carriage returns
+    assert proc.returncode == 1
+    lines = _visible_lines(err) + _visible_lines(out)
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("mltrade fetch: error: ") and "HTTP 401" in lines[0]
+    assert "resume" not in lines[0] and "WARNING" not in err
+    assert "wrong-key-555" not in err
+
+
+def test_fetch_after_a_passing_failure_advises_to_resume(tmp_path, bars, monkeypatch, capsys):
+    from mltrade.cli import main
+
+    monkeypatch.setenv("TWELVEDATA_API_KEY", KEY)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[twelvedata]\nbackoff_base = 0.001\nmax_retries = 1\ncredits_per_minute = 1000\n")
+    with FakeTwelveData(bars, key=KEY) as srv:
+        srv.faults.extend(["500", "500"])
+        rc = main(["fetch", "--symbol", "NDX", "--start", "2024-04-01", "--end", "2024-04-05", "--data-dir",
+                   str(tmp_path / "d"), "--config", str(cfg), "--base-url", srv.url, "--no-progress"])
+    lines = _visible_lines(capsys.readouterr().err)
+    assert rc == 1 and len(lines) == 1
+    assert "HTTP 500" in lines[0] and "0 bars saved" in lines[0]
+    assert "re-run the same command to resume" in lines[0]
+
+
+def test_fetch_429_waits_the_configured_credit_window_and_shows_it(tmp_path, bars, monkeypatch, capsys):
+    from mltrade.cli import main
+
+    monkeypatch.setenv("TWELVEDATA_API_KEY", KEY)
+    cfg = tmp_path / "cfg.toml"
+    cfg.write_text("[twelvedata]\nbackoff_base = 0.001\nmax_retries = 2\ncredits_per_minute = 8\n"
+                   "credit_window = 1.5\n")
+    with FakeTwelveData(bars, key=KEY) as srv:
+        srv.faults.append("429")  # no Retry-After header: the client waits out the credit window
+        rc = main(["fetch", "--symbol", "NDX", "--start", "2024-04-01", "--end", "2024-04-05", "--data-dir",
+                   str(tmp_path / "d"), "--config", str(cfg), "--base-url", srv.url])
+        gap = srv.requests[1]["t"] - srv.requests[0]["t"]
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert 1.2 < gap < 30  # the configured window, not the default minute
+    assert re.search(r"waiting \d s: rate limited \(HTTP 429 without Retry-After\): waiting out the 1\.5 s "
+                     r"credit window", captured.err), captured.err
+    assert BarCache(tmp_path / "d").load("NDX", "5min").index[-1].date() == pd.Timestamp("2024-04-04").date()

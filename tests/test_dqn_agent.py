@@ -53,7 +53,8 @@ def test_agent_learns_deterministic_uptrend():
     mid = 0.0
     done = False
     while not done:                                     # always the middle long barrier
-        _, r, done, _, _ = env.step(4)
+        _, r, term, trunc, _ = env.step(4)
+        done = term or trunc
         mid += r
     assert res["episode_reward"][0] > mid > 0
 

@@ -167,3 +167,28 @@ def test_vote_matches_a_plain_count(actions):
     if want:
         assert v.distance[0] == pytest.approx(np.median([DIST[a] for a in actions if D[a] == want]))
     assert v.agreement[0] == pytest.approx(top / len(actions))
+
+
+def test_default_target_network_updates_within_the_default_steps():
+    from mltrade.config import load_config
+    from mltrade.models.dqn.pipeline import ensemble_config_from
+
+    ec = ensemble_config_from(load_config()["dqn"])
+    assert ec.target_model_update < 1 or ec.target_model_update < ec.steps
+    with pytest.raises(ValueError, match="a hard update every 10000 steps never happens within dqn.steps = 3000"):
+        EnsembleConfig(steps=3000, target_model_update=10000)
+    with pytest.raises(ValueError, match="dqn.target_model_update: expected > 0"):
+        EnsembleConfig(target_model_update=0)
+    assert EnsembleConfig(steps=3000, target_model_update=500).target_model_update == 500
+
+
+def test_incoherent_config_fails_before_training(tmp_path):
+    from mltrade.config import load_config
+    from mltrade.models.dqn.pipeline import train_walk_forward
+
+    cfg = dict(load_config()["dqn"], registry=str(tmp_path), target_model_update=10000.0)
+    with pytest.raises(ValueError, match="never happens within dqn.steps"):
+        train_walk_forward(cfg, progress=False)
+    with pytest.raises(ValueError, match="dqn.val_days: expected >= 1"):
+        train_walk_forward(dict(cfg, target_model_update=0.01, val_days=0), progress=False)
+    assert not any(tmp_path.iterdir())

@@ -89,15 +89,37 @@ def test_episode_ends_at_budget_floor_and_at_data_end():
     steps, done = 0, False
     while not done:
         _, _, done, trunc, info = env.step(8)
+        assert not trunc
         steps += 1
-    assert info["budget"] < 25 and steps < len(env.obs)
+    assert info["budget"] < 25 and steps < len(env.obs)      # the reward ends: terminated
     env.reset()
     n = 0
-    done = False
-    while not done:
-        _, _, done, _, _ = env.step(9)
+    term = trunc = False
+    while not (term or trunc):
+        _, _, term, trunc, _ = env.step(9)
         n += 1
-    assert n == len(env.obs)
+    assert n == len(env.obs) and trunc and not term           # the data ends: a time limit, truncated
+
+
+def test_episode_length_truncates_and_agent_bootstraps_there():
+    """An episode_length cut is a time limit: truncated, stored as non-terminal (the target bootstraps)."""
+    from mltrade.models.dqn.memory import SequentialMemory
+
+    rng = np.random.default_rng(0)
+    c = 1000 * np.cumprod(1 + rng.normal(0, 0.001, 60))
+    daily = _daily([[x, x * 1.001, x * 0.999, x] for x in c])
+    env = KnockoutEnv(original_observations(daily), daily, episode_length=10)
+    env.reset()
+    flags = [env.step(9)[2:4] for _ in range(10)]
+    assert flags[-1] == (False, True) and all(f == (False, False) for f in flags[:-1])
+    from mltrade.models.dqn.agent import DQNAgent, build_q_network
+
+    agent = DQNAgent(build_q_network(env.observation_space.shape, env.nb_actions, (4,), seed=0), env.nb_actions,
+                     SequentialMemory(100), nb_steps_warmup=1000, target_model_update=0.1, seed=0)
+    agent.compile()
+    agent.fit(env, 25)
+    assert len(agent.history["episode_reward"]) == 2              # two cuts at 10 steps
+    assert agent.memory._term[:25].sum() == 0                      # no cut stored as terminal
 
 
 def test_original_observations_are_causal():

@@ -118,3 +118,49 @@ def test_vector_training_learns_a_planted_signal_out_of_sample():
     direction = np.sign(test.directions[greedy])
     hit = (direction == test.obs[:, 0]).mean()
     assert hit >= 0.9, hit  # unseen sessions: long on +1, short on -1
+
+
+def _train(n_envs, seed=5):
+    from mltrade.models.dqn.ensemble import EnsembleConfig, train_agent
+
+    daily, obs, costs = _planted(240, seed=6)
+    cfg = EnsembleConfig(steps=400, nb_steps_warmup=50, episode_length=50, n_envs=n_envs, learning_rate=3e-3)
+    spec = {"seed": seed, "hidden": [16], "ridge_alpha": 1.0, "window": [0, 200]}
+    agent = train_agent(spec, cfg, obs, daily, "day", costs)
+    return agent, agent.compute_batch_q_values(obs.to_numpy(np.float32)[:, None, :])
+
+
+@pytest.mark.slow
+def test_n_envs_setting_picks_the_trainer_and_same_seed_gives_same_q_values():
+    one_a, q1a = _train(1)
+    one_b, q1b = _train(1)
+    vec_a, q8a = _train(8)
+    vec_b, q8b = _train(8)
+    assert np.array_equal(q1a, q1b) and np.array_equal(q8a, q8b)      # same seed -> identical Q-values
+    assert not np.allclose(q1a, q8a)                                  # a different trainer really ran
+    assert not hasattr(one_a, "_train_many_fn")                       # n_envs = 1: DQNAgent.fit, unchanged
+    assert hasattr(vec_a, "_train_many_fn")                           # n_envs > 1: fit_vector
+    for ag in (one_a, vec_a):                                         # keras-rl2 counts either way
+        assert ag.step == 400 and len(ag.history["loss"]) == 400 // 4 - 50 // 4  # steps 52, 56 .. 400
+    _, q_other_seed = _train(8, seed=6)
+    assert not np.allclose(q8a, q_other_seed)
+
+
+@pytest.mark.parametrize("bad", [0, -2, 2.5, True])
+def test_n_envs_setting_is_validated(bad):
+    from mltrade.models.dqn.ensemble import EnsembleConfig
+
+    with pytest.raises(ValueError, match="dqn.n_envs: expected an integer >= 1"):
+        EnsembleConfig(n_envs=bad)
+    with pytest.raises(ValueError, match="need window_length = 1"):
+        EnsembleConfig(n_envs=4, window_length=2)
+
+
+def test_training_device_names_what_tensorflow_sees():
+    import tensorflow as tf
+
+    from mltrade.models.dqn.vector import training_device
+
+    line = training_device()
+    assert "\n" not in line
+    assert line.startswith("GPU" if tf.config.list_physical_devices("GPU") else "CPU")

@@ -2,8 +2,9 @@
 
 One browser for the whole module. Covers login + 2FA, account list, knock-out levels and the lazy
 certificate list (finder step counts against a linear scan), order tickets, confirmations, stops,
-positions, closes, and the faults: element missing, slow load, session expired, order rejected and a
-crash between submit and confirmation (a restart reconciles and never buys twice).
+positions, closes, and the faults: element missing, slow load, session expired, order rejected, a
+crash between submit and confirmation (reconciled at once; a restart adopts and never buys twice), a
+venue stop-out found on the next bar and a dead browser. tests/test_live_faults.py has the fault drill.
 """
 import logging
 import math
@@ -94,12 +95,18 @@ def test_ig_levels_buy_limit_stop_positions_and_close(make_store, venue):
     levels = s.call(ig.levels, 1)
     assert len(levels) == 60 and all(lv["level"] < INDEX for lv in levels)
     assert pick_level([lv["level"] for lv in levels], 1, 14890.0) == 14875.0
-    fill = s.call(ig.buy, 1, 14890.0, stake=1000.0, client_ref="T-LONG", stop_fraction=0.71)
+    fill = s.call(ig.buy, 1, 14890.0, stake=1000.0, client_ref="T-LONG")
     offer = (INDEX - 14875.0) * 0.01
     assert fill.barrier == 14875.0 and fill.price == pytest.approx(offer)
     assert fill.size == math.floor(1000.0 / offer)
     pos = venue.state.positions[0]
-    assert pos["client_ref"] == "T-LONG" and pos["stop"] == pytest.approx(round(offer * 0.71, 2))
+    assert pos["client_ref"] == "T-LONG" and pos["stop"] is None           # the buy places no stop
+    assert s.call(ig.place_stop, fill.deal_id, fill.price * 0.71) == pytest.approx(round(offer * 0.71, 2))
+    assert pos["stop"] == pytest.approx(round(offer * 0.71, 2))
+    venue.set_faults(stop_fail=1)                                       # a refused stop says so at once
+    with pytest.raises(OrderRejected, match="stop service unavailable"):
+        s.call(ig.place_stop, fill.deal_id, 2.0)
+    assert pos["stop"] == pytest.approx(round(offer * 0.71, 2))
     short = s.call(ig.buy, -1, 15110.0, size=100, client_ref="T-SHORT")
     assert short.barrier == 15125.0 and short.size == 100           # lowest level above the wanted one
     cash, open_, closed = s.call(ig.snapshot)
@@ -168,7 +175,9 @@ def test_tr_finder_moves_target_past_cheap_rows_on_the_page(make_store, venue):
 def test_tr_buy_stop_positions_sell_with_german_numbers(make_store, venue):
     s = make_store("traderepublic")
     tr = s.venue
-    fill = s.call(tr.buy, 1, 14000.0, index_price=INDEX, stake=500.0, client_ref="TR-1", stop_fraction=0.71)
+    fill = s.call(tr.buy, 1, 14000.0, index_price=INDEX, stake=500.0, client_ref="TR-1")
+    assert venue.state.positions[0]["stop"] is None
+    s.call(tr.place_stop, fill.deal_id, fill.price * 0.71)
     assert fill.barrier <= 14000.0 and fill.size == math.floor(500.0 / fill.price)
     cash, open_, _ = s.call(tr.snapshot)
     assert cash == pytest.approx(venue.state.cash["TR"])
@@ -255,43 +264,42 @@ def test_crash_between_submit_and_confirmation_reconciles_and_never_rebuys(make_
     data = bar_data(tmp_path)
     venue.set_faults(crash_after_submit=True)
     o1 = b1.buy(None, data, None, product=KnockoutProduct.turbo(1, 14600.0), stake=500.0, stop=0.71)
-    assert o1.status == bt.Order.Accepted and b1.unresolved == [o1]         # outcome unknown
-    assert len(venue.state.orders) == 1 and len(venue.state.positions) == 1  # ...but the venue filled it
+    # no confirmation, but the reconciliation right after the time-out finds the venue's position
     ref = o1.info["ref"]
-    assert b1.journal.get(ref).status == "pending"
-    # refuse to trade while an order is unconfirmed
-    o_again = b1.buy(None, data, None, product=KnockoutProduct.turbo(1, 14600.0), stake=500.0)
-    assert o_again.status == bt.Order.Rejected and "unconfirmed" in o_again.info["reject_reason"]
+    assert o1.status == bt.Order.Completed and b1.unresolved == []
+    assert len(venue.state.orders) == 1 and len(venue.state.positions) == 1
+    e = b1.journal.get(ref)
+    assert e.status == "filled" and e.info["reconciled"] and e.info["protected"]
+    assert venue.state.positions[0]["stop"] == pytest.approx(round(e.price * 0.71, 2))
     # crash: the process dies here. Restart with the same journal file.
     del b1
     b2 = live_broker(s, tmp_path, OrderJournal(journal_path, "ig"))
     b2.start()
-    assert b2.journal.get(ref).status == "filled" and b2.journal.get(ref).info["reconciled"]
     adopted = list(b2.positions.values())
     assert len(adopted) == 1 and adopted[0].size == venue.state.positions[0]["size"]
-    o2 = b2.buy(None, data, None, product=KnockoutProduct.turbo(1, 14600.0), stake=500.0)
-    assert o2.status == bt.Order.Rejected and "max_open_positions" in o2.info["reject_reason"]
+    o2 = b2.buy(None, data, None, product=KnockoutProduct.turbo(1, 14600.0), stake=500.0)    # replayed
+    assert o2.status == bt.Order.Rejected and "duplicate decision" in o2.info["reject_reason"]
+    o2b = b2.buy(None, data, None, product=KnockoutProduct.turbo(1, 14600.0), stake=500.0, decision="other")
+    assert o2b.status == bt.Order.Rejected and "max_open_positions" in o2b.info["reject_reason"]
     assert len(venue.state.orders) == 1                                        # never a second order
     b2.setdata(data)
     o3 = b2.sell(None, data, None, product=adopted[0].product)
     assert o3.status == bt.Order.Completed and venue.state.positions == []
     assert o3.info["roundtrip"]["exit_reason"] == "signal" and b2.journal.get(ref).status == "closed"
+    assert [c.status for c in b2.journal.closes_of(ref)] == ["filled"]
 
 
-def test_unconfirmed_order_is_resolved_on_the_next_bar(make_store, venue, tmp_path):
-    s = make_store("ig", confirm_timeout=3.0)
+def test_venue_stop_out_is_found_on_the_next_bar(make_store, venue, tmp_path):
+    s = make_store("ig")
     b = live_broker(s, tmp_path)
     b.start()
     data = bar_data(tmp_path)
-    venue.set_faults(crash_after_submit=True)
+    b.setdata(data)
     o = b.buy(None, data, None, product=KnockoutProduct.turbo(-1, 15400.0), stake=400.0)
-    assert o.status == bt.Order.Accepted
-    b.next()                                                   # polls the venue
-    assert b.unresolved == [] and o.status == bt.Order.Completed and len(b.positions) == 1
-    assert b.journal.get(o.info["ref"]).status == "filled"
+    assert o.status == bt.Order.Completed and len(b.positions) == 1
+    b.next()                                                   # this bar's reconciliation
     assert b.getcash() == pytest.approx(venue.state.cash["ACC-KO"])
-    # the venue stops the position out: found on the next poll, reported as a stop round trip
-    venue.set_faults(crash_after_submit=None)
+    # the venue stops the position out: found on the next bar, reported as a stop round trip
     deal = venue.state.positions[0]["deal_id"]
     s.call(s.venue.place_stop, deal, 1.50)
     venue.set_index(15260.0)
@@ -303,6 +311,7 @@ def test_unconfirmed_order_is_resolved_on_the_next_bar(make_store, venue, tmp_pa
     assert b.positions == {} and b.roundtrips[-1]["exit_reason"] == "stop"
     assert b.roundtrips[-1]["exit_price"] == pytest.approx(1.50)
     assert b.getcash() == pytest.approx(venue.state.cash["ACC-KO"])
+    assert b.journal.realized_pnl_on(data.datetime.date(0)) == pytest.approx(b.roundtrips[-1]["pnl"])
 
 
 def test_dead_browser_is_replaced_and_the_interrupted_buy_reconciled(venue, tmp_path):
@@ -317,12 +326,12 @@ def test_dead_browser_is_replaced_and_the_interrupted_buy_reconciled(venue, tmp_
         first = s.driver
         first.quit()                                            # the browser crashes
         o = b.buy(None, bar_data(tmp_path), None, product=KnockoutProduct.turbo(1, 14600.0), stake=300.0)
-        assert o.status == bt.Order.Accepted and b.unresolved == [o]
-        assert venue.state.orders == []
-        b.next()                                                # new browser, login, reconcile: not executed
+        # reconciled at once in a new browser (new login): the venue never saw it
         assert s.driver is not first and s.logins == 2
         assert o.status == bt.Order.Rejected and b.journal.get(o.info["ref"]).status == "absent"
-        o2 = b.buy(None, bar_data(tmp_path), None, product=KnockoutProduct.turbo(1, 14600.0), stake=300.0)
+        assert venue.state.orders == [] and b.unresolved == []
+        o2 = b.buy(None, bar_data(tmp_path), None, product=KnockoutProduct.turbo(1, 14600.0), stake=300.0,
+                   decision="retry")
         assert o2.status == bt.Order.Completed and len(venue.state.orders) == 1
     finally:
         s.close()

@@ -234,6 +234,9 @@ def test_paper_account_carries_cash_and_positions_across_runs_unless_reset(cfg):
     with Account(cfg["live"]["journal_path"], "paper") as acc:
         assert acc.load().resets == 1
     j.close()
+    from mltrade.live.account import status_lines
+    status = "\n".join(status_lines(cfg, "paper"))
+    assert "; reset once" in status and "1 times" not in status
 
 
 def test_paper_close_rows_link_to_their_buy(cfg):
@@ -302,6 +305,16 @@ def test_status_of_a_venue_lists_journal_positions_and_last_seen_cash(cfg, tmp_p
     out = "\n".join(status_lines(cfg, "ig", today=date(2024, 3, 5)))
     assert "cash 9,379.50 (last seen at the venue" in out and "open positions (journal): 1" in out
     assert f"{held} short barrier 16000.00 x200 @ 2.50 deal IG-D00007" in out
-    assert "today (2024-03-05 UTC): realised P&L -120.50 from 1 closed trades" in out
+    assert "today (2024-03-05 UTC): realised P&L -120.50 from 1 closed trade" in out
     assert "kill switch: off" in out
     assert "open positions: none" in "\n".join(status_lines(cfg, "paper"))     # another venue: empty
+
+
+def test_replay_stops_clearly_at_the_end_of_the_sample(cfg, caplog):
+    cfg["live"]["replay_start"] = "2018-12-31"
+    r = run_live(cfg, "momentum", "paper", "sample", max_sessions=2, report=False)
+    assert r.sessions == ["2018-12-31"]
+    assert "the replayed sample ends 2018-12-31: 1 of the 2 sessions asked for are left" in caplog.text
+    with pytest.raises(ValueError, match=r"live.replay_start: the replayed sample ends 2018-12-31 and the "
+                                         r"journal .*j.sqlite has traded up to 2018-12-31"):
+        run_live(cfg, "momentum", "paper", "sample", max_sessions=1, report=False)

@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 import threading
 from datetime import datetime
 
+import pandas as pd
 import pytest
 
-from mltrade.llm import (LLMClient, LLMOverlay, ReplayCache, ReplayMiss, Responder, build_overlay, cache_key,
-                         dry_answer, parse_text)
+from mltrade.llm import (LLMClient, LLMOverlay, ReplayCache, ReplayMiss, Responder, build_messages,
+                         build_overlay, cache_key, dry_answer, parse_text)
 from mltrade.llm.contract import LLMRequest
 from mltrade.strategies.decision import Decision, DecisionContext
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.test_llm_client import ENV, KEY, ml_decision, session_candles
+from tests.test_llm_client import ENV, KEY, ans, ml_decision, session_candles
 
 
 @pytest.fixture(autouse=True)
@@ -148,3 +150,83 @@ def test_concurrent_writers_from_threads_and_processes(tmp_path):
     c = ReplayCache(path)
     assert len(c) == 200
     assert c.get("k1039") == "answer 1039" and c.get("k12000") == "answer 12000"
+
+
+def twin_decisions() -> list[tuple[Decision, DecisionContext]]:
+    """Two sessions whose anonymised prompts are identical (same candles and price, different dates)."""
+    df = session_candles(17, start=10000.0, step=2.0)
+    price = float(df["close"].iloc[-1])
+    out = []
+    for day in (5, 6):
+        ctx = DecisionContext(candles=df.set_axis(df.index + pd.Timedelta(days=day - 5)))
+        out.append((Decision(1, price, time=datetime(2018, 3, day, 10, 50), distance=0.04), ctx))
+    return out
+
+
+def test_repeated_prompts_with_different_answers_replay_answer_for_answer(tmp_path):
+    path = tmp_path / "twins.sqlite"
+    def rel(direction: str, distance: float):
+        """Answer with a barrier ``distance`` from the price the prompt shows (anonymised scale)."""
+        def reply(body: dict) -> str:
+            shown = float(re.search(r"Current index price: (\S+)", body["messages"][1]["content"]).group(1))
+            return ans(direction, round(shown * (1 - (1 if direction == "Long" else -1) * distance), 4))
+        return reply
+
+    script = [rel("Long", 0.05), rel("Short", 0.06), rel("Long", 0.07), "garbage",
+              json.dumps({"action": "SKIP", "reasoning": "no"})]
+
+    def run(mode: str, url: str) -> tuple[LLMOverlay, list]:
+        client = LLMClient(base_url=url, model="grok-test", api_key_env=ENV, timeout=2.0, max_retries=0)
+        ov = LLMOverlay(Responder(mode, client, ReplayCache(str(path))), anonymize=True, seed=3)
+        twins = twin_decisions()
+        # the twins, then the first decision reviewed a second time (same time, same prompt)
+        outs = [ov.review(d, c) for d, c in twins + twins[:1] + twins[1:]]
+        return ov, outs
+
+    with FakeOpenAI(script) as srv:
+        rec, outs1 = run("record", srv.base_url)
+        prompts = [r["body"]["messages"][1]["content"] for r in srv.requests]
+    assert prompts[0] == prompts[1] == prompts[2]  # one prompt, three different answers
+    assert [r.outcome for r in rec.records] == ["adjusted", "reversed", "adjusted", "skipped"]
+    with FakeOpenAI(["must not be called"]) as srv2:
+        rep, outs2 = run("replay", srv2.base_url)
+        assert srv2.calls == 0
+    assert summary_of(rep, outs2) == summary_of(rec, outs1)
+    assert len(ReplayCache(str(path))) == 5
+
+
+def test_record_never_replaces_a_stored_answer(tmp_path):
+    path = tmp_path / "keep.sqlite"
+    d, c = decisions(1)[0]
+    with FakeOpenAI([ans("Long", 9000.0)]) as srv:
+        first = overlay("record", srv.base_url, path).review(d, c)
+    with FakeOpenAI([ans("Long", 8000.0)]) as srv:
+        again = overlay("record", srv.base_url, path)
+        second = again.review(d, c)
+        assert srv.calls == 0 and again.responder.cache_hits == 1
+    assert first.barrier == second.barrier == 9000.0
+    cache = ReplayCache(str(path))
+    key = cache.keys()[0]
+    assert cache.put(key, "grok-test", {}, ans("Long", 7000.0)) == (ans("Long", 9000.0), None)
+    assert cache.get(key) == ans("Long", 9000.0) and len(cache) == 1
+
+
+def test_cache_files_of_older_versions_stay_readable(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.sqlite"
+    d, c = decisions(1)[0]
+    client = LLMClient(base_url="http://127.0.0.1:9/v1", model="grok-test", api_key_env=ENV)
+    msgs = build_messages(LLMRequest.from_decision(d, c, 17))
+    with sqlite3.connect(path) as db:  # the schema written before calls were keyed by decision and attempt
+        db.execute("CREATE TABLE answers (key TEXT PRIMARY KEY, model TEXT NOT NULL, request TEXT NOT NULL, "
+                   "response TEXT NOT NULL, error_code TEXT, error_message TEXT, created REAL NOT NULL)")
+        db.execute("INSERT INTO answers VALUES (?, ?, ?, ?, NULL, NULL, 0)",
+                   (cache_key(client.model, msgs, client.parameters()), "grok-test", "{}",
+                    ans("Long", 9100.0)))
+    ov = LLMOverlay(Responder("replay", client, ReplayCache(str(path))))
+    assert ov.review(d, c).barrier == 9100.0
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database at all" * 100)
+    with pytest.raises(ValueError, match=r"junk.sqlite is not an LLM cache \(SQLite\) file"):
+        ReplayCache(str(junk))

@@ -9,7 +9,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from mltrade.llm import (ContractRules, LLMClient, LLMConfigError, LLMOverlay, Responder)
+from mltrade.llm import REASONS, ContractRules, LLMClient, LLMConfigError, LLMOverlay, Responder
 from mltrade.strategies.decision import Decision, DecisionContext
 from tests.fake_openai import FakeOpenAI, Reply
 
@@ -209,12 +209,13 @@ def test_bad_request_unrelated_to_structured_output_is_an_http_error():
     assert ov.responder.client.structured is True
 
 
-def test_missing_key_names_the_variable(monkeypatch):
+def test_missing_key_names_the_variable_when_the_overlay_is_built(monkeypatch):
     monkeypatch.delenv(ENV)
     client = LLMClient(base_url="http://127.0.0.1:9/v1", model="m", api_key_env=ENV)
-    ov = LLMOverlay(Responder("live", client))
-    with pytest.raises(LLMConfigError, match=ENV):
-        ov.review(*ml_decision(1))
+    for mode in ("live", "record"):
+        with pytest.raises(LLMConfigError, match=rf"{ENV} is not set: .*mode '{mode}'.*\[llm\] api_key_env"):
+            Responder(mode, client, None if mode == "live" else object())
+    Responder("replay", client, object())  # replay and dry need no key
 
 
 def test_client_rejects_bad_settings():
@@ -245,3 +246,76 @@ def test_key_never_logged(caplog):
     assert KEY not in text and "value hidden" in text
     assert all(KEY not in (rec.detail or "") for rec in ov.records)
     assert [r.reason for r in ov.records] == ["http_error", "barrier_further", "http_error", "same_barrier"]
+
+
+_COMPLETION = {"id": "x", "object": "chat.completion", "created": 1, "model": "grok-test"}
+
+
+@pytest.mark.parametrize("reply, reason", [
+    # truncated
+    (Reply(raw='{"id": "x", "choices": [{"index": 0, "message": {"role": "assis'), "malformed_answer"),
+    (Reply(raw=""), "malformed_answer"),                                                  # empty body
+    (Reply(raw="null"), "malformed_answer"),
+    (Reply(raw="<html>proxy page</html>"), "malformed_answer"),
+    (Reply(raw=json.dumps({**_COMPLETION, "choices": [{"index": 0, "finish_reason": "stop"}]})),
+     "malformed_answer"),                                                                 # no message
+    (Reply(raw=json.dumps({**_COMPLETION, "choices": [{"index": 0, "message": None}]})), "malformed_answer"),
+    (Reply(message={"role": "assistant", "content": 123}), "malformed_answer"),           # non-string content
+    (Reply(message={"role": "assistant", "content": {"action": "BUY"}}), "malformed_answer"),
+    (Reply(raw=json.dumps(_COMPLETION)), "malformed_answer"),                             # missing choices
+    (Reply(raw=json.dumps({**_COMPLETION, "choices": None})), "malformed_answer"),
+    (Reply(raw=json.dumps({**_COMPLETION, "choices": "abc"})), "malformed_answer"),
+    (Reply(raw=json.dumps({**_COMPLETION, "choices": []})), "empty_answer"),
+])
+@pytest.mark.parametrize("on_failure", ["ml", "skip"])
+def test_malformed_200_bodies_fall_back_like_any_failure(reply, reason, on_failure):
+    with FakeOpenAI([reply]) as srv:
+        ov = overlay_for(srv, on_failure=on_failure)
+        d, ctx = ml_decision(1)
+        out = ov.review(d, ctx)
+        assert srv.calls == 1  # an unusable body is a failed call: no repair turn
+    rec = ov.records[-1]
+    assert rec.failed and rec.reason == reason and rec.reason in REASONS
+    if on_failure == "ml":
+        assert (out.direction, out.barrier, out.source, rec.outcome) == (1, d.barrier, "strategy", "fallback")
+    else:
+        assert (out.direction, rec.outcome) == (0, "skipped")
+
+
+def test_text_content_parts_are_read_as_text():
+    text = ans("Long", 9500.0)
+    parts = [{"type": "text", "text": text[:20]}, {"type": "text", "text": text[20:]}]
+    with FakeOpenAI([Reply(message={"role": "assistant", "content": parts})]) as srv:
+        ov = overlay_for(srv)
+        out = ov.review(*ml_decision(1))
+    assert (out.barrier, ov.records[-1].outcome) == (9500.0, "adjusted")
+
+
+@pytest.mark.parametrize("mode", ["clamp", "refuse"])
+def test_leverage_cap_applies_on_the_fallback_path(mode):
+    with FakeOpenAI([Reply(status=500, content="down")]) as srv:
+        client = LLMClient(base_url=srv.base_url, model="grok-test", api_key_env=ENV, timeout=2.0,
+                           max_retries=0)
+        ov = LLMOverlay(Responder("live", client), ContractRules(max_leverage=50.0, leverage_mode=mode))
+        d, ctx = ml_decision(1, distance=0.01)  # the strategy's own barrier: leverage 100
+        out = ov.review(d, ctx)
+        d2, ctx2 = ml_decision(1, distance=0.04)  # leverage 25: under the cap, untouched
+        out2 = ov.review(d2, ctx2)
+    assert [r.reason for r in ov.records] == ["http_error", "http_error"]
+    if mode == "clamp":
+        assert out.direction == 1 and out.barrier == pytest.approx(10000.0 * (1 - 1 / 50.0))
+        assert ov.records[0].outcome == "fallback" and out.info["llm"]["leverage"] == "clamped"
+    else:
+        assert out.direction == 0 and ov.records[0].outcome == "skipped"
+    assert (out2.direction, out2.barrier, ov.records[1].outcome) == (1, d2.barrier, "fallback")
+
+
+def test_no_info_line_per_call(caplog):
+    caplog.set_level(logging.INFO)  # the CLI's level without -v
+    with FakeOpenAI([ans("Long", 9600.0), "garbage", ans("Long", 9500.0), Reply(status=500)]) as srv:
+        ov = overlay_for(srv)
+        for _ in range(3):
+            ov.review(*ml_decision(1))
+        assert srv.calls == 4
+    assert [r.outcome for r in ov.records] == ["confirmed", "adjusted", "fallback"]
+    assert [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.INFO] == []

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from mltrade.llm import (LLMClient, LLMOverlay, ReplayCache, Responder, build_messages, cache_key,
-                         price_decision, trades_pnl_on_sessions)
+                         call_key, price_decision, trades_pnl_on_sessions)
 from mltrade.llm.contract import LLMRequest
 from mltrade.strategies.decision import Decision, DecisionContext
 
@@ -101,7 +101,9 @@ def seeded_overlay(tmp_path, answers: list[tuple[Decision, DecisionContext, dict
     cache = ReplayCache(str(tmp_path / "seed.sqlite"))
     for d, ctx, answer in answers:
         msgs = build_messages(LLMRequest.from_decision(d, ctx, 17))
-        cache.put(cache_key(client.model, msgs, client.parameters()), client.model, {"messages": msgs},
+        prompt = cache_key(client.model, msgs, client.parameters())
+        # the first review of the decision at this time, first attempt
+        cache.put(call_key(f"{d.time.isoformat()}#0", 0, prompt), client.model, {"messages": msgs},
                   json.dumps(answer))
     return LLMOverlay(Responder("replay", client, cache))
 

@@ -8,7 +8,7 @@ import pytest
 
 from mltrade.calendars import calendar_for_symbol, tag_bars
 from mltrade.feeds import DataFileError, IndexData, load_csv, load_daily, write_csv
-from mltrade.feeds.sample import generate_intraday, sample_intraday
+from mltrade.feeds.sample import GENERATOR_VERSION, cached_intraday, generate_intraday, sample_intraday
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +28,8 @@ def test_intraday_is_consistent_with_each_real_day(daily):
     agg = pd.DataFrame({"open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
                         "close": g["close"].last(), "n": g.size()})
     ref = daily.set_index(daily.index.date)
-    for c in ("open", "high", "low", "close"):
-        np.testing.assert_allclose(agg[c].to_numpy(), ref.loc[agg.index, c].to_numpy(), rtol=0, atol=1e-9)
+    for c in ("open", "high", "low", "close"):   # exactly, not approximately
+        np.testing.assert_array_equal(agg[c].to_numpy(), ref.loc[agg.index, c].to_numpy())
     assert (bars["high"] >= bars[["open", "close"]].max(axis=1)).all()
     assert (bars["low"] <= bars[["open", "close"]].min(axis=1)).all()
     assert agg["n"].max() == 78
@@ -44,6 +44,49 @@ def test_intraday_is_deterministic_by_seed(daily):
     a, b, c = generate_intraday(daily, seed=1), generate_intraday(daily, seed=1), generate_intraday(daily, seed=2)
     pd.testing.assert_frame_equal(a, b)
     assert not np.allclose(a["close"].to_numpy(), c["close"].to_numpy())
+
+
+def test_whole_sample_matches_every_real_day_exactly():
+    full, daily = sample_intraday(), load_daily()
+    g = full.groupby(full.index.date)
+    agg = pd.DataFrame({"open": g["open"].first(), "high": g["high"].max(), "low": g["low"].min(),
+                        "close": g["close"].last()})
+    ref = daily.set_index(daily.index.date).loc[agg.index]
+    assert len(agg) == len(daily)
+    for c in ("open", "high", "low", "close"):
+        np.testing.assert_array_equal(agg[c].to_numpy(), ref[c].to_numpy())
+    assert (full["high"] >= full[["open", "close"]].max(axis=1)).all()
+    assert (full["low"] <= full[["open", "close"]].min(axis=1)).all()
+    assert full.attrs["generator_version"] == GENERATOR_VERSION
+
+
+def test_generator_rejects_invalid_daily_rows(daily):
+    bad = daily.copy()
+    bad.loc[bad.index[3], "high"] = bad["low"].iloc[3] - 1.0
+    with pytest.raises(ValueError, match=str(bad.index[3].date())):
+        generate_intraday(bad)
+    with pytest.raises(ValueError, match="missing column"):
+        generate_intraday(daily.drop(columns=["low"]))
+
+
+def test_sample_cache_round_trip_keyed_and_atomic(daily, tmp_path):
+    part = daily.iloc[:15]
+    fresh = generate_intraday(part, seed=4)
+    first = cached_intraday(part, seed=4, folder=tmp_path)
+    files = sorted(tmp_path.iterdir())
+    assert len(files) == 1 and files[0].suffix == ".npz" and f"_v{GENERATOR_VERSION}_seed4_" in files[0].name
+    pd.testing.assert_frame_equal(first, fresh)
+    again = cached_intraday(part, seed=4, folder=tmp_path)   # read back from the file
+    pd.testing.assert_frame_equal(again, fresh)
+    assert again.attrs == fresh.attrs
+    cached_intraday(part, seed=5, folder=tmp_path)          # another seed: another file
+    assert len(list(tmp_path.iterdir())) == 2
+    # a damaged file is regenerated and replaced, never trusted; no temporary file is left behind
+    files[0].write_bytes(b"not an npz")
+    pd.testing.assert_frame_equal(cached_intraday(part, seed=4, folder=tmp_path), fresh)
+    with np.load(files[0]) as z:
+        assert z["vals"].shape == (len(fresh), 5)
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_volume_is_u_shaped(daily):

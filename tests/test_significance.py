@@ -112,3 +112,26 @@ def test_significance_block_has_the_report_fields_and_words():
     assert "not distinguishable from buy-and-hold at 5%" in same["words"]
     short = sig.significance(strat[:5], {"buy-and-hold": bench[:5]})
     assert short["sharpe_ci"] is None and short["spa_pvalue"]["buy-and-hold"] is None
+
+
+def test_words_use_readable_labels_and_call_a_clearly_worse_strategy_worse():
+    """A strategy far below its baseline is not "not distinguishable" from it: the reverse SPA says worse."""
+    rng = np.random.default_rng(11)
+    bench = rng.normal(0.0005, 0.01, 300)
+    worse = bench - 0.004 + rng.normal(0, 0.004, 300)
+    out = sig.significance(worse, {"buy_and_hold": bench}, reps=300, labels={"buy_and_hold": "buy-and-hold"})
+    assert out["spa_pvalue"]["buy_and_hold"] >= 0.05
+    assert out["spa_pvalue_baseline_better"]["buy_and_hold"] < 0.05
+    assert "worse than buy-and-hold at 5%" in out["words"]
+    assert "not distinguishable" not in out["words"] and "buy_and_hold" not in out["words"]
+    same = sig.significance(bench, {"buy_and_hold": bench}, reps=200, labels={"buy_and_hold": "buy-and-hold"})
+    assert "not distinguishable from buy-and-hold at 5%" in same["words"]
+
+
+def test_spa_p_is_one_when_no_model_beats_the_benchmark_on_average():
+    rng = np.random.default_rng(7)
+    bench = rng.normal(0.001, 0.01, 300)
+    worse = bench - 0.004 + rng.normal(0, 0.005, 300)  # far below the benchmark
+    assert sig.spa_pvalue(worse, bench, reps=300) == 1.0
+    models = np.column_stack([worse, worse - 0.001])
+    assert sig.spa_best_pvalue(models, bench, reps=300) == 1.0

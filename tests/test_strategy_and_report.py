@@ -167,7 +167,9 @@ def test_cli_data_sample_and_backtest_on_csv(tmp_path):
     assert main(["backtest", "--data", str(csv), "--out", str(tmp_path), "--name", "csv", "--quiet",
                  "--no-baselines", "--start", "", "--end", ""]) == 0
     s = json.loads((tmp_path / "csv" / "summary.json").read_text())
-    assert s["trades"] == 2 and s["synthetic_intraday"] is False
+    # the sample's synthetic bars stay marked through the CSV (sidecar s.csv.meta.json): the report says so
+    assert s["trades"] == 2 and s["synthetic_intraday"] is True
+    assert "Synthetic intraday data" in (tmp_path / "csv" / "report.html").read_text()
 
 
 def test_backtrader_own_plot_works_headless(tmp_path, week):

@@ -289,3 +289,44 @@ def test_direction_rule_and_seed_are_validated():
         param_sets([{"seed": 1}, {"seed": None, "direction_rule": "random"}])
     p = param_sets([{"direction_rule": "random", "seed": 5}, {}])
     assert p["rule"][:, 0].tolist() == [2, 0] and p["seed"][:, 0].tolist() == [5, 7]
+
+
+def test_seeds_beyond_float_precision_are_kept_exactly():
+    """Integer seeds above 2**53 (and above int64) are accepted unchanged and replay the strategy's draws."""
+    big = [2 ** 53 + 1, 2 ** 64 + 3, -(2 ** 70) - 1]
+    p = param_sets([{"direction_rule": "random", "seed": s} for s in big])
+    assert p["seed"][:, 0].tolist() == big
+    assert param_sets([{"seed": 2 ** 53 + 1}])["seed"][0, 0] == 2 ** 53 + 1   # int64 when it fits
+    with pytest.raises(ValueError, match="set 0: seed"):
+        param_sets([{"seed": 2.5}])
+    bars = sample_span(60, 10)
+    res = evaluate(session_grid(bars), [{"decision_bar": 8, "distance": 0.03, "direction_rule": "random", "seed": s}
+                                        for s in big[:2]])
+    assert list(res.direction[0]) != list(res.direction[1])
+    for s in big[:2]:
+        assert_parity(bars, {"decision_bar": 8, "distance": 0.03, "stop": 0.8, "direction_rule": "random", "seed": s})
+
+
+def test_first_touch_lookup_equals_a_bar_by_bar_scan():
+    """The running-extreme look-up finds the same first bar as walking the session bar by bar."""
+    bars = handmade_bars(5, n_sessions=6, gap_prob=0.05)
+    grid = session_grid(bars.iloc[7:len(bars) - 11])      # a late first and an early last session
+    rng = np.random.default_rng(0)
+    n = 4000
+    sess = rng.integers(0, grid.n_sessions, n)
+    direction = rng.choice([-1.0, 1.0], n)
+    start = np.maximum(rng.integers(0, grid.width, n), grid.first[sess])
+    start = np.minimum(start, grid.last[sess])
+    ref_px = grid.close[sess, start]
+    threshold = direction * ref_px * (1 - direction * rng.uniform(-0.01, 0.05, n))
+    got = grid.first_touch(sess, direction, start, threshold)
+    for i in range(n):
+        s, d = sess[i], direction[i]
+        want = grid.width
+        for j in range(start[i], grid.last[s] + 1):
+            extreme = grid.low[s, j] if d > 0 else -grid.high[s, j]
+            if extreme <= threshold[i]:
+                want = j
+                break
+        assert got[i] == want, i
+    assert (got < grid.width).any() and (got == grid.width).any() and (got == start).any()

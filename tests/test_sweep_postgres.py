@@ -10,6 +10,7 @@ import uuid
 import optuna
 import pytest
 
+from mltrade.sweep.coordination import params_key
 from mltrade.sweep.study import worker_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -58,6 +59,8 @@ def test_two_worker_processes_share_one_postgres_study(pg_url, tmp_path):
         workers = collections.Counter(worker_of(t) for t in trials)
         assert len(workers) == 2 and set(workers.values()) == {40}
         _check_no_trial_lost_or_duplicated(trials, dict(workers))
+        # started together on an empty study: own seeds, no parameter set scored twice
+        assert len({params_key(t.params) for t in trials}) == 80
     finally:
         optuna.delete_study(study_name=name, storage=pg_url)
 
@@ -72,6 +75,10 @@ def test_jobs_option_runs_worker_processes_on_postgres(pg_url, tmp_path):
     try:
         summary = optimize(load_config(None), s)
         assert summary["trials_total"] == 50 and summary["storage"].startswith("postgresql")
-        _check_no_trial_lost_or_duplicated(_trials(pg_url, name), {"worker-main": 25, "worker-1": 25})
+        names = [w["worker"] for w in summary["workers"]]
+        assert len(set(names)) == 2 and [w["trials"] for w in summary["workers"]] == [25, 25]
+        trials = _trials(pg_url, name)
+        _check_no_trial_lost_or_duplicated(trials, dict.fromkeys(names, 25))
+        assert len({params_key(t.params) for t in trials}) == 50
     finally:
         optuna.delete_study(study_name=name, storage=pg_url)

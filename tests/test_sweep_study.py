@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from functools import lru_cache
 
@@ -59,6 +60,13 @@ def test_study_runs_resumes_and_its_best_config_backtests_to_the_same_figures(tm
     table = pd.read_csv(out / "trials.csv")
     assert len(table) == 60 and set(table["state"]) <= {"COMPLETE", "PRUNED"}
     assert summary["trials_complete"] + summary["trials_pruned"] == 60
+    # significance of the search over every trial, in figures and in words
+    assert summary["trials"] == 60 and summary["significance"]["trials_with_returns"] == 60
+    assert 0.0 <= summary["spa_pvalue"] <= 1.0 and 0.0 <= summary["deflated_sharpe"] <= 1.0
+    assert summary["significance"]["words"].startswith("Best of 60 trials: ")
+    assert html.count("SPA p-value") >= 2 and "deflated Sharpe" in html
+    saved = json.loads((out / "sweep.json").read_text())
+    assert {"spa_pvalue", "deflated_sharpe", "trials"} <= set(saved)
     # the vectorised figures equal the broker's on the validation folds and on the held-out test
     conf = summary["confirmation"][0]
     assert conf["search_folds"] == pytest.approx(conf["broker_folds"], abs=1e-9)
@@ -76,7 +84,7 @@ def test_study_runs_resumes_and_its_best_config_backtests_to_the_same_figures(tm
     assert res.summary["trades"] == summary["test_best"]["trades"]
     # resumable: a second run adds trials to the same study
     again = optimize(_cfg(), settings(tmp_path, trials=30))
-    assert again["trials_total"] == 90 and again["trials_new"] == 30
+    assert again["trials_total"] == 90 and again["trials_new"] == 30 and again["trials"] == 90
     uids = [t.user_attrs["sweep_uid"] for t in optuna.load_study(study_name=s.study_name(),
                                                                  storage=s.storage_url()).trials]
     assert len(set(uids)) == 90
@@ -106,6 +114,7 @@ def test_cli_runs_a_sweep(tmp_path, capsys):
     assert rc == 0
     out = capsys.readouterr().out
     assert "best trial" in out and "held-out test" in out
+    assert re.search(r"significance: Best of 20 trials: (not )?distinguishable from luck at 5%|mixed evidence", out)
     summary = json.loads((tmp_path / "cli" / "sweep.json").read_text())
     assert summary["trials_total"] == 20
 

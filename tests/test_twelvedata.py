@@ -288,3 +288,30 @@ def test_retry_after_still_gives_up_after_max_retries(server):
     with pytest.raises(TwelveDataRateLimitError, match="after 2 retries"):
         client.time_series_page("NDX", "5min", pd.Timestamp("2024-03-04"), pd.Timestamp("2024-03-04 23:00"))
     assert slept == [1.0, 1.0] and len(server.requests) == 3
+
+
+def test_429_without_retry_after_waits_the_credit_window_and_reports_it(server):
+    waits = []
+    sec = {"api_key": KEY, "base_url": server.url, "credits_per_minute": 5, "credit_window": 0.4,
+           "backoff_base": 0.001, "max_retries": 2}
+    client = client_from_config({"twelvedata": sec}, on_wait=lambda s, why: waits.append((s, why)))
+    assert client.limiter.period == 0.4
+    server.faults.append("429")
+    got = client.time_series("NDX", "5min", "2024-03-04", "2024-03-05")
+    assert len(got) == 78
+    window = [(s, why) for s, why in waits if "credit window" in why]
+    assert len(window) == 1 and "HTTP 429 without Retry-After" in window[0][1]
+    assert 0.2 < window[0][0] <= 0.4  # the rest of the configured window, not a minute
+    assert any(why.startswith("retry 1/2 after: ") and "429" in why for _, why in waits)
+
+
+def test_credit_window_is_validated(tmp_path):
+    from mltrade.config import ConfigError, load_config
+
+    bad = tmp_path / "c.toml"
+    bad.write_text('[twelvedata]\ncredit_window = "a minute"\n')
+    with pytest.raises(ConfigError, match="credit_window' expects float"):
+        load_config(bad)
+    bad.write_text("[twelvedata]\ncredit_window = 0\n")
+    with pytest.raises(ValueError, match="credit_window: expected a positive number of seconds, got 0"):
+        client_from_config(load_config(bad), api_key=KEY)

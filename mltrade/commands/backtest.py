@@ -53,8 +53,13 @@ def _backtest(args) -> int:
         from mltrade.llm import build_overlay
         extra["overlay"] = build_overlay(cfg)
         extra["context_candles"] = int(cfg["llm"]["candles"])
-    default_start = load_config()["backtest"]["start"]
-    start_at_holdout = args.start is None and cfg["backtest"].get("start") == default_start
+    defaults = load_config()["backtest"]
+    start_at_holdout = args.start is None and cfg["backtest"].get("start") == defaults["start"]
+    if str(cfg["backtest"]["data"]) != "sample":
+        # the packaged 2014-2018 range is the sample's: other data default to their own range
+        for key in ("start", "end"):
+            if getattr(args, key) is None and cfg["backtest"].get(key) == defaults[key]:
+                cfg["backtest"][key] = ""
     res = run_backtest(cfg, run_name=args.name, progress=not args.quiet, extra_params=extra,
                        start_at_holdout=start_at_holdout, allow_in_sample=args.allow_in_sample,
                        train_missing=True)
@@ -62,8 +67,9 @@ def _backtest(args) -> int:
     tag = {True: " (out of sample)", False: " (IN-SAMPLE)"}.get(s.get("out_of_sample"), "")
     print(f"strategy {s['strategy']}{tag}: {s['trades']} trades, total return {s['total_return']:+.2%}, "
           f"max drawdown {s['max_drawdown']:.2%}, knock-outs {s['knockouts']}, stops {s['stops']}")
+    from mltrade.report import baseline_label
     for name, b in res.baselines.items():
-        print(f"  baseline {name}: total return {b['total_return']:+.2%}")
+        print(f"  baseline {baseline_label(name)}: total return {b['total_return']:+.2%}")
     if s.get("significance", {}).get("words"):
         print(f"  {s['significance']['words']}")
     if s.get("synthetic_intraday"):

@@ -23,7 +23,7 @@ def register(sub) -> None:
 
 
 def _sample(args) -> int:
-    from mltrade.feeds.loader import write_csv
+    from mltrade.feeds.loader import meta_path, write_csv
     from mltrade.feeds.sample import load_daily, sample_intraday
 
     if args.daily:
@@ -32,5 +32,6 @@ def _sample(args) -> int:
     else:
         df = sample_intraday(args.start, args.end, seed=args.seed)
     write_csv(df, args.out)
-    print(f"wrote {len(df)} bars to {args.out}" + ("" if args.daily else " (synthetic intraday)"))
+    print(f"wrote {len(df)} bars to {args.out}" + ("" if args.daily else
+          f" (synthetic intraday; marked so in {meta_path(args.out).name}, which reports read)"))
     return 0

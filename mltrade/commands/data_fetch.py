@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import pandas as pd
 
@@ -43,7 +44,8 @@ def run_fetch(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from mltrade.feeds.cache import BarCache
-    from mltrade.feeds.twelvedata import TwelveDataError, _guess_tz, client_from_config, interval_minutes
+    from mltrade.feeds.twelvedata import (TwelveDataError, TwelveDataRateLimitError, TwelveDataServerError,
+                                          _guess_tz, client_from_config, interval_minutes)
 
     interval_minutes(args.interval)
     sec = _section(args.config)
@@ -57,17 +59,31 @@ def run_fetch(args: argparse.Namespace) -> int:
         end = pd.Timestamp(args.end) if args.end else None
     except ValueError as exc:
         raise ValueError(f"--start/--end: expected YYYY-MM-DD[ HH:MM], {exc}") from None
+    bar = tqdm(total=100.0, unit="%", disable=args.no_progress, file=sys.stderr,
+               bar_format="{bar}| {n:.0f}% [{elapsed}<{remaining}] {desc}{postfix}")
+    waiting = {"reason": ""}
+
+    def on_wait(seconds: float, reason: str) -> None:
+        waiting["reason"] = reason
+
+    def sleep(seconds: float) -> None:
+        """Sleep, counting the wait down in the progress bar (rate limits can take a minute)."""
+        until = time.monotonic() + seconds
+        while (left := until - time.monotonic()) > 0:
+            bar.set_postfix_str(f"waiting {left:.0f} s: {waiting['reason']}", refresh=True)
+            time.sleep(min(1.0, left))
+        bar.set_postfix_str("", refresh=True)
+
     try:
-        client = client_from_config(sec)
+        client = client_from_config(sec, sleep=sleep, on_wait=on_wait)
     except TwelveDataError as exc:
+        _close_quietly(bar)
         print(f"mltrade fetch: error: {exc}", file=sys.stderr)
         return 2
     cache = BarCache(data_dir)
     tz = _guess_tz(args.symbol)
     end_eff = end if end is not None else client._now().tz_convert(tz).tz_localize(None)
     total = max((end_eff - start).total_seconds(), 1.0)
-    bar = tqdm(total=100.0, unit="%", disable=args.no_progress, file=sys.stderr,
-               bar_format="{bar}| {n:.0f}% [{elapsed}<{remaining}] {desc}")
     done = {"bars": 0}
 
     def on_window(w_start, w_end, n) -> None:
@@ -79,14 +95,24 @@ def run_fetch(args: argparse.Namespace) -> int:
     try:
         res = cache.update(client, args.symbol, args.interval, start, end, tz=tz, on_window=on_window)
     except TwelveDataError as exc:
-        bar.close()
-        s = client.stats
-        print(f"mltrade fetch: error: {exc}\nsaved so far: {done['bars']} bars fetched, "
-              f"{s.requests} requests, "
-              f"{s.credits} credits used; re-run the same command to resume", file=sys.stderr)
+        _close_quietly(bar)
+        # resuming helps only after a passing failure (rate limit, server down); a wrong key, symbol or
+        # interval fails the same way again
+        advice = ""
+        if isinstance(exc, (TwelveDataRateLimitError, TwelveDataServerError)):
+            advice = (f" ({done['bars']} bars saved, {client.stats.credits} credits used; "
+                      f"re-run the same command to resume)")
+        print(f"mltrade fetch: error: {exc}{advice}", file=sys.stderr)
         return 1
     bar.n = 100.0
+    bar.set_postfix_str("")
     bar.close()
     print(f"{args.symbol} {args.interval}: {res.new_bars} bars fetched, {res.requests} requests made, "
           f"{res.credits} credits used; cache {res.path} holds {res.total_bars} bars")
     return 0
+
+
+def _close_quietly(bar) -> None:
+    """Close a progress bar and erase it, so an error is the only line left."""
+    bar.leave = False
+    bar.close()

@@ -36,6 +36,8 @@ def register(sub: Any) -> None:
     p.add_argument("--demo", action="store_true",
                    help="trade against the local fake venue on 127.0.0.1 (ig/traderepublic demo, offline)")
     p.add_argument("--speed", type=float, default=None, help="replay speed, times real time (0 = no waiting)")
+    p.add_argument("--llm", action="store_true",
+                   help="pass every decision through the LLM overlay ([llm] config; also [llm] enabled = true)")
     p.add_argument("--reset", action="store_true",
                    help="paper: start the paper account afresh (cash from [backtest] cash, no positions)")
     p.add_argument("--kill", metavar="REASON", help="engage the kill switch (no new positions) and exit")
@@ -150,7 +152,7 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
         return _err("--reset starts the paper account afresh; a venue's account is the venue's")
     try:
         res = run_live(cfg, strategy, venue, args.feed, max_sessions=args.max_sessions, live=live,
-                       speed=args.speed, reset=args.reset, **kw)
+                       speed=args.speed, reset=args.reset, llm=True if args.llm else None, **kw)
     except RuntimeError as e:      # missing API key / credentials / browser / 2FA: say what to fix
         return _err(str(e).splitlines()[0])
     finally:
@@ -164,6 +166,8 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
     for t in res.trades:
         print(f"  {t['entry_time']} {t['direction']:5s} barrier {t['barrier']:.2f} x{t['size']:.0f} "
               f"{t['entry_price']:.2f} -> {t['exit_price']:.2f} ({t['exit_reason']}) P&L {t['pnl']:+.2f}")
+    if res.llm_line:
+        print(f"  {res.llm_line}")
     seen: dict = {}
     for day, reason in res.refusals:            # one line per day and reason (a strategy may retry)
         seen[(day, reason)] = seen.get((day, reason), 0) + 1

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 
 
 def register(sub) -> None:
@@ -59,7 +60,11 @@ def run(args) -> int:
     s = optimize(cfg, settings)
     print(f"study {s['study']!r} ({s['storage']}): {s['trials_new']} new trials in {s['search_seconds']:.1f} s, "
           f"{s['trials_total']} in total ({s['trials_pruned']} pruned)")
+    for w in s.get("failed_workers", []):
+        print(f"warning: worker {w['worker']} died (exit code {w['exitcode']}); its batch in flight is lost, "
+              f"the other workers' trials and this report stand", file=sys.stderr)
     print(f"best trial {s['best_trial']}: {s['best_params']} (mean validation log growth {s['best_value']:.5f})")
+    print(f"significance: {s['significance']['words']}")
     for c in s["confirmation"]:
         print(f"  broker confirmation of trial {c['trial']}: validation objective {c['search_value']} "
               f"({c['search_engine']}) "

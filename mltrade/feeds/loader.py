@@ -26,11 +26,88 @@ def _fail(path: Path, line: Optional[int], problem: str) -> None:
     raise DataFileError(f"{where}: {problem}")
 
 
+_OFFSET = r"(?:Z|[+-]\d\d:?\d\d)$"
+
+
+def _parse_times(text: pd.Series, path: Path, lines: np.ndarray, tcol: str,
+                 tz: Optional[str]) -> pd.DatetimeIndex:
+    """Timestamps of ``text`` as a tz-aware index (see :func:`load_csv`)."""
+    parsed, mixed, fmt = None, False, "ISO8601"
+    for fmt in ("ISO8601", "mixed"):  # ISO 8601 quickly; any layout pandas reads, element by element
+        try:
+            parsed = pd.to_datetime(text, utc=False, format=fmt)
+            mixed = parsed.dtype == object  # pandas 2: mixed UTC offsets come back as objects
+        except (ValueError, TypeError):
+            # pandas 3 raises on mixed UTC offsets (any local-time file spanning a DST change)
+            try:
+                parsed, mixed = pd.to_datetime(text, utc=True, format=fmt), True
+            except (ValueError, TypeError):
+                continue
+        break
+    if parsed is None:
+        bad = 0
+        for i, v in enumerate(text):
+            try:
+                pd.Timestamp(v)
+            except (ValueError, TypeError):
+                bad = i
+                break
+        _fail(path, int(lines[bad]), f"cannot parse timestamp {text.iloc[bad]!r} in column '{tcol}'")
+    if mixed:
+        if parsed.dtype == object:
+            parsed = pd.to_datetime(text, utc=True, format=fmt)
+        has_offset = text.str.contains(_OFFSET, regex=True).to_numpy()
+        if not has_offset.all():
+            i = int(np.flatnonzero(~has_offset)[0])
+            _fail(path, int(lines[i]), f"timestamp {text.iloc[i]!r} has no UTC offset while others have "
+                                       f"one; give every timestamp an offset (e.g. -05:00)")
+        index = pd.DatetimeIndex(parsed)
+        if tz is not None:
+            return index.tz_convert(tz)
+        local = pd.DatetimeIndex(pd.to_datetime(text.str.replace(_OFFSET, "", regex=True), format=fmt))
+        return index.tz_convert(_zone_of(index, local - index.tz_localize(None)))
+    if getattr(parsed.dtype, "tz", None) is None:
+        if tz is None:
+            _fail(path, 2, f"timestamp {text.iloc[0]!r} has no timezone; add a UTC offset or pass tz=")
+        parsed = parsed.dt.tz_localize(tz)
+    index = pd.DatetimeIndex(parsed)
+    return index.tz_convert(tz) if tz is not None else index
+
+
+def _zone_of(index_utc: pd.DatetimeIndex, offsets: pd.TimedeltaIndex) -> str:
+    """The timezone whose UTC offset at every instant of ``index_utc`` equals ``offsets`` (the
+    exchanges' zones first, then every IANA zone); ``"UTC"`` when none does."""
+    import zoneinfo
+
+    from mltrade.calendars import CALENDAR_TZ
+
+    off = offsets.to_numpy()
+    # the rows where the offset changes (and the row before each) decide; the full check confirms
+    change = np.flatnonzero(off[1:] != off[:-1])
+    probe = np.unique(np.r_[0, change, change + 1, len(off) - 1])
+    naive = index_utc.tz_localize(None)
+    zones = list(dict.fromkeys(list(CALENDAR_TZ.values()) + sorted(zoneinfo.available_timezones())))
+
+    def fits(zone: str, rows) -> bool:
+        sub = index_utc[rows]
+        return bool(((sub.tz_convert(zone).tz_localize(None) - naive[rows]).to_numpy() == off[rows]).all())
+
+    for zone in zones:
+        try:
+            if fits(zone, probe) and fits(zone, slice(None)):
+                return zone
+        except (KeyError, ValueError):  # a zone this tz database cannot load
+            continue
+    return "UTC"
+
+
 def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
     """Read bars from CSV: a time column plus open/high/low/close[/volume], case-insensitive.
 
     Timestamps must carry a UTC offset (``2019-01-02 09:30:00-05:00``) unless
-    ``tz`` names the timezone they are in. Rejects unsorted or duplicate
+    ``tz`` names the timezone they are in. Offsets may change within the file
+    (local time across DST changes): the index is then in the timezone whose
+    offsets match every row (e.g. ``America/New_York``), else in UTC. Rejects unsorted or duplicate
     timestamps, missing values, ``high < low``, non-positive prices.
     """
     path = Path(path)
@@ -53,30 +130,7 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
     empty = text == ""
     if empty.any():
         _fail(path, int(lines[empty.to_numpy()][0]), f"empty value in column '{tcol}'")
-    try:
-        parsed = pd.to_datetime(text, utc=False, format="mixed")
-    except (ValueError, TypeError):
-        bad = None
-        for i, v in enumerate(text):
-            try:
-                pd.Timestamp(v)
-            except (ValueError, TypeError):
-                bad = i
-                break
-        _fail(path, int(lines[bad or 0]), f"cannot parse timestamp {text.iloc[bad or 0]!r} in column '{tcol}'")
-    if getattr(parsed.dtype, "tz", None) is None:
-        if parsed.dtype == object:  # mixed offsets -> convert each to UTC
-            try:
-                parsed = pd.to_datetime(text, utc=True, format="mixed")
-            except (ValueError, TypeError) as exc:
-                _fail(path, None, f"inconsistent timestamps in column '{tcol}' ({exc})")
-        elif tz is None:
-            _fail(path, 2, f"timestamp {text.iloc[0]!r} has no timezone; add a UTC offset or pass tz=")
-        else:
-            parsed = parsed.dt.tz_localize(tz)
-    index = pd.DatetimeIndex(parsed)
-    if tz is not None:
-        index = index.tz_convert(tz)
+    index = _parse_times(text, path, lines, tcol, tz).as_unit("ns")  # pandas 3 parses to microseconds
     # numbers
     out = {}
     for name in REQUIRED + (("volume",) if "volume" in cols else ()):
@@ -117,12 +171,56 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
             i = int(np.flatnonzero(d < 0)[0]) + 1
             _fail(path, int(lines[i]), f"timestamps not sorted ascending: {df.index[i]} after {df.index[i - 1]}")
     df.attrs.update(source=str(path), synthetic_intraday=False)
+    df.attrs.update(_read_meta(path))
     return df
 
 
+def meta_path(path: Union[str, Path]) -> Path:
+    """The sidecar ``<file>.meta.json`` that marks a bars file's origin (e.g. synthetic intraday bars)."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def _read_meta(path: Path) -> dict:
+    """``synthetic_intraday`` and ``source`` from the sidecar, if there is one."""
+    import json
+
+    meta = meta_path(path)
+    if not meta.is_file():
+        return {}
+    try:
+        data = json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFileError(f"{meta}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("synthetic_intraday", False), bool):
+        raise DataFileError(f"{meta}: expected {{\"synthetic_intraday\": true|false, \"source\": \"...\"}}")
+    out = {"synthetic_intraday": bool(data.get("synthetic_intraday", False))}
+    if data.get("source"):
+        out["source"] = f"{path} ({data['source']})"
+    return out
+
+
+def _iso_stamps(index: pd.DatetimeIndex) -> np.ndarray:
+    """``YYYY-MM-DDTHH:MM:SS[+HHMM]`` of every stamp (the offset in force at it), vectorised."""
+    local = index.tz_localize(None) if index.tz is not None else index
+    text = np.datetime_as_string(local.to_numpy(dtype="datetime64[s]"), unit="s")
+    if index.tz is None:
+        return text
+    minutes = ((local - index.tz_convert("UTC").tz_localize(None)) // pd.Timedelta(minutes=1)).to_numpy()
+    names = {m: f"{'+' if m >= 0 else '-'}{abs(m) // 60:02d}{abs(m) % 60:02d}" for m in np.unique(minutes)}
+    return np.char.add(text, np.array([names[m] for m in minutes]) if len(minutes) else text)
+
+
 def write_csv(df: pd.DataFrame, path: Union[str, Path]) -> None:
-    """Write bars as CSV (ISO timestamps with offset), atomically."""
+    """Write bars as CSV (ISO timestamps with offset, exact prices), atomically; synthetic bars
+    (``df.attrs["synthetic_intraday"]``) get the sidecar ``<file>.meta.json`` that marks them."""
     out = df[[c for c in ("open", "high", "low", "close", "volume") if c in df]].copy()
-    out.index = out.index.strftime("%Y-%m-%dT%H:%M:%S%z")
-    out.index.name = "datetime"
-    atomic_write_text(path, out.to_csv(float_format="%.6f"))
+    out.index = pd.Index(_iso_stamps(pd.DatetimeIndex(out.index)), name="datetime")
+    # shortest text that reads back to the same float: a CSV round trip changes no price
+    atomic_write_text(path, out.to_csv())
+    meta = meta_path(path)
+    if df.attrs.get("synthetic_intraday"):     # the mark travels with the file: reports still say so
+        from mltrade.io import atomic_write_json
+        atomic_write_json(meta, {"synthetic_intraday": True, "source": str(df.attrs.get("source", ""))})
+    elif meta.is_file():
+        meta.unlink()                            # a stale mark of an earlier file at this path

@@ -82,8 +82,8 @@ class RateLimiter:
                  sleep: Callable[[float], None] = time.sleep) -> None:
         if credits < 1:
             raise ValueError(f"credits_per_minute: expected a positive integer, got {credits!r}")
-        if period <= 0:
-            raise ValueError(f"period: expected a positive number of seconds, got {period!r}")
+        if not period > 0:
+            raise ValueError(f"credit_window: expected a positive number of seconds, got {period!r}")
         self.credits, self.period = int(credits), float(period)
         self._clock, self._sleep = clock, sleep
         self._spent: Deque[Tuple[float, int]] = collections.deque()
@@ -120,7 +120,8 @@ class RateLimiter:
                 waited += delay
 
     def penalise(self) -> None:
-        """After a 429: treat the whole budget as spent now (the server knows better)."""
+        """After a 429 without ``Retry-After``: treat the whole budget as spent now (the server knows
+        better), so the next request waits out the credit window (``period``)."""
         with self._lock:
             now = self._clock()
             used = self._used(now)
@@ -149,6 +150,7 @@ class TwelveDataClient:
                  credits_per_minute: int = 8, timeout: float = 30.0, max_retries: int = 5,
                  backoff_base: float = 1.0, backoff_max: float = 60.0, jitter: float = 0.5,
                  rate_period: float = 60.0, outputsize: int = MAX_OUTPUTSIZE,
+                 on_wait: Optional[Callable[[float, str], None]] = None,
                  api_key_env: str = "TWELVEDATA_API_KEY",
                  session: Optional[requests.Session] = None,
                  clock: Callable[[], float] = time.monotonic,
@@ -169,13 +171,29 @@ class TwelveDataClient:
         self.timeout, self.max_retries = float(timeout), int(max_retries)
         self.backoff_base, self.backoff_max, self.jitter = float(backoff_base), float(backoff_max), jitter
         self.outputsize = int(outputsize)
-        self.limiter = RateLimiter(credits_per_minute, rate_period, clock=clock, sleep=sleep)
         self._sleep, self._now = sleep, now
+        #: called with (seconds, reason) before every wait (credit budget, 429, retry back-off)
+        self.on_wait = on_wait
+        self._penalised = False
+        self.limiter = RateLimiter(credits_per_minute, rate_period, clock=clock, sleep=self._limiter_sleep)
         self._rng = random.Random(seed)
         self._http = session or requests.Session()
         self.stats = FetchStats()
 
     # -- helpers -------------------------------------------------------------
+    def _wait(self, seconds: float, reason: str) -> None:
+        if self.on_wait is not None:
+            self.on_wait(seconds, reason)
+        self._sleep(seconds)
+
+    def _limiter_sleep(self, seconds: float) -> None:
+        if self._penalised:
+            reason = (f"rate limited (HTTP 429 without Retry-After): waiting out the "
+                      f"{self.limiter.period:g} s credit window")
+        else:
+            reason = f"credit budget: {self.limiter.credits} per {self.limiter.period:g} s"
+        self._wait(seconds, reason)
+
     def _scrub(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
@@ -207,7 +225,7 @@ class TwelveDataClient:
     def _fail(self, exc_type: type, message: str) -> TwelveDataError:
         msg = self._scrub(message)
         self.stats.errors.append(msg)
-        log.warning(msg)
+        log.debug(msg)  # the caller reports the exception; a warning here would print it twice
         return exc_type(msg)
 
     # -- one request -----------------------------------------------------------
@@ -222,9 +240,10 @@ class TwelveDataClient:
                 self.stats.retries += 1
                 delay = self._backoff(attempt - 1) if wait is None else wait
                 self.stats.retry_waits.append(delay)
-                self._sleep(delay)
+                self._wait(delay, f"retry {attempt}/{self.max_retries} after: {self._scrub(last)}")
             wait = None
             self.stats.rate_wait_s += self.limiter.acquire(cost)
+            self._penalised = False
             self.stats.requests += 1
             self.stats.credits += cost
             try:
@@ -232,11 +251,11 @@ class TwelveDataClient:
                                       headers={"Authorization": f"apikey {self._key}"})
             except requests.Timeout:
                 last = f"{what}: no answer within {self.timeout:g} s (time-out)"
-                log.info("%s; retry %d/%d", last, attempt + 1, self.max_retries)
+                log.debug("%s; retry %d/%d", last, attempt + 1, self.max_retries)
                 continue
             except requests.RequestException as exc:
                 last = f"{what}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})"
-                log.info("%s; retry %d/%d", last, attempt + 1, self.max_retries)
+                log.debug("%s; retry %d/%d", last, attempt + 1, self.max_retries)
                 continue
             try:
                 body = resp.json()
@@ -254,8 +273,9 @@ class TwelveDataClient:
             if code == 429:
                 if wait is None:
                     self.limiter.penalise()
+                    self._penalised = True
                 last = f"{what}: rate limited (HTTP 429): {message}"
-                log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+                log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
                 if attempt == self.max_retries:
                     raise self._fail(TwelveDataRateLimitError,
                                      f"{last} — still limited after {self.max_retries} retries; "
@@ -263,7 +283,7 @@ class TwelveDataClient:
                 continue
             if code >= 500:
                 last = f"{what}: server error HTTP {code}: {message or resp.text[:200]}"
-                log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+                log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
                 continue
             if code in (401, 403):
                 raise self._fail(TwelveDataAuthError, f"{what}: HTTP {code} (authentication): {message}")
@@ -274,7 +294,7 @@ class TwelveDataClient:
             if not isinstance(body, dict):
                 last = (f"{what}: malformed answer (expected a JSON object), starts with "
                         f"{resp.text[:80]!r}")
-                log.info("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+                log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
                 continue
             return body
         raise self._fail(TwelveDataServerError, f"{last} — gave up after {self.max_retries} retries")
@@ -468,6 +488,7 @@ def client_from_config(cfg: Optional[dict] = None, **overrides) -> TwelveDataCli
               timeout=float(sec.get("timeout", 30.0)), max_retries=int(sec.get("max_retries", 5)),
               backoff_base=float(sec.get("backoff_base", 1.0)),
               backoff_max=float(sec.get("backoff_max", 60.0)),
+              rate_period=float(sec.get("credit_window", 60.0)),
               outputsize=int(sec.get("outputsize", MAX_OUTPUTSIZE)))
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return TwelveDataClient(**kw)

@@ -190,6 +190,16 @@ class Account:
                 raise
 
 
+def _count(n: int, noun: str) -> str:
+    """``1 closed trade``, ``2 closed trades``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _times(n: int) -> str:
+    """``once``, ``twice``, ``3 times``."""
+    return {1: "once", 2: "twice"}.get(n, f"{n} times")
+
+
 def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[str]:
     """What ``mltrade live status`` prints: cash, open positions, P&L (today, last session), kill switch."""
     from mltrade.live.journal import OrderJournal
@@ -221,7 +231,7 @@ def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[st
         stamp = datetime.fromtimestamp(state.updated, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         kind = "paper account" if venue == "paper" else "last seen at the venue"
         out.append(f"  cash {state.cash:,.2f} ({kind}, {stamp}); started with {state.start_cash:,.2f}"
-                   + (f"; reset {state.resets} times" if state.resets else ""))
+                   + (f"; reset {_times(state.resets)}" if state.resets else ""))
     positions = state.positions if (state is not None and venue == "paper") else []
     if venue == "paper":
         out.append(f"  open positions: {len(positions) or 'none'}")
@@ -244,10 +254,10 @@ def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[st
         return sum(float(e.info.get("pnl") or 0.0) for e in rows), len(rows)
 
     p, n = pnl(today.isoformat())
-    out.append(f"  today ({today.isoformat()} UTC): realised P&L {p:+,.2f} from {n} closed trades")
+    out.append(f"  today ({today.isoformat()} UTC): realised P&L {p:+,.2f} from {_count(n, 'closed trade')}")
     if last and last != today.isoformat():
         p, n = pnl(last)
-        out.append(f"  last session traded ({last}): realised P&L {p:+,.2f} from {n} closed trades")
+        out.append(f"  last session traded ({last}): realised P&L {p:+,.2f} from {_count(n, 'closed trade')}")
     guard = RiskGuard(RiskLimits.from_config(lv))
     if guard.killed():
         f = Path(guard.limits.kill_switch_file or "")

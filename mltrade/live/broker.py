@@ -6,28 +6,43 @@ stop=..)`` and ``sell(..., product=.., exectype=bt.Order.Close)`` exactly as
 in a backtest. Orders are sent to the venue at once (like backtrader's
 IB/Oanda brokers) and their fills come back through the usual order
 notifications; closes carry ``order.info['roundtrip']`` in the
-``KnockoutBroker`` format. Stops and knock-outs done by the venue are found
-by polling its positions and history.
+``KnockoutBroker`` format.
+
+The venue is the truth. :meth:`SeleniumBroker.reconcile` reads its positions
+page at start, after every confirmation time-out and once per bar, and brings
+the journal and the broker in line: unconfirmed orders are resolved, late fills
+adopted, positions stopped or knocked out at the venue closed (with a journal
+close row, so the daily loss limit counts them), positions the bot doesn't know
+adopted (stop placed, notification sent) or closed (``on_unknown``). Afterwards
+venue positions = journal open positions = broker positions
+(:meth:`SeleniumBroker.invariant`).
+
+A buy goes submitted -> accepted -> filled -> protected: the stop is a separate
+venue action after the fill, retried ``stop_retries`` times; if it still fails the
+position is closed or flagged (``on_stop_failure``) with an urgent notification.
+A failure after the fill never turns the fill into a rejection, and a fill at a
+price <= 0 is a knock-out before execution, not a trade. Every buy carries a
+decision key (strategy, session, decision time); the journal refuses a second
+order for a key, also when a restarted session replays its decisions.
 
 Safety: **dry run unless** ``live=True`` **and** ``confirm`` equals
 :data:`LIVE_CONFIRMATION`. A dry run records the intended actions (and the
-journal), never touches the venue, and fills at the model price from the
-feed. Before every venue action the journal gets an entry; at ``start()`` it
-is reconciled with the venue so a crash between click and confirmation never
-sends a second order. Risk limits and the kill switch are checked first.
+journal), never touches the venue, and fills at the model price from the feed.
+Risk limits and the kill switch are checked before every new position.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import time
 from datetime import date, datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Set
 
 import backtrader as bt
 
 from mltrade.brokers.knockout import CertificateCommInfo, CertPosition, broker_close_order, order_product
 from mltrade.live.credentials import mask
-from mltrade.live.journal import OrderJournal
+from mltrade.live.journal import UNRESOLVED, DuplicateDecision, JournalEntry, OrderJournal, ReconcileReport
 from mltrade.live.notify import Notifier, event_for_close
 from mltrade.live.risk import RiskGuard, RiskViolation
 from mltrade.live.venues.base import ConfirmationTimeout, OrderRejected, VenueError
@@ -37,6 +52,21 @@ log = logging.getLogger("mltrade.live")
 
 #: the value ``[live] confirm`` must have for real orders
 LIVE_CONFIRMATION = "I understand that real money is at risk"
+ON_UNKNOWN = ("adopt", "close")
+ON_STOP_FAILURE = ("close", "flag")
+
+
+def _first_line(e: BaseException) -> str:
+    return mask(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
+def decision_key(owner: Any, data: Any) -> Optional[str]:
+    """``strategy|session|decision time`` of an order placed by ``owner`` on the current bar of ``data``."""
+    if data is None or not len(data):
+        return None
+    dt = data.datetime.datetime(0)
+    name = type(owner).__name__ if owner is not None else "manual"
+    return f"{name}|{dt.date().isoformat()}|{dt.isoformat()}"
 
 
 class SeleniumBroker(bt.BrokerBase):
@@ -51,7 +81,12 @@ class SeleniumBroker(bt.BrokerBase):
         ("confirm", ""),          # must equal LIVE_CONFIRMATION together with live=True
         ("cash", 10_000.0),       # dry run starting cash
         ("commission_fixed", 0.0),
-        ("poll_every", 1),        # poll venue positions every N bars
+        ("poll_every", 1),        # reconcile with the venue every N bars
+        ("on_unknown", "adopt"),  # a venue position the bot doesn't know: "adopt" (stop it) or "close" it
+        ("on_stop_failure", "close"),  # stop still failing after the retries: "close" or "flag" the position
+        ("stop_retries", 2),      # extra attempts to place a stop
+        ("adopt_stop", 0.71),     # stop (fraction of entry) for adopted positions without one; 0 = none
+        ("retry_s", 2.0),         # least seconds between reconciles on one bar while an order is unresolved
     )
 
     def __init__(self) -> None:
@@ -62,6 +97,11 @@ class SeleniumBroker(bt.BrokerBase):
                              f"{LIVE_CONFIRMATION!r} in the config (explicit opt-in)")
         if self.is_live and self.p.store is None:
             raise ValueError("store: a live SeleniumBroker needs a SeleniumStore")
+        if self.p.on_unknown not in ON_UNKNOWN:
+            raise ValueError(f"on_unknown: expected one of {ON_UNKNOWN}, got {self.p.on_unknown!r}")
+        if self.p.on_stop_failure not in ON_STOP_FAILURE:
+            raise ValueError(f"on_stop_failure: expected one of {ON_STOP_FAILURE}, "
+                             f"got {self.p.on_stop_failure!r}")
         self.store = self.p.store
         self.journal: OrderJournal = self.p.journal or OrderJournal(
             ":memory:", getattr(self.store, "venue_name", "dry"))
@@ -76,11 +116,17 @@ class SeleniumBroker(bt.BrokerBase):
         self.actions: List[dict] = []         # what was (or, in a dry run, would have been) done
         self.roundtrips: List[dict] = []
         self.pending: List[bt.Order] = []
-        self.unresolved: List[bt.Order] = []  # submitted, outcome unknown (confirmation timeout)
+        self.unresolved: List[bt.Order] = []  # sent, outcome unknown (confirmation time-out, crash)
+        self.alerts: List[str] = []           # urgent notifications sent
+        self.last_report: Optional[ReconcileReport] = None
+        self._flagged: Set[str] = set()      # unprotected positions already notified about
         self._comminfo = CertificateCommInfo()
         self._data: Any = None
         self._bars = 0
         self._last_len: Optional[int] = None
+        self._last_reconcile = 0.0
+        self._venue_closed = False
+        self._reconciling = False
         self.venue_bids: Dict[str, float] = {}
 
     # ------------------------------------------------------------------ lifecycle
@@ -101,27 +147,160 @@ class SeleniumBroker(bt.BrokerBase):
             if pos.data is None:
                 pos.data = data
 
-    def reconcile(self) -> Any:
-        """Resolve in-flight journal entries with the venue and adopt open positions."""
+    def _alert(self, text: str) -> None:
+        """An urgent notification (and an error in the log)."""
+        text = mask(text)
+        self.alerts.append(text)
+        log.error("URGENT: %s", text)
+        self.notifier.notify("error", error=f"URGENT: {text}")
+
+    # ------------------------------------------------------------------ reconciliation
+    def reconcile(self, keep_pending: Iterable[str] = ()) -> ReconcileReport:
+        """Make journal and broker match the venue's positions page (the truth); returns the journal report.
+
+        ``keep_pending``: refs of buys that just timed out and may still be filled (kept in flight).
+        """
         venue = self.store.venue
-        self.cash, open_, history = self.store.call(venue.snapshot, name="reconcile")
-        rep = self.journal.reconcile(open_, history)
-        by_ref = {p.client_ref: p for p in open_}
-        known = {pos_ref for pos_ref in self.refs.values()}
-        for e in self.journal.open_positions():
-            if e.ref in known or e.ref not in by_ref:
+        self._last_reconcile = time.monotonic()
+        self._venue_closed = False
+        self._reconciling = True
+        try:
+            return self._reconcile(venue, keep_pending)
+        finally:
+            self._reconciling = False
+
+    def _reconcile(self, venue: Any, keep_pending: Iterable[str]) -> ReconcileReport:
+        cash, open_, history = self.store.call(venue.snapshot, name="reconcile")
+        rep = self.journal.reconcile(open_, history, day=self._today(), keep_pending=keep_pending)
+        self.last_report = rep
+        for vp in rep.unknown:
+            self._unknown_position(vp)
+        self._sync()
+        self.venue_bids = {p.deal_id: p.bid for p in open_}
+        by_deal = {p.deal_id: p for p in open_}
+        for pid in list(self.positions):
+            vp = by_deal.get(self.deals.get(pid))
+            if vp is None or vp.stop is not None or pid not in self.positions:
                 continue
-            vp = by_ref[e.ref]
-            product = KnockoutProduct.turbo(vp.direction, vp.barrier, name=vp.product_id,
-                                            **e.info.get("product_kw", {}))
-            pos = CertPosition(product=product, data=self._data, size=vp.size, price=vp.entry,
-                               entry_barrier=vp.barrier, entry_strike=vp.barrier, cost=vp.size * vp.entry)
-            self.positions[product.id] = pos
-            self.refs[product.id] = e.ref
-            self.deals[product.id] = vp.deal_id
-            log.warning("adopted open position %s (%d certificates, ref %s) from the venue",
-                        vp.deal_id, vp.size, e.ref)
+            e = self.journal.get(self.refs[pid])
+            frac = e.info.get("stop") if e is not None else None
+            if not frac and e is not None and e.info.get("adopted"):
+                frac = self.p.adopt_stop
+            if frac:
+                self._protect(pid, float(frac))
+        self.cash = self.store.call(venue.cash, name="cash") if self._venue_closed else cash
+        self._check_invariant(None if self._venue_closed else open_)
         return rep
+
+    def _reconcile_safe(self, keep_pending: Iterable[str] = ()) -> Optional[ReconcileReport]:
+        if self._reconciling:      # a venue action inside a reconciliation: the next one resolves it
+            return None
+        try:
+            return self.reconcile(keep_pending)
+        except Exception as e:     # the venue is unreachable: the next bar tries again
+            log.error("reconciling with the venue failed: %s; will retry on the next bar", _first_line(e))
+            return None
+
+    def _check_invariant(self, venue_positions: Optional[list]) -> bool:
+        journal = {e.deal_id for e in self.journal.open_positions()}
+        broker = {self.deals.get(pid) for pid in self.positions}
+        venue = {p.deal_id for p in venue_positions} if venue_positions is not None else journal
+        ok = journal == broker == venue
+        if not ok:
+            log.error("reconciliation invariant broken: venue %s, journal %s, broker %s",
+                      sorted(p.deal_id for p in venue_positions) if venue_positions is not None else "?",
+                      sorted(journal), sorted(broker))
+        return ok
+
+    def invariant(self) -> Dict[str, Set[str]]:
+        """Deal ids open at the venue (read now), in the journal and in the broker; all equal when in sync."""
+        open_ = self.store.call(self.store.venue.positions, name="invariant")
+        return {"venue": {p.deal_id for p in open_},
+                "journal": {e.deal_id for e in self.journal.open_positions()},
+                "broker": {self.deals.get(pid) for pid in self.positions}}
+
+    def _unknown_position(self, vp: Any) -> None:
+        """A venue position the bot doesn't know: journal it as adopted, then close it if configured."""
+        ref = self.journal.begin("buy", direction=vp.direction, barrier=vp.barrier, size=vp.size,
+                                 price=vp.entry, deal_id=vp.deal_id, status="filled", day=self._today(),
+                                 adopted=True, client_ref=vp.client_ref, product_id=vp.product_id, stop=None)
+        if self.p.on_unknown == "close":
+            pos = self._adopt(self.journal.get(ref), quiet=True)
+            order = broker_close_order(self, pos, "unknown_position")
+            order.addinfo(ref=self.journal.begin("close", parent=ref, size=vp.size, deal_id=vp.deal_id,
+                                                 day=self._today(), reason="unknown_position"), buy_ref=ref)
+            self._alert(f"unknown venue position {vp.deal_id} ({vp.size} x {vp.product_id}): closing it")
+            self._close_live(order, pos, "unknown_position")
+        else:
+            self._alert(f"unknown venue position {vp.deal_id} ({vp.size} x {vp.product_id}, "
+                        f"ref {vp.client_ref or '-'}) adopted; placing its stop")
+
+    def _sync(self) -> None:
+        """Broker positions and in-flight orders from the (reconciled) journal."""
+        for o in list(self.unresolved):
+            e = self.journal.get(o.info.get("ref"))
+            if e is not None and e.status in UNRESOLVED:
+                continue
+            self.unresolved.remove(o)
+            if o.isbuy():
+                if e is not None and e.status in ("filled", "closed"):
+                    product = o.info["product"]
+                    if e.barrier is not None and abs(e.barrier - product.barrier) > 1e-9:
+                        product = product.copy(strike=e.barrier, barrier=e.barrier, id=product.id, name="")
+                        o.info["product"] = product
+                    self.deals[product.id] = e.deal_id
+                    self._book_open(o, product, o.data, e.size, e.price, e.info.get("index"), e.ref)
+                else:
+                    self._reject(o, f"not executed by the venue ({e.status if e else 'unknown'}, reconciled)")
+            else:
+                pos = self._position_of(o.info.get("buy_ref"))
+                if e is not None and e.status == "filled" and pos is not None:
+                    self._book_close(pos, o, float(e.price or 0.0), e.info.get("reason", "signal"), e.ref,
+                                     journal_done=True)
+                elif pos is None:
+                    self._reject(o, "position already closed (reconciled)")
+                else:
+                    self._reject(o, "close not executed by the venue; the position is still open")
+        jopen = {e.ref: e for e in self.journal.open_positions()}
+        for pid, ref in list(self.refs.items()):
+            if ref in jopen or pid not in self.positions:
+                continue
+            e = self.journal.get(ref)
+            info = e.info if e is not None else {}
+            self._synthetic_close(self.positions[pid], float(info.get("exit") or 0.0),
+                                  info.get("reason", "venue_close"), journal_done=True)
+        held = set(self.refs.values())
+        for ref, e in jopen.items():
+            if ref not in held:
+                self._adopt(e)
+
+    def _position_of(self, buy_ref: Optional[str]) -> Optional[CertPosition]:
+        for pid, ref in self.refs.items():
+            if ref == buy_ref:
+                return self.positions.get(pid)
+        return None
+
+    def _adopt(self, e: JournalEntry, quiet: bool = False) -> CertPosition:
+        """A broker position for the open journal entry ``e`` (restart, late fill, unknown position)."""
+        data = self._data
+        product = KnockoutProduct.turbo(int(e.direction or 1), float(e.barrier or 0.0),
+                                        ratio=float(e.info.get("ratio") or 0.01),
+                                        name=str(e.info.get("product_id") or ""))
+        pos = CertPosition(product=product, data=data, size=float(e.size or 0), price=float(e.price or 0.0),
+                           stop_price=e.info.get("stop_price"),
+                           entry_dt=data.datetime[0] if data is not None and len(data) else 0.0,
+                           entry_barrier=product.barrier, entry_strike=product.strike,
+                           entry_bar=len(data) if data is not None else 0,
+                           cost=float(e.size or 0) * float(e.price or 0.0))
+        self.positions[product.id] = pos
+        self.refs[product.id] = e.ref
+        self.deals[product.id] = e.deal_id
+        log.warning("adopted open position %s (%d certificates at %.2f, ref %s) from the venue",
+                    e.deal_id, pos.size, pos.price, e.ref)
+        if not quiet and not e.info.get("adopted"):
+            what = "filled late (after its confirmation timed out)" if e.info.get("late") else "found open"
+            self._alert(f"venue position {e.deal_id} of order {e.ref} {what}; adopted")
+        return pos
 
     # ------------------------------------------------------------------ accounting
     def getcash(self) -> float:
@@ -195,9 +374,15 @@ class SeleniumBroker(bt.BrokerBase):
             return data.datetime.date(0)
         return datetime.now(timezone.utc).date()
 
+    def _today(self) -> Optional[date]:
+        """The current bar's session day (None before the first bar: close rows then take the buy's day)."""
+        d = self._data
+        return d.datetime.date(0) if d is not None and len(d) else None
+
     def _order(self, cls, owner, data, size, price, exectype, kwargs) -> bt.Order:
         if self._data is None:
             self.setdata(data)
+        key = kwargs.pop("decision", None)
         product = order_product(self, cls, data, kwargs)
         stake, stop = kwargs.pop("stake", None), kwargs.pop("stop", None)
         reason = kwargs.pop("reason", "signal")
@@ -205,40 +390,37 @@ class SeleniumBroker(bt.BrokerBase):
                                 stake=stake, stop=stop, reason=reason)
         try:
             if order.isbuy():
-                self._open(order, product, data, size, stake, stop)
+                self._open(order, product, data, size, stake, stop, key or decision_key(owner, data))
             else:
                 self._close_order(order, product, data, reason)
-        except RiskViolation as e:
-            self._reject(order, f"risk: {e.reason}")
-        except OrderRejected as e:
-            ref = order.info.get("ref")
-            if ref and self.journal.get(ref).status in ("pending", "submitted"):
-                self.journal.update(ref, "rejected", error=mask(e.reason))
-            self._reject(order, e.reason)
-            self.notifier.notify("error", error=f"order rejected: {e.reason}")
-        except ConfirmationTimeout as e:
-            # clicked, but no answer: leave it in flight; the next bar reconciles with the venue
-            self.unresolved.append(order)
-            log.error("no confirmation for %s: %s; will reconcile", order.info.get("ref"), mask(str(e)))
-            self.notifier.notify("error", error="order sent but not confirmed; reconciling")
-        except VenueError as e:
-            ref = order.info.get("ref")
-            if ref:
-                self.journal.update(ref, "failed", error=mask(str(e).splitlines()[0]))
-            self._reject(order, f"venue: {str(e).splitlines()[0]}")
-            self.notifier.notify("error", error=str(e).splitlines()[0])
-        except Exception as e:     # browser crash or the like in the middle of a venue action
-            if not (self.is_live and order.isbuy() and order.info.get("ref")):
+        except Exception as e:
+            if order.status == bt.Order.Completed or order in self.unresolved:
+                # filled (or in flight) already: a later failure never turns that into a rejection
+                log.error("after %s %s: %s", "buy" if order.isbuy() else "close", order.info.get("ref"),
+                          _first_line(e))
+                return order
+            if isinstance(e, DuplicateDecision):
+                self._reject(order, f"duplicate decision: {e}")
+            elif isinstance(e, RiskViolation):
+                self._reject(order, f"risk: {e.reason}")
+            elif isinstance(e, OrderRejected):
+                ref = order.info.get("ref")
+                if ref and self.journal.get(ref).status in UNRESOLVED:
+                    self.journal.update(ref, "rejected", error=mask(e.reason))
+                self._reject(order, e.reason)
+                self.notifier.notify("error", error=f"order rejected: {e.reason}")
+            elif isinstance(e, VenueError) or self.is_live:
+                ref = order.info.get("ref")
+                if ref and self.journal.get(ref).status in UNRESOLVED:
+                    self.journal.update(ref, "failed", error=_first_line(e))
+                self._reject(order, f"venue: {_first_line(e)}")
+                self.notifier.notify("error", error=_first_line(e))
+            else:
                 raise
-            # we may or may not have clicked: treat as unconfirmed and reconcile on the next bar
-            self.unresolved.append(order)
-            log.error("buy %s interrupted (%s); will reconcile", order.info["ref"],
-                      mask(str(e).splitlines()[0] if str(e) else type(e).__name__))
-            self.notifier.notify("error", error="order interrupted; reconciling with the venue")
         return order
 
     def _open(self, order: bt.Order, product: KnockoutProduct, data: Any, size: Optional[float],
-              stake: Optional[float], stop: Optional[float]) -> None:
+              stake: Optional[float], stop: Optional[float], key: Optional[str]) -> None:
         day = self._day(data)
         if stake is not None:
             size = None      # a stake wins over backtrader's default sizer (as in KnockoutBroker)
@@ -248,6 +430,10 @@ class SeleniumBroker(bt.BrokerBase):
         if stake is not None:
             budget = min(stake, self.cash)
         leverage = product.leverage(index) if index is not None else None
+        if key is not None:
+            seen = self.journal.by_decision(key)
+            if seen is not None:
+                raise DuplicateDecision(key, seen)
         if self.journal.unresolved():
             raise RiskViolation("an earlier order is still unconfirmed; reconcile before trading")
         self.risk.check_open(budget, leverage, day, open_positions=len(self.positions),
@@ -255,46 +441,110 @@ class SeleniumBroker(bt.BrokerBase):
                              pnl_today=min(self.risk.pnl.get(day, 0.0), self.journal.realized_pnl_on(day)))
         action = {"action": "buy", "direction": product.direction, "barrier": product.barrier,
                   "size": size, "stake": budget if size is None else None, "stop": stop, "index": index,
-                  "day": day.isoformat(), "dry_run": not self.is_live}
+                  "day": day.isoformat(), "decision": key, "dry_run": not self.is_live}
         ref = self.journal.begin("buy", direction=product.direction, barrier=product.barrier, size=size,
                                  stake=action["stake"], status="pending" if self.is_live else "dry_run",
-                                 day=day, stop=stop, index=index)
-        order.addinfo(ref=ref)
+                                 day=day, stop=stop, index=index, decision=key, ratio=product.ratio)
+        order.addinfo(ref=ref, decision=key)
         self.actions.append(dict(action, ref=ref))
         self.risk.record_open(day)
-        if self.is_live:
-            fill = self.store.call(self.store.venue.buy, product.direction, product.barrier,
-                                   index_price=index,
-                                   size=int(size) if size else None, stake=action["stake"], client_ref=ref,
-                                   stop_fraction=stop, name="buy")
-            self.journal.update(ref, "filled", price=fill.price, size=fill.size, barrier=fill.barrier,
-                                deal_id=fill.deal_id, product_id=fill.product_id)
-            if abs(fill.barrier - product.barrier) > 1e-9:   # the venue's level (safe side) wins
-                product = product.copy(strike=fill.barrier, barrier=fill.barrier, id=product.id, name="")
-                order.info["product"] = product
-            self.deals[product.id] = fill.deal_id
-            n, px = fill.size, fill.price
-        else:
+        if not self.is_live:
             px = ask if ask is not None else 0.0
             n = int(size) if size else int(max(budget - self.p.commission_fixed, 0) // px) if px > 0 else 0
             if n <= 0:
                 self.journal.update(ref, "rejected", error="size 0")
                 raise OrderRejected(f"size 0 at price {px:.2f}")
             self.journal.update(ref, "dry_run", price=px, size=n)
-        self._book_open(order, product, data, n, px, index, stop, ref)
+            self._book_open(order, product, data, n, px, index, ref)
+            return
+        try:
+            fill = self.store.call(self.store.venue.buy, product.direction, product.barrier,
+                                   index_price=index, size=int(size) if size else None, stake=action["stake"],
+                                   client_ref=ref, name="buy")
+        except OrderRejected:
+            raise
+        except Exception as e:     # no confirmation, a crash mid-ticket: the venue decides (reconcile)
+            timeout = isinstance(e, ConfirmationTimeout)
+            self.journal.update(ref, "submitted", error=_first_line(e))
+            self.unresolved.append(order)
+            log.error("buy %s: %s; reconciling with the venue", ref, _first_line(e))
+            self.notifier.notify("error", error="order sent but not confirmed; reconciling")
+            self._reconcile_safe(keep_pending=(ref,) if timeout else ())
+            return
+        if fill.price <= 0:        # a knocked-out product "fills" at 0.00: no trade
+            self.journal.update(ref, "knocked_out", price=fill.price, size=fill.size, deal_id=fill.deal_id,
+                                product_id=fill.product_id)
+            self.notifier.notify("knockout", barrier=fill.barrier, pnl=0.0)
+            raise OrderRejected(f"knocked out before execution (fill at {fill.price:.2f}, level "
+                                f"{fill.barrier:.2f})")
+        self.journal.update(ref, "filled", price=fill.price, size=fill.size, barrier=fill.barrier,
+                            deal_id=fill.deal_id, product_id=fill.product_id)
+        if abs(fill.barrier - product.barrier) > 1e-9:   # the venue's level (safe side) wins
+            product = product.copy(strike=fill.barrier, barrier=fill.barrier, id=product.id, name="")
+            order.info["product"] = product
+        self.deals[product.id] = fill.deal_id
+        self._book_open(order, product, data, fill.size, fill.price, index, ref)
+        if stop:
+            self._protect(product.id, stop)
+
+    def _protect(self, pid: int, fraction: float) -> bool:
+        """Place the stop of position ``pid`` at ``fraction`` × entry; retry, then close or flag it."""
+        pos, ref, deal = self.positions[pid], self.refs[pid], self.deals[pid]
+        stop_px = round(pos.price * fraction, 2)
+        if stop_px <= 0:
+            return False
+        sref = self.journal.begin("stop", parent=ref, deal_id=deal, price=stop_px,
+                                  day=self._day(pos.data), fraction=fraction)
+        tries = 1 + max(0, int(self.p.stop_retries))
+        last: Optional[BaseException] = None
+        for attempt in range(1, tries + 1):
+            try:
+                got = self.store.call(self.store.venue.place_stop, deal, stop_px, name="stop")
+            except Exception as e:
+                last = e
+                log.warning("stop for %s (deal %s), attempt %d/%d failed: %s", ref, deal, attempt, tries,
+                            _first_line(e))
+                continue
+            self.journal.update(sref, "filled", price=got, attempts=attempt)
+            self.journal.update(ref, "filled", stop_price=got, protected=True)
+            pos.stop_price = got
+            return True
+        self.journal.update(sref, "failed", error=_first_line(last) if last else "", attempts=tries)
+        self.journal.update(ref, "filled", protected=False)
+        close = self.p.on_stop_failure == "close"
+        text = (f"stop for position {deal} (ref {ref}) failed {tries} times ({_first_line(last)}); "
+                + ("closing the position" if close else "position is UNPROTECTED (flagged)"))
+        if close or ref not in self._flagged:
+            self._alert(text)
+            self._flagged.add(ref)
+        else:                      # flagged and notified before: retried every bar, logged
+            log.error("%s", text)
+        if close:
+            order = broker_close_order(self, pos, "unprotected")
+            order.addinfo(ref=self.journal.begin("close", parent=ref, size=pos.size, deal_id=deal,
+                                                 day=self._day(pos.data), reason="unprotected"), buy_ref=ref)
+            try:
+                self._close_live(order, pos, "unprotected")
+            except Exception as e:
+                self.journal.update(order.info["ref"], "failed", error=_first_line(e))
+                self._reject(order, f"venue: {_first_line(e)}")
+                self._alert(f"closing unprotected position {deal} failed too ({_first_line(e)}); "
+                            "retrying on the next bar")
+        return False
 
     def _book_open(self, order: bt.Order, product: KnockoutProduct, data: Any, n: float, px: float,
-                   index: Optional[float], stop: Optional[float], ref: str) -> None:
+                   index: Optional[float], ref: str) -> None:
         comm = self.p.commission_fixed
         self.cash -= n * px + comm
         pos = CertPosition(product=product, data=data, size=n, price=px,
-                           stop_price=stop * px if stop else None,
                            entry_dt=data.datetime[0] if data is not None and len(data) else 0.0,
                            entry_underlying=index or 0.0, entry_strike=product.strike,
                            entry_barrier=product.barrier,
                            entry_leverage=product.leverage(index) if index else 0.0,
                            entry_bar=len(data) if data is not None else 0, cost=n * px, fees=comm,
                            entry_fees=comm, owner=order.owner)
+        if not self.is_live and order.info.get("stop"):
+            pos.stop_price = order.info["stop"] * px
         self.positions[product.id] = pos
         self.refs[product.id] = ref
         order.size = order.created.size = order.created.remsize = order.executed.remsize = n
@@ -308,19 +558,39 @@ class SeleniumBroker(bt.BrokerBase):
         if pos is None:
             raise OrderRejected("no open position in this product")
         buy_ref = self.refs.get(product.id)
+        if any(o.issell() and o.info.get("buy_ref") == buy_ref for o in self.unresolved):
+            raise OrderRejected("a close of this position is still unconfirmed")
         day = self._day(data)
         ref = self.journal.begin("close", parent=buy_ref, size=pos.size, day=day,
                                  status="pending" if self.is_live else "dry_run",
-                                 deal_id=self.deals.get(product.id))
+                                 deal_id=self.deals.get(product.id), reason=reason)
+        order.addinfo(ref=ref, buy_ref=buy_ref)
         self.actions.append({"action": "close", "ref": ref, "parent": buy_ref, "size": pos.size,
                              "reason": reason, "dry_run": not self.is_live})
         if self.is_live:
-            px = self.store.call(self.store.venue.close, self.deals[product.id], name="close")
+            self._close_live(order, pos, reason)
         else:
-            px = self._bid(pos)
+            self._book_close(pos, order, self._bid(pos), reason, ref)
+
+    def _close_live(self, order: bt.Order, pos: CertPosition, reason: str) -> None:
+        """Sell ``pos`` at the venue for ``order`` (its journal close row is ``order.info['ref']``)."""
+        ref = order.info["ref"]
+        self._venue_closed = True
+        try:
+            px = self.store.call(self.store.venue.close, self.deals[pos.product.id], name="close")
+        except OrderRejected as e:
+            self.journal.update(ref, "rejected", error=mask(e.reason))
+            raise
+        except Exception as e:     # no confirmation or a crash: the positions page decides
+            self.journal.update(ref, "submitted", error=_first_line(e))
+            self.unresolved.append(order)
+            log.error("close %s: %s; reconciling with the venue", ref, _first_line(e))
+            self._reconcile_safe()
+            return
         self._book_close(pos, order, px, reason, ref)
 
-    def _book_close(self, pos: CertPosition, order: bt.Order, px: float, reason: str, ref: str) -> None:
+    def _book_close(self, pos: CertPosition, order: bt.Order, px: float, reason: str, ref: Optional[str],
+                    journal_done: bool = False) -> None:
         n = pos.size
         comm = self.p.commission_fixed if reason not in ("knockout",) else 0.0
         self.cash += n * px - comm
@@ -338,6 +608,7 @@ class SeleniumBroker(bt.BrokerBase):
         index = float(data.close[0]) if data is not None and len(data) else 0.0
         pnl = pos.proceeds - pos.cost - pos.fees
         invested = pos.cost + pos.entry_fees
+        buy_ref = self.refs.pop(pid, None)
         rt = {"product": pos.product.name, "kind": pos.product.kind,
               "direction": "long" if pos.product.direction > 0 else "short", "strike": pos.entry_strike,
               "barrier": pos.entry_barrier, "ratio": pos.product.ratio, "size": n,
@@ -348,83 +619,64 @@ class SeleniumBroker(bt.BrokerBase):
               "exit_price": px, "exit_underlying": index, "fees": pos.fees, "financing": 0.0,
               "exit_reason": reason, "pnl": pnl, "return": pnl / invested if invested else 0.0,
               "leverage": pos.entry_leverage, "bars": (len(data) - pos.entry_bar) if data is not None else 0,
-              "invested": invested, "venue_ref": self.refs.get(pid), "dry_run": not self.is_live}
+              "invested": invested, "venue_ref": buy_ref, "close_ref": ref, "dry_run": not self.is_live}
         self.roundtrips.append(rt)
         order.addinfo(roundtrip=rt)
-        self.journal.update(ref, "filled" if self.is_live else "dry_run", price=px, pnl=pnl, reason=reason)
-        buy_ref = self.refs.pop(pid, None)
-        if buy_ref:
-            self.journal.update(buy_ref, "closed" if self.is_live else "dry_run", exit=px, pnl=pnl,
-                                reason=reason)
+        if not journal_done and buy_ref:
+            if self.is_live:
+                self.journal.close_position(buy_ref, close_ref=ref, price=px, pnl=pnl, reason=reason,
+                                            day=self._day(data))
+            else:
+                if ref:
+                    self.journal.update(ref, "dry_run", price=px, pnl=pnl, reason=reason)
+                self.journal.update(buy_ref, "dry_run", exit=px, pnl=pnl, reason=reason)
         self.deals.pop(pid, None)
         self.risk.record_close(self._day(data), pnl)
         self.notify(order)
         self.notifier.notify(event_for_close(reason, pnl), price=px, pnl=pnl, barrier=pos.entry_barrier)
 
-    def _synthetic_close(self, pos: CertPosition, px: float, reason: str) -> None:
+    def _synthetic_close(self, pos: CertPosition, px: float, reason: str, journal_done: bool = False) -> None:
+        """A close the broker reports itself: stop or knock-out (dry run) or one found at the venue."""
         order = broker_close_order(self, pos, reason)
-        ref = self.journal.begin("close", parent=self.refs.get(pos.product.id), size=pos.size,
-                                 day=self._day(pos.data), status="pending" if self.is_live else "dry_run",
-                                 venue_reason=reason)
+        ref = None
+        if not journal_done:
+            ref = self.journal.begin("close", parent=self.refs.get(pos.product.id), size=pos.size,
+                                     day=self._day(pos.data), status="pending" if self.is_live else "dry_run",
+                                     venue_reason=reason)
         if reason == "knockout":
             order.addinfo(knockout={"product": pos.product.name, "barrier": pos.product.barrier,
                                     "residual": px, "gapped": False,
-                                    "time": pos.data.num2date().isoformat() if pos.data is not None else ""})
-        self._book_close(pos, order, px, reason, ref)
+                                    "time": pos.data.num2date().isoformat()
+                                    if pos.data is not None and len(pos.data) else ""})
+        self._book_close(pos, order, px, reason, ref, journal_done=journal_done)
 
     # ------------------------------------------------------------------ per bar
     def next(self) -> None:
-        # live feeds make cerebro call next() while waiting for a bar: act once per new bar
+        # live feeds make cerebro call next() while waiting for a bar: act once per new bar, and
+        # retry unresolved orders at most every retry_s seconds
         n = len(self._data) if self._data is not None else -1
-        if n == self._last_len and not self.unresolved:
+        new_bar = n != self._last_len
+        if not new_bar and not (self.unresolved and self.is_live
+                                and time.monotonic() - self._last_reconcile >= self.p.retry_s):
             return
         self._last_len = n
-        self._bars += 1
-        if self.is_live:
-            busy = self.unresolved or self.positions
-            if busy and self._bars % max(1, int(self.p.poll_every)) == 0 or self.unresolved:
-                self.poll()
-            else:
-                self.store.ensure_session()      # keep-alive while flat
-        else:
+        if not self.is_live:
+            self._bars += 1
             self._simulate_exits()
-
-    def poll(self) -> None:
-        """Read venue positions: resolve unconfirmed orders, detect stops and knock-outs, refresh cash."""
-        venue = self.store.venue
-        try:
-            self.cash, open_, history = self.store.call(venue.snapshot, name="poll")
-        except VenueError as e:
-            log.error("polling the venue failed: %s", mask(str(e).splitlines()[0]))
             return
-        by_ref = {p.client_ref: p for p in open_}
-        self.venue_bids = {p.deal_id: p.bid for p in open_}
-        for order in list(self.unresolved):
-            ref = order.info["ref"]
-            vp = by_ref.get(ref)
-            self.unresolved.remove(order)
-            if vp is None:
-                self.journal.update(ref, "absent", reconciled=True)
-                self._reject(order, "not executed by the venue (reconciled)")
-                continue
-            self.journal.update(ref, "filled", price=vp.entry, size=vp.size, deal_id=vp.deal_id,
-                                reconciled=True)
-            product = order.info["product"]
-            self.deals[product.id] = vp.deal_id
-            self.cash += vp.size * vp.entry      # the snapshot's cash already paid for it
-            self._book_open(order, product, order.data, vp.size, vp.entry, None, order.info.get("stop"), ref)
-        closed = {c.deal_id: c for c in history}
-        open_deals = {p.deal_id for p in open_}
-        for pid, deal in list(self.deals.items()):
-            if deal in open_deals:
-                continue
-            c = closed.get(deal)
-            pos = self.positions.get(pid)
-            if c is None or pos is None:
-                continue
-            self.cash -= pos.size * c.exit            # _book_close adds the proceeds the venue already paid
-            self._synthetic_close(pos, c.exit, "knockout" if c.reason == "knockout" else
-                                  "stop" if c.reason == "stop" else "signal")
+        if new_bar:
+            self._bars += 1
+        if self.unresolved or self._bars % max(1, int(self.p.poll_every)) == 0:
+            self._reconcile_safe()
+        else:
+            try:
+                self.store.ensure_session()      # keep-alive between reconciles
+            except Exception as e:
+                log.error("keep-alive failed: %s", _first_line(e))
+
+    def poll(self) -> Optional[ReconcileReport]:
+        """Reconcile now (kept for callers of the former polling API)."""
+        return self._reconcile_safe()
 
     def _simulate_exits(self) -> None:
         """Dry run: knock-outs and stops from the feed's bar, priced by mltrade.products."""

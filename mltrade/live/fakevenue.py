@@ -3,10 +3,14 @@
 ``FakeVenue`` serves the pages in ``mltrade/live/pages/`` on 127.0.0.1 (port 0
 by default) from a ``ThreadingHTTPServer`` in a background thread. It keeps
 accounts, cash, knock-out products, positions and orders in memory, prices
-certificates with :mod:`mltrade.products`, and has fault switches (element
-missing, slow load, session expired, order rejected, crash between submit and
-confirmation) for tests and demos. The ``/control/*`` endpoints (no login)
-let tests move the index, set faults and read counters.
+certificates with :mod:`mltrade.products`, and has fault switches for tests and
+demos (:meth:`FakeVenue.set_faults`): element missing, slow load, session
+expired, order rejected, crash between submit and confirmation, a late fill
+(held until :meth:`FakeVenue.release_held`), stop placement failing, a close
+without confirmation (executed or lost) and a knocked-out product filling at
+0.00. :meth:`FakeVenue.open_position` opens a position behind the bot's back.
+The ``/control/*`` endpoints (no login) let tests move the index, set faults,
+release held orders and read counters.
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class VenueState:
     positions: List[dict] = field(default_factory=list)
     closed: List[dict] = field(default_factory=list)
     orders: List[dict] = field(default_factory=list)
+    held: List[dict] = field(default_factory=list)      # orders received but not yet executed (late fill)
     sessions: Dict[str, dict] = field(default_factory=dict)
     faults: Dict[str, Any] = field(default_factory=dict)
     counters: Dict[str, int] = field(default_factory=dict)
@@ -119,8 +124,16 @@ class FakeVenue:
             self.state.counters[key] = self.state.counters.get(key, 0) + 1
 
     def set_faults(self, **faults: Any) -> None:
-        """Switch faults on (``missing="id"``, ``slow_ms=1500``, ``session_expired=True``,
-        ``reject="reason"``, ``crash_after_submit=True``); ``None`` switches one off."""
+        """Switch faults on; ``None`` switches one off.
+
+        ``missing="id"`` (element removed from the pages), ``slow_ms=1500``, ``session_expired=True``,
+        ``reject="reason"`` (next order), ``crash_after_submit=True`` (next order filled, no
+        confirmation), ``hold_fill=True`` (orders are held, no confirmation, filled by
+        :meth:`release_held`: a late fill), ``stop_fail=N`` (the next N stop requests are refused),
+        ``close_no_confirm=True`` (next close executed, no confirmation), ``close_lost=True`` (next
+        close not executed, no confirmation), ``zero_fill=True`` (next order: the product is knocked
+        out, it fills at 0.00 and is settled at once).
+        """
         with self.state.lock:
             for k, v in faults.items():
                 if v is None:
@@ -137,6 +150,7 @@ class FakeVenue:
             self.state.positions.clear()
             self.state.closed.clear()
             self.state.orders.clear()
+            self.state.held.clear()
             self.state.faults.clear()
             self.state.counters.clear()
             self.state.sessions.clear()
@@ -176,6 +190,18 @@ class FakeVenue:
                     done.append(self._close(pos, pos["stop"], "stop"))
             return done
 
+    def release_held(self) -> List[dict]:
+        """Execute the orders held by ``hold_fill`` (the late fills); returns their results."""
+        with self.state.lock:
+            held, self.state.held = self.state.held, []
+            return [self.execute_order(**h) for h in held]
+
+    def open_position(self, pid: str, size: int, client_ref: str = "", venue: str = "ig",
+                      account: Optional[str] = None) -> dict:
+        """A position opened behind the bot's back (by hand on the web site); no stop."""
+        return self.execute_order(venue, account or ("ACC-KO" if venue == "ig" else "TR"), pid, size,
+                                  limit=1e9, client_ref=client_ref)
+
     def _close(self, pos: dict, price: float, reason: str) -> dict:
         self.state.positions.remove(pos)
         pnl = round((price - pos["entry"]) * pos["size"], 2)
@@ -193,6 +219,9 @@ class FakeVenue:
                 return {"status": "REJECTED", "reason": f"unknown product {pid}"}
             reason = self.state.faults.pop("reject", None)
             q = self.quote(p)
+            knocked_out = bool(self.state.faults.pop("zero_fill", None))
+            if knocked_out:
+                q = dict(q, offer=0.0, bid=0.0)
             if reason is None and size <= 0:
                 reason = "size must be positive"
             if reason is None and q["offer"] > limit + 1e-9:
@@ -214,6 +243,8 @@ class FakeVenue:
                    "opened_at": time.time()}
             self.state.positions.append(pos)
             order["status"] = "FILLED"
+            if knocked_out:       # the barrier was already breached: settled at once at 0.00
+                self._close(pos, 0.0, "knockout")
             return {"status": "FILLED", "deal_id": pos["deal_id"], "price": q["offer"], "size": size,
                     "level": p["level"], "order_id": order["order_id"]}
 
@@ -291,7 +322,8 @@ def _make_handler(venue: FakeVenue):
             if u.path == "/control/state":
                 with st.lock:
                     return self._json({"index": st.index, "cash": st.cash, "positions": st.positions,
-                                       "closed": st.closed, "orders": st.orders, "faults": st.faults,
+                                       "closed": st.closed, "orders": st.orders, "held": st.held,
+                                       "faults": st.faults,
                                        "counters": st.counters, "logins": st.logins})
             if u.path.startswith("/static/"):
                 f = PAGES / parts[-1]
@@ -361,6 +393,8 @@ def _make_handler(venue: FakeVenue):
                 if what == "reset":
                     venue.reset()
                     return self._json({"ok": True})
+                if what == "release":
+                    return self._json({"released": venue.release_held()})
                 return self._json({"error": "not found"}, 404)
             if len(parts) != 3 or parts[0] != "api" or parts[1] not in VENUES:
                 return self._json({"error": "not found"}, 404)
@@ -401,8 +435,13 @@ def _make_handler(venue: FakeVenue):
                     size, limit = int(body.get("size")), float(body.get("limit"))
                 except (TypeError, ValueError):
                     return self._json({"status": "REJECTED", "reason": "size/limit not numeric"})
-                res = venue.execute_order(v, acct, str(body.get("product_id")), size, limit,
-                                          str(body.get("client_ref", "")))
+                args = dict(venue=v, account=acct, pid=str(body.get("product_id")), size=size, limit=limit,
+                            client_ref=str(body.get("client_ref", "")))
+                if st.faults.get("hold_fill"):
+                    with st.lock:
+                        st.held.append(args)          # received; the fill comes later (release_held)
+                    return self._send(504, b"upstream timed out", "text/plain")
+                res = venue.execute_order(**args)
                 if res["status"] == "FILLED" and st.faults.pop("crash_after_submit", None):
                     # the order is on the books, but the browser never gets a confirmation
                     # (a gateway time-out; a dropped socket would make the browser retry the POST)
@@ -410,6 +449,14 @@ def _make_handler(venue: FakeVenue):
                 return self._json(res)
             if what == "stop":
                 with st.lock:
+                    left = int(st.faults.get("stop_fail", 0) or 0)
+                    if left > 0:
+                        venue.count("stop_refused")
+                        if left == 1:
+                            st.faults.pop("stop_fail")
+                        else:
+                            st.faults["stop_fail"] = left - 1
+                        return self._json({"status": "REJECTED", "reason": "stop service unavailable"})
                     for p in st.positions:
                         if p["deal_id"] == body.get("deal_id"):
                             p["stop"] = round(float(body["stop"]), 2)
@@ -418,10 +465,14 @@ def _make_handler(venue: FakeVenue):
                 return self._json({"status": "REJECTED", "reason": "unknown position"})
             if what == "close":
                 with st.lock:
+                    if st.faults.pop("close_lost", None):
+                        return self._send(504, b"upstream timed out", "text/plain")
                     for p in st.positions:
                         if p["deal_id"] == body.get("deal_id"):
                             bid = venue.quote(venue.product(p["product_id"]))["bid"]
                             rec = venue._close(p, bid, "closed")
+                            if st.faults.pop("close_no_confirm", None):
+                                return self._send(504, b"upstream timed out", "text/plain")
                             return self._json({"status": "CLOSED", "deal_id": rec["deal_id"],
                                                "price": rec["exit"], "pnl": rec["pnl"]})
                 return self._json({"status": "REJECTED", "reason": "unknown position"})

@@ -1,13 +1,25 @@
 """SQLite order journal: every venue action is written BEFORE it is sent and updated after.
 
-At start-up :meth:`OrderJournal.reconcile` compares unresolved entries (status
-``pending``: we may or may not have clicked; ``submitted``: clicked, no
-confirmation seen) with the venue's open positions, matched by the client
-reference we typed into the ticket. A crash between click and confirmation
-therefore ends as ``filled`` (the position exists, adopt it) or ``absent``
-(nothing happened) and never as a second order. The journal also keeps small
-key/value state (the scheduler's last finished session) and per-day counts
-for the risk limits.
+The venue's positions page is the truth; :meth:`OrderJournal.reconcile` brings the
+journal in line with it (at start, after a confirmation time-out, once per bar):
+
+* unresolved entries (``pending``: we may or may not have clicked; ``submitted``:
+  clicked, no confirmation seen) are matched with the venue by the client
+  reference typed into the ticket (buys) or by deal id (closes, stops): a crash
+  between click and confirmation ends as ``filled`` or ``absent``, never as a
+  second order;
+* a *late fill* (a buy marked ``absent``/``failed``/``rejected`` that the venue
+  shows after all) becomes ``filled`` again;
+* an open journal position the venue no longer has is closed with a ``close``
+  row (the venue's exit price and reason: stop, knock-out, closed at the venue),
+  so the daily loss limit counts it;
+* venue positions the journal doesn't know are reported (the broker adopts or
+  closes them).
+
+A buy may carry a *decision key* (strategy, session, decision time); a unique
+index refuses a second order for the same key, at submit and on a replay after
+a restart (:class:`DuplicateDecision`). The journal also keeps small key/value
+state (the scheduler's last finished session) and per-day counts for the risk limits.
 """
 from __future__ import annotations
 
@@ -25,7 +37,10 @@ from typing import Any, Dict, Iterable, List, Optional
 log = logging.getLogger("mltrade.live")
 
 UNRESOLVED = ("pending", "submitted")
-STATUSES = ("pending", "submitted", "filled", "rejected", "failed", "absent", "dry_run", "closed", "paper")
+STATUSES = ("pending", "submitted", "filled", "rejected", "failed", "absent", "dry_run", "closed", "paper",
+            "knocked_out")
+#: buy statuses that say "no position", which a venue position with the same client ref overrides
+NOT_EXECUTED = ("absent", "failed", "rejected", "knocked_out")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -43,11 +58,26 @@ CREATE TABLE IF NOT EXISTS orders (
     day TEXT NOT NULL,
     created REAL NOT NULL,
     updated REAL NOT NULL,
-    info TEXT NOT NULL DEFAULT '{}'
+    info TEXT NOT NULL DEFAULT '{}',
+    decision TEXT                   -- decision key of a buy (strategy|session|time): one order per key
 );
 CREATE INDEX IF NOT EXISTS orders_status ON orders(status);
 CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+_DECISION_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS orders_decision ON orders(venue, decision) "
+                   "WHERE decision IS NOT NULL")
+_COLS = ("ref, venue, action, status, direction, barrier, size, price, stake, deal_id, parent, day, created, "
+         "updated, info, decision")
+
+
+class DuplicateDecision(RuntimeError):
+    """A buy for this decision key is already in the journal (``existing`` is that entry)."""
+
+    def __init__(self, key: str, existing: "JournalEntry"):
+        super().__init__(f"decision {key!r} already has order {existing.ref} ({existing.status})")
+        self.key = key
+        self.existing = existing
+
 
 
 @dataclass
@@ -69,6 +99,7 @@ class JournalEntry:
     created: float = 0.0
     updated: float = 0.0
     info: Dict[str, Any] = field(default_factory=dict)
+    decision: Optional[str] = None
 
 
 @dataclass
@@ -77,8 +108,18 @@ class ReconcileReport:
 
     filled: List[str] = field(default_factory=list)     #: unresolved buys found on the venue
     absent: List[str] = field(default_factory=list)     #: unresolved buys the venue never executed
+    pending: List[str] = field(default_factory=list)    #: unresolved buys kept in flight (just timed out)
+    late: List[str] = field(default_factory=list)       #: buys given up on that the venue filled after all
     closed: List[str] = field(default_factory=list)     #: journal positions no longer open at the venue
-    unknown_positions: List[str] = field(default_factory=list)  #: venue positions not in the journal
+    close_filled: List[str] = field(default_factory=list)   #: unconfirmed closes the venue executed
+    close_absent: List[str] = field(default_factory=list)   #: unconfirmed closes the venue did not execute
+    unknown_positions: List[str] = field(default_factory=list)  #: venue positions not in the journal (refs)
+    unknown: List[Any] = field(default_factory=list)    #: ... the venue position objects themselves
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.filled or self.absent or self.late or self.closed or self.close_filled
+                    or self.close_absent)
 
 
 class OrderJournal:
@@ -95,6 +136,10 @@ class OrderJournal:
         self._db.execute(f"PRAGMA journal_mode={mode}")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {r[1] for r in self._db.execute("PRAGMA table_info(orders)")}
+        if "decision" not in cols:      # a journal written before decision keys existed
+            self._db.execute("ALTER TABLE orders ADD COLUMN decision TEXT")
+        self._db.execute(_DECISION_INDEX)
 
     def close(self) -> None:
         with self._lock:
@@ -104,20 +149,56 @@ class OrderJournal:
     def begin(self, action: str, *, direction: Optional[int] = None, barrier: Optional[float] = None,
               size: Optional[float] = None, price: Optional[float] = None, stake: Optional[float] = None,
               parent: Optional[str] = None, deal_id: Optional[str] = None, status: str = "pending",
-              day: Optional[date] = None, ref: Optional[str] = None, **info: Any) -> str:
-        """Record an intended action before it touches the venue; returns its client reference."""
+              day: Optional[date] = None, ref: Optional[str] = None, decision: Optional[str] = None,
+              **info: Any) -> str:
+        """Record an intended action before it touches the venue; returns its client reference.
+
+        ``decision`` (buys): the decision key; a second buy for a key raises :class:`DuplicateDecision`.
+        """
         if action not in ("buy", "stop", "close"):
             raise ValueError(f"action: expected buy|stop|close, got {action!r}")
+        if status not in STATUSES:
+            raise ValueError(f"status: expected one of {STATUSES}, got {status!r}")
         ref = ref or f"ML{uuid.uuid4().hex[:12].upper()}"
         now = time.time()
         d = (day or datetime.now(timezone.utc).date()).isoformat()
         with self._lock:
-            self._db.execute(
-                "INSERT INTO orders (ref, venue, action, status, direction, barrier, size, price, stake,"
-                " deal_id, parent, day, created, updated, info) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                (ref, self.venue, action, status, direction, barrier, size, price, stake, deal_id, parent,
-                 d, now, now, json.dumps(info, default=str)))
+            try:
+                self._db.execute(
+                    f"INSERT INTO orders ({_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                    (ref, self.venue, action, status, direction, barrier, size, price, stake, deal_id, parent,
+                     d, now, now, json.dumps(info, default=str), decision))
+            except sqlite3.IntegrityError:
+                existing = self.by_decision(decision) if decision else None
+                if existing is None:
+                    raise
+                raise DuplicateDecision(decision, existing) from None
         return ref
+
+    def close_position(self, buy_ref: str, *, price: float, pnl: Optional[float], reason: str,
+                       day: Optional[date] = None, close_ref: Optional[str] = None, **info: Any) -> str:
+        """Close the open buy ``buy_ref`` at ``price`` in one transaction: the close row (``close_ref``,
+        or a new one) becomes ``filled`` and the buy ``closed``. Returns the close row's ref."""
+        with self._lock:
+            buy = self.get(buy_ref)
+            if buy is None:
+                raise KeyError(f"journal: no entry {buy_ref!r}")
+            if pnl is None and buy.size is not None and buy.price is not None:
+                pnl = round(buy.size * (price - buy.price), 2)
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                if close_ref is None:
+                    close_ref = self.begin("close", parent=buy_ref, size=buy.size, price=price, day=day,
+                                           deal_id=buy.deal_id, status="filled", pnl=pnl, reason=reason,
+                                           **info)
+                else:
+                    self.update(close_ref, "filled", price=price, pnl=pnl, reason=reason, **info)
+                self.update(buy_ref, "closed", exit=price, pnl=pnl, reason=reason, close_ref=close_ref)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return close_ref
 
     def update(self, ref: str, status: str, **fields: Any) -> None:
         """Set ``status`` (and any of price/size/barrier/deal_id, extra info keys) of entry ``ref``."""
@@ -137,12 +218,10 @@ class OrderJournal:
     # -- reading -------------------------------------------------------------
     def _rows(self, where: str = "1=1", args: Iterable[Any] = ()) -> List[JournalEntry]:
         with self._lock:
-            cur = self._db.execute(
-                "SELECT ref, venue, action, status, direction, barrier, size, price, stake, deal_id, parent,"
-                " day, created, updated, info FROM orders WHERE venue = ? AND " + where +
-                " ORDER BY created, rowid", (self.venue, *args))
+            cur = self._db.execute(f"SELECT {_COLS} FROM orders WHERE venue = ? AND " + where +
+                                   " ORDER BY created, rowid", (self.venue, *args))
             rows = cur.fetchall()
-        return [JournalEntry(*r[:14], info=json.loads(r[14])) for r in rows]
+        return [JournalEntry(*r[:14], info=json.loads(r[14]), decision=r[15]) for r in rows]
 
     def get(self, ref: str) -> Optional[JournalEntry]:
         rows = self._rows("ref = ?", (ref,))
@@ -150,6 +229,15 @@ class OrderJournal:
 
     def entries(self, action: Optional[str] = None) -> List[JournalEntry]:
         return self._rows("action = ?", (action,)) if action else self._rows()
+
+    def by_decision(self, key: str) -> Optional[JournalEntry]:
+        """The buy recorded for decision key ``key`` (None if there is none)."""
+        rows = self._rows("decision = ?", (key,))
+        return rows[0] if rows else None
+
+    def closes_of(self, buy_ref: str) -> List[JournalEntry]:
+        """Close rows that belong to the buy ``buy_ref``."""
+        return self._rows("action = 'close' AND parent = ?", (buy_ref,))
 
     def unresolved(self) -> List[JournalEntry]:
         """Entries written before a venue action whose outcome was never confirmed."""
@@ -172,41 +260,108 @@ class OrderJournal:
         return float(sum(e.info.get("pnl") or 0.0 for e in rows))
 
     # -- reconciliation ------------------------------------------------------
-    def reconcile(self, venue_positions: Iterable[Any], closed: Iterable[Any] = ()) -> ReconcileReport:
-        """Resolve in-flight entries against the venue's open positions (matched by client ref).
+    def reconcile(self, venue_positions: Iterable[Any], closed: Iterable[Any] = (), *,
+                  day: Optional[date] = None, keep_pending: Iterable[str] = ()) -> ReconcileReport:
+        """Bring the journal in line with the venue (the truth); see the module docstring.
 
-        ``venue_positions``/``closed`` are objects with ``client_ref`` and ``deal_id`` (and for
-        positions ``size``/``entry``/``barrier``; for closed ones ``exit``/``pnl``/``reason``).
+        ``venue_positions``/``closed`` are objects with ``client_ref`` and ``deal_id`` (positions also
+        ``size``/``entry``/``barrier``/``bid``; closed ones ``exit``/``pnl``/``reason``). ``day`` dates
+        the close rows of positions closed at the venue (default: the buy's day). Unresolved buys in
+        ``keep_pending`` stay in flight when the venue doesn't show them yet (a confirmation that just
+        timed out); any other unresolved buy the venue doesn't show is ``absent``.
         """
+        positions, history = list(venue_positions), list(closed)
         rep = ReconcileReport()
-        open_by_ref = {p.client_ref: p for p in venue_positions if getattr(p, "client_ref", "")}
-        closed_by_ref = {c.client_ref: c for c in closed if getattr(c, "client_ref", "")}
+        open_by_ref = {p.client_ref: p for p in positions if getattr(p, "client_ref", "")}
+        open_by_deal = {p.deal_id: p for p in positions}
+        closed_by_ref = {c.client_ref: c for c in history if getattr(c, "client_ref", "")}
+        closed_by_deal = {c.deal_id: c for c in history}
+        keep = set(keep_pending)
+
+        def fill(e: JournalEntry, p: Any, **extra: Any) -> None:
+            size = getattr(p, "size", e.size)
+            entry = getattr(p, "entry", None)
+            if entry is None and getattr(p, "exit", None) is not None and size:
+                entry = p.exit - (p.pnl or 0.0) / size       # a closed record: entry from exit and P&L
+            self.update(e.ref, "filled", deal_id=p.deal_id, size=size,
+                        price=entry if entry is not None else e.price,
+                        barrier=getattr(p, "barrier", None) or e.barrier,
+                        product_id=getattr(p, "product_id", None) or e.info.get("product_id"),
+                        reconciled=True, **extra)
+
         for e in self.unresolved():
             if e.action == "buy":
                 p = open_by_ref.get(e.ref) or closed_by_ref.get(e.ref)
                 if p is not None:
-                    self.update(e.ref, "filled", deal_id=p.deal_id, size=p.size,
-                                price=getattr(p, "entry", e.price), barrier=getattr(p, "barrier", e.barrier),
-                                reconciled=True)
+                    fill(e, p)
                     rep.filled.append(e.ref)
+                elif e.ref in keep:
+                    rep.pending.append(e.ref)
                 else:
                     self.update(e.ref, "absent", reconciled=True)
                     rep.absent.append(e.ref)
-            else:   # a stop/close whose outcome is unknown: the venue state below decides
-                self.update(e.ref, "absent", reconciled=True)
+            elif e.action == "close":
+                parent = self.get(e.parent) if e.parent else None
+                deal = e.deal_id or (parent.deal_id if parent else None)
+                if deal in open_by_deal or parent is None or parent.status != "filled":
+                    self.update(e.ref, "absent", reconciled=True)       # still open: the close never ran
+                    rep.close_absent.append(e.ref)
+                else:
+                    c = closed_by_deal.get(deal)
+                    exit_ = c.exit if c is not None else parent.info.get("last_bid", parent.price or 0.0)
+                    reason = e.info.get("reason", "signal")
+                    if c is not None and c.reason in ("stop", "knockout"):
+                        reason = c.reason           # the venue got there before our close
+                    self.close_position(parent.ref, close_ref=e.ref, price=exit_,
+                                        pnl=c.pnl if c is not None else None, reason=reason,
+                                        reconciled=True)
+                    rep.close_filled.append(e.ref)
+            else:   # a stop whose outcome is unknown: the venue's position row says
+                parent = self.get(e.parent) if e.parent else None
+                vp = open_by_deal.get(e.deal_id or (parent.deal_id if parent else None))
+                if vp is not None and getattr(vp, "stop", None):
+                    self.update(e.ref, "filled", price=vp.stop, reconciled=True)
+                else:
+                    self.update(e.ref, "absent", reconciled=True)
+        # late fills: the venue executed a buy we had given up on
+        # (an open venue position overrides any "not executed"; a closed record only absent/failed ones:
+        # a product knocked out at 0.00 is settled at once and was no trade)
+        candidates = [(p, NOT_EXECUTED) for p in positions] + [(c, ("absent", "failed")) for c in history]
+        for p, late_ok in candidates:
+            ref = getattr(p, "client_ref", "")
+            e = self.get(ref) if ref else None
+            if e is not None and e.action == "buy" and e.status in late_ok:
+                fill(e, p, late=True, status_before=e.status)
+                rep.late.append(ref)
+                log.error("late fill: order %s (%s) was executed by the venue after all (deal %s)",
+                          ref, e.status, p.deal_id)
+        # journal positions the venue no longer has: stopped out, knocked out or closed there
         for e in self.open_positions():
-            if e.ref not in open_by_ref:
-                c = closed_by_ref.get(e.ref)
-                self.update(e.ref, "closed", reconciled=True,
-                            exit=getattr(c, "exit", None), pnl=getattr(c, "pnl", None),
-                            reason=getattr(c, "reason", "unknown"))
-                rep.closed.append(e.ref)
-        known = {e.ref for e in self.entries("buy")}
-        rep.unknown_positions = [r for r in open_by_ref if r not in known]
-        if rep.filled or rep.absent or rep.closed:
-            log.warning("journal reconciled: %d in-flight buys found filled, %d absent, "
-                        "%d closed at the venue",
-                        len(rep.filled), len(rep.absent), len(rep.closed))
+            vp = open_by_deal.get(e.deal_id) if e.deal_id else open_by_ref.get(e.ref)
+            if vp is not None:
+                bid = getattr(vp, "bid", None)
+                if bid is not None and bid != e.info.get("last_bid"):
+                    self.update(e.ref, "filled", last_bid=bid)
+                continue
+            c = closed_by_deal.get(e.deal_id) or closed_by_ref.get(e.ref)
+            if c is not None:
+                reason = c.reason if c.reason in ("stop", "knockout") else "venue_close"
+                exit_, pnl = c.exit, c.pnl
+            else:   # gone without a trace in the history: the last price we saw
+                reason, exit_, pnl = "venue_gone", e.info.get("last_bid", e.price or 0.0), None
+            self.close_position(e.ref, price=exit_, pnl=pnl, reason=reason,
+                                day=day or date.fromisoformat(e.day), venue_close=True)
+            rep.closed.append(e.ref)
+            log.warning("position %s (deal %s) was closed at the venue (%s at %.2f)", e.ref, e.deal_id,
+                        reason, exit_)
+        known = {e.deal_id for e in self.open_positions()}
+        rep.unknown = [p for p in positions if p.deal_id not in known]
+        rep.unknown_positions = [getattr(p, "client_ref", "") or p.deal_id for p in rep.unknown]
+        if rep.changed:
+            log.warning("journal reconciled: %d in-flight buys found filled, %d absent, %d late fills, "
+                        "%d closed at the venue, closes %d done / %d not done",
+                        len(rep.filled), len(rep.absent), len(rep.late), len(rep.closed),
+                        len(rep.close_filled), len(rep.close_absent))
         return rep
 
     # -- key/value state -----------------------------------------------------

@@ -101,6 +101,7 @@ class LiveResult:
     start_value: float = 0.0
     run_dir: Optional[Path] = None                          #: report.html, summary.json, trades.csv
     refusals: List[tuple] = field(default_factory=list)     #: (day, reason) of risk-limit refusals
+    llm_line: Optional[str] = None                          #: the LLM overlay's one-line summary, if on
 
 
 def next_sessions(calendar: str, after: Optional[str], first: str, n: int) -> pd.DataFrame:
@@ -164,10 +165,17 @@ def report_dir(cfg: dict) -> Path:
     return Path(lv["report_dir"]) if lv.get("report_dir") else Path(lv["journal_path"]).parent / "reports"
 
 
+def report_title(venue: str, live: bool) -> str:
+    """The heading of a live run's report: ``mltrade live (paper)``, ``(dry run)`` or ``(LIVE)``."""
+    return f"mltrade live ({'paper' if venue == 'paper' else 'LIVE' if live else 'dry run'})"
+
+
 def write_live_report(cfg: dict, strategy: str, venue: str, feed: str, live: bool, strat: Any,
                       res: LiveResult, days: List[str]) -> Path:
-    """report.html, summary.json, trades.csv (and equity.csv) of a live/paper run, as for a backtest."""
+    """report.html, summary.json, trades.csv (and equity.csv) of a live/paper run, as for a backtest
+    (with the LLM overlay's section and ``summary["llm"]`` when the overlay reviewed the decisions)."""
     from mltrade.analyzers import performance
+    from mltrade.backtest import _extras
     from mltrade.report import write_report
 
     trades = strat.analyzers.ko_trades.to_frame()
@@ -177,10 +185,14 @@ def write_live_report(cfg: dict, strategy: str, venue: str, feed: str, live: boo
     summary.update(strategy=strategy, venue=venue, mode=mode, feed=feed, sessions=list(res.sessions),
                    synthetic_intraday=feed == "sample", data=f"live {feed} feed",
                    refusals=[f"{d} {r}" for d, r in res.refusals])
+    overlay = getattr(strat.p, "overlay", None)
+    if overlay is not None and hasattr(overlay, "summary"):
+        summary["llm"] = overlay.summary(strategy=strat)
+    sections, figures = _extras(strat)
     first, last = res.sessions[0], res.sessions[-1]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = report_dir(cfg) / f"{strategy}-{venue}-{first}_{last}-{stamp}"
-    write_report(run_dir, summary, trades, equity)
+    write_report(run_dir, summary, trades, equity, sections, figures, title=report_title(venue, live))
     log.info("report written to %s", run_dir / "report.html")
     return run_dir
 
@@ -226,7 +238,9 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
                            account=account)
     store = make_store(venue, cfg, base_url, code, credentials)
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
-                           cash=cash, commission_fixed=fee)
+                           cash=cash, commission_fixed=fee, on_unknown=lv["on_unknown"],
+                           adopt_stop=float(lv["adopt_stop"]), stop_retries=int(lv["stop_retries"]),
+                           on_stop_failure=lv["on_stop_failure"])
 
 
 def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample", max_sessions: int = 1,
@@ -234,12 +248,15 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
              code: Any = None, credentials: Any = None, on_bar: Optional[Callable[[Any], None]] = None,
              strategy_params: Optional[dict] = None, clock: Optional[Callable[[], Any]] = None,
              sleep: Optional[Callable[[float], None]] = None,
-             feed_kwargs: Optional[dict] = None, reset: bool = False, report: bool = True) -> LiveResult:
+             feed_kwargs: Optional[dict] = None, reset: bool = False, report: bool = True,
+             llm: Optional[bool] = None) -> LiveResult:
     """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts.
 
     ``clock``/``sleep``/``feed_kwargs`` (e.g. ``client=``) reach the live TwelveData feed (tests use
     a virtual clock and a loopback server). ``reset`` starts the paper account afresh; ``report``
-    writes report.html, summary.json and trades.csv into ``[live] report_dir``.
+    writes report.html, summary.json and trades.csv into ``[live] report_dir``. ``llm`` (default
+    ``[llm] enabled``) passes every decision through the LLM overlay: with real dates and prices on
+    a live feed; on the replayed sample (history a model may remember) ``[llm] anonymize`` holds.
     """
     from mltrade.analyzers import EquityCurve, KnockoutTrades
     from mltrade.backtest import strategy_kwargs
@@ -264,16 +281,30 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         notifier = Notifier.from_config(lv.get("notify", {}))
         cls = get_strategy(strategy)
         kwargs = strategy_kwargs(cls, cfg, strategy_params)
+        if llm if llm is not None else bool(cfg.get("llm", {}).get("enabled", False)):
+            from mltrade.llm import build_overlay
+            kwargs["overlay"] = build_overlay(cfg, live=feed != "sample")   # a missing API key fails here
+            kwargs["context_candles"] = int(cfg["llm"]["candles"])
+            ov = kwargs["overlay"]
+            log.info("llm overlay on: mode %s, prompts %s", ov.responder.mode,
+                     "anonymized" if ov.anonymize else "with real dates and prices")
         if "stake" in dict(cls.params._getitems()) and kwargs.get("stake") is None and risk.limits.max_stake:
             kwargs["stake"] = risk.limits.max_stake     # never ask for more than the risk limit allows
         exchange = cfg.get("backtest", {}).get("exchange", "XNAS")
         interval = int(cfg.get("backtest", {}).get("interval", 5))
         last = journal.get_state("last_session")
         if feed == "sample":
-            from mltrade.feeds.sample import sample_intraday
+            from mltrade.feeds.sample import load_daily, sample_intraday
             todo = next_sessions(exchange, last, lv["replay_start"], max_sessions)
+            sample_end = load_daily().index[-1]
+            todo = todo[todo.index <= sample_end]
             if todo.empty:
-                raise ValueError(f"live.replay_start: no sample sessions left after {last}")
+                raise ValueError(f"live.replay_start: the replayed sample ends {sample_end.date()} and the journal "
+                                 f"{lv['journal_path']} has traded up to {last}: point [live] journal_path at a "
+                                 f"new file to replay it again")
+            if len(todo) < max_sessions:
+                log.warning("the replayed sample ends %s: %d of the %d sessions asked for are left",
+                            sample_end.date(), len(todo), max_sessions)
             days = [d.date().isoformat() for d in todo.index]
             bars = sample_intraday(days[0], days[-1], seed=int(cfg.get("backtest", {}).get("seed", 42)),
                                    interval=interval)
@@ -312,6 +343,10 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
                          refusals=list(risk.refusals))
         if venue != "paper" and getattr(broker, "is_live", False):
             account.save(broker.getcash())        # the cash last seen at the venue, for `live status`
+        overlay = kwargs.get("overlay")
+        if overlay is not None and hasattr(overlay, "summary_line"):
+            res.llm_line = overlay.summary_line()
+            log.info(res.llm_line)
         for day, reason in res.refusals:
             log.warning("refused by the risk limits on %s: %s", day, reason)
         if report and res.sessions:

@@ -1,5 +1,6 @@
 """LLM overlay: a language model reviews a strategy's decision under enforced rules, with replay."""
-from mltrade.llm.cache import MODES, ReplayCache, ReplayMiss, Responder, cache_key, dry_answer
+from mltrade.llm.anonymize import PriceMap, anonymize_request
+from mltrade.llm.cache import MODES, ReplayCache, ReplayMiss, Responder, cache_key, call_key, dry_answer
 from mltrade.llm.client import ChatAnswer, LLMCallError, LLMClient, LLMConfigError
 from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, LLMResponse,
                                   Verdict, extract_json, parse_response, parse_text, validate)
@@ -8,7 +9,8 @@ from mltrade.llm.overlay import (CONFIG_DEFAULTS, LLMOverlay, OverlayRecord, bui
 from mltrade.llm.prompt import RESPONSE_SCHEMA, SYSTEM_PROMPT, build_messages, repair_messages
 
 __all__ = [
-    "MODES", "ReplayCache", "ReplayMiss", "Responder", "cache_key", "dry_answer",
+    "PriceMap", "anonymize_request",
+    "MODES", "ReplayCache", "ReplayMiss", "Responder", "cache_key", "call_key", "dry_answer",
     "ChatAnswer", "LLMCallError", "LLMClient", "LLMConfigError",
     "OUTCOMES", "REASONS", "ContractError", "ContractRules", "LLMRequest", "LLMResponse", "Verdict",
     "extract_json", "parse_response", "parse_text", "validate",

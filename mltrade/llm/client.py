@@ -1,14 +1,19 @@
 """Chat-completions client on the official ``openai`` package, for any OpenAI-compatible server.
 
 The default provider is xAI (``https://api.x.ai/v1``, a Grok model). The API key
-is read from an environment variable (``XAI_API_KEY`` unless configured) when
-the first call is made, and is never logged: ``repr`` masks it and error texts
-are scrubbed of it. Structured output (``response_format`` with a JSON schema)
-is asked for first; a server that rejects it with 400/422 is remembered and
-asked for plain JSON in the text from then on.
+is read from an environment variable (``XAI_API_KEY`` unless configured); modes
+that call the API check it when the overlay is built (:meth:`LLMClient.check_key`),
+so a missing key fails before the backtest starts. The key is never logged:
+``repr`` masks it and error texts are scrubbed of it. An HTTP 200 whose body is
+not a usable completion (not JSON, no choices, no message, content that is not
+text) raises :class:`LLMCallError` ``malformed_answer`` like any failed call.
+Structured output (``response_format`` with a JSON schema) is asked for first;
+a server that rejects it with 400/422 is remembered and asked for plain JSON in
+the text from then on.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -99,12 +104,20 @@ class LLMClient:
             text = text.replace(self._key, "***")
         return text
 
+    def check_key(self, mode: str = "live") -> None:
+        """Raise :class:`LLMConfigError` naming the variable and the config key when the API key is unset."""
+        if not os.environ.get(self.api_key_env):
+            raise LLMConfigError(f"environment variable {self.api_key_env} is not set: the LLM overlay "
+                                 f"in mode '{mode}' needs an API key for {self.base_url} "
+                                 f"(set {self.api_key_env}, or "
+                                 f"name another variable in [llm] api_key_env; or use [llm] mode = 'dry' or "
+                                 f"'replay')")
+
     def _openai(self) -> Any:
         if self._client is None:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise LLMConfigError(f"environment variable {self.api_key_env} is not set: the LLM overlay "
-                                     f"needs an API key for {self.base_url} (or use mode 'dry' or 'replay')")
+            self.check_key()
+            key = os.environ[self.api_key_env]
+            _quiet_http_logs()
             import openai  # imported lazily: dry and replay runs never need it
 
             self._key = key
@@ -150,23 +163,69 @@ class LLMClient:
             raise self._fail("http_error", f"HTTP {e.status_code}", e, e.status_code) from None
         except openai.OpenAIError as e:
             raise self._fail("http_error", type(e).__name__, e) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # an HTTP 200 whose body is not JSON
+            raise self._fail("malformed_answer", "the answer's body is not valid JSON", e) from None
         dt = time.monotonic() - t0
-        if not getattr(resp, "choices", None):
-            raise LLMCallError("empty_answer", "the answer has no choices")
-        choice = resp.choices[0]
-        msg = choice.message
-        refusal = getattr(msg, "refusal", None)
-        if refusal or choice.finish_reason == "content_filter":
-            log.info("llm: model %s refused (%s)", self.model,
-                     self._scrub(str(refusal or choice.finish_reason)))
+        try:
+            text, finish, refusal = _message_of(resp)
+        except LLMCallError as e:
+            log.debug("llm: unusable answer from %s: %s", self.base_url, e)
+            raise
+        except (AttributeError, TypeError, IndexError, KeyError, ValueError) as e:
+            raise self._fail("malformed_answer", "the answer is not a usable chat completion", e) from None
+        if refusal or finish == "content_filter":
+            log.debug("llm: model %s refused (%s)", self.model, self._scrub(str(refusal or finish)))
             raise LLMCallError("refusal", self._scrub(str(refusal or "finish_reason=content_filter")))
-        text = msg.content or ""
         log.debug("llm: %s answered in %.2f s (structured=%s, finish=%s, %d chars)",
-                  self.model, dt, structured, choice.finish_reason, len(text))
-        return ChatAnswer(text=text, structured=structured, finish_reason=choice.finish_reason,
+                  self.model, dt, structured, finish, len(text))
+        return ChatAnswer(text=text, structured=structured, finish_reason=finish,
                           model=getattr(resp, "model", None))
 
     def _fail(self, code: str, message: str, exc: Exception, status: Optional[int] = None) -> LLMCallError:
         detail = self._scrub(str(exc))[:300]
-        log.warning("llm: call to %s failed: %s: %s (%s)", self.base_url, code, message, detail)
-        return LLMCallError(code, f"{message} ({detail})", status)
+        # debug only: the overlay counts failures per reason and prints them in its summary line
+        log.debug("llm: call to %s failed: %s: %s (%s)", self.base_url, code, message, detail)
+        return LLMCallError(code, message if detail == message else f"{message} ({detail})", status)
+
+
+def _quiet_http_logs() -> None:
+    """The HTTP library logs one INFO line per request, which would interleave with the progress bar:
+    raise its loggers to WARNING unless they or the root logger were set to show more (``-v``)."""
+    if logging.getLogger().isEnabledFor(logging.DEBUG):
+        return
+    for name in ("httpx", "httpx2"):
+        lg = logging.getLogger(name)
+        if lg.level == logging.NOTSET:
+            lg.setLevel(logging.WARNING)
+
+
+def _message_of(resp: Any) -> tuple[str, Optional[str], Optional[str]]:
+    """``(text, finish_reason, refusal)`` of a completion; ``LLMCallError`` when it is not one."""
+    if resp is None or not hasattr(resp, "choices"):
+        raise LLMCallError("malformed_answer",
+                           f"the answer is not a chat completion (got {type(resp).__name__})")
+    choices = resp.choices
+    if choices is None:
+        raise LLMCallError("malformed_answer", "the answer has no 'choices'")
+    if not isinstance(choices, (list, tuple)):
+        raise LLMCallError("malformed_answer", f"'choices' is a {type(choices).__name__}, expected a list")
+    if not choices:
+        raise LLMCallError("empty_answer", "the answer has no choices")
+    choice = choices[0]
+    msg = getattr(choice, "message", None)
+    if msg is None:
+        raise LLMCallError("malformed_answer", "the answer's first choice has no 'message'")
+    finish = getattr(choice, "finish_reason", None)
+    refusal = getattr(msg, "refusal", None)
+    content = getattr(msg, "content", None)
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list) and all(isinstance(p, dict) and isinstance(p.get("text"), str)
+                                           for p in content):
+        text = "".join(p["text"] for p in content)  # content parts: [{"type": "text", "text": ...}]
+    else:
+        raise LLMCallError("malformed_answer",
+                           f"the message content is a {type(content).__name__}, expected text")
+    return text, (finish if isinstance(finish, str) else None), (str(refusal) if refusal else None)

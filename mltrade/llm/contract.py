@@ -52,6 +52,7 @@ REASONS = {
     "connection_error": "the API could not be reached",
     "refusal": "the model refused to answer",
     "empty_answer": "the model's answer was empty",
+    "malformed_answer": "the API answered HTTP 200 with a body that is not a usable chat completion",
 }
 
 _ACTIONS_TRADE = ("BUY", "SELL")

@@ -6,25 +6,29 @@ Flow per decision: build the request, ask (API, cache or dry policy), parse;
 an unparsable answer gets one repair call; the parsed answer is checked by the
 contract's rules; anything that still fails (invalid answer, rule broken,
 time-out, HTTP error, refusal) falls back to the ML decision or skips the
-trade (``on_failure``). Every review is kept as an :class:`OverlayRecord`
-with an outcome and a reason code, for :meth:`LLMOverlay.summary` and
-:meth:`LLMOverlay.report_section`.
+trade (``on_failure``); the leverage cap applies to the decision handed on in
+every case. With ``anonymize`` the model sees no dates and rescaled prices
+(:mod:`mltrade.llm.anonymize`); its barrier is mapped back before the rules
+apply. Every review is kept as an :class:`OverlayRecord` with an outcome and a
+reason code, for :meth:`LLMOverlay.summary` and :meth:`LLMOverlay.report_section`;
+per-review log lines are DEBUG, :meth:`LLMOverlay.summary_line` sums a run up.
 """
 from __future__ import annotations
 
 import html
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Iterable, Optional
 
 import pandas as pd
 
+from mltrade.llm.anonymize import PriceMap, anonymize_request, barrier_to_real
 from mltrade.llm.cache import MODES, ReplayCache, Responder
 from mltrade.llm.client import DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, LLMCallError, LLMClient
-from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, parse_text,
-                                  validate)
+from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, LLMResponse,
+                                  leverage, parse_text, validate)
 from mltrade.llm.prompt import build_messages, repair_messages
 from mltrade.products import KnockoutProduct
 from mltrade.strategies.decision import Decision, DecisionContext
@@ -67,7 +71,7 @@ class LLMOverlay:
     """Reviews decisions with a language model under the contract's rules; keeps a record of each."""
 
     def __init__(self, responder: Responder, rules: ContractRules = ContractRules(), candles: int = 17,
-                 on_failure: str = "ml", repair: bool = True) -> None:
+                 on_failure: str = "ml", repair: bool = True, anonymize: bool = False, seed: int = 0) -> None:
         if on_failure not in ON_FAILURE:
             raise ValueError(f"llm.on_failure: expected one of {ON_FAILURE}, got {on_failure!r}")
         if int(candles) < 0:
@@ -77,11 +81,38 @@ class LLMOverlay:
         self.candles = int(candles)
         self.on_failure = on_failure
         self.repair = repair
+        self.anonymize = bool(anonymize)
+        self.seed = int(seed)
+        #: the run's price map (drawn at the first review when ``anonymize``)
+        self.prices: Optional[PriceMap] = None
         self.records: list[OverlayRecord] = []
+        self._seen: dict = {}
 
     def __repr__(self) -> str:
         return (f"LLMOverlay(mode={self.responder.mode!r}, client={self.responder.client!r}, "
-                f"rules={self.rules}, candles={self.candles}, on_failure={self.on_failure!r})")
+                f"rules={self.rules}, candles={self.candles}, on_failure={self.on_failure!r}, "
+                f"anonymize={self.anonymize})")
+
+    def _decision_key(self, decision: Decision) -> str:
+        """The decision's time plus how often that time was reviewed before in this run."""
+        t = decision.time
+        base = t.isoformat() if isinstance(t, datetime) else str(t)
+        n = self._seen.get(base, 0)
+        self._seen[base] = n + 1
+        return f"{base}#{n}"
+
+    def _shown(self, request: LLMRequest) -> LLMRequest:
+        if not self.anonymize:
+            return request
+        if self.prices is None:
+            self.prices = PriceMap.draw(self.seed, request.price)
+        return anonymize_request(request, self.prices)
+
+    def _to_real(self, response: LLMResponse) -> LLMResponse:
+        if not self.anonymize or response.barrier is None:
+            return response
+        assert self.prices is not None
+        return replace(response, barrier=barrier_to_real(response.barrier, self.prices))
 
     # -- review ----------------------------------------------------------------
     def review(self, decision: Decision, context: DecisionContext) -> Decision:
@@ -89,20 +120,23 @@ class LLMOverlay:
         if decision.direction == 0 or decision.barrier_level() is None:
             return decision
         request = LLMRequest.from_decision(decision, context, self.candles)
-        messages = build_messages(request)
+        shown = self._shown(request)
+        messages = build_messages(shown, anonymized=self.anonymize)
+        key = self._decision_key(decision)
         answers = 0
         try:
-            text = self.responder.complete(messages, request)
+            text = self.responder.complete(messages, shown, key, 0)
             answers += 1
             try:
                 response = parse_text(text)
             except ContractError as first:
                 if not self.repair:
                     raise
-                log.info("llm: unusable answer (%s); asking once for a repair", first.code)
-                text = self.responder.complete(repair_messages(messages, text, first.message), request)
+                log.debug("llm: unusable answer (%s); asking once for a repair", first.code)
+                text = self.responder.complete(repair_messages(messages, text, first.message), shown, key, 1)
                 answers += 1
                 response = parse_text(text)
+            response = self._to_real(response)
         except (LLMCallError, ContractError) as e:
             return self._fail(decision, e.code, e.message, answers)
         verdict = validate(request, response, self.rules)
@@ -116,7 +150,7 @@ class LLMOverlay:
                          barrier=verdict.barrier, distance=None, stop=decision.stop, source="llm", info=info)
         self.records.append(OverlayRecord(decision, final, verdict.outcome or "", verdict.reason,
                                           reasoning=response.reasoning, answers=answers))
-        log.info("llm: %s (%s) at %s", verdict.outcome, verdict.reason, decision.time)
+        log.debug("llm: %s (%s) at %s", verdict.outcome, verdict.reason, decision.time)
         return final
 
     def _fail(self, decision: Decision, code: str, message: str, answers: int,
@@ -130,7 +164,19 @@ class LLMOverlay:
             outcome = "fallback"
             info["llm"] = {"outcome": outcome, "reason": code, "detail": message}
             final = decision.replace(info=info)
-        log.info("llm: %s after %s at %s: %s", outcome, code, decision.time, message)
+            cap = self.rules.max_leverage
+            d, price, barrier = decision.direction, float(decision.price), decision.barrier_level()
+            if cap is not None and barrier is not None and leverage(price, barrier) > cap * (1 + 1e-9):
+                # the cap applies to every executed decision, the strategy's own included
+                if self.rules.leverage_mode == "refuse":
+                    outcome = "skipped"
+                    info["llm"].update(outcome=outcome, leverage="refused")
+                    final = decision.replace(direction=0, barrier=None, distance=None, source="llm",
+                                             info=info)
+                else:
+                    info["llm"]["leverage"] = "clamped"
+                    final = decision.replace(barrier=price * (1 - d / cap), distance=None, info=info)
+        log.debug("llm: %s after %s at %s: %s", outcome, code, decision.time, message)
         self.records.append(OverlayRecord(decision, final, outcome, code, failed=True, reasoning=reasoning,
                                           answers=answers, detail=message))
         return final
@@ -181,6 +227,7 @@ class LLMOverlay:
         out["mode"] = self.responder.mode
         out["api_calls"] = self.responder.api_calls
         out["cache_hits"] = self.responder.cache_hits
+        out.update(self.anonymization())
         if bars is None:
             return out
         ml_pnl = llm_pnl = 0.0
@@ -215,6 +262,27 @@ class LLMOverlay:
             out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, sessions), 6)
         return out
 
+    def anonymization(self) -> dict:
+        """``{"anonymized": bool}`` plus, when on, the seed and the run's price map
+        (``shown = price_scale * real + price_shift``)."""
+        out: dict = {"anonymized": self.anonymize}
+        if self.anonymize:
+            out["anonymize_seed"] = self.seed
+            out["price_scale"] = None if self.prices is None else self.prices.scale
+            out["price_shift"] = None if self.prices is None else self.prices.shift
+        return out
+
+    def summary_line(self) -> str:
+        """One line for the end of a run: mode, reviews per outcome, failures per reason, API calls."""
+        c = self.counts()
+        outcomes = ", ".join(f"{c[o]} {o}" for o in OUTCOMES if c[o])
+        failed = ", ".join(f"{code} {n}" for code, n in sorted(c["reasons"].items())
+                           if any(r.failed and r.reason == code for r in self.records))
+        mode = self.responder.mode + (", anonymized" if self.anonymize else ", real dates and prices")
+        return (f"llm overlay ({mode}): {c['reviews']} reviews" + (f": {outcomes}" if outcomes else "")
+                + (f" (failures: {failed})" if failed else "")
+                + f"; {self.responder.api_calls} API calls, {self.responder.cache_hits} cache hits")
+
     def report_sections(self, strategy: Any = None, bars: Optional[pd.DataFrame] = None, trades: Any = None,
                         **pricing: Any) -> list[tuple[str, str]]:
         """``[(title, html)]`` for ``write_report(extra_sections=...)``; ``strategy`` adds the P&L."""
@@ -225,8 +293,17 @@ class LLMOverlay:
         """``(title, html)`` for ``mltrade.report.write_report(extra_sections=[...])``."""
         s = self.summary(bars, trades, strategy, **pricing)
         e = html.escape
+        if s["anonymized"]:
+            scale = "" if s["price_scale"] is None else (
+                f" (shown = {s['price_scale']:.6g} &times; real {'+' if s['price_shift'] >= 0 else '&minus;'} "
+                f"{abs(s['price_shift']):.6g})")
+            anon = (f"Prompts <b>anonymized</b>: no dates or weekdays, prices moved by a seeded scale and "
+                    f"shift{scale}, seed {s['anonymize_seed']}.")
+        else:
+            anon = "Prompts carry <b>real dates and prices</b> (anonymize off)."
         parts = [f"<p>Mode <b>{e(s['mode'])}</b>: {s['reviews']} reviews, {s['api_calls']} API calls, "
-                 f"{s['cache_hits']} cache hits.</p>", "<table><tr><th>outcome</th><th>count</th></tr>"]
+                 f"{s['cache_hits']} cache hits. {anon}</p>",
+                 "<table><tr><th>outcome</th><th>count</th></tr>"]
         for o in OUTCOMES + ("failed",):
             parts.append(f"<tr><td>{o}</td><td>{s[o]}</td></tr>")
         parts.append("</table><table><tr><th>reason</th><th>count</th><th>meaning</th></tr>")
@@ -415,11 +492,16 @@ CONFIG_DEFAULTS: dict = {
     "max_leverage": 50.0,
     "leverage_mode": "clamp",
     "cache_path": "data/llm-cache.sqlite",
+    "anonymize": True,
+    "anonymize_seed": 0,
 }
 
 
-def build_overlay(config: dict) -> LLMOverlay:
-    """An :class:`LLMOverlay` from the ``[llm]`` section (or a whole config holding one)."""
+def build_overlay(config: dict, live: bool = False) -> LLMOverlay:
+    """An :class:`LLMOverlay` from the ``[llm]`` section (or a whole config holding one).
+
+    ``live``: for live trading, where prompts keep real dates and prices (``anonymize`` applies to
+    backtests, whose future a model may remember). Modes that call the API check the key here."""
     section = config.get("llm", config) if isinstance(config, dict) else None
     if not isinstance(section, dict):
         raise ValueError(f"llm: expected a table of settings, got {type(config).__name__}")
@@ -432,6 +514,11 @@ def build_overlay(config: dict) -> LLMOverlay:
     max_lev = cfg["max_leverage"]
     if max_lev is not None and (not isinstance(max_lev, (int, float)) or isinstance(max_lev, bool)):
         raise ValueError(f"[llm] max_leverage: expected a number (0 = no cap), got {max_lev!r}")
+    for name in ("anonymize", "repair", "structured_output"):
+        if not isinstance(cfg[name], bool):
+            raise ValueError(f"[llm] {name}: expected true or false, got {cfg[name]!r}")
+    if not isinstance(cfg["anonymize_seed"], int) or isinstance(cfg["anonymize_seed"], bool):
+        raise ValueError(f"[llm] anonymize_seed: expected an integer, got {cfg['anonymize_seed']!r}")
     rules = ContractRules(closer_barrier=cfg["closer_barrier"],
                           max_leverage=None if not max_lev or math.isinf(max_lev) else float(max_lev),
                           leverage_mode=cfg["leverage_mode"])
@@ -441,6 +528,9 @@ def build_overlay(config: dict) -> LLMOverlay:
                            temperature=cfg["temperature"], max_tokens=cfg["max_tokens"],
                            timeout=cfg["timeout"],
                            max_retries=cfg["max_retries"], structured=cfg["structured_output"])
+    if client is not None and cfg["mode"] in ("live", "record"):
+        client.check_key(cfg["mode"])  # before anything is created: a missing key fails at start
     cache = ReplayCache(cfg["cache_path"]) if cfg["mode"] in ("record", "replay") else None
     return LLMOverlay(Responder(cfg["mode"], client, cache), rules, candles=cfg["candles"],
-                      on_failure=cfg["on_failure"], repair=bool(cfg["repair"]))
+                      on_failure=cfg["on_failure"], repair=bool(cfg["repair"]),
+                      anonymize=bool(cfg["anonymize"]) and not live, seed=cfg["anonymize_seed"])

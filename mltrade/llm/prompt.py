@@ -55,10 +55,16 @@ RESPONSE_SCHEMA = {
 }
 
 
-def build_messages(request: LLMRequest) -> list[dict]:
-    """Chat messages (system + user) asking the model to review ``request``."""
+ANONYMIZED_NOTE = ("Prices are shown on an undisclosed scale and times as exchange-local times of day; "
+                   "judge the shape of the moves, not the level.")
+
+
+def build_messages(request: LLMRequest, anonymized: bool = False) -> list[dict]:
+    """Chat messages (system + user) asking the model to review ``request`` (``anonymized``: say that
+    prices are rescaled and dates left out; see :mod:`mltrade.llm.anonymize`)."""
     p = request.to_payload()
-    lines = [
+    lines = [ANONYMIZED_NOTE] if anonymized else []
+    lines += [
         f"Proposed direction: {p['ml_direction']}",
         f"Proposed knock-out barrier: {p['ml_barrier']}",
         f"Current index price: {p['current_price']}",

@@ -1,12 +1,41 @@
-"""Model registry: keep a new model only when its out-of-sample metric beats the kept one.
+"""Model registry: keep a new model only when its *validation* metric beats the kept one.
+
+The final test range (holdout) is never used to choose: a model is ranked by a
+selection metric measured on validation data that ends before its holdout. The
+holdout is scored once per model by the caller and stored in ``metrics.json``
+for the report, but no registry decision reads it.
+
+API::
+
+    reg = ModelRegistry(".mltrade/models")
+    kept = reg.offer("dqn", write, metrics, config, metric="val_return",
+                     selection_range=("2014-01-02", "2014-12-31"),   # data the metric was measured on
+                     holdout_range=("2015-01-09", "2016-12-30"),     # the model's final test range
+                     degenerate=False, degenerate_reason="")
+
+* ``metrics[metric]`` must be a finite number; ``selection_range`` and
+  ``holdout_range`` are ``(first, last)`` dates (inclusive). An offer whose
+  selection range reaches the holdout (``last selection date >= first holdout
+  date``) is refused with a ``ValueError``: its metric saw the holdout.
+* ``degenerate=True`` (e.g. a model whose validation outputs are constant) is
+  never kept, not even with ``force``; the offer is recorded in the history with
+  its reason and ``offer`` returns False.
+* The candidate replaces the kept version when its metric strictly beats the
+  kept one (``higher_is_better``) measured on the same selection and holdout
+  ranges. A kept version measured on other ranges, or one written before
+  selection ranges were recorded (ranked by whatever metric, possibly a holdout
+  figure), is not comparable: the candidate replaces it.
+* :meth:`selection` returns the kept version's selection record (metric, value,
+  ranges) or None for an entry written before it existed; :meth:`metrics`,
+  :meth:`config` and :meth:`path` read old and new entries alike.
 
 Layout under ``root``::
 
     <name>/current -> v-<stamp>      (symlink, swapped atomically with os.replace)
     <name>/v-<stamp>/                (weights written by the caller)
-    <name>/v-<stamp>/metrics.json    (out-of-sample metrics, metric name, direction)
+    <name>/v-<stamp>/metrics.json    (the caller's metrics + "_metric", "_higher_is_better", "_selection")
     <name>/v-<stamp>/config.json     (the configuration that produced the model)
-    <name>/history.json              (every offer, kept or rejected)
+    <name>/history.json              (every offer, kept, rejected or refused)
 
 A reader that follows ``current`` always sees a complete model directory.
 """
@@ -19,9 +48,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence, Tuple
 
 import numpy as np
+import pandas as pd
 
 
 def _json_default(o: Any) -> Any:
@@ -60,8 +90,29 @@ def read_json(path: Path | str) -> Any:
         raise ValueError(f"{path}: line {exc.lineno}: malformed JSON ({exc.msg})") from exc
 
 
+def date_range(value: Any, what: str) -> Tuple[str, str]:
+    """``(first, last)`` dates as ISO strings from a pair of date-likes; ValueError naming ``what``."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise ValueError(f"{what}: expected a (first, last) pair of dates, got {value!r}")
+    out = []
+    for v in value:
+        try:
+            ts = pd.Timestamp(v)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{what}: cannot read {v!r} as a date ({exc})") from exc
+        if ts is pd.NaT:
+            raise ValueError(f"{what}: cannot read {v!r} as a date")
+        if ts.tzinfo is not None:
+            ts = ts.tz_convert("UTC").tz_localize(None)
+        out.append(ts)
+    if out[1] < out[0]:
+        raise ValueError(f"{what}: last date {value[1]!r} is before first date {value[0]!r}")
+    fmt = [str(t.date()) if t == t.normalize() else t.isoformat() for t in out]
+    return fmt[0], fmt[1]
+
+
 class ModelRegistry:
-    """A directory of named models, each keeping its best version by an out-of-sample metric."""
+    """A directory of named models, each keeping its best version by a validation metric (not the holdout)."""
 
     def __init__(self, root: Path | str) -> None:
         self.root = Path(root)
@@ -90,7 +141,7 @@ class ModelRegistry:
         return read_json(p / "config.json") if p else None
 
     def history(self, name: str) -> list:
-        """Every offer made for ``name`` (kept or rejected), oldest first."""
+        """Every offer made for ``name`` (kept, rejected or refused as degenerate), oldest first."""
         h = self.root / self._check_name(name) / "history.json"
         return read_json(h) if h.exists() else []
 
@@ -101,11 +152,22 @@ class ModelRegistry:
             return True
         return new > old if higher_is_better else new < old
 
-    def offer(self, name: str, write: Callable[[Path], None], metrics: dict, config: dict,
-              metric: str, higher_is_better: bool = True, force: bool = False) -> bool:
-        """Write a candidate with ``write(dir)`` and keep it if ``metrics[metric]`` beats the kept one.
+    def selection(self, name: str) -> Optional[dict]:
+        """The kept version's selection record (``metric``, ``value``, ``selection_range``,
+        ``holdout_range``), or None when nothing is kept or the entry predates selection records."""
+        m = self.metrics(name)
+        sel = m.get("_selection") if m else None
+        return dict(sel) if isinstance(sel, dict) else None
 
-        Returns True when the candidate became the kept version. The candidate is
+    def offer(self, name: str, write: Callable[[Path], None], metrics: dict, config: dict,
+              metric: str, higher_is_better: bool = True, force: bool = False, *,
+              selection_range: Optional[Sequence[Any]] = None, holdout_range: Optional[Sequence[Any]] = None,
+              degenerate: bool = False, degenerate_reason: str = "") -> bool:
+        """Write a candidate with ``write(dir)``; keep it if its validation ``metrics[metric]`` beats the kept one.
+
+        ``selection_range`` / ``holdout_range``: ``(first, last)`` dates of the data the metric was measured
+        on and of the model's final test range; required, and the first must end before the second starts.
+        ``degenerate=True`` is never kept. Returns True when the candidate became the kept version; it is
         written completely before the ``current`` link is swapped atomically.
         """
         self._check_name(name)
@@ -116,17 +178,39 @@ class ModelRegistry:
                 or not math.isfinite(float(value)):
             raise ValueError(f"offer({name!r}): metric {metric!r} must be a finite number, got {value!r}")
         value = float(value)
+        if selection_range is None or holdout_range is None:
+            raise ValueError(f"offer({name!r}): selection_range and holdout_range are required: the registry "
+                             "ranks models only by a metric measured before their holdout (final test range)")
+        sel = date_range(selection_range, f"offer({name!r}): selection_range")
+        hold = date_range(holdout_range, f"offer({name!r}): holdout_range")
+        if pd.Timestamp(sel[1]) >= pd.Timestamp(hold[0]):
+            raise ValueError(f"offer({name!r}): the selection metric {metric!r} was measured on {sel[0]} .. "
+                             f"{sel[1]}, which reaches the holdout starting {hold[0]}; rank models on "
+                             "validation data only (the holdout is scored and reported, never used to "
+                             "choose)")
         kept = self.metrics(name)
+        kept_sel = kept.get("_selection") if kept else None
         old = None
-        if kept is not None:
-            if kept.get("_metric") not in (None, metric):
-                raise ValueError(f"offer({name!r}): kept model is ranked by {kept.get('_metric')!r}, "
+        comparable = isinstance(kept_sel, dict) and kept_sel.get("selection_range") == list(sel) \
+            and kept_sel.get("holdout_range") == list(hold)
+        if comparable:
+            if kept_sel.get("metric") != metric:
+                raise ValueError(f"offer({name!r}): kept model is ranked by {kept_sel.get('metric')!r}, "
                                  f"not {metric!r}")
-            old = kept.get(metric)
+            old = kept_sel.get("value")
             old = float(old) if old is not None else None
-        keep = force or self.better(value, old, higher_is_better)
+            higher_is_better = bool(kept_sel.get("higher_is_better", higher_is_better))
+        refused = f"degenerate: {degenerate_reason or 'constant validation outputs'}" if degenerate else ""
+        keep = not refused and (force or self.better(value, old, higher_is_better))
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "metric": metric, "value": value,
-                 "kept_value": old, "kept": bool(keep)}
+                 "kept_value": old, "kept": bool(keep), "selection_range": list(sel),
+                 "holdout_range": list(hold), "degenerate": bool(degenerate)}
+        if kept is not None and not comparable:
+            entry["note"] = ("kept version was ranked on other ranges or before selection ranges were "
+                             "recorded: not comparable, the candidate replaces it" if not refused else
+                             "kept version not comparable")
+        if refused:
+            entry["refused"] = refused
         base = self.root / name
         base.mkdir(parents=True, exist_ok=True)
         if keep:
@@ -137,6 +221,9 @@ class ModelRegistry:
                 full = dict(metrics)
                 full["_metric"] = metric
                 full["_higher_is_better"] = bool(higher_is_better)
+                full["_selection"] = {"metric": metric, "value": value,
+                                      "higher_is_better": bool(higher_is_better),
+                                      "selection_range": list(sel), "holdout_range": list(hold)}
                 write_json_atomic(staging / "metrics.json", full)
                 write_json_atomic(staging / "config.json", config)
                 final = base / f"v-{stamp}"

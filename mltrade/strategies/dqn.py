@@ -86,6 +86,16 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             for t in range(1, len(dates)):
                 self.plan[dates[t - 1].date()] = dates[t]
 
+    @property
+    def model_flags(self) -> dict:
+        """The traded model's degeneracy flags from its ``settings.json``: ``degenerate``,
+        ``holdout_constant`` and their reasons (False / "" for bundles written before the flags existed)."""
+        s = self.model.settings
+        return {"degenerate": bool(s.get("degenerate", False)),
+                "degenerate_reason": s.get("degenerate_reason", ""),
+                "holdout_constant": bool(s.get("holdout_constant", False)),
+                "holdout_constant_reason": s.get("holdout_constant_reason", "")}
+
     # ------------------------------------------------------------------ decisions
     def _allowed(self, session_date: pd.Timestamp) -> bool:
         return not (self.p.oos_only and self.oos_start is not None and session_date < self.oos_start)

@@ -63,6 +63,8 @@ class BuyAndHold(KnockoutStrategy):
     index's up to the two order fees."""
 
     params = (("ratio", 1e-4), ("spread", 0.0), ("stop", None), ("flat_at_session_end", False))
+    #: a tracker, not a certificate: the [product] section (turbo ratio, spread) does not apply
+    uses_product_config = False
 
     def __init__(self) -> None:
         super().__init__()

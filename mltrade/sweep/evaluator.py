@@ -4,13 +4,14 @@ For every parameter set ``p`` and session ``s`` it computes the trade an
 intraday strategy makes under ``KnockoutBroker`` (decide on the close of
 session bar ``decision_bar - 1``, buy at the next bar's open at the ask, hold
 until the stop, the knock-out or the session's last close) with numpy arrays
-of shape ``(n_sets, n_sessions)``:
+over the (set, session) cells that decide:
 
 * decision price, barrier (``barrier_from_distance`` + ``round_barrier_safe``), strike;
 * knock-out at the entry bar's open (order rejected) and the entry ask;
 * the first bar whose adverse extreme reaches ``max(barrier, stop level)`` in
-  the certificate's direction, found by bisection over a sparse-table range
-  minimum (no per-bar Python loop); at that bar the broker's intra-bar order
+  the certificate's direction: a look-up along the session's running-extreme
+  records after the entry bar (:meth:`SessionGrid.first_touch`, built once per
+  grid; no per-bar Python loop); at that bar the broker's intra-bar order
   (:mod:`mltrade.brokers.intrabar`: open first, knock-out before stop at the
   open, then the nearer level first) decides knock-out / stop and the price;
 * exits at the session's last close at the bid otherwise.
@@ -21,7 +22,7 @@ its ``seed``) is a per-set parameter; the random rule replays the strategy's
 
 Only the per-certificate path is vectorised over sessions; the cash (whole
 certificates, fees, compounding) is a cheap loop over sessions vectorised
-over sets. Every price comes from :mod:`mltrade.products`.
+over the session's fills. Every price comes from :mod:`mltrade.products`.
 
 Financing: the broker moves a mini future's financing level once per UTC
 calendar day from the day it was ordered. An intraday trade never spans a UTC
@@ -31,7 +32,6 @@ accepted and validated for the day a sweep spans sessions overnight.
 """
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple
@@ -97,22 +97,67 @@ class SessionGrid:
         return SessionGrid(self.sessions[sl], self.open[sl], self.high[sl], self.low[sl], self.close[sl],
                            self.first[sl], self.last[sl], self.day[sl], self.times[sl], self.tz)
 
-    def range_min_table(self, which: str) -> np.ndarray:
-        """Sparse table ``T[k, s, i] = min(A[s, i : i + 2**k])`` for ``A`` = low (long) or -high (short)."""
+    def touch_tables(self, which: str) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Next-lower-extreme chains of every session, with binary-lifting jumps (built once, cached).
+
+        ``val[s, j]``: the adverse extreme of bar ``j`` (low for ``long``, -high for
+        ``short``; +inf where absent; a sentinel column ``width`` = -inf).
+        ``up[k, s, j]``: the bar ``2**k`` steps along the chain of strictly lower
+        ``val`` after ``j`` (the running extreme's new records), ``width`` if none.
+        ``lowest[s, j]``: the lowest ``val`` from bar ``j`` to the session's end.
+        """
         if which not in self._tables:
             a = self.low if which == "long" else -self.high
-            a = np.where(np.isnan(a), np.inf, a)
-            levels = [a]
-            k = 1
-            while (1 << k) <= a.shape[1]:
+            n_s, w = a.shape
+            val = np.full((n_s, w + 1), -np.inf)
+            val[:, :w] = np.where(np.isnan(a), np.inf, a)
+            nxt = np.full((n_s, w + 1), w, dtype=np.int64)
+            for j in range(w - 1):
+                lower = val[:, j + 1:w] < val[:, j:j + 1]
+                nxt[:, j] = np.where(lower.any(axis=1), lower.argmax(axis=1) + j + 1, w)
+            # the longest chain bounds the jumps needed: 2**levels > its length
+            depth = np.zeros((n_s, w + 1), dtype=np.int64)
+            rows = np.arange(n_s)
+            for j in range(w - 1, -1, -1):
+                depth[:, j] = 1 + depth[rows, nxt[:, j]]
+            levels = [nxt]
+            while (1 << len(levels)) <= int(depth.max()):
                 prev = levels[-1]
-                half = 1 << (k - 1)
-                nxt = prev.copy()
-                nxt[:, :-half] = np.minimum(prev[:, :-half], prev[:, half:])
-                levels.append(nxt)
-                k += 1
-            self._tables[which] = np.stack(levels)
+                levels.append(np.take_along_axis(prev, prev, axis=1))
+            lowest = np.full((n_s, w + 1), np.inf)
+            lowest[:, :w] = np.minimum.accumulate(val[:, :w][:, ::-1], axis=1)[:, ::-1]
+            self._tables[which] = (val, np.stack(levels), lowest)
         return self._tables[which]
+
+    def first_touch(self, sess: np.ndarray, direction: np.ndarray, start: np.ndarray,
+                    threshold: np.ndarray) -> np.ndarray:
+        """First bar ``j >= start`` of session ``sess`` whose adverse extreme (signed) is ``<= threshold``.
+
+        Per certificate (1-D arrays): long looks at lows, short at -highs. Returns
+        ``width`` where no bar of the session reaches the threshold (one look-up of
+        the session's lowest extreme after ``start``); otherwise a walk along the
+        session's running-extreme records: O(log width) per certificate.
+        """
+        out = np.full(len(sess), self.width, dtype=np.int64)
+        for which, mask in (("long", direction > 0), ("short", direction < 0)):
+            val, up, lowest = self.touch_tables(which)
+            w1 = val.shape[1]
+            flat_val, flat_up = val.reshape(-1), up.reshape(up.shape[0], -1)
+            idx = np.flatnonzero(mask)
+            pos = sess[idx] * w1 + start[idx]
+            reach = lowest.reshape(-1)[pos] <= threshold[idx]
+            idx, pos = idx[reach], pos[reach]
+            if not len(idx):
+                continue
+            base = pos - start[idx]
+            cur = start[idx].astype(np.int64)
+            thr = threshold[idx]
+            hit_now = flat_val[pos] <= thr
+            for k in range(up.shape[0] - 1, -1, -1):
+                nx = flat_up[k][base + cur]
+                cur = np.where(flat_val[base + nx] > thr, nx, cur)   # still above: jump along the chain
+            out[idx] = np.where(hit_now, start[idx], flat_up[0][base + cur])
+        return out
 
 
 def session_grid(bars: pd.DataFrame, exchange: str = "XNAS", interval: int = 5) -> SessionGrid:
@@ -228,12 +273,15 @@ def param_sets(sets: Sequence[Mapping] | Mapping[str, object], n: Optional[int] 
             arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
             seeds = []
             for i, x in enumerate(arr.tolist()):
-                if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, np.integer, float, np.floating)) \
-                        or x != x or float(x) != int(x) or abs(int(x)) >= 2 ** 63:
+                if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+                    seeds.append(int(x))     # any size: random.Random takes arbitrary integers
+                elif isinstance(x, (float, np.floating)) and np.isfinite(x) and float(x).is_integer():
+                    seeds.append(int(x))
+                else:
                     raise ValueError(f"params: set {i}: seed = {x!r}, expected an integer (the random "
                                      f"direction rule must be reproducible)")
-                seeds.append(int(x))
-            out["seed"] = np.asarray(seeds, dtype=np.int64)[:, None]
+            big = any(abs(x) >= 2 ** 63 for x in seeds)
+            out["seed"] = np.asarray(seeds, dtype=object if big else np.int64)[:, None]
             continue
         arr = np.asarray([np.nan if x is None else x for x in np.broadcast_to(np.asarray(v, dtype=object), (n,))],
                          dtype=float)
@@ -263,7 +311,11 @@ def _check_ranges(p: Dict[str, np.ndarray]) -> None:
 # --------------------------------------------------------------------------- signals
 @dataclass
 class Signals:
-    """Per (set, session): direction (+1/-1, 0 = no trade), decision bar number, barrier distance."""
+    """Per (set, session): direction (+1/-1, 0 = no trade), decision bar number, barrier distance.
+
+    Each array is ``(n_sets, n_sessions)`` or broadcastable to it (e.g. ``(n_sets, 1)``
+    for a decision bar per set).
+    """
 
     direction: np.ndarray
     column: np.ndarray
@@ -273,11 +325,31 @@ class Signals:
 SignalFn = Callable[[SessionGrid, Dict[str, np.ndarray]], Signals]
 
 
+def _grid_table(grid: SessionGrid, name: str) -> np.ndarray:
+    """Per-grid ``(width, n_sessions)`` look-up tables indexed by decision column (cached on the grid)."""
+    if name not in grid._tables:
+        cols = np.arange(grid.width)[:, None]
+        if name == "decidable":     # a present bar that is neither the session's nor the data's last bar
+            t = (cols >= grid.first[None, :]) & (cols < grid.last[None, :])
+        elif name == "momentum_ok":  # ... of a session seen from its first bar
+            t = _grid_table(grid, "decidable") & (grid.first == 0)[None, :]
+        elif name == "move":         # the session's move up to the close of each bar
+            with np.errstate(invalid="ignore", divide="ignore"):
+                t = np.ascontiguousarray((grid.close / grid.open[:, :1] - 1.0).T)
+        elif name == "abs_move":
+            t = np.abs(_grid_table(grid, "move"))
+        elif name == "up":
+            t = np.where(_grid_table(grid, "move") > 0, 1, -1).astype(np.int8)
+        else:
+            raise KeyError(name)
+        grid._tables[name] = t
+    return grid._tables[name]
+
+
 def _decision_column(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
-    k = np.broadcast_to((p["decision_bar"] - 1).astype(int), (p["decision_bar"].shape[0], grid.n_sessions))
-    # decide on a present bar that is neither the session's nor the data's last bar
-    ok = (k >= grid.first[None, :]) & (k < grid.last[None, :])
-    return k, ok
+    """Decision column per set ``(n_sets, 1)`` and where it can decide ``(n_sets, n_sessions)``."""
+    k = (p["decision_bar"] - 1).astype(np.int64)
+    return k, _grid_table(grid, "decidable")[np.clip(k[:, 0], 0, grid.width - 1)]
 
 
 def momentum_signals(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Signals:
@@ -287,24 +359,23 @@ def momentum_signals(grid: SessionGrid, p: Dict[str, np.ndarray]) -> Signals:
     up at the decision bar's close, short if not), ``long``, or ``random``
     (see :func:`random_directions`).
     """
-    k, ok = _decision_column(grid, p)
-    rows = np.arange(grid.n_sessions)[None, :]
-    kc = np.clip(k, 0, grid.width - 1)
-    price = grid.close[rows, kc]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        move = price / grid.open[:, 0][None, :] - 1.0
-    ok = ok & (grid.first[None, :] == 0) & ~(np.abs(move) < p["min_move"])
-    direction = np.where(move > 0, 1, -1).astype(np.int8)
+    k = (p["decision_bar"] - 1).astype(np.int64)
+    kc = np.clip(k[:, 0], 0, grid.width - 1)
+    ok = _grid_table(grid, "momentum_ok")[kc]
+    mm = p["min_move"]
+    if (mm > 0).any():
+        ok &= ~(_grid_table(grid, "abs_move")[kc] < mm)
+    direction = _grid_table(grid, "up")[kc]
     rule = p.get("rule")
-    if rule is not None:
-        rule = np.broadcast_to(rule, k.shape)
-        direction = np.where(rule == RULE_LONG, np.int8(1), direction)
-        rnd = rule[:, 0] == RULE_RANDOM
+    if rule is not None and (rule != RULE_MOMENTUM).any():
+        rule = rule[:, 0]
+        direction[rule == RULE_LONG] = 1
+        rnd = rule == RULE_RANDOM
         if rnd.any():
             seeds = np.broadcast_to(p["seed"], (k.shape[0], 1))[rnd, 0]
             direction[rnd] = random_directions(ok[rnd], seeds)
-    direction = np.where(ok, direction, 0).astype(np.int8)
-    return Signals(direction, k, np.broadcast_to(p["distance"], k.shape))
+    direction[~ok] = 0
+    return Signals(direction, k, p["distance"])
 
 
 def random_directions(decides: np.ndarray, seeds: np.ndarray) -> np.ndarray:
@@ -345,9 +416,9 @@ def session_signals(direction: Sequence[int] | np.ndarray,
         if dirs.shape[-1] != grid.n_sessions:
             raise ValueError(f"signals: expected {grid.n_sessions} sessions, got {dirs.shape[-1]}")
         k, ok = _decision_column(grid, p)
-        d = np.where(ok, np.broadcast_to(dirs, k.shape), 0).astype(np.int8)
-        base = np.broadcast_to(p["distance"], k.shape)
-        dd = base if dist is None else np.where(np.isnan(dist), base, np.broadcast_to(dist, k.shape))
+        d = np.where(ok, np.broadcast_to(dirs, ok.shape), 0).astype(np.int8)
+        base = np.broadcast_to(p["distance"], ok.shape)
+        dd = base if dist is None else np.where(np.isnan(dist), base, np.broadcast_to(dist, ok.shape))
         return Signals(d, k, dd)
     return fn
 
@@ -373,33 +444,55 @@ def signals_from_mapping(grid: SessionGrid, signals: Mapping) -> SignalFn:
 
 
 # --------------------------------------------------------------------------- evaluation
-@dataclass
-class SweepResult:
-    """Trades of every set in every session (``(n_sets, n_sessions)`` arrays) and each set's final cash."""
+#: per-trade fields of :class:`SweepResult` (materialised as ``(n_sets, n_sessions)`` arrays on first access)
+_TRADE_FIELDS = {  # name: (fill value, dtype)
+    "entry_bar": (-1, np.int64), "exit_bar": (-1, np.int64), "exit_reason": (EXIT_NONE, np.int8),
+    "entry_price": (np.nan, float), "exit_price": (np.nan, float), "entry_underlying": (np.nan, float),
+    "exit_underlying": (np.nan, float), "size": (0.0, float), "fees": (0.0, float), "pnl": (0.0, float),
+}
+_ACTIVE_FIELDS = {"status": (NO_TRADE, np.int8), "strike": (np.nan, float), "barrier": (np.nan, float)}
 
-    grid: SessionGrid
-    params: Dict[str, np.ndarray]
-    status: np.ndarray
-    direction: np.ndarray
-    entry_bar: np.ndarray
-    exit_bar: np.ndarray
-    exit_reason: np.ndarray
-    strike: np.ndarray
-    barrier: np.ndarray
-    entry_price: np.ndarray
-    exit_price: np.ndarray
-    entry_underlying: np.ndarray
-    exit_underlying: np.ndarray
-    size: np.ndarray
-    fees: np.ndarray
-    pnl: np.ndarray
-    cash: np.ndarray            #: cash after each session (n_sets, n_sessions)
-    final_cash: np.ndarray      #: (n_sets,)
+
+class SweepResult:
+    """Trades of every set in every session and each set's cash.
+
+    ``status``, ``direction``, ``entry_bar`` ... ``pnl`` are ``(n_sets, n_sessions)``
+    arrays; the evaluator keeps them compact (one entry per decision or trade)
+    and lays them out on first access. ``cash`` (after each session) and
+    ``final_cash`` are computed eagerly.
+    """
+
+    def __init__(self, grid: SessionGrid, params: Dict[str, np.ndarray], direction: np.ndarray,
+                 details: Callable[[], Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]], cash: np.ndarray,
+                 final_cash: np.ndarray) -> None:
+        self.grid, self.params, self.direction = grid, params, direction
+        self.cash, self.final_cash = cash, final_cash       #: cash after each session / at the end
+        self._details = details     # -> (per decision, per trade) compact arrays; "cell" = set * n_sessions + session
+        self._compact: Optional[Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]] = None
+        self._full: Dict[str, np.ndarray] = {}
+
+    def compact(self) -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """``(decisions, trades)``: one entry per decision / filled trade, ``cell`` = set * n_sessions + session."""
+        if self._compact is None:
+            self._compact = self._details()
+        return self._compact
+
+    def __getattr__(self, name: str) -> np.ndarray:
+        spec = _TRADE_FIELDS.get(name), _ACTIVE_FIELDS.get(name)
+        if name.startswith("_") or spec == (None, None):
+            raise AttributeError(name)
+        if name not in self._full:
+            src = self.compact()[1 if spec[0] else 0]
+            fill, dtype = spec[0] or spec[1]
+            out = np.full(self.direction.size, fill, dtype=dtype)
+            out[src["cell"]] = src[name]
+            self._full[name] = out.reshape(self.direction.shape)
+        return self._full[name]
 
     @property
     def n_sets(self) -> int:
         """Number of parameter sets (rows)."""
-        return self.status.shape[0]
+        return self.direction.shape[0]
 
     def total_return(self) -> np.ndarray:
         """Final cash over starting cash, minus 1, per set."""
@@ -407,13 +500,14 @@ class SweepResult:
 
     def trade_count(self) -> np.ndarray:
         """Filled trades per set."""
-        return (self.status == TRADED).sum(axis=1)
+        return np.bincount(self.compact()[1]["cell"] // max(self.direction.shape[1], 1), minlength=self.n_sets)
 
     def session_returns(self) -> np.ndarray:
         """Per-session relative change of the cash (n_sets, n_sessions)."""
-        prev = np.concatenate([self.params["cash"], self.cash[:, :-1]], axis=1)
+        after = self.cash.T                                   # sessions x sets: contiguous as computed
+        prev = np.concatenate([self.params["cash"].T, after[:-1]], axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(prev > 0, self.cash / prev - 1.0, 0.0)
+            return np.where(prev > 0, after / prev - 1.0, 0.0).T
 
     def trades(self, i: int) -> pd.DataFrame:
         """The round trips of set ``i`` (one row per trade, like ``KnockoutBroker.roundtrips``)."""
@@ -430,6 +524,23 @@ class SweepResult:
             "fees": self.fees[i, s], "pnl": self.pnl[i, s],
         })
 
+    @staticmethod
+    def concat(parts: Sequence["SweepResult"], params: Dict[str, np.ndarray]) -> "SweepResult":
+        """Join results over consecutive chunks of sets (same grid) into one."""
+        n_s = parts[0].direction.shape[1]
+        offs = np.cumsum([0] + [r.n_sets for r in parts[:-1]]) * n_s
+
+        def details() -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+            both = [r.compact() for r in parts]
+            out = []
+            for which in (0, 1):
+                d = {k: np.concatenate([c[which][k] for c in both]) for k in both[0][which] if k != "cell"}
+                d["cell"] = np.concatenate([c[which]["cell"] + o for c, o in zip(both, offs)])
+                out.append(d)
+            return out[0], out[1]
+        return SweepResult(parts[0].grid, params, np.concatenate([r.direction for r in parts]), details,
+                           np.concatenate([r.cash for r in parts]), np.concatenate([r.final_cash for r in parts]))
+
 
 #: (sets x sessions) cells evaluated at once; larger evaluations are split into chunks of sets
 MAX_CELLS = 1_000_000
@@ -443,131 +554,159 @@ def evaluate(grid: SessionGrid, sets, signal: SignalFn = momentum_signals) -> Sw
     if n_p > chunk:   # bound the memory of long spans: evaluate chunks of sets and join them
         parts = [_evaluate({k: (v[i:i + chunk] if v.ndim else v) for k, v in p.items()}, grid, signal)
                  for i in range(0, n_p, chunk)]
-        joined = {f.name: (np.concatenate([getattr(r, f.name) for r in parts])
-                           if isinstance(getattr(parts[0], f.name), np.ndarray) else getattr(parts[0], f.name))
-                  for f in dataclasses.fields(SweepResult) if f.name != "params"}
-        return SweepResult(params=p, **joined)
+        return SweepResult.concat(parts, p)
     return _evaluate(p, grid, signal)
+
+
+def _per_cell(a: np.ndarray, idx: np.ndarray):
+    """A per-set parameter (``(n_sets, 1)``) at each cell: a scalar when every set shares it."""
+    v = a[:, 0]
+    if len(v) and ((v == v[0]).all() or (v.dtype.kind == "f" and np.isnan(v).all())):
+        return v[0]
+    return v[idx]
+
+
+def _cells(a: np.ndarray, shape: Tuple[int, int], cells: np.ndarray, sets: np.ndarray) -> np.ndarray:
+    """``a`` (broadcastable to ``shape``) at flat cells; a per-set column needs no full-size copy."""
+    a = np.asarray(a)
+    if a.ndim == 2 and a.shape[1] == 1:
+        return a[:, 0][sets]
+    b = np.broadcast_to(a, shape)
+    if b.strides[1] == 0:
+        return b[:, 0][sets]
+    return b.reshape(-1)[cells]
 
 
 def _evaluate(p: Dict[str, np.ndarray], grid: SessionGrid, signal: SignalFn) -> SweepResult:
     sig = signal(grid, p)
-    n_p, n_s = sig.direction.shape
-    rows = np.broadcast_to(np.arange(n_s)[None, :], (n_p, n_s))
-    d = sig.direction.astype(np.int8)
-    active = d != 0
-    ds = np.where(active, d, 1).astype(float)   # a direction everywhere, masked later
-    k = np.clip(sig.column, 0, grid.width - 1)
-    e = np.clip(k + 1, 0, grid.width - 1)
-    ratio, fx, spread = p["ratio"], p["fx"], p["spread"]
-    step = float(p["barrier_step"])
+    direction = np.ascontiguousarray(sig.direction, dtype=np.int8)
+    n_p, n_s = direction.shape
+    w = grid.width
+    # ---- decisions: compact arrays over the cells (set, session) that decide, set-major
+    cells = np.flatnonzero(direction)
+    sets, sess = np.divmod(cells, n_s)
+    ds = direction.reshape(-1)[cells].astype(float)
+    k = np.clip(_cells(sig.column, (n_p, n_s), cells, sets), 0, w - 1)
+    e = np.minimum(k + 1, w - 1)
+    dist = _cells(sig.distance, (n_p, n_s), cells, sets)
+    ratio, fx, spread = (_per_cell(p[n], sets) for n in ("ratio", "fx", "spread"))
+    base = sess * w
     # ---- product at the decision (KnockoutStrategy.make_product -> KnockoutProduct.for_index)
-    price = grid.close[rows, k]
-    barrier = round_barrier_safe(barrier_from_distance(price, ds, sig.distance), ds, step)
-    is_mini = np.broadcast_to(p["is_mini"], (n_p, n_s))
-    strike = np.where(is_mini, barrier / (1.0 + ds * p["barrier_buffer"]), barrier)
+    price = grid.close.reshape(-1)[base + k]
+    barrier = round_barrier_safe(barrier_from_distance(price, ds, dist), ds, float(p["barrier_step"]))
+    is_mini = _per_cell(p["is_mini"], sets)
+    strike = np.where(is_mini, barrier / (1.0 + ds * _per_cell(p["barrier_buffer"], sets)), barrier)
     # ---- entry at the next bar's open (knock-out at the open comes first)
-    o_e = grid.open[rows, e]
-    ko_open = active & (ds * o_e <= ds * barrier)
+    o_e = grid.open.reshape(-1)[base + e]
+    ko_open = ds * o_e <= ds * barrier
     entry = ask_price(ds, o_e, strike, ratio, fx)
-    filled = active & ~ko_open & (entry > 0)
-    # ---- stop level on the underlying and the first bar that reaches max(barrier, stop level)
-    stop_price = p["stop"] * entry
+    status = np.where(ko_open, REJECTED_KNOCKOUT, NO_TRADE).astype(np.int8)
+    fi = np.flatnonzero(~ko_open & (entry > 0))    # filled: index into the decision cells
+    # ---- the filled certificates' path: stop level, first bar reaching max(barrier, stop level)
+    fs, fsess, fd, fe = sets[fi], sess[fi], ds[fi], e[fi]
+    f_ratio, f_fx, f_spread, f_mini = (v if np.ndim(v) == 0 else v[fi] for v in (ratio, fx, spread, is_mini))
+    f_strike, f_barrier, f_entry = strike[fi], barrier[fi], entry[fi]
+    stop_price = _per_cell(p["stop"], fs) * f_entry
     has_stop = ~np.isnan(stop_price) & (stop_price > 0)
     with np.errstate(invalid="ignore"):
-        level = np.where(has_stop, underlying_for_bid(ds, np.where(has_stop, stop_price, 0.0), strike, ratio, fx,
-                                                      spread), -ds * np.inf)
-    thr = np.maximum(ds * barrier, ds * level)
-    last = np.broadcast_to(grid.last[None, :], (n_p, n_s))
-    j = _first_touch(grid, ds, rows, e, last, thr)
-    found = j <= last
-    jj = np.minimum(j, last)
-    o, h, lo, c = (g[rows, jj] for g in (grid.open, grid.high, grid.low, grid.close))
-    open_ko = found & (ds * o <= ds * barrier)
-    open_stop = found & ~open_ko & (ds * o <= ds * level)
-    intra_ko = found & ~open_ko & ~open_stop & (ds * barrier >= ds * level)
+        level = np.where(has_stop, underlying_for_bid(fd, np.where(has_stop, stop_price, 0.0), f_strike, f_ratio,
+                                                      f_fx, f_spread), -fd * np.inf)
+    j = grid.first_touch(fsess, fd, fe, np.maximum(fd * f_barrier, fd * level))
+    found = j < w
+    last = grid.last[fsess]
+    jj = np.where(found, j, last)
+    at = fsess * w + jj
+    o, h, lo, c = (g.reshape(-1)[at] for g in (grid.open, grid.high, grid.low, grid.close))
+    open_ko = found & (fd * o <= fd * f_barrier)
+    open_stop = found & ~open_ko & (fd * o <= fd * level)
+    intra_ko = found & ~open_ko & ~open_stop & (fd * f_barrier >= fd * level)
     intra_stop = found & ~open_ko & ~open_stop & ~intra_ko
     knock = open_ko | intra_ko
-    # ---- exit price per certificate
-    close_last = grid.close[rows, last]
-    exit_px = bid_price(ds, close_last, strike, ratio, fx, spread)
-    exit_u = close_last.copy()
-    exit_px = np.where(open_stop, bid_price(ds, o, strike, ratio, fx, spread), exit_px)
+    # ---- exit price per certificate (the bar at ``jj`` is the session's last bar when nothing fired)
+    exit_px = bid_price(fd, c, f_strike, f_ratio, f_fx, f_spread)
+    exit_u = c.copy()
+    exit_px = np.where(open_stop, bid_price(fd, o, f_strike, f_ratio, f_fx, f_spread), exit_px)
     exit_u = np.where(open_stop, o, exit_u)
     exit_px = np.where(intra_stop, stop_price, exit_px)
     exit_u = np.where(intra_stop, level, exit_u)
-    unwind = unwind_price(ds, barrier, o, lo, h, c, str(p["unwind"]), open_ko)
-    resid = np.where(is_mini, residual_value(ds, unwind, strike, ratio, fx), 0.0)
+    unwind = unwind_price(fd, f_barrier, o, lo, h, c, str(p["unwind"]), open_ko)
+    resid = np.where(f_mini, residual_value(fd, unwind, f_strike, f_ratio, f_fx), 0.0)
     exit_px = np.where(knock, resid, exit_px)
     exit_u = np.where(knock, unwind, exit_u)
     reason = np.where(knock, EXIT_KNOCKOUT, np.where(open_stop | intra_stop, EXIT_STOP, EXIT_SESSION_END))
-    exit_bar = np.where(found, jj, last)
-    # ---- cash: whole certificates, fees, compounding (loop over sessions, vectorised over sets)
-    status = np.where(ko_open, REJECTED_KNOCKOUT, NO_TRADE).astype(np.int8)
-    size = np.zeros((n_p, n_s))
-    fees = np.zeros((n_p, n_s))
-    pnl = np.zeros((n_p, n_s))
-    cash_hist = np.zeros((n_p, n_s))
+    # ---- cash: whole certificates, fees, compounding (loop over sessions, vectorised over the session's fills)
+    order = np.argsort(fsess, kind="stable")    # session-major: each session's fills are one slice
+    bounds = np.searchsorted(fsess[order], np.arange(n_s + 1))
+    o_set = fs[order]
+    px_all, xp_all = f_entry[order], exit_px[order]
+    fee_out = (reason != EXIT_KNOCKOUT)[order]
+    fixed = _per_cell(p["commission_fixed"], o_set)
+    pct = _per_cell(p["commission_pct"], o_set)
+    stake = _per_cell(p["stake"], o_set)
+    frac = _per_cell(np.nan_to_num(p["stake_fraction"], nan=0.0), o_set)
+    unit = px_all * (1.0 + pct)
+    # KnockoutStrategy.open_knockout: stake, else stake_fraction of the (flat) account value, else all cash
+    if np.ndim(stake) == 0 and np.ndim(frac) == 0:
+        mode = "stake" if stake == stake else ("fraction" if frac > 0 else "cash")
+    else:
+        mode = "mixed"
+        has_stake, use_frac = ~np.isnan(np.broadcast_to(stake, px_all.shape)), np.broadcast_to(frac, px_all.shape) > 0
+    no_pct = np.ndim(pct) == 0 and pct == 0.0
+    # fees without a percentage part do not depend on the size: fixed in, fixed out unless knocked out
+    out_fee0 = np.where(fee_out, fixed, 0.0) if no_pct else None
+    n_all = np.zeros(len(order))
+    ok_all = np.zeros(len(order), dtype=bool)
     cash = p["cash"][:, 0].astype(float).copy()
-    fixed, pct = p["commission_fixed"][:, 0], p["commission_pct"][:, 0]
-    stake = p["stake"][:, 0]
-    frac = np.nan_to_num(p["stake_fraction"][:, 0], nan=0.0)
-    pay_fee = reason != EXIT_KNOCKOUT
-    for s in range(n_s):
-        f = filled[:, s]
-        if f.any():
-            px = entry[:, s]
-            # KnockoutStrategy.open_knockout: stake, else stake_fraction of the (flat) account value, else all cash
-            st = np.where(~np.isnan(stake), stake, np.where(frac > 0, np.minimum(frac * (cash + 0.0), cash), cash))
-            budget = np.minimum(st, cash) - fixed
-            with np.errstate(divide="ignore", invalid="ignore"):
-                n = np.floor(budget / (px * (1.0 + pct)) + 1e-9)
-            comm_in = fixed + pct * n * px
-            ok = f & (n > 0) & ~(n * px + comm_in > cash + 1e-9)
-            status[ok, s] = TRADED
-            status[f & ~ok, s] = REJECTED_CASH
-            xp = exit_px[:, s]
-            comm_out = np.where(pay_fee[:, s], fixed + pct * n * xp, 0.0)
-            new = (cash - (n * px + comm_in)) + (n * xp - comm_out)
-            cash = np.where(ok, new, cash)
-            size[:, s] = np.where(ok, n, 0.0)
-            fees[:, s] = np.where(ok, comm_in + comm_out, 0.0)
-            pnl[:, s] = np.where(ok, n * xp - n * px - (comm_in + comm_out), 0.0)
-        cash_hist[:, s] = cash
-    traded = status == TRADED
-    return SweepResult(
-        grid=grid, params=p, status=status, direction=np.where(active, d, 0).astype(np.int8),
-        entry_bar=np.where(traded, e, -1), exit_bar=np.where(traded, exit_bar, -1),
-        exit_reason=np.where(traded, reason, EXIT_NONE).astype(np.int8),
-        strike=np.where(active, strike, np.nan), barrier=np.where(active, barrier, np.nan),
-        entry_price=np.where(traded, entry, np.nan), exit_price=np.where(traded, exit_px, np.nan),
-        entry_underlying=np.where(traded, o_e, np.nan), exit_underlying=np.where(traded, exit_u, np.nan),
-        size=size, fees=fees, pnl=pnl, cash=cash_hist, final_cash=cash)
+    cash_hist = np.empty((n_s, n_p))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for s in range(n_s):
+            a, b = bounds[s], bounds[s + 1]
+            if a < b:
+                ii = o_set[a:b]
+                cs = cash[ii]
+                fx_ = fixed if np.ndim(fixed) == 0 else fixed[a:b]
+                if mode == "cash":
+                    budget = cs - fx_
+                elif mode == "fraction":
+                    budget = np.minimum(frac * cs, cs) - fx_
+                elif mode == "stake":
+                    budget = np.minimum(stake, cs) - fx_
+                else:
+                    st = np.where(has_stake[a:b], stake if np.ndim(stake) == 0 else stake[a:b],
+                                  np.where(use_frac[a:b], np.minimum((frac if np.ndim(frac) == 0 else frac[a:b])
+                                                                     * (cs + 0.0), cs), cs))
+                    budget = np.minimum(st, cs) - fx_
+                n = np.floor(budget / unit[a:b] + 1e-9)
+                px, xp = px_all[a:b], xp_all[a:b]
+                if no_pct:
+                    cost = n * px + fx_
+                    comm_out = out_fee0[a:b]
+                else:
+                    pc_ = pct if np.ndim(pct) == 0 else pct[a:b]
+                    cost = n * px + (fx_ + pc_ * n * px)
+                    comm_out = np.where(fee_out[a:b], fx_ + pc_ * n * xp, 0.0)
+                ok = (n > 0) & (cost <= cs + 1e-9)       # every figure here is finite
+                cash[ii] = np.where(ok, (cs - cost) + (n * xp - comm_out), cs)
+                n_all[a:b] = n
+                ok_all[a:b] = ok
+            cash_hist[s] = cash
 
+    def details() -> Tuple[Dict[str, np.ndarray], Dict[str, np.ndarray]]:
+        """Every decision's status and every trade's figures (laid out only when a caller asks)."""
+        back = fi[order]                                  # decision index of each fill, session-major
+        st = status.copy()
+        st[back] = np.where(ok_all, TRADED, REJECTED_CASH)
+        t = np.flatnonzero(ok_all)
+        tf = order[t]                                     # index into the filled arrays
+        n, px, xp = n_all[t], px_all[t], xp_all[t]
+        fx_ = fixed if np.ndim(fixed) == 0 else fixed[t]
+        pc_ = pct if np.ndim(pct) == 0 else pct[t]
+        comm_in = fx_ + pc_ * n * px
+        comm_out = np.where(fee_out[t], fx_ + pc_ * n * xp, 0.0)
+        traded = {"cell": cells[back[t]], "entry_bar": fe[tf], "exit_bar": jj[tf], "exit_reason": reason[tf],
+                  "entry_price": px, "exit_price": xp, "entry_underlying": o_e[fi][tf],
+                  "exit_underlying": exit_u[tf], "size": n, "fees": comm_in + comm_out,
+                  "pnl": n * xp - n * px - (comm_in + comm_out)}
+        return {"cell": cells, "status": st, "strike": strike, "barrier": barrier}, traded
 
-def _first_touch(grid: SessionGrid, ds, rows, e, last, thr) -> np.ndarray:
-    """Smallest bar ``j`` in ``[e, last]`` whose adverse extreme (signed) is ``<= thr``; ``last + 1`` if none."""
-    tab_l, tab_s = grid.range_min_table("long"), grid.range_min_table("short")
-    short = ds < 0
-    lo = e.astype(np.int64).copy()
-    hi = (last + 1).astype(np.int64).copy()
-    n_levels = tab_l.shape[0]
-    log2 = np.zeros(grid.width + 2, dtype=np.int64)
-    for i in range(2, grid.width + 2):
-        log2[i] = log2[i // 2] + 1
-    log2 = np.minimum(log2, n_levels - 1)
-    while True:
-        open_ = lo < hi
-        if not open_.any():
-            break
-        mid = (lo + hi) // 2
-        midc = np.minimum(mid, grid.width - 1)
-        length = np.maximum(midc - e + 1, 1)
-        kk = log2[length]
-        b = np.maximum(midc - (1 << kk) + 1, 0)
-        m = np.minimum(np.where(short, tab_s[kk, rows, e], tab_l[kk, rows, e]),
-                       np.where(short, tab_s[kk, rows, b], tab_l[kk, rows, b]))
-        hit = (m <= thr) & open_ & (mid <= last)
-        hi = np.where(hit, mid, hi)
-        lo = np.where(open_ & ~hit, mid + 1, lo)
-    return lo
+    return SweepResult(grid, p, direction, details, cash_hist.T, cash)   # cash: a (sets, sessions) view

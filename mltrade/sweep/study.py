@@ -17,15 +17,18 @@ by default, PostgreSQL for several machines) and resumes when run again.
 """
 from __future__ import annotations
 
+import base64
+import collections
 import copy
 import html
 import json
 import logging
 import math
 import multiprocessing as mp
-import os
+import secrets
 import time
 import uuid
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -33,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from mltrade.sweep.coordination import Claims, WorkerIdentity, params_key, worker_seed
 from mltrade.sweep.evaluator import DEFAULTS, SignalFn, evaluate, momentum_signals, param_sets, session_grid
 
 log = logging.getLogger(__name__)
@@ -221,10 +225,12 @@ class Scorer:
         return [{k: v for k, v in {**self.base, **p}.items() if k in keep} for p in params]
 
     # -- vectorised
-    def vector_fold(self, params: Sequence[dict], fold: int) -> np.ndarray:
-        """Log growth of each parameter set on validation fold ``fold``."""
+    def vector_fold(self, params: Sequence[dict], fold: int, returns: bool = False):
+        """Log growth of each parameter set on validation fold ``fold`` (and, with ``returns``, the
+        ``(n_sets, n_sessions)`` session returns)."""
         res = evaluate(self._fold_grids[fold], param_sets(self.sets(params)), self.signal)
-        return np.log(np.maximum(res.final_cash / res.params["cash"][:, 0], FLOOR))
+        growth = np.log(np.maximum(res.final_cash / res.params["cash"][:, 0], FLOOR))
+        return (growth, res.session_returns()) if returns else growth
 
     def vector_test(self, params: Sequence[dict]):
         """The evaluator's result on the held-out test range."""
@@ -255,12 +261,24 @@ class Scorer:
         c["strategy"]["params"] = {**c["strategy"].get("params", {}), **params}
         return baseline_runs(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
 
-    def broker_fold(self, params: dict, fold: int) -> float:
-        """Log growth of one parameter set on validation fold ``fold``, through the broker."""
+    def broker_fold(self, params: dict, fold: int, returns: bool = False):
+        """Log growth of one parameter set on validation fold ``fold``, through the broker (and, with
+        ``returns``, its session returns: the last equity of each session against the one before)."""
         a, b = self.layout.folds[fold]
         res = self.broker_run(params, a, b)
         final = float(res.equity["value"].iloc[-1]) if len(res.equity) else self.base["cash"]
-        return math.log(max(final / self.base["cash"], FLOOR))
+        growth = math.log(max(final / self.base["cash"], FLOOR))
+        if not returns:
+            return growth
+        eq = res.equity["value"]
+        by_day = eq.groupby(pd.DatetimeIndex(eq.index).normalize()).last() if len(eq) else eq
+        days = pd.DatetimeIndex(self.grid.sessions[a:b]).normalize()
+        if by_day.index.tz is not None:
+            by_day.index = by_day.index.tz_localize(None)
+        closes = by_day.reindex(days).ffill().fillna(self.base["cash"]).to_numpy(float)
+        prev = np.r_[self.base["cash"], closes[:-1]]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return growth, np.where(prev > 0, closes / prev - 1.0, 0.0)
 
 
 # --------------------------------------------------------------------------- the study
@@ -321,52 +339,108 @@ def _uid(t) -> str:
     return t.user_attrs.get("sweep_uid") or f"remote:{t.number}"
 
 
+def _rdb(study):
+    """The RDB storage under Optuna's cache wrapper."""
+    storage = study._storage
+    return getattr(storage, "_backend", storage)
+
+
+#: user attribute holding a trial's per-session validation returns (see :func:`encode_returns`)
+RETURNS_ATTR = "sweep_returns"
+
+
+def encode_returns(returns: np.ndarray) -> str:
+    """Session returns as compact text for a trial attribute (zlib-compressed little-endian float64, base64)."""
+    return base64.b64encode(zlib.compress(np.asarray(returns, dtype="<f8").tobytes(), 6)).decode("ascii")
+
+
+def decode_returns(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_returns`."""
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f8").copy()
+
+
+def trial_returns(trial) -> Optional[np.ndarray]:
+    """The trial's validation session returns (folds in order; a pruned trial's stop early), None if not stored."""
+    text = trial.user_attrs.get(RETURNS_ATTR)
+    return None if text is None else decode_returns(text)
+
+
 def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool = True,
-               worker: str = "") -> int:
+               worker: Optional[WorkerIdentity] = None, run: str = "") -> int:
     """Run ``n_trials`` trials in batches against the shared ``study``; returns the number run.
 
-    Per batch: mirror the shared study's finished trials (every worker's) into an
-    in-memory study, ask ``batch`` trials there (TPE, constant liar), score them
+    The worker (``worker``: host, pid, random token; this process by default)
+    takes the next slot of the study and samples with seed ``seed + slot``. Per
+    batch: mirror the shared study's finished trials (every worker's) into an
+    in-memory study, ask ``batch`` trials there (TPE, constant liar), drop every
+    parameter set the study already holds or another worker claimed (claims are
+    atomic in the database, :mod:`mltrade.sweep.coordination`), score the rest
     fold by fold with one vectorised evaluation per fold (the median pruner drops
-    weak trials after each fold), then add the finished trials to the shared
-    storage. Each trial carries a unique ``sweep_uid`` (worker:run:sequence), so no
-    trial is written twice; a crash loses at most the batch in flight.
+    weak trials after each fold), then add the finished trials, with their
+    session returns, to the shared storage. Each trial carries a unique
+    ``sweep_uid`` (worker:run:sequence); a crash loses at most the batch in flight.
     """
     import optuna
     from tqdm import tqdm
 
-    # a named worker (worker-1, ...) gets its own sampler seed; the default one is reproducible
-    seed_offset = sum(map(ord, worker)) if worker else 0
-    worker = worker or f"{os.uname().nodename}-{os.getpid()}"
-    run_id = uuid.uuid4().hex[:8]   # a resumed run in the same process must not reuse uids
+    me = worker or WorkerIdentity.here()
+    run = run or uuid.uuid4().hex[:8]
+    claims = Claims(_rdb(study), study._study_id)
+    slot = claims.register(me.name)
+    local = _local_study(worker_seed(scorer.s.seed, slot))
+    log.info("sweep worker %s: slot %d, sampler seed %d", me.name, slot, worker_seed(scorer.s.seed, slot))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    remote0 = study.get_trials(deepcopy=False, states=finished)
-    seed = scorer.s.seed + len(remote0) + seed_offset
-    local = _local_study(seed)
     seen: set = set()
-    done = 0
+    known: set = set()                # parameter keys of every finished trial in the study
+    done = skipped = idle = 0
     n_folds = len(scorer.layout.folds)
     vector = scorer.signal is not None
-    bar = tqdm(total=n_trials, desc=f"sweep {worker}", unit="trial", disable=not progress, leave=False)
+    bar = tqdm(total=n_trials, desc=f"sweep {me.name}", unit="trial", disable=not progress, leave=False)
     while done < n_trials:
         fresh = [t for t in study.get_trials(deepcopy=False, states=finished) if _uid(t) not in seen]
         seen.update(_uid(t) for t in fresh)
+        known.update(params_key(t.params) for t in fresh)
         if fresh:
             local.add_trials(fresh)
-        k = min(batch, n_trials - done)
-        trials = [local.ask() for _ in range(k)]
-        params = [suggest(t, scorer.space) for t in trials]
+        asked = [local.ask() for _ in range(min(batch, n_trials - done))]
+        asked_params = [suggest(t, scorer.space) for t in asked]
+        keys = [params_key(p) for p in asked_params]
+        first: Dict[str, int] = {}
+        for i, key in enumerate(keys):
+            if key not in known and key not in first:
+                first[key] = i
+        held = claims.claim(list(first), me.name)
+        keep = [i for key, i in first.items() if key in held]
+        for i in sorted(set(range(len(asked))) - set(keep)):    # already scored or claimed: never score twice
+            local.tell(asked[i], state=optuna.trial.TrialState.FAIL)
+        skipped += len(asked) - len(keep)
+        if not keep:
+            idle += 1
+            if idle >= 3:
+                log.warning("sweep worker %s: the sampler proposed only parameter sets the study already has "
+                            "(%d skipped); stopping after %d trials: the search space looks exhausted",
+                            me.name, skipped, done)
+                break
+            continue
+        idle = 0
+        trials = [asked[i] for i in keep]
+        params = [asked_params[i] for i in keep]
+        known.update(keys[i] for i in keep)
+        k = len(trials)
         alive, sums, pruned = list(range(k)), np.zeros(k), set()
+        rets: List[List[np.ndarray]] = [[] for _ in range(k)]
         for f in range(n_folds):
             if not alive:
                 break
             if vector:
-                vals = scorer.vector_fold([params[i] for i in alive], f)
+                vals, fold_rets = scorer.vector_fold([params[i] for i in alive], f, returns=True)
             else:
-                vals = np.array([scorer.broker_fold(params[i], f) for i in alive])
+                pairs = [scorer.broker_fold(params[i], f, returns=True) for i in alive]
+                vals, fold_rets = np.array([v for v, _ in pairs]), [r for _, r in pairs]
             still = []
-            for i, v in zip(alive, vals):
+            for j, (i, v) in enumerate(zip(alive, vals)):
                 sums[i] += v
+                rets[i].append(np.asarray(fold_rets[j], dtype=float))
                 trials[i].report(float(sums[i] / (f + 1)), f)
                 if f < n_folds - 1 and trials[i].should_prune():
                     pruned.add(i)
@@ -374,32 +448,38 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
                     still.append(i)
             alive = still
         for i, t in enumerate(trials):
-            uid = f"{worker}:{run_id}:{done + i}"
+            uid = f"{me.name}:{run}:{done + i}"
             t.set_user_attr("sweep_uid", uid)
+            t.set_user_attr(RETURNS_ATTR, encode_returns(np.concatenate(rets[i])))
             seen.add(uid)
             if i in pruned:
                 local.tell(t, state=optuna.trial.TrialState.PRUNED)
             else:
                 local.tell(t, float(sums[i] / n_folds))
-        ours = local.get_trials(deepcopy=False)[-k:]
-        study.add_trials(ours)
+        numbers = {t.number for t in trials}
+        study.add_trials([t for t in local.get_trials(deepcopy=False)[-len(asked):] if t.number in numbers])
         done += k
         bar.update(k)
     bar.close()
+    if skipped:
+        log.info("sweep worker %s: %d proposed parameter sets skipped (already in the study)", me.name, skipped)
     return done
 
 
-def _worker(cfg: dict, settings: SweepSettings, n_trials: int, name: str) -> None:
+def _worker(cfg: dict, settings: SweepSettings, n_trials: int, token: str, run: str,
+            bars: Optional[pd.DataFrame]) -> None:
     settings = SweepSettings(**{**asdict(settings), "progress": False})
-    scorer = Scorer(cfg, settings)
+    scorer = Scorer(cfg, settings, bars)
     study = create_study(settings, load_only=True)
-    run_trials(scorer, study, n_trials, settings.batch, progress=False, worker=name)
+    run_trials(scorer, study, n_trials, settings.batch, progress=False, worker=WorkerIdentity.here(token), run=run)
 
 
 def optimize(cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = None) -> dict:
     """Run (or resume) the study, confirm the best trials through the broker, write the report.
 
-    Returns the summary written to ``summary.json`` (also the report's figures).
+    With ``jobs > 1`` the extra workers are processes of their own; one that dies
+    loses only its batch in flight: the others finish and the report names it.
+    Returns the summary written to ``sweep.json`` (also the report's figures).
     """
     import optuna
 
@@ -408,29 +488,114 @@ def optimize(cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = 
     t0 = time.time()
     scorer = Scorer(cfg, settings, bars)
     study = create_study(settings)
-    before = len(study.trials)
+    run = uuid.uuid4().hex[:8]
+    me = WorkerIdentity.here()
+    names, failed = [me.name], []
     if settings.jobs > 1:
         share = [settings.trials // settings.jobs + (i < settings.trials % settings.jobs) for i in range(settings.jobs)]
         ctx = mp.get_context("spawn")
-        procs = [ctx.Process(target=_worker, args=(cfg, settings, n, f"worker-{i + 1}"))
-                 for i, n in enumerate(share[1:])]
+        tokens = [secrets.token_hex(3) for _ in share[1:]]
+        procs = [ctx.Process(target=_worker, args=(cfg, settings, n, tok, run, scorer.bars), daemon=True)
+                 for n, tok in zip(share[1:], tokens)]
         for p in procs:
             p.start()
-        run_trials(scorer, study, share[0], settings.batch, settings.progress, "worker-main")
-        for p in procs:
+        names += [WorkerIdentity(me.host, p.pid, tok).name for p, tok in zip(procs, tokens)]
+        try:
+            run_trials(scorer, study, share[0], settings.batch, settings.progress, me, run)
+        except BaseException:
+            for p in procs:
+                p.terminate()
+            raise
+        for p, name in zip(procs, names[1:]):
             p.join()
             if p.exitcode != 0:
-                raise RuntimeError(f"sweep worker {p.name} failed with exit code {p.exitcode}")
+                failed.append({"worker": name, "exitcode": p.exitcode})
+                log.warning("sweep worker %s died (exit code %s): its batch in flight is lost, the other "
+                            "workers' trials stand", name, p.exitcode)
     else:
-        run_trials(scorer, study, settings.trials, settings.batch, settings.progress)
+        run_trials(scorer, study, settings.trials, settings.batch, settings.progress, me, run)
     search_s = time.time() - t0
-    return finish(scorer, study, settings, search_s, len(study.trials) - before)
+    return finish(scorer, study, settings, search_s, run=run, workers=names, failed=failed)
 
 
 # --------------------------------------------------------------------------- results
 def worker_of(trial) -> str:
     """The worker that ran ``trial`` (from its ``sweep_uid``)."""
     return str(trial.user_attrs.get("sweep_uid", "")).split(":")[0]
+
+
+def run_of(trial) -> str:
+    """The command run (``optimize`` call) that added ``trial`` (from its ``sweep_uid``)."""
+    parts = str(trial.user_attrs.get("sweep_uid", "")).split(":")
+    return parts[1] if len(parts) == 3 else ""
+
+
+def _sharpe_per_period(r: np.ndarray) -> float:
+    """Per-session (not annualised) Sharpe of one trial's returns (``mltrade.significance.sharpe``; 0 if < 2)."""
+    from mltrade.significance import sharpe
+
+    return sharpe(r, periods=1) if len(r) >= 2 else 0.0
+
+
+def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000) -> dict:
+    """Could the best trial be luck? SPA over every trial and the deflated Sharpe of the best.
+
+    ``trials``: every trial of the study (finished ones count); ``best``: the
+    chosen one; ``n_sessions``: validation sessions of a trial that ran every
+    fold. Hansen's SPA p-value over all trials' validation session returns
+    against the zero benchmark (no position; the sessions a pruned trial never
+    reached count as flat) and the Deflated Sharpe Ratio of the best trial
+    counting every trial ever finished in the study (pruned included, with the
+    Sharpe of the folds they ran).
+    """
+    import optuna
+
+    from mltrade.significance import deflated_sharpe, spa_best_pvalue
+
+    done = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
+    cols, sharpes = [], []
+    for t in done:
+        r = trial_returns(t)
+        if r is None:
+            continue
+        full = np.zeros(n_sessions)
+        full[:min(len(r), n_sessions)] = r[:n_sessions]
+        cols.append(full)
+        sharpes.append(_sharpe_per_period(r))
+    best_r = trial_returns(best)
+    out = {"trials": len(done), "trials_with_returns": len(cols), "sessions": int(n_sessions),
+           "benchmark": "zero (no position)", "spa_pvalue": None, "deflated_sharpe": None,
+           "best_sharpe": None}
+    if best_r is not None and cols and n_sessions >= 2:
+        p = spa_best_pvalue(np.column_stack(cols), np.zeros(n_sessions), reps=reps, seed=seed)
+        d = deflated_sharpe(best_r, np.asarray(sharpes), len(done))
+        out["spa_pvalue"] = None if p is None else float(p)
+        out["deflated_sharpe"] = None if d is None else float(d)
+        out["best_sharpe"] = _sharpe_per_period(best_r) * math.sqrt(252)
+    out["words"] = significance_words(out)
+    return out
+
+
+def significance_words(sig: dict) -> str:
+    """The significance figures in one sentence."""
+    n = sig["trials"]
+    p, d = sig["spa_pvalue"], sig["deflated_sharpe"]
+    if sig["trials_with_returns"] == 0:
+        return (f"Significance not computed: none of the study's {n:,} trials carries validation session returns "
+                f"(run by an older version).")
+    if p is None and d is None:
+        return (f"Significance not computed: {sig['sessions']} validation sessions are too few, or the best trial "
+                f"never changed its cash ({n:,} trials).")
+    passed = (p is not None and p < 0.05, d is not None and d >= 0.95)
+    verdict = ("distinguishable from luck at 5%" if all(passed) else
+               "not distinguishable from luck at 5%" if not any(passed) else
+               "mixed evidence (one test passes at 5%, the other does not)")
+    ps = "n/a" if p is None else f"{p:.3f}"
+    dstr = "n/a" if d is None else f"{d:.2f}"
+    return (f"Best of {n:,} trials: {verdict}. SPA p-value {ps} (Hansen, over all {sig['trials_with_returns']:,} "
+            f"trials' {sig['sessions']} validation session returns against no position; below 0.05: some trial "
+            f"beats it beyond luck), deflated Sharpe {dstr} (probability that the best trial's true Sharpe beats "
+            f"the best that {n:,} tries of luck would show; 0.95 or more to trust it).")
 
 
 def fold_values(trial) -> Dict[str, float]:
@@ -454,21 +619,33 @@ def trials_table(study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_trials: int) -> dict:
-    """Confirm the best trials through the broker, test once on the held-out range, write every output."""
+def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, run: str = "",
+           workers: Sequence[str] = (), failed: Sequence[dict] = ()) -> dict:
+    """Confirm the best trials through the broker, test once on the held-out range, judge the search's
+    significance over every trial, write every output.
+
+    ``run``: this command's id (its trials are the "new" ones); ``workers``: the
+    names of its workers; ``failed``: ``{"worker", "exitcode"}`` of those that died.
+    """
     import optuna
 
     from mltrade.analyzers import export_csv, export_json
 
     out = settings.out_dir()
     out.mkdir(parents=True, exist_ok=True)
+    all_trials = study.get_trials(deepcopy=False)
     table = trials_table(study)
     export_csv(table, out / "trials.csv")
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    complete = [t for t in all_trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise ValueError("study: no completed trial to report")
+    ours = collections.Counter(worker_of(t) for t in all_trials if run_of(t) == run) if run else collections.Counter()
+    died = {f["worker"]: f["exitcode"] for f in failed}
+    worker_rows = [{"worker": w, "trials": ours.get(w, 0),
+                    "status": f"died (exit code {died[w]})" if w in died else "finished"} for w in workers]
     top = sorted(complete, key=lambda t: t.value, reverse=True)[:settings.top]
     best = top[0]
+    sig = significance(all_trials, best, sum(b - a for a, b in scorer.layout.folds), seed=settings.seed)
     defaults = {k: scorer.base.get(k, dict(scorer.cls.params._getitems()).get(k)) for k in scorer.space}
     confirm = []
     # the broker re-runs the top trials (engine broker) or the best one (engine vector) on the validation folds
@@ -501,15 +678,18 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, new_
             log.warning("parameter importance unavailable: %s", exc)
     summary = {
         "strategy": settings.strategy, "study": settings.study_name(), "storage": _redact(settings.storage_url()),
-        "engine": settings.engine, "trials_total": len(study.trials), "trials_new": new_trials,
+        "engine": settings.engine, "trials_total": len(all_trials), "trials_new": sum(ours.values()),
         "trials_complete": len(complete),
-        "trials_pruned": int(sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)),
+        "trials_pruned": int(sum(t.state == optuna.trial.TrialState.PRUNED for t in all_trials)),
+        "workers": worker_rows, "failed_workers": list(failed),
         "search_seconds": round(search_s, 2), "layout": scorer.layout.describe(),
         "best_trial": best.number, "best_value": best.value, "best_params": best.params,
         "default_params": defaults, "confirmation": confirm, "test_vector": vec_test,
         "test_best": test_best.summary, "test_default": test_default.summary, "importance": importance,
         "test_baselines": {k: v for k, v in baselines.items() if k != "default params"},
         "synthetic_intraday": bool(scorer.bars.attrs.get("synthetic_intraday", False)),
+        "trials": sig["trials"], "spa_pvalue": sig["spa_pvalue"], "deflated_sharpe": sig["deflated_sharpe"],
+        "significance": sig,
     }
     write_best_config(out / "best_config.toml", scorer, best.params)
     figures = [("Optimisation history", _history_figure(table)),
@@ -594,9 +774,18 @@ def _importance_figure(importance: Dict[str, float]):
     return fig
 
 
+def _fmt(v, spec: str) -> str:
+    return "n/a" if v is None else format(v, spec)
+
+
 def _summary_html(s: dict) -> str:
-    rows = [("trials (total / new / complete / pruned)",
+    rows = [("significance", s["significance"]["words"]),
+            ("trials (total / new / complete / pruned)",
              f"{s['trials_total']} / {s['trials_new']} / {s['trials_complete']} / {s['trials_pruned']}"),
+            ("SPA p-value / deflated Sharpe / trials counted",
+             f"{_fmt(s['spa_pvalue'], '.3f')} / {_fmt(s['deflated_sharpe'], '.3f')} / {s['trials']}"),
+            ("workers of this run", "; ".join(f"{w['worker']}: {w['trials']} trials, {w['status']}"
+                                             for w in s["workers"]) or "none"),
             ("search time", f"{s['search_seconds']} s"), ("storage", s["storage"]), ("engine", s["engine"]),
             ("validation folds", ", ".join(f"{a}..{b}" for a, b in s["layout"]["val_folds"])),
             ("held-out test", "..".join(s["layout"]["test"])),

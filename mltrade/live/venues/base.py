@@ -4,8 +4,11 @@ A venue driver turns "buy a long knock-out near barrier B for stake X" into
 clicks on the venue's pages. Page URLs, selectors, labels and the number
 format come from the venue's profile (:mod:`mltrade.live.profiles`, TOML;
 ``SELECTORS`` is its lookup dict). Drivers raise the exceptions below and
-never log credentials. The :class:`~mltrade.live.store.SeleniumStore` owns the
-browser and wraps every call with re-login and failure screenshots.
+never log credentials. A driver needs only a :class:`BrowserSession` (the browser,
+the base URL, the time-outs); :class:`~mltrade.live.store.SeleniumStore` is one,
+which owns the browser and wraps every call with re-login and failure screenshots.
+This module imports nothing of the store, so the package reads top-down
+(store -> venues -> base).
 """
 from __future__ import annotations
 
@@ -14,11 +17,10 @@ import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Protocol, Tuple, runtime_checkable
 
 if TYPE_CHECKING:  # pragma: no cover
     from mltrade.live.profiles import VenueProfile
-    from mltrade.live.store import SeleniumStore
 
 log = logging.getLogger("mltrade.live")
 
@@ -121,12 +123,22 @@ def size_for(price: float, stake: Optional[float] = None, cash: Optional[float] 
     return max(int(math.floor(budget / price + 1e-9)), 0)
 
 
+@runtime_checkable
+class BrowserSession(Protocol):
+    """What a venue driver needs from its owner: a WebDriver, the venue's base URL and time-outs (s)."""
+
+    driver: Any
+    base_url: str
+    timeout: float
+    confirm_timeout: float
+
+
 class Venue(ABC):
     """Interface of a venue driver (IG, Trade Republic, ...)."""
 
     name: str = "venue"
 
-    def __init__(self, store: "SeleniumStore", profile: Optional["VenueProfile"] = None):
+    def __init__(self, store: BrowserSession, profile: Optional["VenueProfile"] = None):
         from mltrade.live.profiles import load_profile
         self.store = store
         self.profile: "VenueProfile" = profile or load_profile(self.name)
@@ -286,13 +298,15 @@ class Venue(ABC):
 
     @abstractmethod
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
-            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "",
-            stop_fraction: Optional[float] = None) -> VenueFill:
-        """Buy the certificate nearest ``barrier`` on the safe side; optional stop at a fraction of entry."""
+            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "") -> VenueFill:
+        """Buy the certificate nearest ``barrier`` on the safe side (no stop: see :meth:`place_stop`)."""
 
     @abstractmethod
     def place_stop(self, deal_id: str, stop_price: float) -> float:
-        """Set a stop (sell) order on position ``deal_id``; returns the accepted stop price."""
+        """Set a stop (sell) order on position ``deal_id``; returns the accepted stop price.
+
+        Raises :class:`OrderRejected` when the venue refuses it.
+        """
 
     @abstractmethod
     def close(self, deal_id: str) -> float:
@@ -374,7 +388,8 @@ class PositionsPageMixin:
         inp.clear()
         inp.send_keys(format_number(stop_price, 2, self.number_locale))
         self._row_button(deal_id, "stop_button").click()
-        self.wait("stop_done")
+        if self.first_of(["stop_done", "stop_error"], self.store.timeout) == "stop_error":
+            raise OrderRejected(f"stop {stop_price:.2f} on {deal_id}: {self.text('stop_error_reason')}")
         return self.number("stop_value")
 
     def close(self: Any, deal_id: str) -> float:

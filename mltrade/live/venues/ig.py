@@ -1,4 +1,4 @@
-"""IG driver: account selection, CALL/PUT knock-out levels, limit order + stop, market close.
+"""IG driver: account selection, CALL/PUT knock-out levels, limit order, stop, market close.
 
 Page URLs, selectors, the account type and the number format (English) come from the venue
 profile ``mltrade/live/profiles/ig.toml`` (user overrides: :mod:`mltrade.live.profiles`).
@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional
 
-from mltrade.live.formats import format_number, parse_number
+from mltrade.live.formats import parse_number
 from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, VenueError, VenueFill,
                                       pick_level, size_for)
 
@@ -61,8 +61,7 @@ class IGVenue(PositionsPageMixin, Venue):
                 for r in rows]
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
-            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "",
-            stop_fraction: Optional[float] = None) -> VenueFill:
+            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "") -> VenueFill:
         from selenium.webdriver.common.by import By
         rows = self.levels(direction)
         level = pick_level([r["level"] for r in rows], direction, barrier)
@@ -89,12 +88,7 @@ class IGVenue(PositionsPageMixin, Venue):
         fill = VenueFill(deal_id=self.text("deal_id"), product_id=row["id"], direction=direction,
                          barrier=self.number("fill_level"), size=int(self.text("fill_size")),
                          price=self.number("fill_price"), client_ref=client_ref)
-        if stop_fraction:
-            self.type_into("stop_price", format_number(fill.price * stop_fraction, 2, "en").replace(",", ""))
-            self.click("submit_stop")
-            self.wait_js(f"return document.querySelector('{self.sel('stop_confirmation')}').textContent"
-                         ".startsWith('Stop set')", "the stop confirmation")
-        return fill
+        return fill      # the stop is a separate action (place_stop): a failed stop never hides the fill
 
     def _cash_cached(self) -> float:
         return self.cash()

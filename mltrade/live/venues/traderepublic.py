@@ -98,8 +98,7 @@ class TradeRepublicVenue(PositionsPageMixin, Venue):
         return res
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
-            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "",
-            stop_fraction: Optional[float] = None) -> VenueFill:
+            size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "") -> VenueFill:
         cash = self.cash() if (size is None and stake is None) else None
         res = self.find(direction, barrier, index_price)
         cert = res.certificate
@@ -113,7 +112,7 @@ class TradeRepublicVenue(PositionsPageMixin, Venue):
         if size <= 0:
             raise OrderRejected(f"size 0 at price {ask:.2f} (stake {stake})")
         self.type_into("size", str(int(size)))
-        self.type_into("limit_price", format_number(ask, 2, "de"))
+        self.type_into("limit_price", format_number(ask, 2, self.number_locale))
         self.type_into("client_ref", client_ref)
         self.click("buy_button")
         self.wait("review")
@@ -126,6 +125,4 @@ class TradeRepublicVenue(PositionsPageMixin, Venue):
         fill = VenueFill(deal_id=self.text("deal_id"), product_id=cert.isin, direction=direction,
                          barrier=cert.barrier, size=int(size), price=self.number("fill_price"),
                          client_ref=client_ref)
-        if stop_fraction:
-            self.place_stop(fill.deal_id, fill.price * stop_fraction)
-        return fill
+        return fill      # the stop is a separate action (place_stop): a failed stop never hides the fill

@@ -13,12 +13,18 @@ Modules
 * :mod:`.observations` the original's 44 values (made causal) and feature-frame observations.
 * :mod:`.deviation` the original DAX model's 53 values (44 + the deviation ensemble's predicted OHLC and
   the previous day's z), two-stage and walk-forward so no training row sees an in-sample prediction.
-* :mod:`.env` ``KnockoutEnv`` (gymnasium; day / night / intraday modes, 19 actions).
+* :mod:`.linear` ``Scaler`` and ``RidgeOHLC`` (closed-form, shared by the ensemble and the deviation model).
+* :mod:`.env` ``KnockoutEnv`` (gymnasium; day / night / intraday modes, 19 actions; terminates only where the
+  reward ends, truncates at time limits).
 * :mod:`.ensemble` agents per session, ``vote``, ``deviation_stats``, ``DeviationStore``.
 * :mod:`.gate` ``ConfidenceGate`` (logistic regression, threshold tuned on validation), ``drawdown_block``.
 * :mod:`.pipeline` ``train_walk_forward`` (used by ``mltrade train dqn``; ``[dqn] mode = "intraday"``
   trains one ensemble that decides after ``n_candles`` bars, ``IntradaySim`` prices it), ``load_bundle`` / ``decide``
-  (used by :class:`mltrade.strategies.dqn.DQNEnsembleStrategy`).
+  (used by :class:`mltrade.strategies.dqn.DQNEnsembleStrategy`). Agents, gates and the registry choose on
+  validation only; the holdout is scored once and reported; constant validation outputs are ``degenerate``.
+* :mod:`.synthetic` null-world and planted-pattern daily bars for the learning tests.
+
+The modules import top-down without a circle (``docs/dqn.md`` shows the layering).
 
 Typical use::
 

@@ -37,7 +37,9 @@ from typing import List, Optional, Sequence
 import numpy as np
 import pandas as pd
 
+from mltrade.models.dqn.linear import RidgeOHLC, Scaler
 from mltrade.models.dqn.observations import OHLC, original_observations
+from mltrade.models.registry import read_json, write_json_atomic
 
 PRED_COLUMNS = [f"pred_{c}" for c in OHLC]
 DEV_COLUMNS = [f"dev_{c}" for c in OHLC]
@@ -79,8 +81,6 @@ class DeviationModel:
     def fit(cls, base: pd.DataFrame, daily: pd.DataFrame, alphas: Sequence[float], fracs: Sequence[float],
             clip: float = 100.0) -> "DeviationModel":
         """Fit every member on the (trailing fraction of the) rows of ``base`` with finite values and targets."""
-        from mltrade.models.dqn.ensemble import RidgeOHLC, Scaler
-
         X = base.to_numpy(float)
         Y = _targets(daily.reindex(base.index)) if len(base) else np.zeros((0, 4))
         ok = np.isfinite(X).all(1) & np.isfinite(Y).all(1)
@@ -107,6 +107,10 @@ class DeviationModel:
         X = (base[self.columns].to_numpy(float) - self.mean) / self.scale
         return np.stack([X @ c + b for c, b in zip(self.coefs, self.intercepts)])
 
+    def observations(self, daily: pd.DataFrame, base: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """The 53 values per session of ``daily`` with this (fitted) model: :func:`deviation_observations`."""
+        return deviation_observations(daily, self, base)
+
     def to_dict(self) -> dict:
         return {"mean": self.mean.tolist(), "scale": self.scale.tolist(),
                 "coefs": [c.tolist() for c in self.coefs], "intercepts": [b.tolist() for b in self.intercepts],
@@ -125,12 +129,10 @@ class DeviationModel:
                    list(d.get("fit_range", [])))
 
     def save(self, path: str | Path) -> None:
-        from mltrade.models.registry import write_json_atomic
         write_json_atomic(Path(path), self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> "DeviationModel":
-        from mltrade.models.registry import read_json
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"{p}: no deviation model (observations 'original_deviation' need it)")

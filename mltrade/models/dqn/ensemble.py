@@ -14,10 +14,9 @@
 """
 from __future__ import annotations
 
-import json
 import os
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -26,6 +25,7 @@ import pandas as pd
 
 from mltrade.models.baselines import TradeCosts
 from mltrade.models.dqn.env import LONG_BARRIERS, SHORT_BARRIERS, KnockoutEnv, action_table
+from mltrade.models.dqn.linear import RidgeOHLC, Scaler
 from mltrade.models.registry import read_json, write_json_atomic
 
 OHLC = ("open", "high", "low", "close")
@@ -144,33 +144,6 @@ def ohlc_targets(daily: pd.DataFrame) -> pd.DataFrame:
     return daily[list(OHLC)].div(prev, axis=0) - 1.0
 
 
-@dataclass
-class RidgeOHLC:
-    """Closed-form ridge regression from observations to OHLC / previous close - 1."""
-
-    coef: np.ndarray
-    intercept: np.ndarray
-
-    @classmethod
-    def fit(cls, X: np.ndarray, Y: np.ndarray, alpha: float) -> "RidgeOHLC":
-        X = np.asarray(X, float)
-        Y = np.asarray(Y, float)
-        xm, ym = X.mean(0), Y.mean(0)
-        Xc, Yc = X - xm, Y - ym
-        coef = np.linalg.solve(Xc.T @ Xc + alpha * np.eye(X.shape[1]), Xc.T @ Yc)
-        return cls(coef, ym - xm @ coef)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(X, float) @ self.coef + self.intercept
-
-    def to_dict(self) -> dict:
-        return {"coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RidgeOHLC":
-        return cls(np.asarray(d["coef"], float), np.asarray(d["intercept"], float))
-
-
 # ------------------------------------------------------------------------ ensemble
 @dataclass
 class EnsembleConfig:
@@ -189,7 +162,7 @@ class EnsembleConfig:
     batch_size: int = 32
     nb_steps_warmup: int = 100
     train_interval: int = 4
-    target_model_update: float = 10000
+    target_model_update: float = 0.01
     delta_clip: float = 1.0
     memory_limit: int = 50000
     window_length: int = 1
@@ -204,6 +177,28 @@ class EnsembleConfig:
     ridge_alphas: List[float] = field(default_factory=lambda: [1.0, 3.0, 10.0, 30.0])
     reward_scale: float = 100.0
     seed: int = 0
+    n_envs: int = 8
+
+    def _check_n_envs(self) -> None:
+        if isinstance(self.n_envs, bool) or not isinstance(self.n_envs, int) or self.n_envs < 1:
+            raise ValueError(f"dqn.n_envs: expected an integer >= 1 (1 = one environment, DQNAgent.fit), "
+                             f"got {self.n_envs!r}")
+        if self.n_envs > 1 and self.window_length != 1:
+            raise ValueError(f"dqn.n_envs: {self.n_envs} environments need window_length = 1, got "
+                             f"{self.window_length}; set n_envs = 1")
+
+    def __post_init__(self) -> None:
+        tmu = float(self.target_model_update)
+        if tmu <= 0:
+            raise ValueError(f"dqn.target_model_update: expected > 0 (< 1: soft update rate per training "
+                             f"step, >= 1: hard copy every that many steps), got {self.target_model_update!r}")
+        if tmu >= 1 and tmu >= self.steps:
+            raise ValueError(f"dqn.target_model_update: a hard update every {tmu:g} steps never happens "
+                             f"within dqn.steps = {self.steps}: the target network would stay at its random start; "
+                             "use fewer steps between updates than dqn.steps, or a soft rate below 1")
+        if self.steps < 1:
+            raise ValueError(f"dqn.steps: expected >= 1, got {self.steps!r}")
+        self._check_n_envs()
 
     @classmethod
     def from_dict(cls, d: dict) -> "EnsembleConfig":
@@ -212,33 +207,6 @@ class EnsembleConfig:
         if unknown:
             raise ValueError(f"ensemble config: unknown key(s) {unknown}; valid keys: {sorted(known)}")
         return cls(**d)
-
-
-@dataclass
-class Scaler:
-    """Column standardisation fitted on the training range (binary columns kept as they are)."""
-
-    mean: np.ndarray
-    scale: np.ndarray
-
-    @classmethod
-    def fit(cls, X: np.ndarray) -> "Scaler":
-        X = np.asarray(X, float)
-        binary = np.all((X == 0) | (X == 1), axis=0)
-        mean = np.where(binary, 0.0, X.mean(0))
-        sd = X.std(0)
-        scale = np.where(binary | (sd == 0), 1.0, sd)
-        return cls(mean, scale)
-
-    def transform(self, X: np.ndarray) -> np.ndarray:
-        return ((np.asarray(X, float) - self.mean) / self.scale).astype(np.float32)
-
-    def to_dict(self) -> dict:
-        return {"mean": self.mean.tolist(), "scale": self.scale.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Scaler":
-        return cls(np.asarray(d["mean"], float), np.asarray(d["scale"], float))
 
 
 class Ensemble:
@@ -378,7 +346,13 @@ def train_agent(spec: dict, cfg: EnsembleConfig, obs_scaled: pd.DataFrame, daily
                      enable_dueling_network=cfg.enable_dueling_network,
                      dueling_type=cfg.dueling_type, seed=spec["seed"])
     agent.compile(keras.optimizers.Adam(learning_rate=cfg.learning_rate))
-    agent.fit(env, cfg.steps, progress=progress, desc=f"{session} agent seed {spec['seed']}")
+    if cfg.n_envs > 1:
+        from mltrade.models.dqn.vector import fit_vector
+
+        fit_vector(agent, env, cfg.steps, n_envs=cfg.n_envs, progress=progress,
+                   desc=f"{session} agent seed {spec['seed']}")
+    else:
+        agent.fit(env, cfg.steps, progress=progress, desc=f"{session} agent seed {spec['seed']}")
     return agent
 
 

@@ -10,8 +10,10 @@ Modes
 
 Actions (default 19): ``0..8`` long with barriers at ``long_barriers * entry``,
 ``9`` no trade, ``10..18`` short at ``short_barriers * entry``. Reward: percent
-change of the budget. The episode ends when the budget falls below ``floor`` or
-the data ends. Outcomes of every action in every session are precomputed once
+change of the budget. The episode *terminates* only where the reward ends: when
+the budget falls below ``floor`` (no further trade is possible). Reaching
+``episode_length`` sessions or the end of the data *truncates* it (a time limit:
+the market and the reward go on, so the agent bootstraps from the next state). Outcomes of every action in every session are precomputed once
 (vectorised), so a step is a table look-up plus the whole-certificate budget
 arithmetic of :func:`mltrade.models.baselines.step_budget`.
 """
@@ -142,6 +144,9 @@ class KnockoutEnv(gym.Env):
         a = int(action)
         if not 0 <= a < self.nb_actions:
             raise ValueError(f"action: expected 0..{self.nb_actions - 1}, got {action!r}")
+        if self.t >= self.t_end or self.budget < self.costs.floor:
+            raise RuntimeError("KnockoutEnv.step: the episode is over (terminated or truncated); "
+                               "call reset()")
         before = self.budget
         after, n = step_budget(before, float(self.entry[self.t, a]), float(self.exit[self.t, a]), self.costs)
         self.budget = after
@@ -149,9 +154,12 @@ class KnockoutEnv(gym.Env):
                 "exit_reason": REASONS[int(self.reason[self.t, a])] if n else "none"}
         reward = (after / before - 1.0) * self.reward_scale
         self.t += 1
-        terminated = bool(self.t >= self.t_end or after < self.costs.floor)
+        # terminal only where the reward stream really ends (the budget is below the floor: no more trades);
+        # the end of the episode window or of the data is a time limit (truncated: the agent bootstraps there)
+        terminated = bool(after < self.costs.floor)
+        truncated = bool(not terminated and self.t >= self.t_end)
         obs = self.obs[min(self.t, len(self.obs) - 1)].copy()
-        return obs, float(reward), terminated, False, info
+        return obs, float(reward), terminated, truncated, info
 
     def session_returns(self) -> np.ndarray:
         """Certificate return ``exit/entry - 1`` of every (session, action); 0 for no trade."""

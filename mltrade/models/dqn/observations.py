@@ -95,8 +95,8 @@ def build_observations(daily: pd.DataFrame, kind: str = "original",
         if deviation_model is None:
             raise ValueError("observation set 'original_deviation' needs a fitted deviation model "
                              "(deviation_model=...; saved as deviation_model.json beside the ensemble)")
-        from mltrade.models.dqn.deviation import deviation_observations
-        return deviation_observations(daily, deviation_model)
+        # the model builds its own values (DeviationModel.observations): this module stays a leaf
+        return deviation_model.observations(daily)
     if kind == "features":
         return pipeline_observations(daily)
     if kind == "custom":

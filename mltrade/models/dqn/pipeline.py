@@ -3,9 +3,14 @@
 Per fold and session: agents are trained on the training range, the best
 ``agents`` of ``candidates`` are selected on the validation range, the gate is
 fitted on the first part of validation and its threshold tuned on the rest, and
-the result is evaluated once on the test range beside the baselines. The last
-fold's ensembles go to the model registry when their out-of-sample return
-beats the kept model's.
+the result is evaluated once on the test range (the holdout) beside the
+baselines. Every choice reads validation only. The last fold's ensembles are
+offered to the model registry ranked by their validation return (``val_return``,
+mean over sessions) with the validation and holdout date ranges; the holdout
+figures (``oos_return*``) are reported, never used to choose. A bundle whose
+validation outputs are constant (:func:`constant_outputs`) is ``degenerate`` and
+refused by the registry; one that turns constant on the holdout is flagged
+``holdout_constant`` (``metrics.json`` and each session's ``settings.json``).
 """
 from __future__ import annotations
 
@@ -20,10 +25,11 @@ from tqdm.auto import tqdm
 
 from mltrade.models.baselines import (REASONS, TradeCosts, baseline_table, buy_and_hold, decisions_result,
                                       simulate_budget, summarize, trade_outcomes)
-from mltrade.models.dqn.ensemble import (DeviationStore, Ensemble, EnsembleConfig, Scaler, agent_specs,
+from mltrade.models.dqn.ensemble import (DeviationStore, Ensemble, EnsembleConfig, agent_specs,
                                          deviation_stats, fit_regressor, train_agent)
-from mltrade.models.dqn.gate import ConfidenceGate, drawdown_block, gate_features
 from mltrade.models.dqn.deviation import DeviationModel, walk_forward_deviation_observations
+from mltrade.models.dqn.gate import ConfidenceGate, drawdown_block, gate_features
+from mltrade.models.dqn.linear import Scaler
 from mltrade.models.dqn.observations import OBSERVATION_SETS, build_observations
 from mltrade.models.registry import ModelRegistry, read_json, write_json_atomic
 from mltrade.models.walkforward import Fold, walk_forward_folds
@@ -210,6 +216,29 @@ def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, o
     return (frame, feats) if return_features else frame
 
 
+# ------------------------------------------------------------------------ degeneracy
+def constant_outputs(decisions: pd.DataFrame, session: str, range_name: str) -> str:
+    """Why the ensemble's outputs on ``decisions`` (from :func:`decide`) carry no information, or "".
+
+    Constant means: the vote is the same direction on every session with complete
+    observations (always long, always short or always no trade / tie), or the
+    gates leave no trade at all.
+    """
+    valid = decisions["valid"].to_numpy(bool) if "valid" in decisions else np.ones(len(decisions), bool)
+    n = int(valid.sum())
+    if n == 0:
+        return f"{range_name}: the {session} ensemble has no session with complete observations"
+    vote = decisions["direction"].to_numpy()[valid]
+    if (vote == vote[0]).all():
+        what = {1: "votes long", -1: "votes short", 0: "votes no trade (or ties)"}[int(vote[0])]
+        return f"{range_name}: the {session} ensemble {what} on all {n} sessions"
+    traded = decisions["trade_direction"].to_numpy()[valid]
+    if not (traded != 0).any():
+        return (f"{range_name}: the {session} ensemble never trades: the gates refuse all "
+                f"{int((vote != 0).sum())} voted trades on {n} sessions")
+    return ""
+
+
 # ------------------------------------------------------------------------ training
 @dataclass
 class FoldResult:
@@ -227,14 +256,10 @@ def _score(daily: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, cos
     return _result(daily, direction, distance, costs, session, sim)[0]["total_return"]
 
 
-def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
-                       progress: bool = True, log: Callable[[str], None] = print,
-                       sim: Optional[IntradaySim] = None) -> FoldResult:
-    """Train, select, gate-fit and test one session's ensemble on one fold."""
+def fold_candidates(cfg: dict, obs: pd.DataFrame, fold: Fold) -> tuple:
+    """``(scaler, scaled observations, candidate specs)`` of one fold: the scaler is fitted on the training
+    range, each spec holds a candidate agent's seed, shape, ridge penalty and data window (row positions)."""
     ecfg = ensemble_config_from(cfg)
-    costs = costs_from(cfg)
-    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
-    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
     train_start = fold.train_start
     if cfg.get("observations") == "original_deviation":
         # the first rows of the range are the deviation model's burn-in (NaN): agents' windows start after it
@@ -251,11 +276,40 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     specs = agent_specs(ecfg, max(ecfg.candidates, ecfg.agents), len(train_rows))
     for s in specs:
         s["window"] = [s["window"][0] + train_start, s["window"][1] + train_start]
+    return scaler, scaled, specs
+
+
+def train_candidate(cfg: dict, scaled: pd.DataFrame, daily: pd.DataFrame, session: str, spec: dict,
+                    sim: Optional[IntradaySim] = None) -> Any:
+    """Train one candidate agent of ``spec`` (from :func:`fold_candidates`) for ``session``."""
+    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
+    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
+    env_kw = {} if sim is None else {"intraday": sim.intraday, "n_candles": sim.n_candles}
+    return train_agent(spec, ensemble_config_from(cfg), scaled, daily, session, costs_from(cfg),
+                       progress=False, **kw, **env_kw)
+
+
+#: ``(fold index, session, candidate index, spec) -> trained agent``: where the candidates come from
+#: (default: trained here; :mod:`mltrade.models.dqn.distributed`: trained by workers of a shared study)
+AgentSource = Callable[[int, str, int, dict], Any]
+
+
+def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
+                       progress: bool = True, log: Callable[[str], None] = print,
+                       sim: Optional[IntradaySim] = None,
+                       agent_source: Optional[AgentSource] = None) -> FoldResult:
+    """Train, select, gate-fit and test one session's ensemble on one fold (``agent_source``: where the
+    candidate agents come from; default: trained here)."""
+    ecfg = ensemble_config_from(cfg)
+    costs = costs_from(cfg)
+    lb, sb = cfg.get("long_barriers"), cfg.get("short_barriers")
+    kw = {} if lb is None else {"long_barriers": lb, "short_barriers": sb}
+    scaler, scaled, specs = fold_candidates(cfg, obs, fold)
     agents, regs = [], []
     bar = tqdm(specs, desc=f"fold {fold.index} {session} agents", disable=not progress)
-    for s in bar:
-        env_kw = {} if sim is None else {"intraday": sim.intraday, "n_candles": sim.n_candles}
-        agents.append(train_agent(s, ecfg, scaled, daily, session, costs, progress=False, **kw, **env_kw))
+    for i, s in enumerate(bar):
+        agents.append(train_candidate(cfg, scaled, daily, session, s, sim) if agent_source is None
+                      else agent_source(fold.index, session, i, s))
         regs.append(fit_regressor(s, scaled, daily))
     val_daily = daily.iloc[fold.val]
     ident = Scaler(np.zeros(len(obs.columns)), np.ones(len(obs.columns)))
@@ -305,17 +359,26 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     else:
         log(f"fold {fold.index} {session}: only {int(fit_mask.sum())} validation trades to fit the gate; "
             "gate disabled (threshold 0)")
-    # test: evaluated once
+    # the model as it trades (gates included) on validation: the registry's selection metric and the
+    # degeneracy check; nothing below this point feeds back into a choice
+    use_gate = gate if gate.columns else None
+    vfinal = decide(ens, use_gate, val_daily, obs.iloc[fold.val], costs, settings, sim=sim)
+    validation, _ = _result(val_daily, vfinal["trade_direction"].to_numpy(), vfinal["distance"].to_numpy(),
+                            costs, session, sim)
+    degenerate = constant_outputs(vfinal, session, "validation")
+    # test (the holdout): evaluated once, reported, never used to choose
     test_daily = daily.iloc[fold.test]
-    tdec = decide(ens, gate, test_daily, obs.iloc[fold.test], costs, settings, sim=sim)
-    gated, _ = _result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
-                       costs, session, sim)
+    tdec = decide(ens, use_gate, test_daily, obs.iloc[fold.test], costs, settings, sim=sim)
+    gated, gated_sim = _result(test_daily, tdec["trade_direction"].to_numpy(), tdec["distance"].to_numpy(),
+                               costs, session, sim)
     ungated, _ = _result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
                          costs, session, sim)
     base = _baselines(test_daily, float(cfg.get("baseline_distance", 0.08)), costs,
                       int(cfg.get("baseline_draws", 50)), int(cfg.get("seed", 0)), session, sim)
     metrics = {"fold": fold.describe(daily.index), "session": session, "test": gated,
                "test_ungated": ungated, "baselines": base, "gate": gate_info,
+               "validation": validation, "degenerate_reason": degenerate,
+               "holdout_constant_reason": constant_outputs(tdec, session, "holdout"),
                "validation_agent_returns": [float(s) for s in scores],
                "validation_ensemble": _score(val_daily, vdec["direction"].to_numpy(),
                                              vdec["distance"].to_numpy(), costs, session, sim),
@@ -323,7 +386,39 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
                                      "short": int((tdec["direction"] < 0).sum()),
                                      "none": int((tdec["direction"] == 0).sum())},
                "mean_agreement": float(tdec["agreement"].mean())}
+    metrics["test_session_returns"] = [float(x) for x in gated_sim["ret"].to_numpy(float)]
+    metrics["buy_and_hold_session_returns"] = [float(x) for x in index_session_returns(test_daily)]
+    n_test = len(test_daily)
+    _, long_sim = _result(test_daily, np.ones(n_test), np.full(n_test, float(cfg.get("baseline_distance", 0.08))),
+                          costs, session, sim)
+    metrics["always_long_session_returns"] = [float(x) for x in long_sim["ret"].to_numpy(float)]
     return FoldResult(ens, gate, metrics, tdec)
+
+
+def index_session_returns(daily: pd.DataFrame) -> np.ndarray:
+    """Per-session returns of holding the index over ``daily``: first open -> close, then close -> close."""
+    c = daily["close"].to_numpy(float)
+    if not len(c):
+        return np.zeros(0)
+    return np.concatenate([[c[0] / float(daily["open"].iloc[0]) - 1.0], c[1:] / c[:-1] - 1.0])
+
+
+def holdout_significance(per_fold: List[dict], session: str, seed: int = 0) -> dict:
+    """Sharpe and its bootstrap interval, total-return interval and SPA p-values of the ``session`` ensemble's
+    holdout session returns (all test folds, in order) against buy-and-hold of the index, always-long with
+    the same certificates and session kind, and no trade."""
+    from mltrade.significance import sharpe, significance
+
+    folds = [m for m in per_fold if m["session"] == session]
+
+    def series(key: str) -> np.ndarray:
+        return np.concatenate([m[key] for m in folds]) if folds else np.zeros(0)
+    r = series("test_session_returns")
+    out = significance(r, {"buy_and_hold": series("buy_and_hold_session_returns"),
+                           "always_long": series("always_long_session_returns"), "no_trade": np.zeros(len(r))},
+                       seed=seed)
+    out["sharpe"] = sharpe(r) if len(r) > 1 and np.std(r) > 0 else None
+    return out
 
 
 def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, daily: pd.DataFrame) -> None:
@@ -341,7 +436,13 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
             "observations": cfg.get("observations", "original"),
             "mode": cfg.get("mode", "daily"), "n_candles": int(cfg.get("n_candles", 17)),
             "test_start": r.metrics["fold"]["test"][0], "test_end": r.metrics["fold"]["test"][1],
-            "val_end": r.metrics["fold"]["val"][1] if r.metrics["fold"]["val"] else None})
+            "val_start": r.metrics["fold"]["val"][0] if r.metrics["fold"]["val"] else None,
+            "val_end": r.metrics["fold"]["val"][1] if r.metrics["fold"]["val"] else None,
+            "selection_metric": "val_return", "val_return": r.metrics["validation"]["total_return"],
+            "degenerate": bool(r.metrics["degenerate_reason"]),
+            "degenerate_reason": r.metrics["degenerate_reason"],
+            "holdout_constant": bool(r.metrics["holdout_constant_reason"]),
+            "holdout_constant_reason": r.metrics["holdout_constant_reason"]})
         DeviationStore(d / "deviations.parquet").update(
             r.decisions[[c for c in r.decisions.columns if c.split("_")[0] in ("mean", "se", "z")]])
 
@@ -413,16 +514,28 @@ def fold_observations(cfg: dict, daily: pd.DataFrame, fold: Fold) -> tuple:
         clip=float(cfg.get("deviation_clip", 100.0)))
 
 
-def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
-                       log: Callable[[str], None] = print, intraday: Optional[pd.DataFrame] = None) -> dict:
-    """Walk-forward training over all folds and sessions; offers the last fold's bundle to the registry.
+@dataclass
+class TrainingData:
+    """What every fold of a training run reads: bars, observations (None: built per fold), folds, sessions."""
 
-    ``[dqn] mode = "intraday"``: one ``intraday`` ensemble that decides after ``n_candles`` bars of each
-    session (observations: the daily set plus those candles), buys at the next bar's open and exits at the
-    session close, stop or knock-out; ``intraday`` (or ``[dqn] data``) gives the bars.
-    Returns the metrics dict (also written as metrics.json when the model is kept).
-    """
-    t0 = time.time()
+    daily: pd.DataFrame
+    obs: Optional[pd.DataFrame]
+    folds: List[Fold]
+    sessions: List[str]
+    sim: Optional[IntradaySim] = None
+
+    def fold_observations(self, cfg: dict, fold: Fold) -> tuple:
+        """``(observations, deviation model or None)`` of ``fold``."""
+        fold_obs, dev_model = (fold_observations(cfg, self.daily, fold) if self.obs is None
+                               else (self.obs, None))
+        if self.sim is not None:
+            fold_obs = intraday_observations_for(fold_obs, self.sim)
+        return fold_obs, dev_model
+
+
+def training_data(cfg: dict, daily: Optional[pd.DataFrame] = None,
+                  intraday: Optional[pd.DataFrame] = None) -> TrainingData:
+    """Load and check what a training run needs (``daily``/``intraday``: bars instead of ``[dqn] data``)."""
     mode = cfg.get("mode", "daily")
     if mode not in ("daily", "intraday"):
         raise ValueError(f"dqn.mode: expected 'daily' or 'intraday', got {mode!r}")
@@ -437,20 +550,40 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
         raise ValueError(f"dqn.observations: expected one of {[k for k in OBSERVATION_SETS if k != 'custom']}, "
                          f"got {kind!r}")
     obs = None if kind == "original_deviation" else build_observations(daily, kind)
+    if int(cfg["val_days"]) < 1:
+        raise ValueError(f"dqn.val_days: expected >= 1, got {cfg['val_days']}: agents, gates and the registry "
+                         "choose on validation only (never on the holdout)")
+    ensemble_config_from(cfg)                     # incoherent settings fail before any training
     folds = walk_forward_folds(daily.index, int(cfg["n_folds"]), int(cfg["train_days"]), int(cfg["val_days"]),
                                int(cfg["test_days"]), int(cfg["embargo"]))
     sessions: List[str] = ["intraday"] if sim is not None else list(cfg.get("sessions", ["day"]))
     for s in (sessions if sim is None else []):
         if s not in ("day", "night"):
             raise ValueError(f"dqn.sessions: expected 'day' and/or 'night', got {s!r}")
+    return TrainingData(daily, obs, folds, sessions, sim)
+
+
+def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress: bool = True,
+                       log: Callable[[str], None] = print, intraday: Optional[pd.DataFrame] = None,
+                       agent_source: Optional[AgentSource] = None) -> dict:
+    """Walk-forward training over all folds and sessions; offers the last fold's bundle to the registry.
+
+    ``[dqn] mode = "intraday"``: one ``intraday`` ensemble that decides after ``n_candles`` bars of each
+    session (observations: the daily set plus those candles), buys at the next bar's open and exits at the
+    session close, stop or knock-out; ``intraday`` (or ``[dqn] data``) gives the bars. ``agent_source``:
+    where the candidate agents come from (default: trained here; see :func:`train_session_fold`).
+    Returns the metrics dict (also written as metrics.json when the model is kept).
+    """
+    t0 = time.time()
+    data = training_data(cfg, daily, intraday)
+    daily, folds, sessions, sim = data.daily, data.folds, data.sessions, data.sim
     per_fold: List[dict] = []
     last: Dict[str, FoldResult] = {}
     for fold in folds:
-        fold_obs, dev_model = fold_observations(cfg, daily, fold) if obs is None else (obs, None)
-        if sim is not None:
-            fold_obs = intraday_observations_for(fold_obs, sim)
+        fold_obs, dev_model = data.fold_observations(cfg, fold)
         for s in sessions:
-            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log, sim=sim)
+            r = train_session_fold(cfg, daily, fold_obs, fold, s, progress, log, sim=sim,
+                                   agent_source=agent_source)
             r.deviation_model = dev_model
             per_fold.append(r.metrics)
             last[s] = r
@@ -461,15 +594,36 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
                 f"{r.metrics['baselines']['buy_and_hold']['total_return']:+.2%}, always-long "
                 f"{r.metrics['baselines']['always_long']['total_return']:+.2%}, random "
                 f"{r.metrics['baselines']['random_direction']['total_return']:+.2%}")
+            for key in ("degenerate_reason", "holdout_constant_reason"):
+                if r.metrics[key]:
+                    log(f"fold {fold.index} {s}: constant outputs: {r.metrics[key]}")
     summary: Dict[str, Any] = {"folds": per_fold, "seconds": round(time.time() - t0, 1), "sessions": sessions}
     for s in sessions:
         rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
         summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
+        summary[f"val_return_{s}"] = float(last[s].metrics["validation"]["total_return"])
+    seed = int(cfg.get("seed", 0))
+    summary["significance"] = {s: holdout_significance(per_fold, s, seed) for s in sessions}
     primary = "day" if "day" in sessions else sessions[0]
     summary["oos_return"] = summary[f"oos_return_{primary}"]
+    # selection (registry): the kept bundle's validation return, mean over its sessions; never the holdout
+    summary["val_return"] = float(np.mean([summary[f"val_return_{s}"] for s in sessions]))
+    fold_desc = last[sessions[0]].metrics["fold"]
+    summary["selection_metric"] = "val_return"
+    summary["selection_range"] = list(fold_desc["val"])
+    summary["holdout_range"] = list(fold_desc["test"])
+    reasons = [last[s].metrics["degenerate_reason"] for s in sessions if last[s].metrics["degenerate_reason"]]
+    summary["degenerate"] = bool(reasons)
+    summary["degenerate_reason"] = "; ".join(reasons)
+    hc = [last[s].metrics["holdout_constant_reason"] for s in sessions
+          if last[s].metrics["holdout_constant_reason"]]
+    summary["holdout_constant"] = bool(hc)
+    summary["holdout_constant_reason"] = "; ".join(hc)
     reg = ModelRegistry(cfg.get("registry", ".mltrade/models"))
-    kept = reg.offer(cfg.get("name", "dqn"), lambda d: save_bundle(d, last, cfg, daily), summary,
-                     {"dqn": cfg}, "oos_return")
+    name = cfg.get("name", "dqn")
+    kept = reg.offer(name, lambda d: save_bundle(d, last, cfg, daily), summary, {"dqn": cfg}, "val_return",
+                     selection_range=summary["selection_range"], holdout_range=summary["holdout_range"],
+                     degenerate=summary["degenerate"], degenerate_reason=summary["degenerate_reason"])
     summary["kept"] = kept
-    summary["model_dir"] = str(reg.path(cfg.get("name", "dqn")))
+    summary["model_dir"] = str(reg.path(name)) if reg.path(name) else None
     return summary

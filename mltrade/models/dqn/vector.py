@@ -14,6 +14,7 @@ the same actions each copy yields exactly :class:`KnockoutEnv`'s rewards (tested
 """
 from __future__ import annotations
 
+import os
 from typing import Any, Dict, Optional
 
 import numpy as np
@@ -23,7 +24,7 @@ from tqdm.auto import tqdm
 from mltrade.models.dqn.policy import (BoltzmannQPolicy, EpsGreedyQPolicy, GreedyQPolicy,
                                        LinearAnnealedPolicy, Policy)
 
-__all__ = ["VectorKnockoutEnv", "fit_vector", "select_actions"]
+__all__ = ["VectorKnockoutEnv", "fit_vector", "select_actions", "training_device"]
 
 
 class VectorKnockoutEnv:
@@ -139,8 +140,9 @@ def _train_many(agent: Any) -> Any:
             qs = qs.write(i, mq)
         return losses.stack(), qs.stack()
 
-    agent._train_many_fn = many
-    return many
+    # the concrete function: calling it skips tf.function's per-call signature matching (same graph)
+    agent._train_many_fn = many.get_concrete_function()
+    return agent._train_many_fn
 
 
 def _run_updates(agent: Any, k: int) -> None:
@@ -170,6 +172,7 @@ def fit_vector(agent: Any, env: Any, nb_steps: int, n_envs: int = 8, progress: b
     agent._seed_all(agent.seed)
     venv = VectorKnockoutEnv(env, n_envs, seed=None if agent.seed is None else agent.seed + 10_000)
     obs = venv.reset()
+    q_fn = agent._q_fn.get_concrete_function()      # direct calls: no per-call signature matching
     ep_reward = np.zeros(venv.n_envs)
     hard = not isinstance(agent.target_model_update, float)
     agent.training = True
@@ -177,7 +180,7 @@ def fit_vector(agent: Any, env: Any, nb_steps: int, n_envs: int = 8, progress: b
     try:
         while agent.step < int(nb_steps):
             m = min(venv.n_envs, int(nb_steps) - agent.step)
-            q = agent._q_fn(tf.constant(obs[:, None, :].astype(np.float32))).numpy()
+            q = q_fn(tf.constant(obs[:, None, :].astype(np.float32))).numpy()
             actions = select_actions(agent.policy, q)
             if m < venv.n_envs:  # the last vector step: only the first m environments count
                 actions[m:] = env.no_trade_action
@@ -204,3 +207,18 @@ def fit_vector(agent: Any, env: Any, nb_steps: int, n_envs: int = 8, progress: b
         bar.close()
         agent.training = False
     return agent.history
+
+
+def training_device() -> str:
+    """Where TensorFlow runs the agents' networks: its first GPU when it sees one (TensorFlow's default;
+    nothing in mltrade pins the CPU), else the CPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return f"CPU (TensorFlow {tf.__version__} sees no GPU; {os.cpu_count()} CPU cores)"
+    try:
+        name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", "")
+    except (RuntimeError, ValueError):
+        name = ""
+    more = f" (+{len(gpus) - 1} more)" if len(gpus) > 1 else ""
+    return f"GPU {gpus[0].name.replace('/physical_device:', '')}{' ' + name if name else ''}{more} " \
+           f"(TensorFlow {tf.__version__})"
