@@ -1,13 +1,22 @@
-"""NCP/LTC strategy benchmark: training time per epoch (LTC vs CfC), batch vs per-session inference,
-and a one-year 5-minute backtest of NCPStrategy end to end with the model loaded (target <= 20 s).
+"""NCP/LTC benchmark: the Optuna search (today's path vs the new one, side by side), training time per
+epoch (LTC vs CfC), batch vs per-session inference, and a one-year 5-minute backtest of NCPStrategy end to
+end with the model loaded (target <= 20 s).
 
-Prints each figure beside its baseline in the same run (ratios).
-Run: python benchmarks/bench_ncp.py [--samples 2000] [--epochs 2] [--year 2018]
+Prints each figure beside its baseline in the same run (ratios) and the device TensorFlow ran on.
+Search legs run in fresh processes (TensorFlow's thread pools are fixed at start), same settings, same
+search space and objective; "old" is the previous path (Keras ``fit`` with an EarlyStopping callback per
+fold, the model's default thread pools, one process, pruning from the 5th trial), kept here as the
+baseline; "new" is ``mltrade.models.ncp.train.optimize`` (compiled loop, folds cut once per study,
+pruning after the first fold, one worker process per core with one thread each, dataset cache).
+Run: python benchmarks/bench_ncp.py [--trials 20] [--max-epochs 20] [--skip-search] [--search-only]
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -52,12 +61,162 @@ def inference(model, daily: np.ndarray, seq: np.ndarray) -> dict:
             "max_abs_diff": float(np.abs(pb - ps).max())}
 
 
+# --------------------------------------------------------------------------
+# the search: today's (previous) path, kept here as the baseline
+# --------------------------------------------------------------------------
+def _legacy_objective(s, ds, folds, stats):
+    """The previous trial objective: a Keras ``fit`` per fold with EarlyStopping (restore best weights)."""
+    import keras
+    import numpy as np
+    from mltrade.models.ncp.model import build_model, predict_proba, set_input_stats
+    from mltrade.models.ncp.train import (DEFAULT_PARAMS, config_from_params, directions, performance,
+                                          suggest_params)
+    import optuna
+
+    def objective(trial):
+        params = suggest_params(trial, s)
+        cfg = config_from_params(params, ds.daily.shape[1], s, trial.number)
+        model = build_model(cfg)
+        model.optimizer.build(model.trainable_variables)
+        w0 = model.get_weights()
+        opt0 = [v.numpy() for v in model.optimizer.variables]
+        values = []
+        for k, f in enumerate(folds):
+            keras.utils.set_random_seed(cfg.seed)
+            model.set_weights(w0)
+            for v, x in zip(model.optimizer.variables, opt0):
+                v.assign(x)
+            tr, va, sc = ds.subset(f.train), ds.subset(f.val), ds.subset(f.test)
+            set_input_stats(model, tr.daily, tr.seq)
+            t0 = time.perf_counter()
+            h = model.fit([tr.daily, tr.seq], tr.label, validation_data=([va.daily, va.seq], va.label),
+                          epochs=int(params.get("epochs", DEFAULT_PARAMS["epochs"])),
+                          batch_size=int(params.get("batch_size", 32)), shuffle=True, verbose=0,
+                          callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=s.patience,
+                                                                   restore_best_weights=True)])
+            stats["epochs"] += len(h.history["loss"])
+            stats["train_s"] += time.perf_counter() - t0
+            d = directions(predict_proba(model, sc.daily, sc.seq), s.threshold)
+            values.append(performance(d, sc, s.objective)["objective"])
+            trial.report(float(np.mean(values)), k)
+            if trial.should_prune():
+                stats["pruned"] += 1
+                raise optuna.TrialPruned()
+        return float(np.mean(values))
+    return objective
+
+
+def search_leg(leg: str, trials: int, max_epochs: int, state: str) -> dict:
+    """Run one leg of the search comparison in this process; returns its figures."""
+    import optuna
+    from mltrade.models.ncp.train import NCPSettings, configure_tensorflow, dataset_for, optimize, split
+    s = NCPSettings(max_epochs=max_epochs, state_dir=state, study=f"bench-{leg}")
+    load0 = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    if leg == "old":
+        from mltrade.models.ncp.train import device_name
+        device = device_name()
+        ds = dataset_for(s)
+        folds, _ = split(ds, s)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        stats = {"epochs": 0, "train_s": 0.0, "pruned": 0}
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+            seed=0, n_startup_trials=min(8, max(2, trials // 3))),
+            pruner=optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0))
+        study.optimize(_legacy_objective(s, ds, folds, stats), n_trials=trials)
+        out = {"epochs": stats["epochs"], "pruned": stats["pruned"]}
+    else:
+        device = configure_tensorflow(s.threads)
+        ds = None
+        lines = []
+        import re
+        from mltrade.models.ncp.train import run_trials, cached_dataset, _jobs
+        jobs = _jobs(s)
+        if jobs == 1:
+            ds = cached_dataset(s)
+            run_trials(s, s.storage_url(), trials, ds, lines.append, seed=0, worker="bench")
+        else:
+            optimize_search_only(s, trials, jobs, lines)
+        ep = [int(m.group(1)) for m in (re.search(r"(\d+) epochs,", x) for x in lines) if m]
+        out = {"epochs": sum(ep), "pruned": sum("pruned" in x for x in lines), "jobs": jobs}
+    out.update(leg=leg, trials=trials, seconds=time.perf_counter() - t0, device=device,
+               load=[load0, os.getloadavg()[0]])
+    return out
+
+
+def optimize_search_only(s, trials: int, jobs: int, lines: list) -> None:
+    """The new path's worker processes (as ``optimize`` starts them), without the final model."""
+    import multiprocessing as mp
+    from mltrade.models.ncp.train import _study, _worker_main, cached_dataset, dataset_key
+    cached_dataset(s)
+    _study(s, s.storage_url(), 0, trials)
+    cache = os.path.join(s.state_dir, "cache", f"ncp-dataset-{dataset_key(s)}.npz")
+    share = [trials // jobs + (1 if i < trials % jobs else 0) for i in range(jobs)]
+    ctx = mp.get_context("spawn")
+    log = os.path.join(s.state_dir, "workers.log")
+    saved = os.dup(1)
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+    os.dup2(fd, 1)  # workers print their trial lines to our stdout: capture them in a file
+    try:
+        procs = [ctx.Process(target=_worker_main, args=(s.to_dict(), s.storage_url(), k, cache, None))
+                 for k in share if k]
+        for p in procs:
+            p.start()
+    finally:
+        os.dup2(saved, 1)
+        os.close(fd)
+    for p in procs:
+        p.join()
+    with open(log) as fh:
+        for line in fh:
+            lines.append(line)
+            print("    " + line.rstrip(), file=sys.stderr)
+
+
+def compare_search(trials: int, max_epochs: int) -> None:
+    print(f"== NCP search, {trials} trials each, max_epochs {max_epochs}, default [ncp] settings "
+          f"(LTC, 2016-2018 sample, 2 folds): old path vs new path, fresh processes, same machine")
+    res = {}
+    for leg in ("old", "new"):
+        with tempfile.TemporaryDirectory(prefix=f"bench-ncp-{leg}-") as state:
+            cmd = [sys.executable, os.path.abspath(__file__), "--search-leg", leg, "--trials", str(trials),
+                   "--max-epochs", str(max_epochs), "--state", state]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                raise SystemExit(f"search leg {leg} failed:\n{out.stderr[-3000:]}")
+            res[leg] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = res[leg]
+        print(f"  {leg}: {r['seconds']:7.1f} s for {r['trials']} trials "
+              f"({r['seconds'] / r['trials']:.1f} s/trial), "
+              f"{r['epochs']} epochs = {r['epochs'] / r['seconds']:.2f} epochs/s wall, {r['pruned']} pruned, "
+              f"device {r['device']}" + (f", {r['jobs']} worker processes" if "jobs" in r else "")
+              + (f"; machine load {r['load'][0]:.1f} -> {r['load'][1]:.1f}" if "load" in r else ""))
+    o, n = res["old"], res["new"]
+    print(f"  new path: {o['seconds'] / n['seconds']:.2f}x faster for {trials} trials "
+          f"(epochs/s {n['epochs'] / n['seconds'] / max(o['epochs'] / o['seconds'], 1e-9):.2f}x)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--samples", type=int, default=2000)
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--year", type=int, default=2018)
+    ap.add_argument("--trials", type=int, default=20, help="search trials per leg")
+    ap.add_argument("--max-epochs", type=int, default=20, help="[ncp] max_epochs of the search legs")
+    ap.add_argument("--skip-search", action="store_true", help="skip the search comparison")
+    ap.add_argument("--search-only", action="store_true", help="only the search comparison")
+    ap.add_argument("--search-leg", choices=["old", "new"], help=argparse.SUPPRESS)
+    ap.add_argument("--state", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.search_leg:
+        print(json.dumps(search_leg(args.search_leg, args.trials, args.max_epochs, args.state)))
+        return
+    from mltrade.models.ncp.train import device_name
+    print(f"device: {device_name()}")
+    if not args.skip_search:
+        compare_search(args.trials, args.max_epochs)
+    if args.search_only:
+        return
 
     from mltrade.backtest import run_strategy
     from mltrade.config import load_config

@@ -9,12 +9,16 @@ def register(sub) -> None:
     from mltrade.cli import subcommand_group
 
     group = subcommand_group(sub, "train", "train a strategy's models (walk-forward, out-of-sample)")
-    p = group.add_parser("ncp", help="train the NCP/LTC model; keep it if it beats the kept one out of sample",
-                         description="Trains the dual-branch NCP model on the sessions before the holdout "
-                                     "(early stopping on validation), fits the ATR adaptation out of fold, "
-                                     "evaluates once on the holdout beside baselines and offers the model to "
-                                     "the registry. Parameters: the best trial of the [ncp] study if one "
-                                     "exists (see `mltrade optimize ncp`), else the defaults. "
+    p = group.add_parser("ncp", help="train the NCP/LTC model; keep it if it beats the kept one on "
+                                     "validation",
+                         description="Scores the parameters on the walk-forward validation folds "
+                                     "(the registry's selection figure), fits the ATR adaptation on those "
+                                     "folds' out-of-fold predictions, trains the final model (early stopping "
+                                     "on its own window before the holdout), scores the holdout once beside "
+                                     "baselines and offers the model to the registry (a degenerate model, "
+                                     "constant on validation, is refused). Parameters: the best trial "
+                                     "of the [ncp] study if one exists (see `mltrade optimize ncp`), "
+                                     "else the defaults. "
                                      "Config: [ncp] in mltrade/config.d/ncp.toml.")
     add_common_arguments(p)
     p.add_argument("--params", help="JSON file or string of model parameters (overrides the study's best)")
@@ -82,17 +86,23 @@ def report_result(res, s) -> None:
     ad = res.adaptation
     bins = ", ".join(f"bin {t['bin']} {t['range']}: {t['action']} (n={t['count']})" for t in ad.table)
     print(f"ATR adaptation (out of fold, before the holdout): {bins}")
-    print(f"model {'kept' if res.kept else 'NOT kept (the kept model did better out of sample)'}: "
-          f"{res.path}")
+    if res.kept:
+        why = "kept"
+    elif res.degenerate:
+        why = f"NOT kept (degenerate: {res.metrics['degenerate_reason']})"
+    else:
+        why = "NOT kept (the kept model did better on its validation folds)"
+    print(f"model {why}: {res.path}")
     print(f"backtest it with: mltrade backtest --strategy ncp --start {res.metrics['holdout'][0]}")
 
 
 def run(args) -> int:
     """Train once with the chosen parameters and offer the model to the registry."""
-    from mltrade.models.ncp.train import dataset_for, train_final
+    from mltrade.models.ncp.train import cached_dataset, configure_tensorflow, train_final
 
     s = settings_from_args(args)
-    ds = dataset_for(s)
+    print(f"device: {configure_tensorflow(s.threads)}")
+    ds = cached_dataset(s, print)
     res = train_final(_params(args, s), ds, s)
     report_result(res, s)
     return 0

@@ -195,7 +195,7 @@ class NCPStrategy(KnockoutStrategy):
                     f"or searched on ({first_seen} .. before the holdout {m['holdout'][0]}): in-sample. "
                     f"{before} fall before any data it learnt from. Only the holdout table below is "
                     f"out-of-sample.</b></p>")
-        out.append(("NCP model", f"<table>{rows}</table>{note}"))
+        out.append(("NCP model", f"<table>{rows}</table>{note}{self._constant_flags_html(m)}"))
         if m.get("model"):
             names = [("model", m["model"]), ("model + ATR adaptation", m.get("model_adapted", {}))]
             head = ("<tr><th></th><th>log product of trade ratios</th><th>Sharpe</th><th>trades</th>"
@@ -212,6 +212,23 @@ class NCPStrategy(KnockoutStrategy):
         out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)",
                     self.adaptation.html()
                     + self._bin_usage_html(dec)))
+        return out
+
+    @staticmethod
+    def _constant_flags_html(m: dict) -> str:
+        """Warnings for a model that is degenerate (constant on validation) or constant on its holdout."""
+        from mltrade.models.ncp.train import describe_constant
+        out = ""
+        if m.get("degenerate"):
+            reason = html.escape(str(m.get("degenerate_reason")))
+            out += (f"<p class='warning'><b>Degenerate model: {reason}. "
+                    f"The registry does not keep such a model.</b></p>")
+        for suffix, label in (("", "The model"), ("_adapted", "With the ATR adaptation the model")):
+            if m.get("holdout_constant" + suffix):
+                what = describe_constant(m.get("holdout_direction" + suffix), "every holdout session")
+                out += (f"<p class='warning'><b>{label} is constant on the holdout ({html.escape(what)}): "
+                        f"its holdout figures are those of a fixed bet, not of a learnt signal.</b></p>")
+                break
         return out
 
     def _bin_usage_html(self, dec: pd.DataFrame) -> str:

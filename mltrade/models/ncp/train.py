@@ -1,21 +1,28 @@
 """Training, walk-forward Optuna search and the one-time holdout evaluation of the NCP model.
 
-Layout in sessions (chronological, see :mod:`mltrade.models.walkforward`)::
+Layout in sessions (chronological, see :mod:`mltrade.models.walkforward` and :func:`split`)::
 
-    [ search region: walk-forward folds (train | val | scored) ... ][embargo][ holdout ]
+    [ search region: walk-forward folds (train | val | scored) ... ][emb][ final val ][emb][ holdout ]
 
 Each trial trains one model per fold (early stopping on the fold's val range)
 and is scored by the knock-out strategy's performance on the fold's scored
-range. The holdout is touched once, by the chosen parameters' final model
-(trained on the sessions just before it). The registry keeps the model only
-when its holdout objective beats the kept one.
+range. Selection (the Optuna trial, the registry's keep/replace) uses these
+validation scores only. The final model is trained on the sessions before its
+own early-stopping window ("final val", after the search region); the ATR
+adaptation is estimated on the fold models' scored ranges (out of fold, never a
+model's own early-stopping window). The holdout is touched once per model, to
+score and report it; nothing is chosen by it.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import socket
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Tuple
@@ -31,7 +38,10 @@ from mltrade.models.walkforward import Fold, walk_forward_folds
 
 OBJECTIVES = ("product", "sharpe")
 #: settings that do not change what a trial's score means (a study may resume with other values)
-_RUN_ONLY = {"trials", "storage", "state_dir", "search_seed", "study"}
+_RUN_ONLY = {"trials", "storage", "state_dir", "search_seed", "study", "jobs", "threads", "jit_compile",
+             "dataset_cache", "model_name"}
+#: version of the fold layout (:func:`split`); a study run under another layout is not resumed
+LAYOUT = 2
 ARTIFACT = "ncp.json"
 MODEL_FILE = "model.keras"
 
@@ -76,6 +86,10 @@ class NCPSettings:
     kind: str = "turbo"
     barrier_buffer: float = 0.0
     daily_history: str = ""       #: daily CSV before the data, for indicator warm-up ("" = none)
+    jobs: int = 0                 #: search worker processes here (0 = one per CPU core; 1 on a GPU)
+    threads: int = 1              #: TensorFlow CPU threads per worker (0 = TensorFlow's default)
+    jit_compile: str = "auto"     #: XLA-compile the train step: "auto" (GPU only), "on", "off"
+    dataset_cache: bool = True    #: keep built datasets under state_dir/cache (keyed by data + settings)
 
     def __post_init__(self) -> None:
         if self.daily_history:
@@ -86,6 +100,11 @@ class NCPSettings:
             raise ValueError(f"ncp.threshold: expected a value in [0.5, 1), got {self.threshold!r}")
         if self.cell not in ("ltc", "cfc"):
             raise ValueError(f"ncp.cell: expected 'ltc' or 'cfc', got {self.cell!r}")
+        if str(self.jit_compile) not in ("auto", "on", "off"):
+            raise ValueError(f"ncp.jit_compile: expected 'auto', 'on' or 'off', got {self.jit_compile!r}")
+        for k in ("jobs", "threads"):
+            if isinstance(getattr(self, k), bool) or int(getattr(self, k)) < 0:
+                raise ValueError(f"ncp.{k}: expected an integer >= 0, got {getattr(self, k)!r}")
         for k in ("n_folds", "train_sessions", "score_sessions", "holdout_sessions", "max_epochs",
                   "n_candles"):
             if int(getattr(self, k)) < 1:
@@ -172,15 +191,113 @@ def dataset_for(s: NCPSettings, bars: Optional[pd.DataFrame] = None,
                          interval=s.interval, seq_distance=s.seq_distance, daily_history=daily_history)
 
 
+#: settings that change the dataset (the cache key holds them, the data's fingerprint and the code's)
+_DATASET_KEYS = ("data", "start", "end", "seed", "exchange", "interval", "n_candles", "distance",
+                 "seq_distance", "stop", "ratio", "spread", "fx", "kind", "barrier_buffer", "daily_history")
+_DATASET_CODE = ("feeds/sample.py", "feeds/loader.py", "models/features.py", "models/ncp/dataset.py",
+                 "calendars.py", "products.py")
+
+
+def _file_digest(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_key(s: NCPSettings) -> Optional[str]:
+    """Hash of the data (file contents; the generator's code for the sample), the dataset settings and the
+    feature code, or None when the data can't be fingerprinted without loading it (e.g. twelvedata:)."""
+    import mltrade
+    root = Path(mltrade.__file__).parent
+    parts = {k: getattr(s, k) for k in _DATASET_KEYS}
+    if s.data != "sample":
+        if not os.path.isfile(s.data):
+            return None
+        parts["data_digest"] = _file_digest(s.data)
+    if s.daily_history:
+        parts["daily_history_digest"] = _file_digest(s.daily_history)
+    parts["code"] = {c: _file_digest(str(root / c)) for c in _DATASET_CODE if (root / c).exists()}
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def save_dataset(ds: NCPDataset, path: str) -> str:
+    """Write a dataset as ``.npz`` atomically (temp file + ``os.replace``); returns the path."""
+    path = str(path)
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-ncp-", suffix=".npz", dir=d)
+    os.close(fd)
+    try:
+        np.savez(tmp, dates=np.asarray(ds.dates).astype("datetime64[D]"), daily=ds.daily, seq=ds.seq,
+                 atr=ds.atr, price=ds.price, label=ds.label, long_return=ds.long_return,
+                 short_return=ds.short_return, long_exit=np.asarray(ds.long_exit, str),
+                 short_exit=np.asarray(ds.short_exit, str), feature_names=np.asarray(ds.feature_names, str))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load_dataset(path: str) -> NCPDataset:
+    """A dataset written by :func:`save_dataset` (errors name the file)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            a = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable NCP dataset cache ({exc})") from exc
+    need = {"dates", "daily", "seq", "atr", "price", "label", "long_return", "short_return", "long_exit",
+            "short_exit", "feature_names"}
+    if need - set(a):
+        raise ValueError(f"{path}: NCP dataset cache misses {sorted(need - set(a))}")
+    return NCPDataset(a["dates"], a["daily"], a["seq"], a["atr"], a["price"],
+                      [str(x) for x in a["feature_names"]],
+                      a["label"], a["long_return"], a["short_return"], a["long_exit"].astype(object),
+                      a["short_exit"].astype(object))
+
+
+def cached_dataset(s: NCPSettings, log: Callable[[str], None] = lambda m: None) -> NCPDataset:
+    """:func:`dataset_for`, through the on-disk cache under ``state_dir/cache`` (keyed by
+    :func:`dataset_key`); workers on one machine build it once and share it."""
+    key = dataset_key(s) if s.dataset_cache else None
+    if key is None:
+        return dataset_for(s)
+    path = Path(s.state_dir) / "cache" / f"ncp-dataset-{key}.npz"
+    if path.exists():
+        try:
+            ds = load_dataset(str(path))
+            log(f"dataset: {len(ds)} sessions from the cache {path}")
+            return ds
+        except ValueError as exc:
+            log(f"dataset cache unreadable, rebuilding: {exc}")
+    ds = dataset_for(s)
+    save_dataset(ds, str(path))
+    log(f"dataset: {len(ds)} sessions built, cached in {path}")
+    return ds
+
+
 def split(ds: NCPDataset, s: NCPSettings) -> Tuple[list, Fold]:
-    """Search folds over the sessions before the holdout, and the final fold whose test is the holdout."""
+    """Search folds, and the final fold: train | its own early-stopping val | holdout (test).
+
+    The search region ends ``embargo`` sessions before the final val, which ends ``embargo`` sessions
+    before the holdout: selection (folds' scored ranges), early stopping of the final model and the
+    holdout never share a session.
+    """
     n = len(ds)
-    n_search = n - s.holdout_sessions - s.embargo
-    folds = walk_forward_folds(np.arange(n_search), s.n_folds, s.train_sessions, s.val_sessions,
-                               s.score_sessions, s.embargo)
     final = walk_forward_folds(np.arange(n), 1, s.train_sessions, s.val_sessions, s.holdout_sessions,
                                s.embargo)[0]
+    n_search = final.val_start - s.embargo if s.val_sessions > 0 else final.test_start - s.embargo
+    folds = walk_forward_folds(np.arange(max(n_search, 0)), s.n_folds, s.train_sessions, s.val_sessions,
+                               s.score_sessions, s.embargo)
     return folds, final
+
+
+def selection_range(ds: NCPDataset, folds: list) -> list:
+    """First and last session of the folds' scored ranges (where trials and models are compared)."""
+    return [str(ds.dates[folds[0].test_start]), str(ds.dates[folds[-1].test_stop - 1])]
 
 
 # --------------------------------------------------------------------------
@@ -268,34 +385,191 @@ def config_from_params(params: Dict[str, Any], n_daily: int, s: NCPSettings, see
                      head_slope=float(p["head_slope"]), learning_rate=float(p["learning_rate"]), seed=seed)
 
 
-class FoldTrainer:
-    """One compiled model re-used across folds: weights, optimizer state and input statistics are reset."""
+def configure_tensorflow(threads: int = 1) -> str:
+    """Set TensorFlow's CPU thread pools (before its first op; later calls leave them) and return the
+    device training runs on: ``"GPU:0 (<name>)"`` when TensorFlow sees a GPU, else ``"CPU"``."""
+    import tensorflow as tf
+    if threads:
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(int(threads))
+            tf.config.threading.set_inter_op_parallelism_threads(int(threads))
+        except RuntimeError:
+            pass  # TensorFlow already started: its pools stay as they are
+    return device_name()
 
-    def __init__(self, cfg: NCPConfig, epochs: int, batch_size: int, patience: int) -> None:
+
+def device_name() -> str:
+    """The device TensorFlow trains on: the first visible GPU (name), else CPU with its core count."""
+    import tensorflow as tf
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        try:
+            name = tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+        except (ValueError, RuntimeError):
+            name = gpus[0].name
+        return f"GPU:0 ({name})"
+    return f"CPU ({os.cpu_count()} cores)"
+
+
+def use_jit(setting: str) -> bool:
+    """Whether the train step is XLA-compiled: ``auto`` = only on a GPU (on CPU the compile of the
+    recurrent cell costs more than it saves over a trial's epochs; see benchmarks/bench_ncp.py)."""
+    if setting == "on":
+        return True
+    if setting == "off":
+        return False
+    return device_name().startswith("GPU")
+
+
+class _History:
+    """Per-epoch losses, shaped like Keras' ``History`` (``.history["loss"]``, ``["val_loss"]``)."""
+
+    def __init__(self) -> None:
+        self.history: Dict[str, list] = {"loss": [], "val_loss": []}
+
+
+def _bce(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, float)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+class FoldTrainer:
+    """One model re-used across folds: weights, optimizer state and input statistics are reset per fit.
+
+    Training is a compiled custom loop: the train step is traced once per model (every batch has the
+    same shape: the last one is filled with rows of zero weight), validation loss and predictions come
+    from one compiled forward pass (:func:`predict_proba`), early stopping restores the best epoch.
+    """
+
+    def __init__(self, cfg: NCPConfig, epochs: int, batch_size: int, patience: int,
+                 jit_compile: bool = False) -> None:
+        import tensorflow as tf
         self.cfg, self.epochs = cfg, int(epochs)
         self.batch_size, self.patience = int(batch_size), int(patience)
         self.model = build_model(cfg)
         self.model.optimizer.build(self.model.trainable_variables)
         self._w0 = self.model.get_weights()
         self._opt0 = [v.numpy() for v in self.model.optimizer.variables]
+        self.epochs_run = 0            #: epochs trained by all fits of this trainer
+        self.train_seconds = 0.0       #: time spent in those epochs (compile included)
+        model, opt = self.model, self.model.optimizer
+
+        def step(xd, xs, y, w):
+            with tf.GradientTape() as tape:
+                p = tf.reshape(model([xd, xs], training=True), [-1])
+                p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
+                ll = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
+                loss = tf.reduce_sum(ll * w) / tf.reduce_sum(w)
+            grads = tape.gradient(loss, model.trainable_variables)
+            opt.apply(grads, model.trainable_variables)
+            return loss
+
+        # plain tensor code: no AutoGraph conversion (it can't read the closure and would warn)
+        self._step = tf.function(tf.autograph.experimental.do_not_convert(step),
+                                 jit_compile=bool(jit_compile), reduce_retracing=True)
 
     def fit(self, train: NCPDataset, val: Optional[NCPDataset] = None, verbose: int = 0):
         """Train from the initial weights on ``train`` (early stopping on ``val``); returns the model."""
         import keras
         keras.utils.set_random_seed(self.cfg.seed)  # each fit is reproducible, whatever ran before
+        t0 = time.perf_counter()
         self.model.set_weights(self._w0)
         for v, x in zip(self.model.optimizer.variables, self._opt0):
             v.assign(x)
         set_input_stats(self.model, train.daily, train.seq)
-        cbs, vd = [], None
-        if val is not None and len(val):
-            vd = ([val.daily, val.seq], val.label)
-            cbs.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=self.patience,
-                                                     restore_best_weights=True))
-        self.history = self.model.fit([train.daily, train.seq], train.label, validation_data=vd,
-                                      epochs=self.epochs, batch_size=self.batch_size, shuffle=True,
-                                      callbacks=cbs, verbose=verbose)
+        xd = np.nan_to_num(np.asarray(train.daily, "float32"))
+        xs = np.nan_to_num(np.asarray(train.seq, "float32"))
+        y = np.asarray(train.label, "float32")
+        n = len(y)
+        bs = max(1, min(self.batch_size, n))
+        nb = -(-n // bs)
+        rng = np.random.default_rng(self.cfg.seed)
+        weight = np.ones(nb * bs, "float32")
+        weight[n:] = 0.0
+        self.history = _History()
+        best, best_w, wait = math.inf, None, 0
+        for epoch in range(self.epochs):
+            perm = rng.permutation(n)
+            idx = np.concatenate([perm, perm[:nb * bs - n]])
+            losses = [float(self._step(xd[j], xs[j], y[j], weight[b * bs:(b + 1) * bs]))
+                      for b, j in enumerate(np.split(idx, nb))]
+            self.history.history["loss"].append(float(np.mean(losses)))
+            self.epochs_run += 1
+            if val is not None and len(val):
+                vl = _bce(val.label, predict_proba(self.model, val.daily, val.seq))
+                self.history.history["val_loss"].append(vl)
+                if verbose:
+                    print(f"epoch {epoch + 1}: loss {losses[-1]:.4f} val_loss {vl:.4f}")
+                if vl < best:
+                    best, best_w, wait = vl, self.model.get_weights(), 0
+                else:
+                    wait += 1
+                    if wait >= self.patience:
+                        break
+        if best_w is not None:
+            self.model.set_weights(best_w)
+        self.train_seconds += time.perf_counter() - t0
         return self.model
+
+
+def constant_output(direction: np.ndarray, prob: np.ndarray) -> Optional[str]:
+    """``"long"``, ``"short"`` or ``"none"`` (never trades) when every session gets the same direction,
+    ``"constant probability"`` when the probabilities don't vary; else None."""
+    d = np.asarray(direction)
+    if len(d) == 0:
+        return None
+    p = np.asarray(prob, float)
+    if len(p) > 1 and float(p.max() - p.min()) < 1e-6:
+        return "constant probability"
+    if (d == d[0]).all():
+        return {1: "long", -1: "short", 0: "none"}[int(d[0])]
+    return None
+
+
+def describe_constant(reason: Optional[str], where: str) -> str:
+    """Words for :func:`constant_output`'s result ("" when the output varies)."""
+    if not reason:
+        return ""
+    if reason in ("long", "short"):
+        return f"always {reason} on {where}"
+    if reason == "none":
+        return f"never trades on {where}"
+    return f"{reason} on {where}"
+
+
+def fold_predictions(params: Dict[str, Any], fold_data: list, s: NCPSettings, seed: int = 0,
+                     report: Optional[Callable[[int, float], bool]] = None,
+                     trainer: Optional["FoldTrainer"] = None) -> dict:
+    """Train ``params`` on each fold (early stopping on its val) and score its scored range.
+
+    ``fold_data``: ``[(train, val, scored), ...]`` datasets (see :func:`fold_datasets`). Returns the
+    per-fold objectives, probabilities and directions on the scored ranges and the trainer;
+    ``report(step, mean so far)`` returning True stops (pruning) after that fold.
+    """
+    n_daily = fold_data[0][0].daily.shape[1]
+    if trainer is None:
+        trainer = FoldTrainer(config_from_params(params, n_daily, s, seed),
+                              params.get("epochs", DEFAULT_PARAMS["epochs"]),
+                              params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience,
+                              jit_compile=use_jit(s.jit_compile))
+    values, probs, dirs = [], [], []
+    for k, (tr, va, sc) in enumerate(fold_data):
+        model = trainer.fit(tr, va)
+        p = predict_proba(model, sc.daily, sc.seq)
+        d = directions(p, s.threshold)
+        probs.append(p)
+        dirs.append(d)
+        values.append(performance(d, sc, s.objective)["objective"])
+        if report is not None and report(k, float(np.mean(values))):
+            break
+    return {"values": values, "probs": probs, "directions": dirs, "trainer": trainer,
+            "complete": len(values) == len(fold_data)}
+
+
+def fold_datasets(ds: NCPDataset, folds: list) -> list:
+    """Each fold's (train, val, scored) datasets, cut once per study and reused by every trial."""
+    return [(ds.subset(f.train), ds.subset(f.val), ds.subset(f.test)) for f in folds]
 
 
 def suggest_params(trial, s: NCPSettings) -> Dict[str, Any]:
@@ -319,25 +593,23 @@ def suggest_params(trial, s: NCPSettings) -> Dict[str, Any]:
 
 
 def evaluate_params(params: Dict[str, Any], ds: NCPDataset, folds: list, s: NCPSettings,
-                    report: Optional[Callable[[int, float], bool]] = None, seed: int = 0) -> float:
-    """Mean scored-range objective over the walk-forward folds; ``report(step, value)`` -> True prunes."""
-    cfg = config_from_params(params, ds.daily.shape[1], s, seed)
-    trainer = FoldTrainer(cfg, params.get("epochs", DEFAULT_PARAMS["epochs"]),
-                          params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience)
-    values = []
-    for k, f in enumerate(folds):
-        model = trainer.fit(ds.subset(f.train), ds.subset(f.val))
-        sc = ds.subset(f.test)
-        d = directions(predict_proba(model, sc.daily, sc.seq), s.threshold)
-        values.append(performance(d, sc, s.objective)["objective"])
-        if report is not None and report(k, float(np.mean(values))):
-            break
-    return float(np.mean(values))
+                    report: Optional[Callable[[int, float], bool]] = None, seed: int = 0,
+                    fold_data: Optional[list] = None, info: Optional[dict] = None) -> float:
+    """Mean scored-range objective over the walk-forward folds; ``report(step, value)`` -> True prunes.
+
+    ``info`` (a dict) receives ``degenerate`` (the reason, or "") and the epochs and seconds trained.
+    """
+    fp = fold_predictions(params, fold_data or fold_datasets(ds, folds), s, seed, report)
+    if info is not None:
+        reason = constant_output(np.concatenate(fp["directions"]), np.concatenate(fp["probs"]))
+        info.update(degenerate=describe_constant(reason, "the validation folds"),
+                    epochs=fp["trainer"].epochs_run, seconds=fp["trainer"].train_seconds)
+    return float(np.mean(fp["values"]))
 
 
 @dataclass
 class FinalResult:
-    """The chosen model, its adaptation and its one-time holdout figures."""
+    """The chosen model, its adaptation, its validation (selection) figures and one-time holdout figures."""
 
     model: Any
     adaptation: ATRAdaptation
@@ -346,49 +618,83 @@ class FinalResult:
     kept: bool = False
     path: Optional[str] = None
 
+    @property
+    def degenerate(self) -> bool:
+        return bool(self.metrics.get("degenerate"))
+
+
+def _offer(reg: ModelRegistry, name: str, write: Callable[[Path], None], metrics: dict, config: dict,
+           selection: list, holdout: list, degenerate: bool) -> bool:
+    """Offer to the registry by the validation objective, with its date range and the holdout range (the
+    registry refuses a selection range reaching the holdout, and degenerate models)."""
+    import inspect
+    params = inspect.signature(reg.offer).parameters
+    if "selection_range" in params:
+        extra = {"degenerate_reason": str(metrics.get("degenerate_reason", ""))} \
+            if "degenerate_reason" in params else {}
+        return bool(reg.offer(name, write, metrics, config, metric="validation_objective",
+                              selection_range=tuple(selection), holdout_range=tuple(holdout),
+                              degenerate=bool(degenerate), **extra))
+    # a registry without those checks: refuse here what it would refuse
+    if degenerate or not selection[1] < holdout[0]:
+        return False
+    return bool(reg.offer(name, write, metrics, config, metric="validation_objective"))
+
 
 def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: int = 0,
                 offer: bool = True, verbose: int = 0) -> FinalResult:
-    """Train the chosen parameters before the holdout, fit the ATR adaptation out of fold, test once.
+    """Score the parameters on the validation folds, train the final model, test it once on the holdout.
 
-    The adaptation is estimated on out-of-fold predictions before the holdout:
-    the search folds' scored ranges (a model per fold, same parameters) and the
-    final model's validation range; the holdout is never used for it.
+    * Selection figure (``validation_objective``, what the registry compares): the mean objective of
+      one model per search fold on the fold's scored range (early stopping on the fold's own val).
+    * ATR adaptation: estimated on those out-of-fold scored-range predictions (never on a model's own
+      early-stopping window, never on the holdout).
+    * Final model: trained on the sessions before its own early-stopping window (``final val``).
+    * Degenerate (not kept): constant direction on the final val or on all the folds' scored ranges.
+    * Holdout: scored once, reported (``holdout_constant`` flags a model constant there), never chosen by.
     """
     folds, final = split(ds, s)
+    fd = fold_datasets(ds, folds)
     cfg = config_from_params(params, ds.daily.shape[1], s, seed)
     trainer = FoldTrainer(cfg, params.get("epochs", DEFAULT_PARAMS["epochs"]),
-                          params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience)
+                          params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience,
+                          jit_compile=use_jit(s.jit_compile))
+    # validation folds: selection figure and out-of-fold directions for the adaptation
+    fp = fold_predictions(params, fd, s, seed, trainer=trainer)
+    oof_rows = np.concatenate([np.arange(f.test_start, f.test_stop) for f in folds])
+    oof_dir = np.concatenate(fp["directions"])
+    oof_prob = np.concatenate(fp["probs"])
+    sel_range = selection_range(ds, folds)
+    adaptation = ATRAdaptation.identity()
+    adapt_range: list = []
+    if s.adapt:
+        adapt_range = list(sel_range)
+        est = ds.subset(oof_rows)
+        edges = np.quantile(est.atr, np.linspace(0, 1, s.atr_bins + 1)[1:-1])
+        adaptation = fit_adaptation(oof_dir, est.atr, est.long_return, est.short_return, s.atr_bins,
+                                    s.adapt_min_count, edges)
+    # the final model: early stopping on its own window, after the search region
     train, val, test = ds.subset(final.train), ds.subset(final.val), ds.subset(final.test)
     model = trainer.fit(train, val, verbose=verbose)
     history = trainer.history
-    oof: Dict[Any, int] = {}  # row -> out-of-fold direction
-    for row, d in zip(range(final.val_start, final.val_stop),
-                      directions(predict_proba(model, val.daily, val.seq), s.threshold)):
-        oof[row] = int(d)
-    if s.adapt:
-        final_weights = model.get_weights()
-        for f in folds:
-            m = trainer.fit(ds.subset(f.train), ds.subset(f.val))
-            sc = ds.subset(f.test)
-            for row, d in zip(range(f.test_start, f.test_stop),
-                              directions(predict_proba(m, sc.daily, sc.seq), s.threshold)):
-                oof.setdefault(row, int(d))
-        model.set_weights(final_weights)
-    adaptation = ATRAdaptation.identity()
-    adapt_range: list = []
-    if s.adapt and oof:
-        adapt_range = [str(ds.dates[min(oof)]), str(ds.dates[max(oof)])]
-        rows = np.array(sorted(oof))
-        est = ds.subset(rows)
-        edges = np.quantile(est.atr, np.linspace(0, 1, s.atr_bins + 1)[1:-1])
-        adaptation = fit_adaptation(np.array([oof[r] for r in rows]), est.atr, est.long_return,
-                                    est.short_return, s.atr_bins, s.adapt_min_count, edges)
-    # the holdout: touched once here
+    p_val = predict_proba(model, val.daily, val.seq) if len(val) else np.zeros(0)
+    d_val = directions(p_val, s.threshold)
+    reasons = [r for r in (describe_constant(constant_output(d_val, p_val),
+                                             f"its {len(val)} early-stopping validation sessions"),
+                           describe_constant(constant_output(oof_dir, oof_prob),
+                                             f"the {len(oof_dir)} sessions of the validation folds")) if r]
+    # the holdout: touched once here, to score and report
     p_test = predict_proba(model, test.daily, test.seq)
     d_raw = directions(p_test, s.threshold)
     d_adapt = adaptation.apply(d_raw, test.atr)
+    hold_const = constant_output(d_raw, p_test)
+    hold_const_adapted = constant_output(d_adapt, p_test)
+    val_perf = performance(oof_dir, ds.subset(oof_rows), s.objective)
     metrics = {
+        "validation_objective": float(np.mean(fp["values"])),
+        "validation_folds": [float(v) for v in fp["values"]],
+        "validation": val_perf,
+        "selection_range": sel_range,
         "holdout_objective": performance(d_adapt, test, s.objective)["objective"],
         "model": performance(d_raw, test, s.objective),
         "model_adapted": performance(d_adapt, test, s.objective),
@@ -396,11 +702,21 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "holdout": [str(test.dates[0]), str(test.dates[-1])],
         "train": [str(train.dates[0]), str(train.dates[-1])],
         "val": [str(val.dates[0]), str(val.dates[-1])] if len(val) else [],
+        "early_stopping_range": [str(val.dates[0]), str(val.dates[-1])] if len(val) else [],
         "search": [str(ds.dates[folds[0].train_start]), str(ds.dates[folds[-1].test_stop - 1])],
         "objective": s.objective,
         "epochs_run": len(history.history.get("loss", [])),
         "adaptation_sessions": int(sum(t["count"] for t in adaptation.table)),
         "adaptation_range": adapt_range,
+        "degenerate": bool(reasons),
+        "degenerate_reason": "; ".join(reasons),
+        "holdout_constant": hold_const is not None,
+        "holdout_direction": hold_const or "",
+        "holdout_constant_adapted": hold_const_adapted is not None,
+        "holdout_direction_adapted": hold_const_adapted or "",
+        "holdout_long_share": float((d_raw > 0).mean()) if len(d_raw) else float("nan"),
+        "device": device_name(),
+        "significance": holdout_significance(trade_returns(d_adapt, test), test),
     }
     artifact = {"settings": s.to_dict(), "params": {**DEFAULT_PARAMS, **params}, "config": cfg.to_dict(),
                 "adaptation": adaptation.to_dict(), "feature_names": list(ds.feature_names),
@@ -413,60 +729,189 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
             save_model(model, str(d / MODEL_FILE))
             write_json_atomic(d / ARTIFACT, artifact)
 
-        res.kept = reg.offer(s.model_name, write, {"holdout_objective": metrics["holdout_objective"],
-                                                   "objective": s.objective},
-                             {"settings": s.to_dict(), "params": artifact["params"]},
-                             metric="holdout_objective")
+        reg_metrics = {k: metrics[k] for k in ("validation_objective", "selection_range", "holdout",
+                                                "holdout_objective", "degenerate", "degenerate_reason",
+                                                "holdout_constant", "holdout_direction", "objective")}
+        reg_metrics["holdout_range"] = metrics["holdout"]
+        res.kept = _offer(reg, s.model_name, write, reg_metrics,
+                          {"settings": s.to_dict(), "params": artifact["params"]},
+                          sel_range, metrics["holdout"], bool(reasons))
         p = reg.path(s.model_name)
         res.path = str(p) if p else None
     return res
 
 
-def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[str] = None,
-             ds: Optional[NCPDataset] = None, log: Callable[[str], None] = print,
-             timeout: Optional[float] = None) -> Tuple[Any, FinalResult]:
-    """Walk-forward Optuna search (resumable, pruned), then the final model on the best parameters."""
+def holdout_significance(returns: np.ndarray, test: NCPDataset) -> Optional[dict]:
+    """Bootstrap intervals of the holdout Sharpe and return, Hansen's SPA p against buy-and-hold of the
+    index (decision price to decision price) and always-long on the same sessions
+    (:func:`mltrade.significance.significance`); None when that module is absent."""
+    try:
+        from mltrade.significance import significance
+    except ImportError:
+        return None
+    bh = np.concatenate([[0.0], test.price[1:] / test.price[:-1] - 1.0]) if len(test) else np.zeros(0)
+    return significance(np.asarray(returns, float), {"buy_and_hold_index": bh,
+                                                    "always_long": np.asarray(test.long_return, float)})
+
+
+def worker_identity() -> Tuple[str, int]:
+    """A unique worker name (host, pid, random) and a sampler seed of its own derived from it."""
+    name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return name, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+
+
+def _study(s: NCPSettings, storage: str, seed: int, n_trials: Optional[int]):
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ds = dataset_for(s) if ds is None else ds
-    folds, _ = split(ds, s)
     startup = min(8, max(2, (n_trials or 8) // 3))
-    sampler = optuna.samplers.TPESampler(seed=s.search_seed, n_startup_trials=startup)
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
-    study = optuna.create_study(study_name=s.study, storage=storage or s.storage_url(), direction="maximize",
-                                sampler=sampler, pruner=pruner, load_if_exists=True)
-    # an unset daily_history is left out so that studies made before the key existed still resume
-    mine = {k: v for k, v in s.to_dict().items()
-            if k not in _RUN_ONLY and not (k == "daily_history" and not v)}
-    stored = study.user_attrs.get("settings")
-    if stored is not None and stored != mine and study.trials:
-        diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
-        raise ValueError(f"study {s.study!r} in {storage or s.storage_url()} was run with other settings "
-                         f"({', '.join(diff)}): its scores are not comparable; use another --study name")
-    study.set_user_attr("settings", mine)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
+    # prune after the first fold, once two trials have finished
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
+    return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
+
+
+def _same_params(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(
+        (abs(float(a[k]) - float(b[k])) <= 1e-12 * max(1.0, abs(float(a[k]))))
+        if isinstance(a[k], (int, float)) and isinstance(b[k], (int, float)) else a[k] == b[k] for k in a)
+
+
+def run_trials(s: NCPSettings, storage: str, n_trials: int, ds: NCPDataset,
+               log: Callable[[str], None] = print, timeout: Optional[float] = None,
+               seed: Optional[int] = None, worker: str = "") -> int:
+    """One search worker: ``n_trials`` trials against the shared study; returns the number finished.
+
+    The worker has its own identity and sampler seed (``seed`` None = derived from a unique identity),
+    so workers started together never propose the same batch; a proposal equal to a trial already
+    scored or running is not scored again (it is recorded as pruned, ``duplicate_of``).
+    """
+    import optuna
+    if not worker or seed is None:
+        name, wseed = worker_identity()
+        worker, seed = worker or name, wseed if seed is None else seed
+    study = _study(s, storage, seed, n_trials)
+    folds, _ = split(ds, s)
+    fd = fold_datasets(ds, folds)  # once per worker, reused by every trial
 
     def objective(trial) -> float:
         params = suggest_params(trial, s)
+        trial.set_user_attr("worker", worker)
+        states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING)
+        for other in study.get_trials(deepcopy=False, states=states):
+            if other.number != trial.number and _same_params(other.params, trial.params):
+                trial.set_user_attr("duplicate_of", other.number)
+                log(f"trial {trial.number}: same parameters as trial {other.number}, not scored again")
+                raise optuna.TrialPruned()
         t0 = time.time()
 
         def report(step: int, value: float) -> bool:
             trial.report(value, step)
             return trial.should_prune()
 
-        value = evaluate_params(params, ds, folds, s, report, seed=trial.number)
+        info: dict = {}
+        value = evaluate_params(params, ds, folds, s, report, seed=trial.number, fold_data=fd, info=info)
+        rate = info["epochs"] / info["seconds"] if info.get("seconds") else float("nan")
+        trial.set_user_attr("degenerate", info["degenerate"])
+        trial.set_user_attr("epochs_per_s", rate)
+        speed = f"{info['epochs']} epochs, {rate:.2f} epochs/s"
         if trial.should_prune():
-            log(f"trial {trial.number}: pruned at {value:.4f} ({time.time() - t0:.1f} s)")
+            log(f"trial {trial.number}: pruned after the first fold at {value:.4f} "
+                f"({time.time() - t0:.1f} s, {speed})")
             raise optuna.TrialPruned()
-        log(f"trial {trial.number}: {s.objective} = {value:.4f} ({time.time() - t0:.1f} s)")
+        flag = f" DEGENERATE ({info['degenerate']})" if info["degenerate"] else ""
+        log(f"trial {trial.number}: {s.objective} = {value:.4f}{flag} ({time.time() - t0:.1f} s, {speed})")
         return value
 
-    study.optimize(objective, n_trials=n_trials if n_trials is not None else s.trials, timeout=timeout,
-                   gc_after_trial=True)
-    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    before = len(study.trials)
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=True)
+    return len(study.trials) - before
+
+
+def _worker_main(settings: dict, storage: str, n_trials: int, cache: str, timeout: Optional[float]) -> None:
+    """Entry point of a spawned search worker process."""
+    s = NCPSettings(**settings)
+    configure_tensorflow(s.threads)
+    run_trials(s, storage, n_trials, load_dataset(cache), log=lambda m: print(m, flush=True), timeout=timeout)
+
+
+def _jobs(s: NCPSettings) -> int:
+    if s.jobs:
+        return int(s.jobs)
+    import tensorflow as tf
+    return 1 if tf.config.list_physical_devices("GPU") else max(1, os.cpu_count() or 1)
+
+
+def choose_best(study) -> Any:
+    """The best completed trial that is not degenerate (a degenerate one only when no other completed)."""
+    import optuna
+    complete = [t for t in study.trials
+                if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
     if not complete:
-        raise RuntimeError(f"study {s.study!r}: no trial completed; run more trials")
-    best = study.best_trial
-    log(f"best trial {best.number}: {s.objective} = {best.value:.4f} params {best.params}")
+        raise RuntimeError(f"study {study.study_name!r}: no trial completed; run more trials")
+    sound = [t for t in complete if not t.user_attrs.get("degenerate")]
+    return max(sound or complete, key=lambda t: t.value)
+
+
+def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[str] = None,
+             ds: Optional[NCPDataset] = None, log: Callable[[str], None] = print,
+             timeout: Optional[float] = None, jobs: Optional[int] = None) -> Tuple[Any, FinalResult]:
+    """Walk-forward Optuna search (resumable, pruned after the first fold, ``jobs`` worker processes),
+    then the final model on the best non-degenerate parameters (chosen on validation folds only)."""
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = storage or s.storage_url()
+    from_settings = ds is None
+    ds = cached_dataset(s, log) if ds is None else ds
+    split(ds, s)  # a layout that does not fit fails before any trial
+    n = int(n_trials if n_trials is not None else s.trials)
+    jobs = int(jobs if jobs is not None else _jobs(s))
+    study = _study(s, url, s.search_seed, n)
+    # an unset daily_history is left out so that studies made before the key existed still resume
+    mine = {k: v for k, v in s.to_dict().items()
+            if k not in _RUN_ONLY and not (k == "daily_history" and not v)}
+    mine["layout"] = LAYOUT
+    stored = study.user_attrs.get("settings")
+    if stored is not None and stored != mine and study.trials:
+        diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
+        raise ValueError(f"study {s.study!r} in {url} was run with other settings "
+                         f"({', '.join(diff)}): its scores are not comparable; use another --study name")
+    study.set_user_attr("settings", mine)
+    jobs = max(1, min(jobs, n))
+    log(f"search: {n} trials, {jobs} worker(s), device {device_name()}, "
+        f"train step {'XLA-compiled' if use_jit(s.jit_compile) else 'graph-compiled'}")
+    if jobs == 1:
+        # a fresh study in one process is reproducible (seed = search_seed); a resumed one gets a new seed
+        seed = s.search_seed if not study.trials else None
+        run_trials(s, url, n, ds, log, timeout, seed=seed, worker="" if seed is None else "local")
+    else:
+        import multiprocessing as mp
+        if url.startswith("sqlite:///") and not os.path.isabs(url[len("sqlite:///"):]):
+            url = "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
+        cache_dir = Path(s.state_dir) / "cache"
+        key = dataset_key(s) if (s.dataset_cache and from_settings) else None
+        cache = cache_dir / (f"ncp-dataset-{key}.npz" if key
+                             else f"ncp-dataset-run-{uuid.uuid4().hex[:8]}.npz")
+        if not cache.exists():
+            save_dataset(ds, str(cache))
+        ctx = mp.get_context("spawn")
+        share = [n // jobs + (1 if i < n % jobs else 0) for i in range(jobs)]
+        procs = [ctx.Process(target=_worker_main, args=(s.to_dict(), url, k, str(cache), timeout))
+                 for k in share if k]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        if not key:
+            cache.unlink(missing_ok=True)
+        failed = [p.exitcode for p in procs if p.exitcode]
+        if failed:
+            log(f"{len(failed)} of {len(procs)} workers failed (exit codes {failed}); their trials are lost")
+        study = optuna.load_study(study_name=s.study, storage=url)
+    best = choose_best(study)
+    why = " (every completed trial is degenerate)" if best.user_attrs.get("degenerate") else ""
+    log(f"best trial {best.number} (validation folds): {s.objective} = {best.value:.4f}{why} "
+        f"params {best.params}")
     result = train_final(dict(best.params), ds, s, seed=best.number)
     return study, result
 
@@ -477,20 +922,36 @@ def best_params(s: NCPSettings, storage: Optional[str] = None) -> Optional[Dict[
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         study = optuna.load_study(study_name=s.study, storage=storage or s.storage_url())
-        return dict(study.best_trial.params)
-    except (KeyError, ValueError):
+        return dict(choose_best(study).params)
+    except (KeyError, ValueError, RuntimeError):
         return None
 
 
 def format_metrics(m: dict) -> str:
-    """Holdout figures of the model beside the baselines, as a text table."""
+    """Validation (selection) figure, degeneracy, and the holdout figures beside the baselines (text)."""
+    out = []
+    if "validation_objective" in m:
+        out.append(f"validation folds {m['selection_range'][0]} .. {m['selection_range'][1]} "
+                   f"(selection): {m['objective']} = {m['validation_objective']:.4f} "
+                   f"(per fold {', '.join(f'{v:.4f}' for v in m.get('validation_folds', []))})")
+    if m.get("degenerate"):
+        out.append(f"DEGENERATE model: {m.get('degenerate_reason')} -> not kept")
     rows = [("model", m["model"]), ("model + ATR adaptation", m["model_adapted"])]
     rows += [(k, v) for k, v in m["baselines"].items()]
-    out = [f"holdout {m['holdout'][0]} .. {m['holdout'][1]} (out-of-sample, {m['objective']})",
-           f"{'':26s} {'log_product':>11s} {'sharpe':>8s} {'trades':>6s} {'hit':>6s} {'dir.acc':>7s}"]
+    out += [f"holdout {m['holdout'][0]} .. {m['holdout'][1]} (out-of-sample, scored once, {m['objective']})",
+            f"{'':26s} {'log_product':>11s} {'sharpe':>8s} {'trades':>6s} {'hit':>6s} {'dir.acc':>7s}"]
     for name, v in rows:
         out.append(f"{name:26s} {v['log_product']:11.4f} {v['sharpe']:8.3f} {int(v['trades']):6d} "
                    f"{v['hit_rate']:6.3f} {v['direction_accuracy']:7.3f}")
+    sig = m.get("significance")
+    if sig:
+        out.append(f"holdout significance: {sig.get('words', '')}")
+    if m.get("holdout_constant"):
+        what = describe_constant(m["holdout_direction"], "every holdout session")
+        out.append(f"WARNING: the model is constant on the holdout: {what}")
+    elif m.get("holdout_constant_adapted"):
+        out.append("WARNING: with the ATR adaptation the model is constant on the holdout: "
+                   f"{describe_constant(m['holdout_direction_adapted'], 'every holdout session')}")
     return "\n".join(out)
 
 
