@@ -375,7 +375,10 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
     if summary.get("synthetic_intraday"):
         parts.append("<p class='warn'><b>Synthetic intraday data.</b> The daily bars are the real NASDAQ "
                      "Composite; the 5-minute bars inside each day are generated (seeded) to match each day's "
-                     "real open, high, low and close. Intraday results are illustrations, not evidence.</p>")
+                     "real open, high, low and close by Brownian bridges, which add no intraday pattern of their own "
+                     "but inherit each real day's shape (a day that closes at its high was, on the simulated path, "
+                     "mostly rising all day). An intraday rule can profit from that knowledge of the close, "
+                     "which no trader has: intraday results are illustrations, not evidence (docs/data.md).</p>")
     parts.append(_llm_note(summary))
     parts.append(_headline(summary))
     rows = "".join(f"<tr><th>{html.escape(SUMMARY_LABELS.get(k, k.replace('_', ' ')))}</th>"
