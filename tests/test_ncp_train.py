@@ -188,6 +188,7 @@ def test_cli_train_ncp_writes_a_loadable_model_or_says_why_not(tmp_path, monkeyp
     reg = tmp_path / "st" / "models" / "ncp"
     if "DEGENERATE model: " in out:  # a constant model is said and refused
         assert "NOT kept (degenerate: " in out and not (reg / "current").exists()
+        assert "backtest it with" not in out and ": None" not in out   # no advice to backtest a refused model
         return
     model, meta = load_artifact(str(reg / "current"))
     assert meta["settings"]["cell"] == "cfc" and meta["feature_source"] in ("shared", "local")

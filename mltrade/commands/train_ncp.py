@@ -92,8 +92,11 @@ def report_result(res, s) -> None:
         why = f"NOT kept (degenerate: {res.metrics['degenerate_reason']})"
     else:
         why = "NOT kept (the kept model did better on its validation folds)"
-    print(f"model {why}: {res.path}")
-    print(f"backtest it with: mltrade backtest --strategy ncp --start {res.metrics['holdout'][0]}")
+    if res.kept:
+        print(f"model {why}: {res.path}")
+        print(f"backtest it with: mltrade backtest --strategy ncp --start {res.metrics['holdout'][0]}")
+    else:
+        print(f"model {why}; the registry's current model (if any) is unchanged")
 
 
 def run(args) -> int:
