@@ -23,14 +23,16 @@ class ConfigError(ValueError):
     """A configuration file or value that does not fit; the message names file and key."""
 
 
-def _read(path: Path) -> dict:
+def read_toml(path: Path, error: type = ConfigError, what: str = "config file") -> dict:
+    """Parse a TOML file; a missing or malformed file raises ``error`` naming the file (and the line)."""
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
+        raise error(f"{path}: no such {what}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+        raise error(f"{path}: invalid TOML: {exc}") from None
+
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -45,10 +47,10 @@ def _merge(base: dict, over: dict) -> dict:
 
 def default_config() -> dict:
     """The documented defaults: default_config.toml merged with config.d/*.toml."""
-    cfg = _read(DEFAULT_FILE)
+    cfg = read_toml(DEFAULT_FILE)
     if CONFIG_D.is_dir():
         for extra in sorted(CONFIG_D.glob("*.toml")):
-            cfg = _merge(cfg, _read(extra))
+            cfg = _merge(cfg, read_toml(extra))
     return cfg
 
 
@@ -87,7 +89,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dic
     cfg = defaults
     layers = []
     if path is not None:
-        layers.append((_read(Path(path)), str(path)))
+        layers.append((read_toml(Path(path)), str(path)))
     if overrides:
         layers.append((overrides, "command line"))
     for layer, source in layers:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -19,6 +18,7 @@ from datetime import time as dtime
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from mltrade.live.journal import open_sqlite
 from mltrade.products import KnockoutProduct
 
 _SCHEMA = """
@@ -103,12 +103,8 @@ class Account:
     def __init__(self, path: str | Path, venue: str):
         self.path = str(path)
         self.venue = venue
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30.0)
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA, timeout=30.0)
 
     def close(self) -> None:
         with self._lock:

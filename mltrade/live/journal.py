@@ -122,20 +122,27 @@ class ReconcileReport:
                     or self.close_absent)
 
 
+def open_sqlite(path: str, schema: str, timeout: float = 5.0, wal: bool = False) -> sqlite3.Connection:
+    """Open (creating its folder) the SQLite file at ``path`` in autocommit mode with full syncs and
+    ``schema`` applied; ``wal`` turns on write-ahead logging (``:memory:`` stays in memory)."""
+    if path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=timeout)
+    if wal:
+        db.execute(f"PRAGMA journal_mode={'WAL' if path != ':memory:' else 'MEMORY'}")
+    db.execute("PRAGMA synchronous=FULL")
+    db.executescript(schema)
+    return db
+
+
 class OrderJournal:
     """Order journal in one SQLite file (``:memory:`` for tests); thread-safe."""
 
     def __init__(self, path: str | Path, venue: str):
         self.path = str(path)
         self.venue = venue
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        mode = "WAL" if self.path != ":memory:" else "MEMORY"
-        self._db.execute(f"PRAGMA journal_mode={mode}")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(self.path, _SCHEMA, wal=True)
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(orders)")}
         if "decision" not in cols:      # a journal written before decision keys existed
             self._db.execute("ALTER TABLE orders ADD COLUMN decision TEXT")

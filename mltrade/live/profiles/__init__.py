@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import difflib
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from mltrade.config import read_toml
 
 PROFILE_DIR = Path(__file__).resolve().parent
 VENUES = ("ig", "traderepublic")
@@ -77,13 +78,7 @@ class VenueProfile:
 
 
 def _read(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ProfileError(f"{path}: no such venue profile") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ProfileError(f"{path}: invalid TOML: {exc}") from None
+    return read_toml(path, ProfileError, "venue profile")
 
 
 def _unknown(src: Path, where: str, key: str, valid: List[str]) -> ProfileError:
