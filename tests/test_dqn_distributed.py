@@ -171,18 +171,6 @@ def test_killed_worker_job_is_taken_over_and_the_result_equals_one_machine(singl
     assert [by_key[k] for k in KEYS] == single[2]["folds"][0]["validation_agent_returns"]
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> str:
-    url = os.environ.get("MLTRADE_PG_URL", "")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("MLTRADE_PG_URL is not set under CI: .ci/run must start PostgreSQL "
-                        "with scripts/start_postgres.sh and export the URL it prints")
-        pytest.skip("MLTRADE_PG_URL not set: run "
-                    "`export MLTRADE_PG_URL=$(bash scripts/start_postgres.sh | tail -n1)`")
-    return url
-
-
 @pytest.mark.slow
 @pytest.mark.postgres
 def test_two_worker_processes_on_postgres_build_the_one_machine_ensemble(single, pg_url, tmp_path, capsys):

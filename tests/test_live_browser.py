@@ -39,13 +39,6 @@ def venue():
         yield v
 
 
-@pytest.fixture(scope="module")
-def browser():
-    d = SeleniumStore("ig", "http://127.0.0.1:1")._start_browser()
-    yield d
-    d.quit()
-
-
 @pytest.fixture
 def make_store(venue, browser, tmp_path):
     venue.reset()

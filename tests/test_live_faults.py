@@ -60,13 +60,6 @@ def venue():
         yield v
 
 
-@pytest.fixture(scope="module")
-def browser():
-    d = SeleniumStore("ig", "http://127.0.0.1:1")._start_browser()
-    yield d
-    d.quit()
-
-
 class Rig:
     """One fault case: a fake venue, a journal file, and brokers started on it (restarts included)."""
 

@@ -16,19 +16,6 @@ from mltrade.sweep.study import worker_of
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module")
-def pg_url() -> str:
-    url = os.environ.get("MLTRADE_PG_URL", "")
-    if not url:
-        if os.environ.get("CI"):
-            pytest.fail("MLTRADE_PG_URL is not set under CI: .ci/run must start PostgreSQL "
-                        "with scripts/start_postgres.sh and export the URL it prints")
-        pytest.skip("MLTRADE_PG_URL not set: run `export MLTRADE_PG_URL=$(bash scripts/start_postgres.sh | tail -n1)`")
-    if not url.startswith("postgresql"):
-        pytest.fail(f"MLTRADE_PG_URL: expected a postgresql:// URL, got {url!r}")
-    return url
-
-
 def _trials(url: str, name: str):
     return optuna.load_study(study_name=name, storage=url).get_trials(deepcopy=False)
 
