@@ -197,3 +197,16 @@ def random_bars(start: str = "2024-01-02", days: int = 10, seed: int = 0, tz: st
     df = df.round(5)
     df.index.name = "datetime"
     return df
+
+
+class VirtualClock:
+    """UTC clock advanced by the feed's sleep calls (no real waiting)."""
+
+    def __init__(self, start: pd.Timestamp) -> None:
+        self.t = start
+
+    def __call__(self) -> pd.Timestamp:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += pd.Timedelta(seconds=seconds)

@@ -62,20 +62,10 @@ def test_paper_run_on_the_replayed_sample_reviews_each_decision_anonymized(cfg):
 @pytest.mark.timeout(300)
 def test_live_feed_sends_real_dates_and_prices(cfg):
     from mltrade.feeds.twelvedata import TwelveDataClient
-    from tests.fake_twelvedata import FakeTwelveData, random_bars
-
-    class Clock:
-        def __init__(self, t):
-            self.t = t
-
-        def __call__(self):
-            return self.t
-
-        def sleep(self, seconds):
-            self.t += pd.Timedelta(seconds=seconds)
+    from tests.fake_twelvedata import FakeTwelveData, VirtualClock, random_bars
 
     bars = random_bars("2024-03-06", days=1, seed=11)
-    clock = Clock(pd.Timestamp("2024-03-06 06:00", tz="America/New_York").tz_convert("UTC"))
+    clock = VirtualClock(pd.Timestamp("2024-03-06 06:00", tz="America/New_York").tz_convert("UTC"))
     with FakeTwelveData(bars, key="k-1", now=clock) as td, FakeOpenAI([confirm]) as srv:
         cfg["llm"]["base_url"] = srv.base_url
         client = TwelveDataClient(api_key="k-1", base_url=td.url, credits_per_minute=1000, rate_period=0.01,

@@ -147,20 +147,10 @@ def test_paper_trades_the_live_twelvedata_feed_on_a_virtual_clock(cfg):
     import pandas as pd
 
     from mltrade.feeds.twelvedata import TwelveDataClient
-    from tests.fake_twelvedata import FakeTwelveData, random_bars
-
-    class Clock:
-        def __init__(self, t):
-            self.t = t
-
-        def __call__(self):
-            return self.t
-
-        def sleep(self, seconds):
-            self.t += pd.Timedelta(seconds=seconds)
+    from tests.fake_twelvedata import FakeTwelveData, VirtualClock, random_bars
 
     bars = random_bars("2024-03-06", days=3, seed=11)
-    clock = Clock(pd.Timestamp("2024-03-06 06:00", tz="America/New_York").tz_convert("UTC"))
+    clock = VirtualClock(pd.Timestamp("2024-03-06 06:00", tz="America/New_York").tz_convert("UTC"))
     with FakeTwelveData(bars, key="k-123", now=clock) as srv:
         client = TwelveDataClient(api_key="k-123", base_url=srv.url, credits_per_minute=1000,
                                   rate_period=0.01,

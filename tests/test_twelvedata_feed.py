@@ -9,7 +9,7 @@ from mltrade.feeds.cache import BarCache, write_atomic
 from mltrade.feeds.sessions import in_session, last_session_open, next_bar_close
 from mltrade.feeds.twelvedata import TwelveDataClient
 from mltrade.feeds.twelvedata_feed import TwelveDataFeed
-from tests.fake_twelvedata import FakeTwelveData, random_bars
+from tests.fake_twelvedata import FakeTwelveData, VirtualClock, random_bars
 
 KEY = "feed-key"
 NY = "America/New_York"
@@ -59,19 +59,6 @@ def test_historical_mode_reads_the_cache(tmp_path, bars):
 def test_historical_mode_without_cache_says_what_to_run(tmp_path):
     with pytest.raises(ValueError, match=r"NDX_5min\.parquet.*mltrade fetch --symbol NDX"):
         TwelveDataFeed(symbol="NDX", data_dir=str(tmp_path))
-
-
-class VirtualClock:
-    """UTC clock advanced by the feed's sleep calls (no real waiting)."""
-
-    def __init__(self, start: pd.Timestamp) -> None:
-        self.t = start
-
-    def __call__(self) -> pd.Timestamp:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        self.t += pd.Timedelta(seconds=seconds)
 
 
 def live_feed(srv, clock, **kw):
