@@ -115,6 +115,19 @@ class KnockoutStrategy(bt.Strategy):
                 return None  # nothing left to stake: no order
         return self.buy(data=d, size=size, product=product, stake=stake, stop=stop, **kwargs)
 
+    def open_overnight(self, direction: int, barrier: Optional[float] = None, distance: Optional[float] = None,
+                       stake: Optional[float] = None, size: Optional[float] = None, stop: Optional[float] = None,
+                       product: Optional[KnockoutProduct] = None, data=None, **kwargs) -> Optional[bt.Order]:
+        """Night session: buy at this bar's close and queue the sale at the next bar's open."""
+        d = data or self.data
+        order = KnockoutStrategy.open_knockout(self, direction, barrier, distance, stake, size, stop, product, d,
+                                               exectype=bt.Order.Close, **kwargs)
+        prod = order.info.get("product") if order is not None else None
+        for pos in self.broker.positions_on(d):
+            if prod is not None and pos.product.id == prod.id:
+                self.sell(data=d, size=pos.size, product=prod, reason="signal")
+        return order
+
     def close_knockout(self, product: Optional[KnockoutProduct] = None, at_close: bool = False,
                        reason: str = "signal", data=None) -> List[bt.Order]:
         """Sell held certificates (all on the data, or one product); ``at_close`` fills at this bar's close.

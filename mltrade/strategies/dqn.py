@@ -167,19 +167,10 @@ class DQNEnsembleStrategy(KnockoutStrategy):
     def open_knockout(self, direction: int, barrier: Optional[float] = None, distance: Optional[float] = None,
                       stake: Optional[float] = None, size: Optional[float] = None, stop: Optional[float] = None,
                       product=None, data=None, **kwargs):
-        """Day: the base behaviour. Night: buy at this bar's close and sell at the next bar's open."""
-        if self.p.session != "night":
-            return super().open_knockout(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
-        import backtrader as bt
-
-        d = data or self.data
-        order = super().open_knockout(direction, barrier, distance, stake, size, stop, product, d,
-                                      exectype=bt.Order.Close, **kwargs)
-        prod = order.info.get("product")
-        for pos in self.broker.positions_on(d):
-            if prod is not None and pos.product.id == prod.id:
-                self.sell(data=d, size=pos.size, product=prod, reason="signal")
-        return order
+        """Day: the base behaviour. Night: :meth:`open_overnight` (this bar's close to the next bar's open)."""
+        if self.p.session == "night":
+            return self.open_overnight(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
+        return super().open_knockout(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
 
     # ------------------------------------------------------------------ report
     def _oos_table(self) -> pd.DataFrame:

@@ -117,14 +117,7 @@ class SessionBaseline(KnockoutStrategy):
 
     def open_knockout(self, direction: int, barrier=None, distance=None, stake=None, size=None, stop=None,
                       product=None, data=None, **kwargs):
-        """Day: market order (next open). Night: buy at this close, sell at the next bar's open."""
-        if self.p.session != "night":
-            return super().open_knockout(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
-        d = data or self.data
-        order = super().open_knockout(direction, barrier, distance, stake, size, stop, product, d,
-                                      exectype=bt.Order.Close, **kwargs)
-        prod = order.info.get("product") if order is not None else None
-        for pos in self.broker.positions_on(d):
-            if prod is not None and pos.product.id == prod.id:
-                self.sell(data=d, size=pos.size, product=prod, reason="signal")
-        return order
+        """Day: market order (next open). Night: :meth:`open_overnight` (this close to the next open)."""
+        if self.p.session == "night":
+            return self.open_overnight(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
+        return super().open_knockout(direction, barrier, distance, stake, size, stop, product, data, **kwargs)
