@@ -74,9 +74,9 @@ def momentum_sharpe(bars, k: int, periods: int = 252) -> float:
     """Annualised Sharpe (ddof 1) of "long if up after ``k`` bars else short, hold to the close", no costs."""
     m = _as_matrix(bars)
     p = m.close[:, k - 1]
-    r = np.sign(p - m.open[:, 0]) * np.log(m.close[:, -1] / p)
-    sd = r.std(ddof=1)
-    return float(r.mean() / sd * np.sqrt(periods)) if sd > 0 else 0.0
+    from mltrade.significance import sharpe
+
+    return sharpe(np.sign(p - m.open[:, 0]) * np.log(m.close[:, -1] / p), periods)
 
 
 def bar_returns(bars) -> np.ndarray:

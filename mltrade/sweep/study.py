@@ -530,13 +530,6 @@ def run_of(trial) -> str:
     return parts[1] if len(parts) == 3 else ""
 
 
-def _sharpe_per_period(r: np.ndarray) -> float:
-    """Per-session (not annualised) Sharpe of one trial's returns (``mltrade.significance.sharpe``; 0 if < 2)."""
-    from mltrade.significance import sharpe
-
-    return sharpe(r, periods=1) if len(r) >= 2 else 0.0
-
-
 def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000) -> dict:
     """Could the best trial be luck? SPA over every trial and the deflated Sharpe of the best.
 
@@ -550,7 +543,7 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
     """
     import optuna
 
-    from mltrade.significance import deflated_sharpe, spa_best_pvalue
+    from mltrade.significance import deflated_sharpe, sharpe, spa_best_pvalue
 
     done = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
     cols, sharpes = [], []
@@ -561,7 +554,7 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
         full = np.zeros(n_sessions)
         full[:min(len(r), n_sessions)] = r[:n_sessions]
         cols.append(full)
-        sharpes.append(_sharpe_per_period(r))
+        sharpes.append(sharpe(r, periods=1))
     best_r = trial_returns(best)
     out = {"trials": len(done), "trials_with_returns": len(cols), "sessions": int(n_sessions),
            "benchmark": "zero (no position)", "spa_pvalue": None, "deflated_sharpe": None,
@@ -571,7 +564,7 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
         d = deflated_sharpe(best_r, np.asarray(sharpes), len(done))
         out["spa_pvalue"] = None if p is None else float(p)
         out["deflated_sharpe"] = None if d is None else float(d)
-        out["best_sharpe"] = _sharpe_per_period(best_r) * math.sqrt(252)
+        out["best_sharpe"] = sharpe(best_r)
     out["words"] = significance_words(out)
     return out
 
