@@ -80,3 +80,16 @@ def dqn_tables(daily: pd.DataFrame, registry: str, **params) -> Dict[bool, pd.Da
         cerebro.addstrategy(DQNEnsembleStrategy, registry=registry, live=live, oos_only=False, **params)
         tables[live] = cerebro.run()[0].table
     return tables
+
+
+def replay_bar(index: float, day: str = "2018-06-01"):
+    """A live replay feed with one loaded sample bar, scaled so the session closes at ``index``."""
+    from mltrade.feeds.sample import sample_intraday
+    from mltrade.live.scheduler import ReplayData
+
+    bars = sample_intraday(day, day)
+    d = ReplayData(dataframe=bars * (index / float(bars["close"].iloc[0])), exchange="XNAS", interval=5)
+    d._env = bt.Cerebro()
+    d._start()
+    d.next()
+    return d

@@ -14,17 +14,16 @@ import time
 import backtrader as bt
 import pytest
 
-from mltrade.feeds.sample import sample_intraday
 from mltrade.live.broker import LIVE_CONFIRMATION, SeleniumBroker
 from mltrade.live.credentials import Credentials
 from mltrade.live.fakevenue import FakeVenue
 from mltrade.live.finder import Certificate, KnockoutFinder, ListRowSource
 from mltrade.live.journal import OrderJournal
 from mltrade.live.risk import RiskGuard, RiskLimits
-from mltrade.live.scheduler import ReplayData
 from mltrade.live.store import SeleniumStore
 from mltrade.live.venues.base import ElementMissing, OrderRejected, VenueError, pick_level
 from mltrade.products import KnockoutProduct
+from tests.helpers import replay_bar
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"),
@@ -56,12 +55,7 @@ def make_store(venue, browser, tmp_path):
 
 def bar_data(tmp_path):
     """A feed with one loaded bar, as a strategy would hand it to the broker."""
-    bars = sample_intraday("2018-06-01", "2018-06-01")
-    d = ReplayData(dataframe=bars * (INDEX / float(bars["close"].iloc[0])), exchange="XNAS", interval=5)
-    d._env = bt.Cerebro()
-    d._start()
-    d.next()
-    return d
+    return replay_bar(INDEX)
 
 
 def live_broker(store, tmp_path, journal=None):

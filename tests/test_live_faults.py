@@ -16,17 +16,16 @@ import os
 import backtrader as bt
 import pytest
 
-from mltrade.feeds.sample import sample_intraday
 from mltrade.live.broker import LIVE_CONFIRMATION, decision_key
 from mltrade.live.credentials import Credentials
 from mltrade.live.fakevenue import FakeVenue
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
-from mltrade.live.scheduler import ReplayData
 from mltrade.live.store import SeleniumStore
 from mltrade.products import KnockoutProduct
 from tests.test_live_notify import Hook
+from tests.helpers import replay_bar
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
               pytest.mark.skipif(not os.path.exists("/usr/bin/chromedriver"),
@@ -70,12 +69,7 @@ class Rig:
         self.broker = None
 
     def _data(self):
-        bars = sample_intraday("2018-06-01", "2018-06-01")
-        d = ReplayData(dataframe=bars * (INDEX / float(bars["close"].iloc[0])), exchange="XNAS", interval=5)
-        d._env = bt.Cerebro()
-        d._start()
-        d.next()
-        return d
+        return replay_bar(INDEX)
 
     def start(self, **kw):
         """A fresh process: new login, new broker on the journal file; start() reconciles."""
