@@ -259,6 +259,21 @@ class KnockoutProduct:
         return cls(direction=direction, strike=strike, barrier=barrier, kind=kind,
                    barrier_buffer=barrier_buffer, barrier_step=barrier_step, **kw)
 
+    @classmethod
+    def tracker(cls, **kw) -> "KnockoutProduct":
+        """The index one-to-one: long, strike 0, ratio 1, no spread (BackBroker's figures exactly).
+
+        Never knocked out; the only product a :class:`~mltrade.brokers.KnockoutBroker` lets a
+        strategy sell short (like a stock on BackBroker).
+        """
+        kw.setdefault("name", "Index tracker")
+        return cls(direction=LONG, strike=0.0, ratio=1.0, **kw)
+
+    @property
+    def is_tracker(self) -> bool:
+        """Whether this is a long strike-0 certificate (it follows the index and can be sold short)."""
+        return self.direction > 0 and self.strike == 0.0 and self.kind == "turbo"
+
     # -- pricing -----------------------------------------------------------
     def fair(self, underlying: ArrayLike, fx: Optional[ArrayLike] = None) -> np.ndarray:
         return fair_value(self.direction, underlying, self.strike, self.ratio, self.fx if fx is None else fx)
@@ -333,6 +348,59 @@ class KnockoutProduct:
         if self.trading_hours is not None:
             d["trading_hours"] = [t.isoformat() for t in self.trading_hours]
         return d
+
+
+@dataclass
+class CertificateSpec:
+    """How to pick a certificate when a strategy's order names none (``KnockoutBroker(product=spec)``).
+
+    A long position is held in a long certificate and a short one in a short certificate, each
+    chosen when the order that opens it is placed: its barrier lies ``distance`` from the index
+    close of that moment (snapped to ``barrier_step``); the other fields are the product's.
+    """
+
+    distance: float = 0.04
+    kind: str = "turbo"
+    ratio: float = 0.01
+    spread: float = 0.0
+    fx: float = 1.0
+    barrier_step: float = 0.0
+    barrier_buffer: float = 0.0
+    financing_rate: float = 0.0
+    financing_spread: float = 0.0
+    unwind: str = "worst"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.distance, (int, float)) and 0 < self.distance < 1):
+            raise ValueError(f"distance: expected a fraction in (0, 1), got {self.distance!r}")
+        if self.kind not in KINDS:
+            raise ValueError(f"kind: expected one of {KINDS}, got {self.kind!r}")
+        if self.unwind not in UNWIND_MODES:
+            raise ValueError(f"unwind: expected one of {UNWIND_MODES}, got {self.unwind!r}")
+        _positive("ratio", self.ratio)
+        _positive("fx", self.fx)
+        for name in ("spread", "barrier_step", "barrier_buffer", "financing_spread"):
+            _finite_nonneg(name, getattr(self, name))
+
+    @classmethod
+    def from_config(cls, product: dict, where: str = "product") -> "CertificateSpec":
+        """A spec from a ``[product]`` table (unknown keys are named in the error)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(product) - names)
+        if extra:
+            raise ValueError(f"{where}: unknown key(s) {', '.join(extra)}; valid: {', '.join(sorted(names))}")
+        try:
+            return cls(**product)
+        except ValueError as exc:
+            raise ValueError(f"{where}.{exc}") from None
+
+    def product_for(self, direction: int, index_price: float) -> "KnockoutProduct":
+        """The certificate of ``direction`` a position opened at ``index_price`` is held in."""
+        return KnockoutProduct.for_index(
+            direction, index_price, distance=self.distance, kind=self.kind, ratio=self.ratio,
+            spread=self.spread, fx=self.fx, barrier_step=self.barrier_step,
+            barrier_buffer=self.barrier_buffer, financing_rate=self.financing_rate,
+            financing_spread=self.financing_spread, unwind=self.unwind)
 
 
 def check_barrier_side(direction: int, barrier: float, index_price: float) -> None:

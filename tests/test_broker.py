@@ -180,10 +180,10 @@ def test_fractional_certificates_when_allowed():
     assert completed(strat)[0][2] == pytest.approx(1000 / 0.9)
 
 
-def test_insufficient_cash_rejects_with_reason():
+def test_insufficient_cash_is_a_margin_status_with_reason():
     p = KnockoutProduct.turbo(1, 90.0, ratio=0.1)
     strat, broker = run(make_bars([FLAT, FLAT]), {0: [buy(p, size=20_000)]})
-    rej = [e for e in strat.events if e[0] == "Rejected"]
+    rej = [e for e in strat.events if e[0] == "Margin"]   # backtrader's status for it
     assert rej and rej[0][4]["reject_reason"] == "insufficient_cash"
     assert broker.getcash() == 10_000 and not broker.positions
 

@@ -11,6 +11,13 @@ daily. Cash, value (marked at bid), fees and financing are tracked per
 position; each closed round trip is attached to its closing order as
 ``order.info['roundtrip']`` so analyzers can read it.
 
+Orders without ``product=`` need a default: ``KnockoutBroker(product=KnockoutProduct.tracker())``
+(the index one-to-one: BackBroker's figures) or ``product=CertificateSpec(distance=.., kind=..)``
+(a long certificate for a long position, a short one for a short position). They run through
+backtrader's own order engine (every order type, brackets, OCO, cheat-on-open/close), see
+:mod:`mltrade.brokers.book`. Orders with ``product=`` support Market, Close, Limit and Stop;
+anything else (OCO, brackets, trailing or stop-limit orders) raises at submit.
+
 Rules worth knowing:
 
 * ``exectype=bt.Order.Close`` fills at once at the close of the bar the
@@ -31,7 +38,9 @@ import numpy as np
 
 from mltrade.brokers.intrabar import (PRIORITY_KNOCKOUT, PRIORITY_LIMIT, PRIORITY_MARKET,
                                       PRIORITY_STOP, Trigger, bar_path, walk_bar)
-from mltrade.products import KnockoutProduct, underlying_for_ask, underlying_for_bid, unwind_price
+from mltrade.brokers.book import CertificateSizing, DefaultBook
+from mltrade.products import (CertificateSpec, KnockoutProduct, underlying_for_ask, underlying_for_bid,
+                              unwind_price)
 
 EXIT_REASONS = ("signal", "session_end", "stop", "knockout")
 
@@ -43,7 +52,9 @@ def order_product(broker, cls, data, kwargs: dict) -> KnockoutProduct:
         held = broker.positions_on(data)
         if cls is bt.SellOrder and len(held) == 1:
             return held[0].product
-        raise ValueError(f"product: orders on {type(broker).__name__} need product=KnockoutProduct(...)")
+        raise ValueError(f"product: orders on {type(broker).__name__} need product=KnockoutProduct(...), or a "
+                         f"default for orders without one: {type(broker).__name__}(product=KnockoutProduct."
+                         f"tracker()) or product=CertificateSpec(distance=...)")
     if not isinstance(product, KnockoutProduct):
         raise ValueError(f"product: expected a KnockoutProduct, got {type(product).__name__}")
     return product
@@ -100,10 +111,25 @@ class KnockoutBroker(bt.BrokerBase):
         ("commission_pct", 0.0),     # fraction of the order's notional (size * price)
         ("fractional", False),       # allow fractional certificate counts
         ("fx_data", None),           # optional feed whose close converts index -> account currency
+        ("product", None),           # default for orders without product=: KnockoutProduct or CertificateSpec
+        ("coc", False),              # cheat-on-close: market orders fill at the close they were decided on
+        ("coo", False),              # cheat-on-open: market orders from next_open fill at that bar's open
     )
+
+    #: the order features orders with product= support (all others: orders without product=)
+    LEGACY_EXECTYPES = (None, bt.Order.Market, bt.Order.Close, bt.Order.Limit, bt.Order.Stop)
 
     def __init__(self) -> None:
         super().__init__()
+        self._comm_unit = 0.0        #: fee per certificate (setcommission with a stock-like fixed commission)
+        self._book: Optional[DefaultBook] = None
+        default = self.p.product
+        if default is not None:
+            if not isinstance(default, (KnockoutProduct, CertificateSpec)):
+                raise ValueError(f"product: expected a KnockoutProduct or a CertificateSpec, "
+                                 f"got {type(default).__name__}")
+            self._book = DefaultBook(self, default)
+            self._book.p.coc, self._book.p.coo = self.p.coc, self.p.coo
         self._reset()
 
     def _reset(self) -> None:
@@ -124,25 +150,132 @@ class KnockoutBroker(bt.BrokerBase):
     def start(self) -> None:
         super().start()
         self._reset()
+        if self._book is not None:
+            self._book.start()
 
     def getcash(self) -> float:
         return self.cash
 
     def setcash(self, cash: float) -> None:
         self.p.cash = self.cash = self.startingcash = float(cash)
+        if self._book is not None:
+            self._book.p.cash = self._book.startingcash = float(cash)
+
+    get_cash = getcash
+    set_cash = setcash
 
     def getvalue(self, datas=None) -> float:
-        """Cash plus every position marked at the certificate's bid at the last close."""
+        """Cash plus every position marked at the certificate's bid at the last close.
+
+        With ``datas``: the positions' value only, a short position without product= negative.
+        """
         value = 0.0
         for pos in self.positions.values():
             if datas is not None and pos.data not in datas:
                 continue
             if len(pos.data):
                 value += pos.size * pos.product.bid_scalar(pos.data.close[0], self._fx(pos.product))
+        book = self._book
+        if book is not None and book.used:
+            if datas is not None:
+                value += sum(book.position_value(d) for d in datas)
+            else:
+                value += book.positions_value()
         return value if datas is not None else self.cash + value
 
+    def get_value(self, datas=None, mkt=False, lever=False) -> float:
+        """backtrader's name for :meth:`getvalue` (no leverage: ``mkt``/``lever`` change nothing)."""
+        return self.getvalue(datas)
+
+    def set_coc(self, coc: bool) -> None:
+        """Cheat-on-close: market orders fill at the close of the bar they were decided on."""
+        self.p.coc = bool(coc)
+        if self._book is not None:
+            self._book.set_coc(bool(coc))
+
+    def set_coo(self, coo: bool) -> None:
+        """Cheat-on-open: market orders placed in ``next_open`` fill at that bar's open."""
+        self.p.coo = bool(coo)
+        if self._book is not None:
+            self._book.set_coo(bool(coo))
+
+    def setcommission(self, commission=0.0, margin=None, mult=1.0, commtype=None, percabs=True,
+                      stocklike=False, interest=0.0, interest_long=False, leverage=1.0, automargin=False,
+                      name=None) -> None:
+        """backtrader's commission call mapped onto the certificate fees (stock-like ones only)."""
+        info = bt.CommInfoBase(commission=commission, margin=margin, mult=mult, commtype=commtype,
+                               stocklike=stocklike, percabs=percabs, interest=interest,
+                               interest_long=interest_long, leverage=leverage, automargin=automargin)
+        self.addcommissioninfo(info, name)
+
+    def addcommissioninfo(self, comminfo, name=None) -> None:
+        """A backtrader ``CommInfoBase`` as the certificate fee: percent of the notional or fixed per certificate.
+
+        Futures-like schemes (margin, multiplier, leverage, interest) have no meaning for
+        certificates and are refused, as are per-data schemes (``name=``).
+        """
+        p = comminfo.p
+        where = "setcommission"
+        if not comminfo.stocklike or p.margin or p.automargin:
+            raise ValueError(f"{where}: futures-like commissions (margin=, automargin=, or stocklike=False with "
+                             f"a commtype) are not supported on certificates: give a percent (commission=0.001) "
+                             f"or commtype=COMM_FIXED with stocklike=True")
+        for key, neutral in (("mult", 1.0), ("leverage", 1.0), ("interest", 0.0)):
+            if getattr(p, key) != neutral:
+                raise ValueError(f"{where}: {key}={getattr(p, key)!r} is not supported on certificates "
+                                 f"(only {neutral!r})")
+        if name is not None:
+            raise ValueError(f"{where}: name={name!r}: per-data commissions are not supported; one fee model "
+                             f"applies to every certificate")
+        if comminfo._commtype == bt.CommInfoBase.COMM_PERC:
+            self.p.commission_pct, self._comm_unit = float(p.commission), 0.0
+        else:
+            self.p.commission_pct, self._comm_unit = 0.0, float(p.commission)
+
+    def getcommissioninfo(self, data):
+        """Sizes ``order_target_value``/``percent`` orders in certificates of the default product."""
+        if self._book is not None:
+            return CertificateSizing(book=self._book)
+        return super().getcommissioninfo(data)
+
+    def get_orders_open(self, safe: bool = False) -> list:
+        orders = list(self.pending) + (list(self._book.pending) if self._book is not None else [])
+        return [o.clone() for o in orders] if safe else orders
+
+    def add_order_history(self, orders, notify=False):
+        raise ValueError("add_order_history: historical orders are not supported on KnockoutBroker")
+
+    def set_fund_history(self, fund):
+        raise ValueError("set_fund_history: fund history is not supported on KnockoutBroker")
+
+    def set_fundmode(self, fundmode, fundstartval=None):
+        if fundmode:
+            raise ValueError("set_fundmode: fund mode is not supported on KnockoutBroker")
+
+    def set_filler(self, filler):
+        if filler is not None:
+            raise ValueError("set_filler: volume fillers are not supported on KnockoutBroker (orders fill whole)")
+
+    def _book_position(self, data) -> Optional[bt.Position]:
+        """The signed position of orders without product= on ``data`` (None: use the certificates with product=)."""
+        book = self._book
+        if book is None:
+            return None
+        pos = book.positions[data]
+        if not pos.size and any(p.data is data for p in self.positions.values()):
+            return None
+        return pos
+
     def getposition(self, data, product: Optional[KnockoutProduct] = None) -> bt.Position:
-        """Certificates held on ``data`` (all products, or one ``product``)."""
+        """Certificates held on ``data`` (all products, or one ``product``).
+
+        With a default product (``product=`` on the broker) and no ``product`` here: backtrader's
+        signed position of the orders without product= (short certificates count negative).
+        """
+        if product is None:
+            pos = self._book_position(data)
+            if pos is not None:
+                return pos
         size, cost = 0.0, 0.0
         for pos in self.positions.values():
             if pos.data is data and (product is None or pos.product.id == product.id):
@@ -155,7 +288,9 @@ class KnockoutBroker(bt.BrokerBase):
         return [p for p in self.positions.values() if data is None or p.data is data]
 
     def get_notification(self):
-        return self.notifs.popleft() if self.notifs else None
+        if self.notifs:
+            return self.notifs.popleft()
+        return self._book.get_notification() if self._book is not None else None
 
     def notify(self, order: bt.Order) -> None:
         self.notifs.append(order.clone())
@@ -163,14 +298,66 @@ class KnockoutBroker(bt.BrokerBase):
     def buy(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
             oco=None, trailamount=None, trailpercent=None, parent=None, transmit=True,
             histnotify=False, _checksubmit=True, **kwargs):
+        if self._to_book(bt.BuyOrder, data, kwargs):
+            return self._book_order(self._book.buy, owner, data, size, price, plimit, exectype, valid, tradeid,
+                                    oco, trailamount, trailpercent, parent, transmit, kwargs)
+        self._refuse(price, plimit, exectype, oco, trailamount, trailpercent, parent, transmit)
         return self._order(bt.BuyOrder, owner, data, size, price, plimit, exectype, valid, kwargs)
 
     def sell(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
              oco=None, trailamount=None, trailpercent=None, parent=None, transmit=True,
              histnotify=False, _checksubmit=True, **kwargs):
+        if self._to_book(bt.SellOrder, data, kwargs):
+            return self._book_order(self._book.sell, owner, data, size, price, plimit, exectype, valid, tradeid,
+                                    oco, trailamount, trailpercent, parent, transmit, kwargs)
+        self._refuse(price, plimit, exectype, oco, trailamount, trailpercent, parent, transmit)
         return self._order(bt.SellOrder, owner, data, size, price, plimit, exectype, valid, kwargs)
 
+    def _to_book(self, cls, data, kwargs: dict) -> bool:
+        """Whether an order goes to the default product's book (no product=, a default configured)."""
+        if self._book is None or kwargs.get("product") is not None:
+            return False
+        # a sell closing the only certificate bought with product= stays with it (KnockoutStrategy's exits)
+        return not (cls is bt.SellOrder and not self._book.positions[data].size
+                    and len(self.positions_on(data)) == 1)
+
+    def _book_order(self, place, owner, data, size, price, plimit, exectype, valid, tradeid, oco,
+                    trailamount, trailpercent, parent, transmit, kwargs):
+        for key in ("stake", "stop"):
+            if kwargs.get(key) is not None:
+                raise ValueError(f"{key}: needs product= (orders on the broker's default product take "
+                                 f"size=, and stops as Stop orders)")
+        if exectype == bt.Order.Historical:
+            raise ValueError("exectype: Historical orders are not supported on KnockoutBroker")
+        if size is None or not size > 0:
+            raise ValueError(f"size: expected a positive number of certificates, got {size!r}")
+        if not self.p.fractional and not float(size).is_integer():
+            raise ValueError(f"size: whole certificates only (fractional=False), got {size!r}")
+        return place(owner, data, size, price=price, plimit=plimit, exectype=exectype, valid=valid,
+                     tradeid=tradeid, oco=oco, trailamount=trailamount, trailpercent=trailpercent,
+                     parent=parent, transmit=transmit, **kwargs)
+
+    def _refuse(self, price, plimit, exectype, oco, trailamount, trailpercent, parent, transmit) -> None:
+        """Features orders with product= do not support: raise at submit, naming them."""
+        bad = []
+        if exectype not in self.LEGACY_EXECTYPES:
+            bad.append(f"exectype={bt.Order.ExecTypes[exectype]}")
+        for name, value in (("oco", oco), ("trailamount", trailamount), ("trailpercent", trailpercent),
+                            ("parent", parent), ("plimit", plimit)):
+            if value is not None:
+                bad.append(name)
+        if not transmit:
+            bad.append("transmit=False")
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not supported on orders with product= on "
+                             f"{type(self).__name__} (Market, Close, Limit and Stop only); place the order "
+                             f"without product= on a broker with a default product "
+                             f"(KnockoutBroker(product=...)) for brackets, OCO, trailing and stop-limit orders")
+
     def cancel(self, order: bt.Order, bracket: bool = False) -> bool:
+        book = self._book
+        if book is not None and (order in book.pending or order in book.submitted):
+            return book.cancel(order, bracket)
         if order not in self.pending:
             return False
         self.pending.remove(order)
@@ -209,11 +396,13 @@ class KnockoutBroker(bt.BrokerBase):
         order.addinfo(product=product, stake=stake, stop=stop, reason=reason, created_len=len(data), **kwargs)
         order.addcomminfo(self._comminfo)
         order.submit(self)
+        self.notify(order)
         order.accept(self)
         self.notify(order)
         if product.id in self.dead:
             self._reject(order, "knocked_out")
-        elif order.exectype == bt.Order.Close and len(data):
+        elif len(data) and (order.exectype == bt.Order.Close
+                            or self.p.coc and order.exectype in (None, bt.Order.Market)):
             self._fill_at(order, float(data.close[0]), at_open=True)
         else:
             self.pending.append(order)
@@ -223,7 +412,10 @@ class KnockoutBroker(bt.BrokerBase):
         if order in self.pending:
             self.pending.remove(order)
         order.addinfo(reject_reason=reason)
-        order.reject(self)
+        if reason == "insufficient_cash":
+            order.margin()          # backtrader's status for an order the cash does not cover
+        else:
+            order.reject(self)
         self.notify(order)
 
     def _fx(self, product: KnockoutProduct) -> float:
@@ -232,6 +424,8 @@ class KnockoutBroker(bt.BrokerBase):
 
     # ------------------------------------------------------------------ per bar
     def next(self) -> None:
+        if self._book is not None and self._book.used:
+            self._book.next()
         if not self.pending and not self.positions:
             return
         datas = {id(o.data): o.data for o in self.pending}
@@ -301,8 +495,10 @@ class KnockoutBroker(bt.BrokerBase):
         out = []
         pos = self.positions.get(product.id)
         # orders act from the bar after the one they were decided on (live cerebros re-call next())
+        n, coo = len(data), self.p.coo   # cheat-on-open: market orders from next_open act on their bar
         orders = [o for o in self.pending if o.info["product"] is product and o.data is data
-                  and len(data) > o.info["created_len"]]
+                  and (n > o.info["created_len"] or coo and n == o.info["created_len"]
+                       and o.exectype in (None, bt.Order.Market))]
         if pos is None and not orders:
             return out  # nothing of ours depends on this certificate on this bar
         out.append(Trigger("knockout", product.barrier, -d, PRIORITY_KNOCKOUT))
@@ -356,7 +552,7 @@ class KnockoutBroker(bt.BrokerBase):
         return float(order.price)
 
     def _commission(self, size: float, price: float) -> float:
-        return self.p.commission_fixed + self.p.commission_pct * abs(size) * price
+        return self.p.commission_fixed + (self.p.commission_pct * price + self._comm_unit) * abs(size)
 
     def _fill_at(self, order: bt.Order, underlying: float, at_open: bool) -> None:
         product: KnockoutProduct = order.info["product"]
