@@ -178,3 +178,129 @@ def test_cheat_on_open_equals_backbroker():
                        open_plan=open_plan, cheat_on_open=True)
     assert _outcome(ko_strat, ko) == ref
     assert ref["fills"][0][2] == pytest.approx(strat.mem["open"])   # the open of the bar it was placed on
+
+
+# ---------------------------------------------------------------- turbo spec, by hand
+FLAT = (100.0, 100.5, 99.5, 100.0)
+SPEC = CertificateSpec(distance=0.05, ratio=0.1, spread=0.01)   # long: K = B = 95, short: K = B = 105 at 100
+
+
+def spec_run(rows, plan_map, spec=SPEC):
+    return run(at(plan_map), KnockoutBroker(product=spec), bars=make_bars(rows))
+
+
+def test_spec_long_round_trip_on_the_certificate_ask_and_bid():
+    strat, broker = spec_run([FLAT, FLAT, (102, 102.5, 101.5, 102), FLAT],
+                             {0: lambda s: s.buy(size=10), 1: lambda s: s.sell(size=10)})
+    assert [f[:3] for f in strat.fills] == [(True, 10, pytest.approx(0.5)), (False, -10, pytest.approx(0.69))]
+    assert broker.getcash() == pytest.approx(10_000 - 10 * 0.5 + 10 * ((102 - 95) * 0.1 - 0.01))
+    assert strat.trades == [pytest.approx(10 * (0.69 - 0.5))]
+
+
+def test_spec_sell3_holding1_sells_the_long_and_buys_two_short_certificates():
+    seen = {}
+
+    def look(s):
+        pos = s.getposition()
+        seen.update(size=pos.size, price=pos.price, value=s.broker.getvalue())
+    strat, broker = spec_run([FLAT, FLAT, (102, 102.5, 101.5, 102), (101, 101.5, 100.5, 101), FLAT],
+                             {0: lambda s: s.buy(size=1), 1: lambda s: s.sell(size=3),
+                              2: [look, lambda s: s.close()]})
+    short_ask = (105 - 102) * 0.1            # short turbo chosen at the order's close 100: K = 105
+    cash_after = 10_000 - 0.5 + 0.69 - 2 * short_ask
+    assert seen["size"] == -2 and seen["price"] == pytest.approx(short_ask)
+    assert seen["value"] == pytest.approx(cash_after + 2 * (short_ask - 0.01))      # short certificates at bid
+    cover = (105 - 101) * 0.1 - 0.01
+    assert broker.getcash() == pytest.approx(cash_after + 2 * cover)
+    assert strat.trades == [pytest.approx(0.69 - 0.5), pytest.approx(2 * (cover - short_ask))]
+    assert not strat.position.size
+
+
+def test_spec_knockout_first_cancels_the_take_profit_and_pays_nothing():
+    strat, broker = spec_run([FLAT, FLAT, (100, 104, 94, 96), FLAT],
+                             {0: lambda s: s.buy(size=10),
+                              1: lambda s: s.sell(size=10, exectype=bt.Order.Limit, price=103.0)})
+    assert broker.knockouts and broker.knockouts[0]["barrier"] == pytest.approx(95.0)
+    assert broker.getcash() == pytest.approx(10_000 - 10 * 0.5)
+    assert ("Canceled" in [st for _, st in strat.statuses]) and strat.trades == [pytest.approx(-5.0)]
+    assert not strat.position.size
+
+
+def test_spec_stop_above_the_barrier_fills_before_the_knockout():
+    strat, broker = spec_run([FLAT, FLAT, (99, 99.5, 94, 95), FLAT],
+                             {0: lambda s: s.buy(size=10),
+                              1: lambda s: s.sell(size=10, exectype=bt.Order.Stop, price=97.0)})
+    assert not broker.knockouts
+    assert strat.fills[-1][2] == pytest.approx((97 - 95) * 0.1 - 0.01)
+    assert broker.getcash() == pytest.approx(10_000 - 5 + 10 * 0.19)
+
+
+def test_spec_gap_through_the_barrier_knocks_out_at_the_open_before_a_market_exit():
+    strat, broker = spec_run([FLAT, FLAT, (94, 95, 93, 94), FLAT],
+                             {0: lambda s: s.buy(size=10), 1: lambda s: s.close()})
+    assert broker.knockouts[0]["gapped"] is True
+    assert broker.getcash() == pytest.approx(10_000 - 5)
+
+
+def test_spec_minifuture_knockout_pays_the_residual():
+    spec = CertificateSpec(distance=0.05, kind="minifuture", barrier_buffer=0.02, ratio=0.1)
+    strat, broker = spec_run([FLAT, FLAT, (99, 99.5, 94, 95), FLAT], {0: lambda s: s.buy(size=10)}, spec=spec)
+    strike = 95 / 1.02
+    assert broker.getcash() == pytest.approx(10_000 - 10 * (100 - strike) * 0.1 + 10 * (94 - strike) * 0.1)
+
+
+# ---------------------------------------------------------------- refusals and the broker contract
+def test_orders_with_product_refuse_what_they_do_not_support_naming_it():
+    p = KnockoutProduct.turbo(1, 90.0, ratio=0.1)
+    for kw, name in (({"exectype": bt.Order.StopTrail, "trailamount": 1.0}, "trailamount"),
+                     ({"exectype": bt.Order.StopLimit, "price": 1.0, "plimit": 0.9}, "StopLimit"),
+                     ({"oco": object()}, "oco"), ({"transmit": False}, "transmit")):
+        with pytest.raises(ValueError, match=name):
+            run(at({0: lambda s, kw=kw: s.buy(size=1, product=p, **kw)}), KnockoutBroker())
+
+
+def test_default_product_orders_refuse_stake_and_fixed_certificates_are_not_sold_short():
+    with pytest.raises(ValueError, match="stake"):
+        run(at({0: lambda s: s.buy(size=1, stake=100.0)}), KnockoutBroker(product=KnockoutProduct.tracker()))
+    strat, broker = run(at({0: lambda s: s.sell(size=1)}),
+                        KnockoutBroker(product=KnockoutProduct.turbo(1, 80.0, ratio=0.1)))
+    assert [st for _, st in strat.statuses][-1] == "Rejected" and broker.getcash() == 10_000
+    with pytest.raises(ValueError, match="tracker"):
+        run(at({0: lambda s: s.buy(size=1)}), KnockoutBroker())
+
+
+def test_setcommission_maps_stock_like_fees_and_refuses_futures_like():
+    b = KnockoutBroker()
+    b.setcommission(commission=0.002)
+    assert b.p.commission_pct == 0.002
+    b.setcommission(commission=1.5, commtype=bt.CommInfoBase.COMM_FIXED, stocklike=True)
+    assert b._comm_unit == 1.5 and b.p.commission_pct == 0.0
+    for kw in ({"margin": 2000.0, "mult": 10.0}, {"commission": 2.0, "commtype": bt.CommInfoBase.COMM_FIXED},
+               {"leverage": 2.0}, {"name": "index"}):
+        with pytest.raises(ValueError, match="setcommission"):
+            b.setcommission(**kw)
+
+
+def test_backtrader_broker_names_and_standard_analyzers_match_backbroker():
+    plan = CASES["short_from_flat"]
+    out = []
+    for broker in (None, KnockoutBroker(product=KnockoutProduct.tracker())):
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(IndexData(dataframe=BARS))
+        if broker is not None:
+            cerebro.broker = broker
+        cerebro.broker.set_cash(5_000.0)
+        cerebro.addstrategy(Plan, plan=plan)
+        cerebro.addanalyzer(bt.analyzers.PositionsValue, _name="pv", cash=True)
+        cerebro.addanalyzer(bt.analyzers.PyFolio, _name="pyf")
+        cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="ta")
+        strat = cerebro.run()[0]
+        rets, positions, transactions, _ = strat.analyzers.pyf.get_pf_items()
+        out.append((cerebro.broker.get_value(), cerebro.broker.get_cash(), strat.analyzers.pv.get_analysis(),
+                    rets, positions, transactions, strat.analyzers.ta.get_analysis().total.closed))
+    (v0, c0, pv0, r0, p0, t0, n0), (v1, c1, pv1, r1, p1, t1, n1) = out
+    assert (v1, c1, n1) == pytest.approx((v0, c0, n0)) and n0 == 2
+    assert pv1 == pv0 and any(v[0] < 0 for v in pv0.values())     # the short shows negative, as on BackBroker
+    pd.testing.assert_series_equal(r1, r0)
+    pd.testing.assert_frame_equal(p1, p0)
+    pd.testing.assert_frame_equal(t1, t0)
