@@ -405,6 +405,29 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
     return path
 
 
+def write_strategy_report(run_dir: Union[str, Path], strategy, name: Optional[str] = None,
+                          title: Optional[str] = None) -> Path:
+    """The report of any finished backtrader run (any broker) that had mltrade's analyzers.
+
+    ``strategy`` is what ``cerebro.run()`` returned; it needs an ``EquityCurve`` (or
+    ``KnockoutStats``) and a ``KnockoutTrades`` analyzer. Writes the same files as
+    ``mltrade backtest``, so ``mltrade report <run_dir>`` rebuilds the page from them.
+    """
+    from mltrade.analyzers.performance import EquityCurve, KnockoutTrades, performance
+
+    found = {type(a): a for a in strategy.analyzers}
+    curve = next((a for a in strategy.analyzers if isinstance(a, EquityCurve)), None)
+    trades = found.get(KnockoutTrades)
+    if curve is None or trades is None:
+        raise ValueError("strategy: the run needs cerebro.addanalyzer(EquityCurve) and "
+                         "cerebro.addanalyzer(KnockoutTrades) for a report")
+    equity, rows = curve.to_frame(), trades.to_frame()
+    start_cash = float(getattr(strategy.broker, "startingcash", equity["value"].iloc[0]))
+    summary = performance(equity, rows, start_cash)
+    summary["strategy"] = name or type(strategy).__name__
+    return write_report(run_dir, summary, rows, equity, title=title)
+
+
 def read_trades(path: Union[str, Path]) -> pd.DataFrame:
     """trades.csv of a run (the round-trip columns first, provenance columns kept)."""
     t = pd.read_csv(path)

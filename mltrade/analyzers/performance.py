@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Union
+from typing import Optional, Union
 
 import backtrader as bt
 import numpy as np
@@ -25,16 +25,97 @@ TRADE_COLUMNS = ["product", "kind", "direction", "strike", "barrier", "ratio", "
                  "financing", "exit_reason", "pnl", "return", "leverage", "bars"]
 
 
+class BacktraderTrades:
+    """Round trips from backtrader's own trade notifications, for orders that carry no round-trip info.
+
+    Orders with ``product=`` on a KnockoutBroker close with ``order.info['roundtrip']``; every other
+    closed backtrader ``Trade`` (any broker, any strategy) becomes a row of :data:`TRADE_COLUMNS`
+    with what the trade knows: direction, size at opening, average entry price, exit price
+    (from the P&L), commission as fees, P&L after commission; certificate fields stay empty.
+    """
+
+    def __init__(self, strategy) -> None:
+        self._strategy = strategy
+        self._covered: set = set()      #: (data id, tradeid) whose round trips come from order info
+        self._open: dict = {}           #: trade ref -> (size, direction) at opening
+        self._reason: dict = {}         #: (data id, tradeid) -> reason of the last closing order
+
+    def order(self, order) -> None:
+        key = (id(order.data), order.tradeid)
+        if "roundtrip" in order.info or "stake" in order.info:
+            self._covered.add(key)      # an order with product=: its round trip arrives with the order
+        reason = order.info.get("reason")
+        if reason:
+            self._reason[key] = reason
+
+    def trade(self, trade) -> Optional[dict]:
+        key = (id(trade.data), trade.tradeid)
+        if key in self._covered:
+            return None
+        if trade.justopened:
+            self._open[trade.ref] = (abs(trade.size), 1 if trade.long else -1)
+        if not trade.isclosed:
+            return None
+        size, direction = self._open.pop(trade.ref, (float("nan"), 1 if trade.long else -1))
+        entry = float(trade.price)
+        exit_ = entry + trade.pnl / (direction * size) if size else float("nan")
+        data = trade.data
+        invested = size * entry
+        return {
+            "product": data._name or "data", "kind": None, "direction": "long" if direction > 0 else "short",
+            "strike": np.nan, "barrier": np.nan, "ratio": np.nan, "size": size,
+            "entry_time": _stamp(data, trade.dtopen), "entry_price": entry, "entry_underlying": np.nan,
+            "exit_time": _stamp(data, trade.dtclose), "exit_price": exit_,
+            "exit_underlying": np.nan, "fees": float(trade.commission), "financing": 0.0,
+            "exit_reason": self._reason.pop(key, None) or "signal", "pnl": float(trade.pnlcomm),
+            "return": float(trade.pnlcomm) / invested if invested else 0.0, "leverage": np.nan,
+            "bars": int(trade.barlen),
+        }
+
+
+def _stamp(data, num: float) -> str:
+    """A bar time in the feed's own zone, exact for daily stamps at 23:59:59.999989 and intraday ones."""
+    return bar_times(data, [num])[0].isoformat()
+
+
+def bar_times(data, nums) -> pd.DatetimeIndex:
+    """Exchange-local (naive) times of backtrader date numbers of ``data``'s bars.
+
+    IndexData stamps are converted from UTC to the exchange's zone and rounded to the second; any
+    other feed goes through its own ``num2date`` (its time zone), daily bars keep their date
+    (backtrader stamps them 23:59:59.999989: never the next midnight) and intraday bars are rounded
+    to the second.
+    """
+    from mltrade.feeds.bars import IndexData
+
+    nums = np.asarray(nums, dtype=float)
+    if isinstance(data, IndexData):
+        utc = pd.to_datetime((nums - _UNIX_ORDINAL) * 86_400e3, unit="ms", utc=True).round("s")
+        tz = getattr(data, "_tz", None)
+        zone = getattr(tz, "zone", None) or "UTC"
+        return pd.DatetimeIndex(utc.tz_convert(zone).tz_localize(None), name="datetime")
+    local = pd.DatetimeIndex([data.num2date(n).replace(tzinfo=None) for n in nums], name="datetime")
+    if getattr(data, "_timeframe", bt.TimeFrame.Minutes) >= bt.TimeFrame.Days:
+        return local.normalize()
+    return local.round("s")
+
+
 class KnockoutTrades(bt.Analyzer):
-    """Round trips: product, direction, strike, barrier, ratio, size, entry/exit, fees, financing, reason, pnl."""
+    """Round trips: product, direction, strike, barrier, ratio, size, entry/exit, fees, financing, reason, pnl.
+
+    Orders with ``product=`` give the certificate's round trip; other trades (a plain backtrader
+    strategy, orders on the broker's default product) come from backtrader's trade notifications.
+    """
 
     def start(self) -> None:
         self.rows: list = []
         self._prov: dict = {}   #: product id -> provenance of the order that opened it
+        self._bt = BacktraderTrades(self.strategy)
 
     def notify_order(self, order) -> None:
         if order.status != order.Completed:
             return
+        self._bt.order(order)
         product = order.info.get("product")
         if order.isbuy() and isinstance(order.info.get("provenance"), dict) and product is not None:
             self._prov[product.id] = order.info["provenance"]
@@ -42,6 +123,12 @@ class KnockoutTrades(bt.Analyzer):
             row = dict(order.info["roundtrip"])
             prov = self._prov.pop(product.id, None) if product is not None else None
             row.update({k: (prov or {}).get(k) for k in PROVENANCE_COLUMNS})
+            self.rows.append(row)
+
+    def notify_trade(self, trade) -> None:
+        row = self._bt.trade(trade)
+        if row is not None:
+            row.update({k: None for k in PROVENANCE_COLUMNS})
             self.rows.append(row)
 
     def get_analysis(self) -> dict:
@@ -75,10 +162,7 @@ class EquityCurve(bt.Analyzer):
 
     def to_frame(self) -> pd.DataFrame:
         """The curve as a DataFrame indexed by exchange-local (naive) time."""
-        utc = pd.to_datetime((np.asarray(self._t) - _UNIX_ORDINAL) * 86_400e3, unit="ms", utc=True).round("s")
-        tz = getattr(self.data, "_tz", None)
-        zone = getattr(tz, "zone", None) or "UTC"
-        idx = pd.DatetimeIndex(utc.tz_convert(zone).tz_localize(None), name="datetime")
+        idx = bar_times(self.data, self._t)
         return pd.DataFrame({"value": self._v, "cash": self._c, "close": self._px,
                              "in_position": self._pos}, index=idx)
 
@@ -122,7 +206,7 @@ def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float) -
         "stops": int((trades["exit_reason"] == "stop").sum()) if n else 0,
         "session_end_exits": int((trades["exit_reason"] == "session_end").sum()) if n else 0,
         "signal_exits": int((trades["exit_reason"] == "signal").sum()) if n else 0,
-        "avg_leverage": float(trades["leverage"].replace(np.inf, np.nan).mean()) if n else 0.0,
+        "avg_leverage": _mean_or_none(trades["leverage"]) if n else 0.0,
         "fees": float(trades["fees"].sum()) if n else 0.0,
         "financing": float(trades["financing"].sum()) if n else 0.0,
         "exposure": float(equity["in_position"].mean()) if len(equity) else 0.0,
@@ -132,6 +216,12 @@ def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float) -
     }
 
 
+def _mean_or_none(values: pd.Series) -> Optional[float]:
+    """Mean of the finite values; None where there are none (trades of plain backtrader orders)."""
+    v = pd.to_numeric(values, errors="coerce").replace(np.inf, np.nan)
+    return float(v.mean()) if v.notna().any() else None
+
+
 class KnockoutStats(EquityCurve):
     """Knock-outs, stops, win rate, average leverage at entry, exposure, returns, drawdown, Sharpe, Sortino."""
 
@@ -139,10 +229,18 @@ class KnockoutStats(EquityCurve):
         super().start()
         self._rows: list = []
         self._cash0 = self.strategy.broker.getcash()
+        self._bt = BacktraderTrades(self.strategy)
 
     def notify_order(self, order) -> None:
-        if order.status == order.Completed and "roundtrip" in order.info:
-            self._rows.append(dict(order.info["roundtrip"]))
+        if order.status == order.Completed:
+            self._bt.order(order)
+            if "roundtrip" in order.info:
+                self._rows.append(dict(order.info["roundtrip"]))
+
+    def notify_trade(self, trade) -> None:
+        row = self._bt.trade(trade)
+        if row is not None:
+            self._rows.append(row)
 
     def get_analysis(self) -> dict:
         return performance(self.to_frame(), trades_frame(self._rows), self._cash0)
