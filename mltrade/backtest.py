@@ -19,7 +19,8 @@ from mltrade.feeds.sample import sample_intraday
 from mltrade.strategies.base import PRODUCT_PARAMS, KnockoutStrategy
 from mltrade.strategies.model_info import ModelScope, model_scope
 from mltrade.strategies.reference import BuyAndHold, IntradayMomentum
-from mltrade.strategies.registry import get_strategy, strategy_params
+from mltrade.products import CertificateSpec
+from mltrade.strategies.registry import get_strategy, is_plain, strategy_params
 
 
 @dataclass
@@ -135,8 +136,11 @@ def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, 
     data = IndexData(dataframe=bars, exchange=bars.attrs.get("calendar", cfg["backtest"]["exchange"]),
                      interval=int(cfg["backtest"]["interval"]) if cfg["backtest"]["interval"] else None)
     cerebro.adddata(data, name="index")
+    # a plain backtrader strategy orders without product=: its certificates come from [product]
+    default = CertificateSpec.from_config(cfg["product"]) if is_plain(cls) else None
     cerebro.broker = KnockoutBroker(cash=float(cfg["backtest"]["cash"]), commission_fixed=b["commission_fixed"],
-                                    commission_pct=b["commission_pct"], fractional=b["fractional"])
+                                    commission_pct=b["commission_pct"], fractional=b["fractional"],
+                                    product=default)
     cerebro.addstrategy(cls, **kwargs)
     cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
     cerebro.addanalyzer(EquityCurve, _name="equity")
@@ -339,7 +343,7 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         result.summary["significance"] = significance_of(result, result.baseline_results,
                                                          float(cfg["backtest"]["cash"]), significance_reps)
     if report:
-        run_name = run_name or f"{name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+        run_name = run_name or f"{name.replace(':', '.')}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
         result.run_dir = Path(cfg["backtest"]["out"]) / run_name
         from mltrade.report import write_report
         sections, figures = _extras(result.strategy)

@@ -11,7 +11,8 @@ def register(sub) -> None:
                        description="Run a backtest and write report.html, summary.json and trades.csv "
                                    "into <out>/<run>/. Defaults: the momentum reference strategy on the "
                                    "embedded sample data (see mltrade/default_config.toml).")
-    p.add_argument("--strategy", help=f"strategy name: {', '.join(strategy_names())}")
+    p.add_argument("--strategy", help=f"strategy name: {', '.join(strategy_names())} (`mltrade strategies`), "
+                                      f"or package.module:Class for any backtrader strategy on PYTHONPATH")
     p.add_argument("--data", help="'sample', a CSV file with datetime,open,high,low,close[,volume], or "
                                   "'twelvedata:SYMBOL' (bars cached by `mltrade data fetch`)")
     p.add_argument("--start", help="first session (YYYY-MM-DD); dqn/ncp: default the model's holdout start")
