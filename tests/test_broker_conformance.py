@@ -304,3 +304,35 @@ def test_backtrader_broker_names_and_standard_analyzers_match_backbroker():
     pd.testing.assert_series_equal(r1, r0)
     pd.testing.assert_frame_equal(p1, p0)
     pd.testing.assert_frame_equal(t1, t0)
+
+
+def test_spec_order_target_size_and_close_across_long_and_short():
+    sizes = []
+    strat, broker = spec_run([FLAT, FLAT, (102, 102.5, 101.5, 102), FLAT, FLAT],
+                             {0: lambda s: s.order_target_size(target=3),
+                              1: lambda s: s.order_target_size(target=-5),
+                              2: [lambda s: sizes.append(s.position.size), lambda s: s.close()],
+                              3: lambda s: sizes.append(s.position.size)})
+    assert sizes == [-5, 0]
+    long_bid, short_ask, short_bid = (102 - 95) * 0.1 - 0.01, (105 - 102) * 0.1, (105 - 100) * 0.1 - 0.01
+    assert broker.getcash() == pytest.approx(10_000 - 3 * 0.5 + 3 * long_bid - 5 * short_ask + 5 * short_bid)
+    assert strat.fills[1][:3] == (False, -8, pytest.approx((3 * long_bid + 5 * short_ask) / 8))
+    assert strat.trades == [pytest.approx(3 * (long_bid - 0.5)), pytest.approx(5 * (short_bid - short_ask))]
+
+
+def test_orders_with_product_notify_submitted_and_honour_coc_and_coo():
+    p = KnockoutProduct.turbo(1, 90.0, ratio=0.1)
+    bars = make_bars([FLAT, (101, 101.5, 100.5, 101), (102, 102.5, 101.5, 102)])
+    strat, _ = run(at({0: lambda s: s.buy(size=10, product=p)}), KnockoutBroker(), bars=bars)
+    assert [st for _, st in strat.statuses] == ["Submitted", "Accepted", "Completed"]
+    assert strat.fills[0][2] == pytest.approx((101 - 90) * 0.1)            # next open
+    strat, _ = run(at({0: lambda s: s.buy(size=10, product=p)}), KnockoutBroker(coc=True), bars=bars)
+    assert strat.fills[0][2] == pytest.approx((100 - 90) * 0.1)            # the decision bar's close
+    opened = []
+
+    def open_plan(s, n):
+        if not opened:
+            opened.append(float(s.data.open[0]))
+            s.buy(size=10, product=p)
+    strat, _ = run(lambda s, n: None, KnockoutBroker(), bars=bars, open_plan=open_plan, cheat_on_open=True)
+    assert strat.fills[0][2] == pytest.approx((opened[0] - 90) * 0.1)      # the open of the bar it was placed on
