@@ -254,7 +254,7 @@ def test_orders_with_product_refuse_what_they_do_not_support_naming_it():
     p = KnockoutProduct.turbo(1, 90.0, ratio=0.1)
     for kw, name in (({"exectype": bt.Order.StopTrail, "trailamount": 1.0}, "trailamount"),
                      ({"exectype": bt.Order.StopLimit, "price": 1.0, "plimit": 0.9}, "StopLimit"),
-                     ({"oco": object()}, "oco"), ({"transmit": False}, "transmit")):
+                     ({"oco": object()}, "oco"), ({"transmit": False}, "transmit"), ({"tradeid": 3}, "tradeid")):
         with pytest.raises(ValueError, match=name):
             run(at({0: lambda s, kw=kw: s.buy(size=1, product=p, **kw)}), KnockoutBroker())
 

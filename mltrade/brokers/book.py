@@ -257,7 +257,14 @@ class DefaultBook(bt.brokers.BackBroker):
         return None
 
     # ------------------------------------------------------------------ knock-outs
+    def _get_value(self, datas=None, lever=False):
+        """Unused: the KnockoutBroker values positions itself (BackBroker would mark at the index)."""
+        return self.cash
+
     def next(self) -> None:
+        if self.spec is None and self.default.is_tracker:    # never knocked out, never financed
+            super().next()
+            return
         self._due, self._ko_side = {}, {}
         for data, product in list(self._held.items()):
             n = len(data)

@@ -129,6 +129,7 @@ class KnockoutBroker(bt.BrokerBase):
                 raise ValueError(f"product: expected a KnockoutProduct or a CertificateSpec, "
                                  f"got {type(default).__name__}")
             self._book = DefaultBook(self, default)
+            self._sizing = CertificateSizing(book=self._book)
             self._book.p.coc, self._book.p.coo = self.p.coc, self.p.coo
         self._reset()
 
@@ -235,7 +236,7 @@ class KnockoutBroker(bt.BrokerBase):
     def getcommissioninfo(self, data):
         """Sizes ``order_target_value``/``percent`` orders in certificates of the default product."""
         if self._book is not None:
-            return CertificateSizing(book=self._book)
+            return self._sizing
         return super().getcommissioninfo(data)
 
     def get_orders_open(self, safe: bool = False) -> list:
@@ -301,7 +302,7 @@ class KnockoutBroker(bt.BrokerBase):
         if self._to_book(bt.BuyOrder, data, kwargs):
             return self._book_order(self._book.buy, owner, data, size, price, plimit, exectype, valid, tradeid,
                                     oco, trailamount, trailpercent, parent, transmit, kwargs)
-        self._refuse(price, plimit, exectype, oco, trailamount, trailpercent, parent, transmit)
+        self._refuse(tradeid, plimit, exectype, oco, trailamount, trailpercent, parent, transmit)
         return self._order(bt.BuyOrder, owner, data, size, price, plimit, exectype, valid, kwargs)
 
     def sell(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
@@ -310,7 +311,7 @@ class KnockoutBroker(bt.BrokerBase):
         if self._to_book(bt.SellOrder, data, kwargs):
             return self._book_order(self._book.sell, owner, data, size, price, plimit, exectype, valid, tradeid,
                                     oco, trailamount, trailpercent, parent, transmit, kwargs)
-        self._refuse(price, plimit, exectype, oco, trailamount, trailpercent, parent, transmit)
+        self._refuse(tradeid, plimit, exectype, oco, trailamount, trailpercent, parent, transmit)
         return self._order(bt.SellOrder, owner, data, size, price, plimit, exectype, valid, kwargs)
 
     def _to_book(self, cls, data, kwargs: dict) -> bool:
@@ -337,7 +338,7 @@ class KnockoutBroker(bt.BrokerBase):
                      tradeid=tradeid, oco=oco, trailamount=trailamount, trailpercent=trailpercent,
                      parent=parent, transmit=transmit, **kwargs)
 
-    def _refuse(self, price, plimit, exectype, oco, trailamount, trailpercent, parent, transmit) -> None:
+    def _refuse(self, tradeid, plimit, exectype, oco, trailamount, trailpercent, parent, transmit) -> None:
         """Features orders with product= do not support: raise at submit, naming them."""
         bad = []
         if exectype not in self.LEGACY_EXECTYPES:
@@ -348,6 +349,8 @@ class KnockoutBroker(bt.BrokerBase):
                 bad.append(name)
         if not transmit:
             bad.append("transmit=False")
+        if tradeid:
+            bad.append("tradeid (each product is its own trade)")
         if bad:
             raise ValueError(f"{', '.join(bad)}: not supported on orders with product= on "
                              f"{type(self).__name__} (Market, Close, Limit and Stop only); place the order "
