@@ -27,7 +27,10 @@ notifications — is backtrader's, unchanged. What changes is the execution:
   issuer's unwind level, turbo: 0, no fee); every other order of that bar on the side that would
   have reduced it is cancelled (``info['reject_reason'] = 'knocked_out'``). An open beyond the barrier
   knocks out before anything. A certificate whose barrier lies at or beyond the fill level is not
-  bought (the order is Rejected, ``'knocked_out'``).
+  bought (the order is Rejected, ``'knocked_out'``); one bought during a bar is knocked out by that
+  bar when its range reaches the barrier (pessimistic: the fill is taken to come first).
+* Sizes are whole certificates unless the broker has ``fractional=True``; ``Historical`` orders,
+  ``stake=``/``stop=`` (features of orders with ``product=``), volume fillers and fund mode raise.
 """
 from __future__ import annotations
 
