@@ -77,3 +77,19 @@ def test_intraday_pandas_feed_dates_exact_and_report_rebuilds(tmp_path):
     assert main(["report", str(run_dir)]) == 0
     html = (run_dir / "report.html").read_text()
     assert "EveryFifth" in html and "Trades" in html
+
+
+def test_trades_of_a_certificate_spec_name_their_certificates():
+    from tests.helpers import make_bars
+    from mltrade.feeds.bars import IndexData
+    from mltrade.products import CertificateSpec
+
+    flat = (100.0, 100.5, 99.5, 100.0)
+    bars = make_bars([flat, flat, (102, 102.5, 101.5, 102), flat, (99, 99.5, 98.5, 99), flat] * 3)
+    strat = _run(IndexData(dataframe=bars), KnockoutBroker(product=CertificateSpec(distance=0.05, ratio=0.1)))
+    rows = strat.analyzers.trades.to_frame()
+    assert len(rows) == strat.analyzers.ta.get_analysis().total.closed > 0
+    first = rows.iloc[0]
+    assert first["kind"] == "turbo" and first["ratio"] == 0.1 and first["direction"] == "long"
+    # chosen from the close the buy saw: bar 5 (EveryFifth buys at len 5) closes at 99
+    assert first["barrier"] == first["strike"] == 99.0 * 0.95

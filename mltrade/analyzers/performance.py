@@ -39,6 +39,7 @@ class BacktraderTrades:
         self._covered: set = set()      #: (data id, tradeid) whose round trips come from order info
         self._open: dict = {}           #: trade ref -> (size, direction) at opening
         self._reason: dict = {}         #: (data id, tradeid) -> reason of the last closing order
+        self._certs: dict = {}          #: (data id, tradeid) -> {direction: certificate of the default product}
 
     def order(self, order) -> None:
         key = (id(order.data), order.tradeid)
@@ -47,23 +48,30 @@ class BacktraderTrades:
         reason = order.info.get("reason")
         if reason:
             self._reason[key] = reason
+        for name, direction in (("_cert_long", 1), ("_cert_short", -1)):   # set by KnockoutBroker's book
+            if order.info.get(name) is not None:
+                self._certs.setdefault(key, {})[direction] = order.info[name]
 
     def trade(self, trade) -> Optional[dict]:
         key = (id(trade.data), trade.tradeid)
         if key in self._covered:
             return None
         if trade.justopened:
-            self._open[trade.ref] = (abs(trade.size), 1 if trade.long else -1)
+            direction = 1 if trade.long else -1
+            self._open[trade.ref] = (abs(trade.size), direction, self._certs.get(key, {}).get(direction))
         if not trade.isclosed:
             return None
-        size, direction = self._open.pop(trade.ref, (float("nan"), 1 if trade.long else -1))
+        size, direction, cert = self._open.pop(trade.ref, (float("nan"), 1 if trade.long else -1, None))
         entry = float(trade.price)
         exit_ = entry + trade.pnl / (direction * size) if size else float("nan")
         data = trade.data
         invested = size * entry
         return {
-            "product": data._name or "data", "kind": None, "direction": "long" if direction > 0 else "short",
-            "strike": np.nan, "barrier": np.nan, "ratio": np.nan, "size": size,
+            "product": cert.name if cert is not None else data._name or "data",
+            "kind": cert.kind if cert is not None else None, "direction": "long" if direction > 0 else "short",
+            "strike": cert.strike if cert is not None else np.nan,
+            "barrier": cert.barrier if cert is not None else np.nan,
+            "ratio": cert.ratio if cert is not None else np.nan, "size": size,
             "entry_time": _stamp(data, trade.dtopen), "entry_price": entry, "entry_underlying": np.nan,
             "exit_time": _stamp(data, trade.dtclose), "exit_price": exit_,
             "exit_underlying": np.nan, "fees": float(trade.commission), "financing": 0.0,
