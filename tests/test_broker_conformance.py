@@ -336,3 +336,13 @@ def test_orders_with_product_notify_submitted_and_honour_coc_and_coo():
             s.buy(size=10, product=p)
     strat, _ = run(lambda s, n: None, KnockoutBroker(), bars=bars, open_plan=open_plan, cheat_on_open=True)
     assert strat.fills[0][2] == pytest.approx((opened[0] - 90) * 0.1)      # the open of the bar it was placed on
+
+
+def test_strategy_positions_by_data_and_by_name_are_backtraders():
+    seen = []
+
+    def look(s):
+        seen.append((s.positions[s.data].size, s.positionsbyname[s.data._name].size, s.getposition().size))
+    for broker in (None, KnockoutBroker(product=KnockoutProduct.tracker())):
+        run(at({5: lambda s: s.sell(size=4), 7: look}), broker)
+    assert seen == [(-4, -4, -4)] * 2

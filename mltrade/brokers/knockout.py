@@ -78,6 +78,23 @@ class CertificateCommInfo(bt.CommInfoBase):
     params = (("stocklike", True), ("commtype", bt.CommInfoBase.COMM_FIXED), ("commission", 0.0))
 
 
+class PositionsByProduct(dict):
+    """Open certificate positions by product id; indexed by a data feed it gives ``getposition(data)``.
+
+    backtrader's ``Strategy.positions[data]`` and ``positionsbyname`` read the broker's
+    ``positions`` by data feed: they get backtrader's position, the dict stays keyed by product.
+    """
+
+    def __init__(self, broker) -> None:
+        super().__init__()
+        self._broker = broker
+
+    def __missing__(self, key):
+        if isinstance(key, bt.AbstractDataBase):
+            return self._broker.getposition(key)
+        raise KeyError(key)
+
+
 @dataclass
 class CertPosition:
     """Certificates held of one product."""
@@ -138,7 +155,7 @@ class KnockoutBroker(bt.BrokerBase):
         self.startingcash = self.cash
         self.notifs: collections.deque = collections.deque()
         self.pending: List[bt.Order] = []
-        self.positions: Dict[int, CertPosition] = {}
+        self.positions: Dict[int, CertPosition] = PositionsByProduct(self)
         self.products: Dict[int, KnockoutProduct] = {}
         self.dead: set = set()
         self.roundtrips: List[dict] = []
