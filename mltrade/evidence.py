@@ -127,7 +127,7 @@ def classify(bars: pd.DataFrame, trades: Optional[pd.DataFrame] = None, decision
 
 
 def _fmt_p(p: float) -> str:
-    return f"{p:.3f}" if p >= 0.001 else "< 0.001"
+    return f"= {p:.3f}" if p >= 0.001 else "< 0.001"
 
 
 def qualify_words(sig: Mapping, evidence: str, labels: Optional[Mapping[str, str]] = None) -> str:
@@ -141,7 +141,7 @@ def qualify_words(sig: Mapping, evidence: str, labels: Optional[Mapping[str, str
         return words
     labels = dict(labels or {})
     alpha = float(sig.get("alpha", 0.05))
-    claims = [f"SPA p = {_fmt_p(p)} against {labels.get(k, k)}" for k, p in (sig.get("spa_pvalue") or {}).items()
+    claims = [f"SPA p {_fmt_p(p)} against {labels.get(k, k)}" for k, p in (sig.get("spa_pvalue") or {}).items()
               if p is not None and p < alpha]
     what = (" and ".join(claims) + (" is" if len(claims) == 1 else " are")) if claims else "every figure here is"
     return (f"On synthetic intraday bars: {what} a property of the sample, not evidence about the market. "
