@@ -93,7 +93,7 @@ def coverage_table(runs: int, reps: int, before_runs: int) -> None:
         ci = S.sharpe_ci_many(x, reps=reps, seed=1)
         tr = S.total_return_ci_many(x, reps=reps, seed=1)
         bs, bt = _percentile_before(x[:before_runs], min(reps, 2000))
-        cov = lambda c, v: float(np.mean((c[:, 0] <= v) & (v <= c[:, 1])))
+        cov = lambda c, v: float(np.mean((c[:, 0] <= v) & (v <= c[:, 1])))   # a NaN interval (a -100 % day) misses
         print(f"{name:12s} {cov(ci, 1.0):11.3f} {cov(bs, 1.0):14.3f} {cov(tr, truth):17.3f} {cov(bt, truth):20.3f} "
               f"{np.median(ci[:, 1] - ci[:, 0]):17.2f}", flush=True)
     print(f"(before: the first {before_runs} series)")

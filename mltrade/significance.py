@@ -231,16 +231,16 @@ def sharpe_ci_many(returns: np.ndarray, level: float = 0.95, reps: int = 2000, s
 def total_return_ci_many(returns: np.ndarray, level: float = 0.95, reps: int = 2000, seed: int = 0,
                          block: Optional[int] = None) -> np.ndarray:
     """Studentized block-bootstrap intervals of the total return ∏(1 + r) − 1 at the true growth
-    rate, exp(n·E log(1 + r)) − 1, for each row of an R×n array. Returns (R, 2)."""
+    rate, exp(n·E log(1 + r)) − 1, for each row of an R×n array. Returns (R, 2) (NaN for a row with a
+    return of −100 % or less)."""
     x = np.atleast_2d(np.asarray(returns, dtype=float))
-    if (x <= -1).any():
-        raise ValueError("returns: a return of -100% or less has no growth rate")
-    lg = np.log1p(x)
+    ok = (x > -1).all(axis=1)                  # a return of -100 % or less has no growth rate: NaN row
+    lg = np.log1p(np.where(ok[:, None], x, 0.0))
     n = x.shape[1]
     blocks = np.full(len(x), block) if block else _ci_blocks(lg)
     out = np.full((len(x), 2), np.nan)
-    for b in np.unique(blocks):
-        sel = np.flatnonzero(blocks == b)
+    for b in np.unique(blocks[ok]):
+        sel = np.flatnonzero((blocks == b) & ok)
         est, se, q, _ = bootstrap_t(lg[sel][..., None], _mean_g, int(b), reps, level, seed)
         out[sel, 0], out[sel, 1] = np.expm1(n * (est - q * se)), np.expm1(n * (est + q * se))
     return out
