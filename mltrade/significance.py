@@ -187,9 +187,10 @@ def bootstrap_t(y: np.ndarray, func, block: int, reps: int = 2000, level: float 
         bm = (c[:, starts + b, :] - c[:, starts, :]) / b                  # block means (c, reps, l, p)
         m = bm.mean(axis=2)                                               # (c, reps, p)
         e = bm - m[:, :, None, :]
-        psi = b * np.einsum("crli,crlj->crij", e, e) / l
         g, gr = func(m)
-        se_s = np.sqrt(np.maximum(_quad(gr, psi), 0.0) / nb)
+        # ∇'Ψ*∇ with Ψ* = b/l Σ_j e_j e_j' (the block variance), as one projection per block
+        proj = np.einsum("crlp,crp->crl", e, gr)
+        se_s = np.sqrt(b * np.einsum("crl,crl->cr", proj, proj) / l / nb)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = np.abs(g - est[c0:c0 + chunk, None]) / se_s
         tabs[c0:c0 + chunk] = np.where(np.isfinite(t), t, 1e12)   # a flat resample: no bound
