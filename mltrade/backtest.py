@@ -149,7 +149,9 @@ def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, 
     strat = cerebro.run()[0]
     trades = strat.analyzers.ko_trades.to_frame()
     equity = strat.analyzers.equity.to_frame()
-    summary = performance(equity, trades, float(cfg["backtest"]["cash"]))
+    from mltrade.significance import sessions_per_year
+    periods = sessions_per_year(bars.index, bars.attrs.get("calendar") or cfg["backtest"].get("exchange") or None)
+    summary = performance(equity, trades, float(cfg["backtest"]["cash"]), periods=periods)
     return BacktestResult(summary=summary, trades=trades, equity=equity, strategy=strat)
 
 
@@ -163,8 +165,10 @@ def baseline_kwargs(kwargs: dict) -> dict:
 
 
 def _run_frames(equity: pd.DataFrame, trades: pd.DataFrame, cfg: dict) -> BacktestResult:
-    return BacktestResult(summary=performance(equity, trades, float(cfg["backtest"]["cash"])), trades=trades,
-                          equity=equity)
+    from mltrade.significance import sessions_per_year
+    periods = sessions_per_year(equity.index, cfg["backtest"].get("exchange") or None) if len(equity) else None
+    return BacktestResult(summary=performance(equity, trades, float(cfg["backtest"]["cash"]), periods=periods),
+                          trades=trades, equity=equity)
 
 
 def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
@@ -288,10 +292,16 @@ def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps:
     from mltrade.report import baseline_label
     from mltrade.significance import significance
 
+    from mltrade.evidence import qualify_words
+
     strat = session_returns(result.equity, start_cash)
     base = {k: session_returns(r.equity, start_cash).reindex(strat.index) for k, r in runs.items()}
     base = {k: v.fillna(0.0) for k, v in base.items()}
-    return significance(strat, base, reps=reps, seed=seed, labels={k: baseline_label(k) for k in base})
+    labels = {k: baseline_label(k) for k in base}
+    sig = significance(strat, base, reps=reps, seed=seed, labels=labels,
+                       periods=result.summary.get("periods_per_year", 252))
+    sig["words"] = qualify_words(sig, result.summary.get("evidence", ""), labels)
+    return sig
 
 
 def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = False, report: bool = True,
@@ -330,6 +340,9 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
                           data_source=bars.attrs.get("source", ""), params={k: v for k, v in kwargs.items()
                                                                              if k != "overlay"})
     result.summary.update(out_of_sample=oos if scope.has_model else None, **scope.to_dict())
+    from mltrade.evidence import classify
+    result.summary.update(classify(bars, result.trades, getattr(cls, "decision_data", "intraday"),
+                                   unwind=str(params.get("unwind", "worst"))))
     if scope.model_id and "model_id" in result.trades.columns:
         result.trades["model_id"] = result.trades["model_id"].fillna(scope.model_id)
     overlay = kwargs.get("overlay")

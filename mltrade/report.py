@@ -24,7 +24,7 @@ from mltrade.analyzers import TRADE_COLUMNS, export_csv, export_json  # noqa: E4
 from mltrade.io import atomic_write_text  # noqa: E402
 
 SUMMARY_FIELDS = ["strategy", "venue", "mode", "feed", "sessions", "model_id", "out_of_sample", "oos_start", "data",
-                  "synthetic_intraday", "start", "end", "bars", "start_cash", "final_value", "total_return", "cagr", "max_drawdown", "sharpe",
+                  "synthetic_intraday", "evidence", "start", "end", "bars", "start_cash", "final_value", "total_return", "cagr", "max_drawdown", "sharpe",
                   "sortino", "trades", "win_rate", "knockouts", "stops", "session_end_exits", "avg_leverage",
                   "fees", "financing", "exposure", "buy_and_hold_return"]
 #: rows of the baseline table; the counts print as integers
@@ -53,16 +53,18 @@ CONVENTIONS = (
     "<h2>How the figures are computed</h2><ul>"
     "<li><b>Daily returns</b> are the returns of the account value at each session's last bar; the first "
     "session's return is taken against the start cash.</li>"
-    "<li><b>Sharpe</b> = mean / standard deviation (ddof 1) of the daily returns × √252; <b>Sortino</b> = "
-    "mean / downside deviation × √252, the downside deviation being √(Σ min(r, 0)² / n) over all n daily "
-    "returns.</li>"
+    "<li><b>Sharpe</b> = mean / standard deviation (ddof 1) of the daily returns × √P; <b>Sortino</b> = "
+    "mean / downside deviation × √P, the downside deviation being √(Σ min(r, 0)² / n) over all n daily "
+    "returns; P = sessions per year of the data's exchange calendar (periods per year in summary.json).</li>"
     "<li><b>Total return</b> = final value / start cash − 1; <b>CAGR</b> = (final / start cash)^(365.25 / "
     "calendar days from the first to the last bar) − 1.</li>"
     "<li><b>Max drawdown</b> = the lowest value / running peak − 1 over every bar (intraday, not only at "
     "session closes). <b>Exposure</b> = share of bars with a position.</li>"
-    "<li><b>Significance</b>: 95 % stationary-bootstrap intervals (Politis–Romano, Politis–White block "
-    "length) of the Sharpe ratio and the total return of the daily returns; Hansen's SPA test (consistent "
-    "p-value) of the strategy against each baseline on the same sessions, H0: no better than the baseline.</li>"
+    "<li><b>Significance</b>: 95 % studentized circular-block-bootstrap intervals (Ledoit & Wolf 2008) of the "
+    "Sharpe ratio, the total return and the Sharpe difference to each baseline; Hansen's studentized SPA test "
+    "(consistent p-value) of the strategy against each baseline on the same sessions, H0: no better than the "
+    "baseline (p = 1 when its mean return is not above the baseline's). On the sample, summary.json's "
+    "<i>evidence</i> says whether the figures rest on the real daily bars or on the synthetic intraday paths.</li>"
     "<li><b>Files</b>: equity.csv holds every bar's value (strategy and baselines), cash, index close and "
     "position flag, trades.csv every round trip (with the decision's provenance where the strategy gives "
     "it), baseline_trades.csv the baselines' round trips: every figure above can be recomputed from them.</li>"
@@ -220,6 +222,12 @@ def baseline_table_html(summary: dict) -> str:
         if any(v is not None for v in ps.values()):
             body.append(f"<tr><th>SPA p ({what}?)</th><td></td>" + "".join(
                 f"<td>{'' if ps.get(k) is None else f'{ps[k]:.3f}'}</td>" for k in bases) + "</tr>")
+    diffs = sig.get("sharpe_diff") or {}
+    if any(v for v in diffs.values()):
+        def _d(v):
+            return "" if not v else f"{v['difference']:+.2f} [{v['ci'][0]:+.2f}, {v['ci'][1]:+.2f}], p={v['pvalue']:.3f}"
+        body.append(f"<tr><th>Sharpe difference, strategy − baseline ({sig.get('level', 0.95):.0%} interval, "
+                    f"Ledoit-Wolf)</th><td></td>" + "".join(f"<td>{_d(diffs.get(k))}</td>" for k in bases) + "</tr>")
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
@@ -263,6 +271,15 @@ def write_report(run_dir: Union[str, Path], summary: dict, trades: pd.DataFrame,
     if extra_sections:
         export_json([list(s) for s in extra_sections], run_dir / "sections.json")
     return render_html(run_dir, summary, trades, bars, extra_sections, extra_figures)
+
+
+def _evidence_sentence(summary: dict) -> str:
+    """The run's ``evidence`` (mltrade.evidence) in one sentence inside the synthetic-data box."""
+    ev = summary.get("evidence")
+    if not ev:
+        return ""
+    return (f" <b>This run's evidence: {html.escape(str(ev))}</b> "
+            f"({html.escape(str(summary.get('evidence_reason', '')))}).")
 
 
 def _headline(summary: dict) -> str:
@@ -378,7 +395,8 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
                      "real open, high, low and close by Brownian bridges, which add no intraday pattern of their own "
                      "but inherit each real day's shape (a day that closes at its high was, on the simulated path, "
                      "mostly rising all day). An intraday rule can profit from that knowledge of the close, "
-                     "which no trader has: intraday results are illustrations, not evidence (docs/data.md).</p>")
+                     "which no trader has: intraday results are illustrations, not evidence (docs/data.md)."
+                 + _evidence_sentence(summary) + "</p>")
     parts.append(_llm_note(summary))
     parts.append(_headline(summary))
     rows = "".join(f"<tr><th>{html.escape(SUMMARY_LABELS.get(k, k.replace('_', ' ')))}</th>"

@@ -43,7 +43,7 @@ def test_objectives():
     r = np.array([0.1, -0.5, 0.2, 0.0])
     traded = np.array([True, True, True, False])
     assert score(r, "product", traded) == pytest.approx(np.log(1.1 * 0.5 * 1.2))
-    assert score(r, "sharpe") == pytest.approx(r.mean() / r.std() * np.sqrt(252))
+    assert score(r, "sharpe") == pytest.approx(r.mean() / r.std(ddof=1) * np.sqrt(252))
     with pytest.raises(ValueError, match="objective"):
         score(r, "calmar")
     np.testing.assert_array_equal(directions(np.array([0.2, 0.5, 0.55, 0.8]), 0.6), [-1, 0, 0, 1])

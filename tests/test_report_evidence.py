@@ -92,10 +92,21 @@ def test_session_baselines_trade_the_daily_strategys_session_kind(month, session
 
 
 # ------------------------------------------------------------------ files reproduce every figure
+def _sessions_per_year(index) -> float:
+    """The annualisation factor as docs/metrics.md defines it: XNAS sessions per calendar year of the run."""
+    import exchange_calendars as xcals
+
+    years = sorted({t.year for t in pd.DatetimeIndex(index)})
+    cal = xcals.get_calendar("XNAS", start="1990-01-01")
+    n = len(cal.sessions_in_range(f"{years[0]}-01-01", f"{years[-1]}-12-31"))
+    return n / len(years)
+
+
 def _figures_from_files(run) -> dict:
     """Recompute summary figures from equity.csv / trades.csv alone, as docs/metrics.md defines them."""
     eq = pd.read_csv(run / "equity.csv", index_col=0, parse_dates=True)
     cash = json.loads((run / "summary.json").read_text())["start_cash"]
+    per_year = _sessions_per_year(eq.index)
 
     def figures(values: pd.Series, trades: pd.DataFrame) -> dict:
         close = values.groupby(values.index.normalize()).last().to_numpy()
@@ -109,8 +120,8 @@ def _figures_from_files(run) -> dict:
             "final_value": final, "total_return": final / cash - 1,
             "cagr": (final / cash) ** (365.25 / days) - 1,
             "max_drawdown": (values / values.cummax() - 1).min(),
-            "sharpe": rets.mean() / rets.std(ddof=1) * math.sqrt(252),
-            "sortino": rets.mean() / math.sqrt((down ** 2).sum() / len(rets)) * math.sqrt(252),
+            "sharpe": rets.mean() / rets.std(ddof=1) * math.sqrt(per_year),
+            "sortino": rets.mean() / math.sqrt((down ** 2).sum() / len(rets)) * math.sqrt(per_year),
             "trades": n, "win_rate": (trades["pnl"] > 0).sum() / n if n else 0.0,
             "knockouts": int((trades["exit_reason"] == "knockout").sum()),
             "stops": int((trades["exit_reason"] == "stop").sum()),
@@ -150,7 +161,10 @@ def test_every_summary_figure_recomputes_from_the_written_files(tmp_path):
     sig = s["significance"]
     idx = pd.RangeIndex(len(got["strategy"]["_returns"]))
     again = significance(pd.Series(got["strategy"]["_returns"], idx),
-                         {k: pd.Series(got[k]["_returns"], idx) for k in s["baselines"]})
+                         {k: pd.Series(got[k]["_returns"], idx) for k in s["baselines"]},
+                         periods=_sessions_per_year(pd.read_csv(run / "equity.csv", index_col=0,
+                                                                parse_dates=True).index))
+    assert s["periods_per_year"] == 251.0                              # XNAS 2018 (closed 5 December)
     assert sig["n_sessions"] == len(idx) == 41 and sig["sharpe_ci"] == pytest.approx(again["sharpe_ci"])
     assert sig["return_ci"] == pytest.approx(again["return_ci"])
     assert sig["spa_pvalue"] == pytest.approx(again["spa_pvalue"])

@@ -45,6 +45,55 @@ def test_generator_passes_the_null_world(null_pair):
     assert fig["high_bar_ks"] < fig["high_bar_ks_crit"]
 
 
+def _check_world(daily, brownian, gen):
+    g = gen.groupby(gen.index.date)
+    for col, how in (("open", "first"), ("high", "max"), ("low", "min"), ("close", "last")):
+        np.testing.assert_array_equal(getattr(g[col], how)().to_numpy(), daily[col].to_numpy())
+    fig = A.artefact_figures(gen, reference=brownian)
+    assert fig["days"] > 4900
+    for k in A.DEFAULT_KS:
+        assert abs(fig["same_sign"][k] - 0.5) <= 0.03, (k, fig["same_sign"][k])
+        assert abs(fig["momentum_sharpe"][k]) <= 0.8, (k, fig["momentum_sharpe"][k])
+    assert abs(fig["lag1_autocorr"]) <= 0.03
+    assert fig["high_bar_ks"] < fig["high_bar_ks_crit"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vol,kw", [("constant", {}), ("garch", {}), ("lognormal", {"vol_of_vol": 0.8})])
+def test_generator_passes_every_null_world(vol, kw):
+    """Constant, GARCH(1,1) and lognormal day-to-day volatility (issue 19 point 4). The lognormal
+    world (log sd 0.8) drew v2, whose bridge volatility came from the previous days' ranges, to a
+    same-sign share of 0.44 (mean reversion): a day calmer than its past was drawn too wild."""
+    daily, brownian = A.null_world(seed=2, vol=vol, **kw)
+    ranges = np.log(daily["high"] / daily["low"])
+    if vol != "constant":
+        assert ranges.quantile(0.9) > 2.0 * ranges.quantile(0.1)
+    _check_world(daily, brownian, generate_intraday(daily, seed=5))
+
+
+def test_garch_null_world_clusters_volatility():
+    daily, _ = A.null_world(start="2010-01-01", end="2013-12-31", seed=4, vol="garch")
+    rv = np.log(daily["high"] / daily["low"]).to_numpy()
+    c = np.corrcoef(rv[:-1], rv[1:])[0, 1]
+    assert c > 0.2, c          # today's range follows yesterday's
+    daily, _ = A.null_world(start="2010-01-01", end="2013-12-31", seed=4, vol="lognormal")
+    rv = np.log(daily["high"] / daily["low"]).to_numpy()
+    assert abs(np.corrcoef(rv[:-1], rv[1:])[0, 1]) < 0.1
+    with pytest.raises(ValueError, match="vol: expected one of"):
+        A.null_world(vol="jumpy")
+
+
+def test_a_day_depends_on_its_own_row_only():
+    """The bridge volatility is the day's own: the same day, generated after a calm or a wild
+    history, gets the same bars."""
+    from mltrade.feeds.sample import load_daily
+
+    daily = load_daily("2008-09-01", "2008-10-31")
+    full = generate_intraday(daily, seed=7)
+    tail = generate_intraday(daily.loc["2008-10-20":], seed=7)
+    pd.testing.assert_frame_equal(full.loc[tail.index], tail, check_freq=False)
+
+
 def _bars_from_returns(r: np.ndarray) -> pd.DataFrame:
     """Bars (one session per row of ``r``, 78 five-minute bars) from log returns; highs/lows at the bar ends."""
     days = pd.bdate_range("2010-01-04", periods=r.shape[0]).to_numpy(dtype="datetime64[ns]")

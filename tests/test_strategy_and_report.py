@@ -148,6 +148,12 @@ def test_cli_backtest_on_sample_writes_report(tmp_path, capsys):
     assert "Monthly returns" in html
     out = capsys.readouterr().out
     assert "report:" in out
+    # an intraday rule on the sample: its figures are the synthetic paths', said first (issue 19)
+    assert summary["evidence"] == "synthetic intraday paths"
+    assert summary["significance"]["words"].startswith("On synthetic intraday bars: ")
+    assert out.splitlines()[1].strip().startswith("On synthetic intraday bars: ")
+    assert "This run&#x27;s evidence: synthetic intraday paths" in html or "This run's evidence" in html
+    assert "Sharpe difference, strategy − baseline" in html
     # `mltrade report` rebuilds the HTML from the files
     (run / "report.html").unlink()
     assert main(["report", str(run)]) == 0 and (run / "report.html").is_file()
@@ -168,7 +174,7 @@ def test_cli_data_sample_and_backtest_on_csv(tmp_path):
                  "--no-baselines", "--start", "", "--end", ""]) == 0
     s = json.loads((tmp_path / "csv" / "summary.json").read_text())
     # the sample's synthetic bars stay marked through the CSV (sidecar s.csv.meta.json): the report says so
-    assert s["trades"] == 2 and s["synthetic_intraday"] is True
+    assert s["trades"] == 2 and s["synthetic_intraday"] is True and s["evidence"] == "synthetic intraday paths"
     assert "Synthetic intraday data" in (tmp_path / "csv" / "report.html").read_text()
 
 

@@ -66,7 +66,12 @@ def test_study_runs_resumes_and_its_best_config_backtests_to_the_same_figures(tm
     assert summary["significance"]["words"].startswith("Best of 60 trials: ")
     assert html.count("SPA p-value") >= 2 and "deflated Sharpe" in html
     saved = json.loads((out / "sweep.json").read_text())
-    assert {"spa_pvalue", "deflated_sharpe", "trials"} <= set(saved)
+    assert {"spa_pvalue", "deflated_sharpe", "trials", "pbo"} <= set(saved)
+    # the search's probability of backtest overfitting, with its logit distribution, in words beside the DSR
+    assert 0.0 <= saved["pbo"] <= 1.0 and saved["significance"]["pbo"]["trials"] == 60
+    assert sum(saved["significance"]["pbo"]["logit_histogram"]["counts"]) == saved["significance"]["pbo"]["combinations"]
+    assert "probability that the chosen trial is below the median out of sample" in summary["significance"]["words"]
+    assert "probability of backtest overfitting (PBO)" in html
     # the vectorised figures equal the broker's on the validation folds and on the held-out test
     conf = summary["confirmation"][0]
     assert conf["search_folds"] == pytest.approx(conf["broker_folds"], abs=1e-9)

@@ -246,10 +246,12 @@ def test_significance_null_world_is_luck_and_a_planted_edge_is_not(tmp_path):
     assert null["spa_pvalue"] > 0.2
     assert null["deflated_sharpe"] < 0.5
     assert "not distinguishable from luck" in null["words"]
+    assert null["pbo"]["pbo"] >= 0.3 and null["pbo"]["trials"] == 150   # a search of luck: a coin flip
     edge, _ = _search(tmp_path, _bars(2, drift=0.00015), "edge")
     assert edge["spa_pvalue"] < 0.05
     assert edge["deflated_sharpe"] > 0.95
     assert "Best of 150 trials: distinguishable from luck at 5%" in edge["words"]
+    assert edge["pbo"]["pbo"] < null["pbo"]["pbo"]
 
 
 def test_trial_returns_are_the_evaluators_session_returns(tmp_path):

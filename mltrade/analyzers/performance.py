@@ -187,8 +187,17 @@ def daily_returns(session_values: pd.Series, start_cash: float) -> pd.Series:
     return (session_values / prev - 1.0).dropna()
 
 
-def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float) -> dict:
-    """Figures for one run from its equity curve (per bar) and its round trips (docs/metrics.md)."""
+def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float,
+                periods: Optional[float] = None) -> dict:
+    """Figures for one run from its equity curve (per bar) and its round trips (docs/metrics.md).
+
+    ``periods``: sessions per year of the data's calendar (annualises Sharpe and Sortino); default
+    :func:`mltrade.significance.sessions_per_year` of the equity's dates."""
+    from mltrade.significance import sessions_per_year
+
+    if periods is None:
+        periods = sessions_per_year(equity.index) if len(equity) else 252.0
+    ann = math.sqrt(periods)
     daily = equity["value"].groupby(equity.index.normalize()).last()
     rets = daily_returns(daily, start_cash)
     final = float(equity["value"].iloc[-1]) if len(equity) else start_cash
@@ -207,8 +216,8 @@ def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float) -
     return {
         "start_cash": start_cash, "final_value": final, "total_return": total, "cagr": cagr,
         "max_drawdown": float(dd.min()) if len(dd) else 0.0,
-        "sharpe": float(rets.mean() / sd * math.sqrt(252)) if len(rets) > 1 and sd > 0 else 0.0,
-        "sortino": float(rets.mean() / dsd * math.sqrt(252)) if dsd > 0 else 0.0,
+        "sharpe": float(rets.mean() / sd * ann) if len(rets) > 1 and sd > 0 else 0.0,
+        "sortino": float(rets.mean() / dsd * ann) if dsd > 0 else 0.0, "periods_per_year": float(periods),
         "trades": n, "wins": wins, "win_rate": wins / n if n else 0.0,
         "knockouts": int((trades["exit_reason"] == "knockout").sum()) if n else 0,
         "stops": int((trades["exit_reason"] == "stop").sum()) if n else 0,

@@ -68,13 +68,15 @@ def _backtest(args) -> int:
     tag = {True: " (out of sample)", False: " (IN-SAMPLE)"}.get(s.get("out_of_sample"), "")
     print(f"strategy {s['strategy']}{tag}: {s['trades']} trades, total return {s['total_return']:+.2%}, "
           f"max drawdown {s['max_drawdown']:.2%}, knock-outs {s['knockouts']}, stops {s['stops']}")
+    if s.get("significance", {}).get("words"):
+        print(f"  {s['significance']['words']}")
+    if s.get("evidence"):
+        print(f"  evidence: {s['evidence']} ({s.get('evidence_reason', '')})")
+    if s.get("synthetic_intraday"):
+        print("  note: sample data — real daily NASDAQ bars, synthetic 5-minute bars")
     from mltrade.report import baseline_label
     for name, b in res.baselines.items():
         print(f"  baseline {baseline_label(name)}: total return {b['total_return']:+.2%}")
-    if s.get("significance", {}).get("words"):
-        print(f"  {s['significance']['words']}")
-    if s.get("synthetic_intraday"):
-        print("  note: sample data — real daily NASDAQ bars, synthetic 5-minute bars")
     print(f"report: {res.run_dir / 'report.html'}")
     return 0
 

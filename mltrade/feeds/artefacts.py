@@ -26,6 +26,10 @@ import pandas as pd
 
 from mltrade.calendars import sessions, timezone_of
 
+#: day-to-day volatility models of :func:`null_world`
+NULL_VOLS: Tuple[str, ...] = ("sv", "constant", "garch", "lognormal")
+#: GARCH(1,1) coefficients (alpha, beta) of the "garch" null world
+GARCH_AB: Tuple[float, float] = (0.10, 0.88)
 #: bar counts k at which the same-sign share and the momentum Sharpe are measured
 DEFAULT_KS: Tuple[int, ...] = (3, 6, 12, 17, 24, 30, 40, 50, 60, 70)
 
@@ -143,13 +147,18 @@ def bridge_extremes(a: np.ndarray, b: np.ndarray, var: np.ndarray, rng: np.rando
 
 def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0, interval: int = 5,
                calendar: str = "XNAS", base_vol: float = 0.012, vol_of_vol: float = 0.45,
-               price: float = 1000.0) -> Tuple[pd.DataFrame, pd.DataFrame]:
+               price: float = 1000.0, vol: str = "sv") -> Tuple[pd.DataFrame, pd.DataFrame]:
     """A Brownian market with day-to-day varying volatility on the calendar's sessions.
 
     Returns ``(daily, bars)``: ``bars`` are ``interval``-minute bars of the Brownian paths
     (exchange-local index, like the sample's), ``daily`` the daily OHLCV rows cut from them
-    (naive date index). Log volatility follows an AR(1) (persistence 0.97) plus daily noise.
+    (naive date index). ``vol`` sets each day's volatility (:data:`NULL_VOLS`): ``"sv"`` log
+    volatility an AR(1) (persistence 0.97) plus daily noise, ``"constant"`` ``base_vol`` every day,
+    ``"garch"`` a GARCH(1,1) on the daily moves (α 0.10, β 0.88, long-run ``base_vol``),
+    ``"lognormal"`` independent lognormal days (log sd ``vol_of_vol``, mean ``base_vol``).
     """
+    if vol not in NULL_VOLS:
+        raise ValueError(f"vol: expected one of {list(NULL_VOLS)}, got {vol!r}")
     rng = np.random.default_rng(seed)
     sched = sessions(calendar, start, end)
     if sched.empty:
@@ -157,24 +166,42 @@ def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0
     opens = sched["open"].to_numpy(dtype="datetime64[ns]")
     nbars = ((sched["close"] - sched["open"]) / pd.Timedelta(minutes=interval)).astype(int).to_numpy()
     nd = len(sched)
-    x = np.empty(nd)
-    x[0] = 0.0
-    eps = rng.standard_normal(nd)
-    for i in range(1, nd):
-        x[i] = 0.97 * x[i - 1] + np.sqrt(1 - 0.97 ** 2) * eps[i]
-    sig_day = base_vol * np.exp(vol_of_vol * (0.8 * x + 0.6 * rng.standard_normal(nd)))
-    sig_day *= np.sqrt(nbars / nbars.max())   # a short session moves less
-    gaps = rng.standard_normal(nd) * 0.3 * sig_day
+    # unit-volatility paths first (each day's volatility scales them below)
     rel, wick_hi, wick_lo = [None] * nd, [None] * nd, [None] * nd
     for n in np.unique(nbars):                       # vectorised over sessions of equal length
         sel = np.flatnonzero(nbars == n)
-        s = (sig_day[sel] / np.sqrt(n))[:, None]
+        s = np.full((len(sel), 1), 1.0 / np.sqrt(n))
         pts = np.concatenate([np.zeros((len(sel), 1)), np.cumsum(rng.standard_normal((len(sel), n)) * s, axis=1)],
                              axis=1)
         hi, lo = bridge_extremes(pts[:, :-1], pts[:, 1:], np.broadcast_to(s * s, (len(sel), n)), rng)
         for j, i in enumerate(sel):
             rel[i], wick_hi[i], wick_lo[i] = pts[j], hi[j], lo[j]
-    day_move = np.array([r[-1] for r in rel])
+    unit_move = np.array([r[-1] for r in rel])
+    unit_gap = rng.standard_normal(nd) * 0.3
+    short = np.sqrt(nbars / nbars.max())          # a short session moves less
+    eps = rng.standard_normal(nd)
+    if vol == "sv":
+        x = np.empty(nd)
+        x[0] = 0.0
+        for i in range(1, nd):
+            x[i] = 0.97 * x[i - 1] + np.sqrt(1 - 0.97 ** 2) * eps[i]
+        sig_day = base_vol * np.exp(vol_of_vol * (0.8 * x + 0.6 * rng.standard_normal(nd)))
+    elif vol == "constant":
+        sig_day = np.full(nd, base_vol)
+    elif vol == "lognormal":
+        sig_day = base_vol * np.exp(vol_of_vol * eps - 0.5 * vol_of_vol ** 2)
+    else:   # garch: today's variance from yesterday's whole move (gap and session)
+        a, b = GARCH_AB
+        sig_day, h = np.empty(nd), base_vol ** 2
+        for i in range(nd):
+            sig_day[i] = np.sqrt(h)
+            move = sig_day[i] * short[i] * (unit_gap[i] + unit_move[i]) / np.sqrt(1.0 + 0.3 ** 2)
+            h = (1.0 - a - b) * base_vol ** 2 + a * move ** 2 + b * h
+    sig_day = sig_day * short
+    for i in range(nd):
+        rel[i], wick_hi[i], wick_lo[i] = rel[i] * sig_day[i], wick_hi[i] * sig_day[i], wick_lo[i] * sig_day[i]
+    day_move = unit_move * sig_day
+    gaps = unit_gap * sig_day
     # each session opens at the previous close plus an overnight gap
     log_open = np.log(price) + np.cumsum(gaps) + np.concatenate([[0.0], np.cumsum(day_move)[:-1]])
     idx_parts, val_parts, daily_rows = [], [], np.empty((nd, 5))
@@ -190,14 +217,14 @@ def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0
     index.name = "datetime"
     bars = pd.DataFrame(np.concatenate(val_parts), index=index, columns=["open", "high", "low", "close", "volume"])
     bars.attrs.update(symbol="NULL", calendar=calendar, interval=interval, synthetic_intraday=True,
-                      source=f"null world (Brownian, seed {seed})")
+                      source=f"null world (Brownian, {vol} volatility, seed {seed})")
     didx = pd.DatetimeIndex(sched.index).tz_localize(None)
     didx.name = "date"
     daily = pd.DataFrame(daily_rows, index=didx, columns=["open", "high", "low", "close", "volume"])
-    daily.attrs.update(symbol="NULL", source=f"null world (Brownian, seed {seed})", synthetic_intraday=False)
+    daily.attrs.update(symbol="NULL", source=f"null world (Brownian, {vol} volatility, seed {seed})", synthetic_intraday=False)
     return daily, bars
 
 
-__all__ = ["DEFAULT_KS", "DayMatrix", "day_matrix", "same_sign_share", "momentum_sharpe", "bar_returns",
+__all__ = ["NULL_VOLS", "DEFAULT_KS", "DayMatrix", "day_matrix", "same_sign_share", "momentum_sharpe", "bar_returns",
            "lag1_autocorr", "high_bar_index", "ks_statistic", "ks_critical", "artefact_figures",
            "bridge_extremes", "null_world"]

@@ -3,8 +3,9 @@
 The daily rows are real (shipped by the ``arch`` package). The intraday bars
 are **synthetic** and built to add no pattern of their own. For each day the
 generator draws many Brownian bridges (in log price) from the day's open to
-its close, with volatilities spread around a prior taken from the *previous*
-days' ranges, and each bar's high and low from the law of a Brownian bridge's
+its close, with volatilities spread around the day's *own* volatility (Garman–Klass
+from its open, high, low and close: a day far more volatile than its past is not
+drawn too calm), and each bar's high and low from the law of a Brownian bridge's
 extremes. Each candidate also counts read backwards (an equally likely
 bridge). It keeps the candidate whose high and low come closest to the day's
 real high and low, then stretches the parts beyond the open–close band so they
@@ -37,13 +38,13 @@ SAMPLE_SYMBOL = "IXIC"
 SAMPLE_SOURCE = "NASDAQ Composite daily 1999-2018 (arch.data.nasdaq), synthetic 5-minute bars"
 
 #: Bumped whenever the generator's output changes (part of every random stream and of the cache key).
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 #: Candidate bridges drawn per day; the one whose extremes come closest to the day's high/low is kept.
 CANDIDATES = 128
-#: Spread (log-normal sigma) of the candidates' volatilities around the day's prior volatility.
+#: Spread (log-normal sigma) of the candidates' volatilities around the day's own volatility.
 SIGMA_SPREAD = 0.3
-#: Half-life in sessions of the trailing average of daily ranges that sets each day's prior volatility.
-PRIOR_HALFLIFE = 10.0
+#: Floor of a day's Garman-Klass variance, as a share of its Parkinson variance.
+VOL_FLOOR = 0.25
 #: Parkinson's constant: E[(ln H/L)^2] = 4 ln 2 * sigma^2 for a driftless Brownian motion.
 _PARKINSON = float(np.sqrt(4.0 * np.log(2.0)))
 _CHUNK_ELEMENTS = 3_000_000  # candidate array size per vectorised block (float32: ~12 MB per array)
@@ -102,19 +103,16 @@ def _day_streams(seed: int, ordinals: np.ndarray):
         yield np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(seed), GENERATOR_VERSION, int(d)])))
 
 
-def prior_volatility(daily: pd.DataFrame, nbars: np.ndarray, halflife: float = PRIOR_HALFLIFE) -> np.ndarray:
-    """Each day's prior volatility (log units, whole session): a trailing average of the *previous*
-    days' Parkinson variance per bar, so a day's own range informs its path only through the fit
-    (the first day, with no history, starts from its own range)."""
-    width = np.log(daily["high"].to_numpy(dtype=float) / daily["low"].to_numpy(dtype=float))
-    per_bar = (width / _PARKINSON) ** 2 / nbars
-    alpha = 1.0 - 0.5 ** (1.0 / halflife)
-    prior = np.empty_like(per_bar)
-    level = per_bar[0] if per_bar[0] > 0 else float(np.mean(per_bar))
-    for i, v in enumerate(per_bar):
-        prior[i] = level
-        level += alpha * (v - level)
-    return np.sqrt(np.maximum(prior, 1e-12) * nbars)
+def day_volatility(daily: pd.DataFrame) -> np.ndarray:
+    """Each day's own volatility (log units, whole session) from its open, high, low and close:
+    Garman–Klass, 0.5 ln(H/L)² − (2 ln 2 − 1) ln(C/O)², floored at a quarter of Parkinson's
+    ln(H/L)² / (4 ln 2) (a day that runs from one extreme to the other)."""
+    o, h, lo, c = (daily[k].to_numpy(dtype=float) for k in ("open", "high", "low", "close"))
+    width, move = np.log(h / lo), np.log(c / o)
+    gk = 0.5 * width ** 2 - (2.0 * np.log(2.0) - 1.0) * move ** 2
+    park = (width / _PARKINSON) ** 2
+    var = np.maximum(gk, VOL_FLOOR * park)
+    return np.sqrt(np.maximum(var, 1e-16))
 
 
 def _bridge_block(z: np.ndarray, e_hi: np.ndarray, e_lo: np.ndarray, u: np.ndarray, sig: np.ndarray,
@@ -122,7 +120,7 @@ def _bridge_block(z: np.ndarray, e_hi: np.ndarray, e_lo: np.ndarray, u: np.ndarr
     """Best-fitting candidate path per day, stretched to the day's extremes (log price relative to the open).
 
     ``z``/``e_hi``/``e_lo``: (days, K, n) normal / exponential draws; ``u``: (days, K) normal draws for
-    the candidates' volatilities around the prior ``sig`` (days,); ``d``, ``hr``, ``lr``: (days,) log
+    the candidates' volatilities around the day's volatility ``sig`` (days,); ``d``, ``hr``, ``lr``: (days,) log
     close, high and low over the open. Returns points (days, n+1) and bar highs/lows (days, n).
     """
     m, k, n = z.shape
@@ -175,8 +173,8 @@ def generate_intraday(daily: pd.DataFrame, seed: int = 42, interval: int = 5,
                       calendar: str = SAMPLE_CALENDAR) -> pd.DataFrame:
     """Synthetic ``interval``-minute bars for every daily row, matching its real OHLC exactly.
 
-    Deterministic for a given ``seed``: a day's bars depend on the seed, the generator version,
-    that day's row and the earlier rows (through the prior volatility). Index: bar start time,
+    Deterministic for a given ``seed``: a day's bars depend on the seed, the generator version
+    and that day's row only. Index: bar start time,
     exchange-local. Raises ``ValueError`` naming the row for an invalid daily bar.
     """
     if daily.empty:
@@ -192,7 +190,7 @@ def generate_intraday(daily: pd.DataFrame, seed: int = 42, interval: int = 5,
     closes_utc = sched.loc[days, "close"]
     nbars = ((closes_utc - opens_utc) / pd.Timedelta(minutes=interval)).astype(int).to_numpy()
     ordinals = days.to_numpy(dtype="datetime64[D]").astype(np.int64)
-    sig_prior = prior_volatility(daily, nbars)
+    sig_day = day_volatility(daily)
     vol_all = daily["volume"].to_numpy(dtype=float) if "volume" in daily else np.zeros(len(days))
     step = np.timedelta64(interval, "m")
     pieces_idx, pieces = [], []
@@ -216,7 +214,7 @@ def generate_intraday(daily: pd.DataFrame, seed: int = 42, interval: int = 5,
             h = daily["high"].to_numpy(dtype=float)[sel]
             lo = daily["low"].to_numpy(dtype=float)[sel]
             c = daily["close"].to_numpy(dtype=float)[sel]
-            pts, xh, xl = _bridge_block(z, e_hi, e_lo, u, sig_prior[sel], np.log(c / o), np.log(h / o),
+            pts, xh, xl = _bridge_block(z, e_hi, e_lo, u, sig_day[sel], np.log(c / o), np.log(h / o),
                                         np.log(lo / o))
             del z, e_hi, e_lo
             H, L = h[:, None], lo[:, None]
@@ -266,7 +264,7 @@ def _cache_file(folder: Path, daily: pd.DataFrame, seed: int, interval: int) -> 
     cols = [c for c in _COLUMNS if c in daily.columns]
     fp.update(",".join(cols).encode())
     fp.update(np.ascontiguousarray(daily[cols].to_numpy(dtype=float)).tobytes())
-    key = f"{GENERATOR_VERSION}-{CANDIDATES}-{SIGMA_SPREAD}-{PRIOR_HALFLIFE}-{fp.hexdigest()[:16]}"
+    key = f"{GENERATOR_VERSION}-{CANDIDATES}-{SIGMA_SPREAD}-{VOL_FLOOR}-{fp.hexdigest()[:16]}"
     return folder / f"sample_v{GENERATOR_VERSION}_seed{int(seed)}_{int(interval)}m_{hashlib.sha256(key.encode()).hexdigest()[:12]}.npz"
 
 

@@ -45,6 +45,10 @@ class KnockoutStrategy(bt.Strategy):
 
     #: the parameter space for optimisation sweeps: name -> (low, high[, step]) or list of choices
     param_space: dict = {}
+    #: what its decisions read: "intraday" (bars inside the session) or "daily" (earlier sessions'
+    #: daily bars only); with entries at opens/closes it decides whether the sample's figures are
+    #: evidence from the real daily bars (:mod:`mltrade.evidence`)
+    decision_data: str = "intraday"
 
     def __init__(self) -> None:
         self.decisions: List[dict] = []

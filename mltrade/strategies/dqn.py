@@ -41,6 +41,7 @@ def _daily_of(df: pd.DataFrame) -> pd.DataFrame:
 class DQNEnsembleStrategy(KnockoutStrategy):
     """Trades the vote of a DQN ensemble loaded from the model registry, through its gates."""
 
+    decision_data = "daily"     # observations from sessions up to t-1, daily bars only
     params = (
         ("registry", ".mltrade/models"),  # model registry folder (shared with the NCP models)
         ("model_name", "dqn"),      # model name in the registry

@@ -63,6 +63,7 @@ class BuyAndHold(KnockoutStrategy):
     index's up to the two order fees."""
 
     params = (("ratio", 1e-4), ("spread", 0.0), ("stop", None), ("flat_at_session_end", False))
+    decision_data = "daily"          # no decision at all: bought at the first close
     #: a tracker, not a certificate: the [product] section (turbo ratio, spread) does not apply
     uses_product_config = False
 
@@ -97,6 +98,7 @@ class SessionBaseline(KnockoutStrategy):
         ("direction_rule", "long"),      # long | random
         ("seed", 7),                     # seed of the random rule (one draw per decision)
     )
+    decision_data = "daily"              # the rule reads no bar (long, or a seeded coin)
 
     def __init__(self) -> None:
         super().__init__()

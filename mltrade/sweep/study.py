@@ -543,6 +543,7 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
     """
     import optuna
 
+    from mltrade.pbo import pbo
     from mltrade.significance import deflated_sharpe, sharpe, spa_best_pvalue
 
     done = [t for t in trials if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]
@@ -558,13 +559,15 @@ def significance(trials, best, n_sessions: int, seed: int = 0, reps: int = 2000)
     best_r = trial_returns(best)
     out = {"trials": len(done), "trials_with_returns": len(cols), "sessions": int(n_sessions),
            "benchmark": "zero (no position)", "spa_pvalue": None, "deflated_sharpe": None,
-           "best_sharpe": None}
+           "best_sharpe": None, "pbo": None}
     if best_r is not None and cols and n_sessions >= 2:
         p = spa_best_pvalue(np.column_stack(cols), np.zeros(n_sessions), reps=reps, seed=seed)
         d = deflated_sharpe(best_r, np.asarray(sharpes), len(done))
         out["spa_pvalue"] = None if p is None else float(p)
         out["deflated_sharpe"] = None if d is None else float(d)
         out["best_sharpe"] = sharpe(best_r)
+    if len(cols) >= 2:
+        out["pbo"] = pbo(np.column_stack(cols))
     out["words"] = significance_words(out)
     return out
 
@@ -585,10 +588,13 @@ def significance_words(sig: dict) -> str:
                "mixed evidence (one test passes at 5%, the other does not)")
     ps = "n/a" if p is None else f"{p:.3f}"
     dstr = "n/a" if d is None else f"{d:.2f}"
-    return (f"Best of {n:,} trials: {verdict}. SPA p-value {ps} (Hansen, over all {sig['trials_with_returns']:,} "
-            f"trials' {sig['sessions']} validation session returns against no position; below 0.05: some trial "
-            f"beats it beyond luck), deflated Sharpe {dstr} (probability that the best trial's true Sharpe beats "
-            f"the best that {n:,} tries of luck would show; 0.95 or more to trust it).")
+    from mltrade.pbo import pbo_words
+
+    return (f"Best of {n:,} trials: {verdict}. SPA p-value {ps} (Hansen, studentized, over all "
+            f"{sig['trials_with_returns']:,} trials' {sig['sessions']} validation session returns against no "
+            f"position; below 0.05: some trial beats it beyond luck), deflated Sharpe {dstr} (probability that "
+            f"the best trial's true Sharpe beats the best that {n:,} tries of luck would show; 0.95 or more to "
+            f"trust it), {pbo_words(sig.get('pbo'))}.")
 
 
 def fold_values(trial) -> Dict[str, float]:
@@ -682,6 +688,7 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, run:
         "test_baselines": {k: v for k, v in baselines.items() if k != "default params"},
         "synthetic_intraday": bool(scorer.bars.attrs.get("synthetic_intraday", False)),
         "trials": sig["trials"], "spa_pvalue": sig["spa_pvalue"], "deflated_sharpe": sig["deflated_sharpe"],
+        "pbo": sig["pbo"]["pbo"] if sig.get("pbo") else None,
         "significance": sig,
     }
     write_best_config(out / "best_config.toml", scorer, best.params)
@@ -771,12 +778,24 @@ def _fmt(v, spec: str) -> str:
     return "n/a" if v is None else format(v, spec)
 
 
+def _pbo_cell(res: Optional[dict]) -> str:
+    from mltrade.pbo import pbo_words
+
+    if not res:
+        return pbo_words(None)
+    q = res["logit_quantiles"]
+    return (f"{pbo_words(res)}; logit of the chosen trial's out-of-sample rank: 5/50/95 % quantiles "
+            f"{q['5']:+.2f} / {q['50']:+.2f} / {q['95']:+.2f}; chosen trial loses out of sample in "
+            f"{res['prob_oos_loss']:.0%} of the splits")
+
+
 def _summary_html(s: dict) -> str:
     rows = [("significance", s["significance"]["words"]),
             ("trials (total / new / complete / pruned)",
              f"{s['trials_total']} / {s['trials_new']} / {s['trials_complete']} / {s['trials_pruned']}"),
             ("SPA p-value / deflated Sharpe / trials counted",
              f"{_fmt(s['spa_pvalue'], '.3f')} / {_fmt(s['deflated_sharpe'], '.3f')} / {s['trials']}"),
+            ("probability of backtest overfitting (PBO)", _pbo_cell(s["significance"].get("pbo"))),
             ("workers of this run", "; ".join(f"{w['worker']}: {w['trials']} trials, {w['status']}"
                                              for w in s["workers"]) or "none"),
             ("search time", f"{s['search_seconds']} s"), ("storage", s["storage"]), ("engine", s["engine"]),

@@ -328,7 +328,7 @@ def score(returns: np.ndarray, objective: str = "product", traded: Optional[np.n
         return float(np.log(np.maximum(1.0 + r_tr, 1e-9)).sum())
     if objective == "sharpe":
         sd = r.std()
-        return float(r.mean() / sd * math.sqrt(252)) if sd > 0 else 0.0
+        return float(r.mean() / r.std(ddof=1) * math.sqrt(252)) if sd > 0 and len(r) > 1 else 0.0  # ddof 1 (one convention)
     raise ValueError(f"objective: expected one of {OBJECTIVES}, got {objective!r}")
 
 
