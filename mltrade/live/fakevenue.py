@@ -132,7 +132,10 @@ class FakeVenue:
         :meth:`release_held`: a late fill), ``stop_fail=N`` (the next N stop requests are refused),
         ``close_no_confirm=True`` (next close executed, no confirmation), ``close_lost=True`` (next
         close not executed, no confirmation), ``zero_fill=True`` (next order: the product is knocked
-        out, it fills at 0.00 and is settled at once).
+        out, it fills at 0.00 and is settled at once), ``partial_fill=0.5`` (orders fill that fraction
+        of their size while the confirmation shows the size ordered), ``locale="de"``/``"en"`` (the
+        pages print numbers in that locale), ``close_expire="done"``/``"lost"`` (the next close expires
+        the session before its confirmation, after executing it or without).
         """
         with self.state.lock:
             for k, v in faults.items():
@@ -226,6 +229,10 @@ class FakeVenue:
                 reason = "size must be positive"
             if reason is None and q["offer"] > limit + 1e-9:
                 reason = f"price moved: offer {q['offer']:.2f} above limit {limit:.2f}"
+            frac = self.state.faults.get("partial_fill")
+            ordered = size
+            if frac and reason is None and size > 0:
+                size = max(1, int(size * float(frac)))
             cost = round(q["offer"] * size, 2)
             if reason is None and cost > self.state.cash[account] + 1e-9:
                 reason = "insufficient funds"
@@ -245,7 +252,7 @@ class FakeVenue:
             order["status"] = "FILLED"
             if knocked_out:       # the barrier was already breached: settled at once at 0.00
                 self._close(pos, 0.0, "knockout")
-            return {"status": "FILLED", "deal_id": pos["deal_id"], "price": q["offer"], "size": size,
+            return {"status": "FILLED", "deal_id": pos["deal_id"], "price": q["offer"], "size": ordered,
                     "level": p["level"], "order_id": order["order_id"]}
 
     def position_view(self, pos: dict) -> dict:
@@ -306,7 +313,7 @@ def _make_handler(venue: FakeVenue):
             if name != "login" and self._session(v) is None:
                 return self._send(302, b"", "text/plain", {"Location": f"/{v}/login"})
             with st.lock:
-                faults = {k: st.faults[k] for k in ("missing",) if k in st.faults}
+                faults = {k: st.faults[k] for k in ("missing", "locale") if k in st.faults}
                 sess = self._session(v) or {}
             html = path.read_text(encoding="utf-8")
             html = html.replace("{{FAULTS}}", json.dumps(faults)).replace(
@@ -467,6 +474,13 @@ def _make_handler(venue: FakeVenue):
                 with st.lock:
                     if st.faults.pop("close_lost", None):
                         return self._send(504, b"upstream timed out", "text/plain")
+                    expire = st.faults.pop("close_expire", None)
+                    if expire:
+                        for p in list(st.positions):
+                            if expire == "done" and p["deal_id"] == body.get("deal_id"):
+                                venue._close(p, venue.quote(venue.product(p["product_id"]))["bid"], "closed")
+                        st.sessions.clear()
+                        return self._json({"error": "session expired"}, 401)
                     for p in st.positions:
                         if p["deal_id"] == body.get("deal_id"):
                             bid = venue.quote(venue.product(p["product_id"]))["bid"]

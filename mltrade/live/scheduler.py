@@ -14,6 +14,7 @@ for the sessions it traded, like a backtest.
 from __future__ import annotations
 
 import logging
+import os
 import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -240,7 +241,33 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
                            cash=cash, commission_fixed=fee, on_unknown=lv["on_unknown"],
                            adopt_stop=float(lv["adopt_stop"]), stop_retries=int(lv["stop_retries"]),
-                           on_stop_failure=lv["on_stop_failure"])
+                           on_stop_failure=lv["on_stop_failure"],
+                           plausibility_factor=float(lv.get("plausibility_factor", 4.0)),
+                           close_retries=int(lv.get("close_retries", 2)))
+
+
+def preflight(cfg: dict, strategy: str, venue: str, source: str = "config",
+              strategy_params: Optional[dict] = None, reset: bool = False) -> tuple:
+    """Everything checked before a live run touches anything: the config's live numbers, the venue
+    profile (selectors as CSS), the strategy's parameters and the journal (``reset``, paper: a damaged
+    journal is set aside). Returns the strategy class and its keyword arguments."""
+    from mltrade.backtest import strategy_kwargs
+    from mltrade.live.journal import JournalError, check_journal, set_aside
+    from mltrade.live.validate import check_strategy_kwargs, validate_live
+    from mltrade.strategies.registry import get_strategy
+
+    cls = get_strategy(strategy)
+    kwargs = strategy_kwargs(cls, cfg, strategy_params)
+    validate_live(cfg, venue, source)
+    check_strategy_kwargs(kwargs, dict(cls.params._getitems()), source)
+    path = cfg["live"]["journal_path"]
+    try:
+        check_journal(path, venue)
+    except JournalError:
+        if not (reset and venue == "paper"):
+            raise
+        set_aside(path)          # --reset: a new account; the damaged file is kept
+    return cls, kwargs
 
 
 def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample", max_sessions: int = 1,
@@ -249,7 +276,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
              strategy_params: Optional[dict] = None, clock: Optional[Callable[[], Any]] = None,
              sleep: Optional[Callable[[float], None]] = None,
              feed_kwargs: Optional[dict] = None, reset: bool = False, report: bool = True,
-             llm: Optional[bool] = None) -> LiveResult:
+             llm: Optional[bool] = None, config_source: str = "config") -> LiveResult:
     """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts.
 
     ``clock``/``sleep``/``feed_kwargs`` (e.g. ``client=``) reach the live TwelveData feed (tests use
@@ -257,6 +284,11 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     writes report.html, summary.json and trades.csv into ``[live] report_dir``. ``llm`` (default
     ``[llm] enabled``) passes every decision through the LLM overlay: with real dates and prices on
     a live feed; on the replayed sample (history a model may remember) ``[llm] anonymize`` holds.
+
+    Before anything is written, a browser started or a venue contacted: the whole setup is validated
+    (:func:`~mltrade.live.validate.validate_live`, errors name ``config_source``, section and key), the
+    journal checked (:func:`~mltrade.live.journal.check_journal`: never a silent reset) and locked for
+    the run (:class:`~mltrade.live.runlock.RunLock`: one process per account), then backed up.
     """
     from mltrade.analyzers import EquityCurve, KnockoutTrades
     from mltrade.backtest import strategy_kwargs
@@ -272,15 +304,23 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     if live and venue != "paper" and feed == "sample" and not _loopback(base_url or lv["base_urls"][venue]):
         raise ValueError("feed: live orders on a real venue need a live feed (twelvedata), not the replayed "
                          "sample; the sample may only drive the local fake venue (--demo)")
-    log_file = Path(lv["log_file"])
-    handler = setup_logging(log_file)
-    journal = OrderJournal(lv["journal_path"], venue)
+    from mltrade.live.journal import backup_journal
+    from mltrade.live.runlock import RunLock
+    cls, kwargs = preflight(cfg, strategy, venue, config_source, strategy_params, reset)
+    lock = RunLock(lv["journal_path"]).acquire()
+    try:
+        backup_journal(lv["journal_path"])
+        log_file = Path(lv["log_file"])
+        handler = setup_logging(log_file)
+    except BaseException:
+        lock.release()
+        raise
+    journal = OrderJournal(lv["journal_path"], venue, run_id=lock.run_id, lock=lock)
     account = Account(lv["journal_path"], venue)
     try:
+        log.info("run %s (pid %d) holds the journal lock %s", lock.run_id, os.getpid(), lock.path)
         risk = RiskGuard(RiskLimits.from_config(lv))
         notifier = Notifier.from_config(lv.get("notify", {}))
-        cls = get_strategy(strategy)
-        kwargs = strategy_kwargs(cls, cfg, strategy_params)
         if llm if llm is not None else bool(cfg.get("llm", {}).get("enabled", False)):
             from mltrade.llm import build_overlay
             kwargs["overlay"] = build_overlay(cfg, live=feed != "sample")   # a missing API key fails here
@@ -360,5 +400,6 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     finally:
         journal.close()
         account.close()
+        lock.release()
         log.removeHandler(handler)
         handler.close()
