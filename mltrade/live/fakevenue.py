@@ -131,10 +131,11 @@ class FakeVenue:
         confirmation), ``hold_fill=True`` (orders are held, no confirmation, filled by
         :meth:`release_held`: a late fill), ``stop_fail=N`` (the next N stop requests are refused),
         ``close_no_confirm=True`` (next close executed, no confirmation), ``close_lost=True`` (next
-        close not executed, no confirmation), ``zero_fill=True`` (next order: the product is knocked
+        close not executed, no confirmation; ``close_lost=N``: the next N closes), ``zero_fill=True`` (next order: the product is knocked
         out, it fills at 0.00 and is settled at once), ``partial_fill=0.5`` (orders fill that fraction
         of their size while the confirmation shows the size ordered), ``locale="de"``/``"en"`` (the
-        pages print numbers in that locale), ``close_expire="done"``/``"lost"`` (the next close expires
+        pages print numbers in that locale), ``misprint=100`` (the positions page shows the cash times
+        that factor: a shifted decimal), ``close_expire="done"``/``"lost"`` (the next close expires
         the session before its confirmation, after executing it or without).
         """
         with self.state.lock:
@@ -313,7 +314,7 @@ def _make_handler(venue: FakeVenue):
             if name != "login" and self._session(v) is None:
                 return self._send(302, b"", "text/plain", {"Location": f"/{v}/login"})
             with st.lock:
-                faults = {k: st.faults[k] for k in ("missing", "locale") if k in st.faults}
+                faults = {k: st.faults[k] for k in ("missing", "locale", "misprint") if k in st.faults}
                 sess = self._session(v) or {}
             html = path.read_text(encoding="utf-8")
             html = html.replace("{{FAULTS}}", json.dumps(faults)).replace(
@@ -472,7 +473,13 @@ def _make_handler(venue: FakeVenue):
                 return self._json({"status": "REJECTED", "reason": "unknown position"})
             if what == "close":
                 with st.lock:
-                    if st.faults.pop("close_lost", None):
+                    lost = st.faults.get("close_lost")
+                    if lost:          # True: the next close; N: the next N closes
+                        if lost is True or int(lost) <= 1:
+                            st.faults.pop("close_lost")
+                        else:
+                            st.faults["close_lost"] = int(lost) - 1
+                        venue.count("close_lost")
                         return self._send(504, b"upstream timed out", "text/plain")
                     expire = st.faults.pop("close_expire", None)
                     if expire:

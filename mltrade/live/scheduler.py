@@ -365,6 +365,9 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
             log.info("paper account: cash %.2f, %d open positions%s", state.cash, len(state.positions),
                      " (reset)" if reset else "")
         broker = make_broker(venue, cfg, journal, risk, notifier, live, base_url, code, credentials, account)
+        if venue != "paper" and hasattr(broker, "venue_cash"):
+            seen = account.load()      # the cash last seen at the venue: the plausibility guard's start
+            broker.venue_cash = seen.cash if seen is not None else None
         if hasattr(broker, "setdata"):
             broker.setdata(data)
         cerebro.broker = broker
