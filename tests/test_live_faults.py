@@ -538,3 +538,61 @@ def test_fees_are_booked_before_the_last_reconcile_cash_to_the_cent(rig, venue):
     assert o.status == bt.Order.Completed
     rig.finish()                                     # after the run: cash = the venue's, to the cent
     rig.row("fixed fee booked by the bot, none at the venue (close at the session end)")
+
+
+CHILD = """
+import sys
+from mltrade.config import load_config
+from mltrade.live.broker import LIVE_CONFIRMATION
+from mltrade.live.credentials import Credentials
+from mltrade.live.scheduler import run_live
+tmp, url, user, pw, code = sys.argv[1:6]
+cfg = load_config(None)
+cfg["live"].update(journal_path=tmp + "/j.sqlite", log_file=tmp + "/live.log", kill_switch_file=tmp + "/KILL",
+                   screenshots_dir=tmp + "/shots", report_dir=tmp + "/reports", confirm=LIVE_CONFIRMATION,
+                   timeout=5.0, confirm_timeout=2.0, twofa_source="command:echo " + code)
+run_live(cfg, "momentum", "ig", "sample", live=True, base_url=url, credentials=Credentials(user, pw), speed=600.0)
+"""
+
+
+def test_sigkill_after_2fa_leaves_no_code_on_disk_and_a_restart_cleans_the_profile(tmp_path):
+    import base64
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mltrade.live.store import clean_stale_profiles
+
+    code, pw = "480913", "pw-Zq7-unique-9931"
+    work, tmpdir = tmp_path / "run", tmp_path / "tmp"
+    work.mkdir()
+    tmpdir.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(tmpdir))
+    with FakeVenue(index=15000.0, tr_rows=20, code=code, password=pw) as fv:
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(work), fv.url, fv.state.username, pw, code],
+                                 env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            end = time.monotonic() + 60
+            while fv.state.logins["ig"] < 1 and time.monotonic() < end and child.poll() is None:
+                time.sleep(0.1)
+            assert fv.state.logins["ig"] == 1, "the run never passed 2FA"
+            time.sleep(1.5)                              # a bar or two after the login
+        finally:
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+    profiles = list((tmpdir / "mltrade-chromium").iterdir())
+    assert len(profiles) == 1 and profiles[0].name.startswith(f"{child.pid}-")   # left behind by the crash
+    forms = {}
+    for secret in (code, pw):
+        forms.update({f"{secret} plain": secret.encode(), f"{secret} utf-16": secret.encode("utf-16-le"),
+                      f"{secret} base64": base64.b64encode(secret.encode())})
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 20                               # the profile, the journal, the log were written
+    found = [(str(p.relative_to(tmp_path)), name) for p in files
+             for name, needle in forms.items() if needle in p.read_bytes()]
+    assert found == []
+    removed = clean_stale_profiles(tmpdir / "mltrade-chromium")      # what the next start does first
+    assert removed == profiles and not profiles[0].exists()

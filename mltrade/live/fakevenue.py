@@ -135,7 +135,8 @@ class FakeVenue:
         out, it fills at 0.00 and is settled at once), ``partial_fill=0.5`` (orders fill that fraction
         of their size while the confirmation shows the size ordered), ``locale="de"``/``"en"`` (the
         pages print numbers in that locale), ``misprint=100`` (the positions page shows the cash times
-        that factor: a shifted decimal), ``close_expire="done"``/``"lost"`` (the next close expires
+        that factor: a shifted decimal), ``fill_delay=True`` (orders fill at the next index move,
+        without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
         the session before its confirmation, after executing it or without).
         """
         with self.state.lock:
@@ -184,6 +185,8 @@ class FakeVenue:
         """Move the index; triggers stops and knock-outs. Returns the positions closed."""
         with self.state.lock:
             self.state.index = float(price)
+            if self.state.faults.get("fill_delay") and self.state.held:
+                self.release_held()          # orders held by the fill delay fill at the new index
             done = []
             for pos in list(self.state.positions):
                 p = self.product(pos["product_id"])
@@ -445,7 +448,7 @@ def _make_handler(venue: FakeVenue):
                     return self._json({"status": "REJECTED", "reason": "size/limit not numeric"})
                 args = dict(venue=v, account=acct, pid=str(body.get("product_id")), size=size, limit=limit,
                             client_ref=str(body.get("client_ref", "")))
-                if st.faults.get("hold_fill"):
+                if st.faults.get("hold_fill") or st.faults.get("fill_delay"):
                     with st.lock:
                         st.held.append(args)          # received; the fill comes later (release_held)
                     return self._send(504, b"upstream timed out", "text/plain")

@@ -31,6 +31,7 @@ from mltrade.live.credentials import SecretFilter, mask, protect_handlers
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
+from mltrade.live.simgap import DecisionRecorder
 
 log = logging.getLogger("mltrade.live")
 VENUES = ("paper", "ig", "traderepublic")
@@ -103,6 +104,7 @@ class LiveResult:
     run_dir: Optional[Path] = None                          #: report.html, summary.json, trades.csv
     refusals: List[tuple] = field(default_factory=list)     #: (day, reason) of risk-limit refusals
     llm_line: Optional[str] = None                          #: the LLM overlay's one-line summary, if on
+    simulation_gap: Optional[dict] = None                   #: live vs KnockoutBroker, trade by trade
 
 
 def next_sessions(calendar: str, after: Optional[str], first: str, n: int) -> pd.DataFrame:
@@ -190,12 +192,27 @@ def write_live_report(cfg: dict, strategy: str, venue: str, feed: str, live: boo
     if overlay is not None and hasattr(overlay, "summary"):
         summary["llm"] = overlay.summary(strategy=strat)
     sections, figures = _extras(strat)
+    gap = simulation_gap(cfg, strat, res)
+    summary["simulation_gap"] = gap
+    from mltrade.live.simgap import section
+    sections = [section(gap, "paper" if venue == "paper" else "venue")] + list(sections)
+    res.simulation_gap = gap
     first, last = res.sessions[0], res.sessions[-1]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = report_dir(cfg) / f"{strategy}-{venue}-{first}_{last}-{stamp}"
     write_report(run_dir, summary, trades, equity, sections, figures, title=report_title(venue, live))
     log.info("report written to %s", run_dir / "report.html")
     return run_dir
+
+
+def simulation_gap(cfg: dict, strat: Any, res: LiveResult) -> dict:
+    """The run's decisions re-run on its bars through ``KnockoutBroker``, compared trade by trade."""
+    from mltrade.live.simgap import compare, simulate
+    rec = strat.analyzers.decisions
+    data = strat.data
+    sim = simulate(cfg, rec.frame(), rec.decisions, res.start_value, exchange=data.p.exchange,
+                   interval=data.p.interval)
+    return compare(res.trades, sim)
 
 
 def setup_logging(log_file: Path) -> logging.Handler:
@@ -235,8 +252,10 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
     fee = float(cfg.get("broker", {}).get("commission_fixed", 0.0))
     if venue == "paper":
         from mltrade.live.paper import PaperBroker
-        return PaperBroker(cash=cash, commission_fixed=fee, risk=risk, notifier=notifier, journal=journal,
-                           account=account)
+        b = cfg.get("broker", {})
+        return PaperBroker(cash=cash, commission_fixed=fee, commission_pct=float(b.get("commission_pct", 0.0)),
+                           fractional=bool(b.get("fractional", False)), risk=risk, notifier=notifier,
+                           journal=journal, account=account)
     store = make_store(venue, cfg, base_url, code, credentials)
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
                            cash=cash, commission_fixed=fee, on_unknown=lv["on_unknown"],
@@ -375,6 +394,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
         cerebro.addanalyzer(EquityCurve, _name="equity")
         cerebro.addanalyzer(SessionCheckpoint, _name="sessions", journal=journal)
+        cerebro.addanalyzer(DecisionRecorder, _name="decisions")
         strat = cerebro.run()[0]
         if start_value is None:     # a venue broker learns its cash when it starts
             curve = strat.analyzers.equity.to_frame()
