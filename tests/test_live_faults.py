@@ -565,13 +565,20 @@ def test_sigkill_after_2fa_leaves_no_code_on_disk_and_a_restart_cleans_the_profi
 
     from mltrade.live.store import clean_stale_profiles
 
+    import shutil
+    import tempfile
+
+    from mltrade.feeds.sample import sample_intraday
+
     code, pw = "480913", "pw-Zq7-unique-9931"
-    work, tmpdir = tmp_path / "run", tmp_path / "tmp"
+    work = tmp_path / "run"
     work.mkdir()
-    tmpdir.mkdir()
+    tmpdir = Path(tempfile.mkdtemp(prefix="i20-", dir="/tmp"))   # short: Chromium's socket path limit
+    request_cleanup = lambda: shutil.rmtree(tmpdir, ignore_errors=True)  # noqa: E731
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(tmpdir))
-    with FakeVenue(index=15000.0, tr_rows=20, code=code, password=pw) as fv:
+    first = float(sample_intraday("2018-06-01").iloc[0]["open"])
+    with FakeVenue(index=first, tr_rows=20, code=code, password=pw) as fv:
         child = subprocess.Popen([sys.executable, "-c", CHILD, str(work), fv.url, fv.state.username, pw, code],
                                  env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
@@ -589,10 +596,87 @@ def test_sigkill_after_2fa_leaves_no_code_on_disk_and_a_restart_cleans_the_profi
     for secret in (code, pw):
         forms.update({f"{secret} plain": secret.encode(), f"{secret} utf-16": secret.encode("utf-16-le"),
                       f"{secret} base64": base64.b64encode(secret.encode())})
-    files = [p for p in tmp_path.rglob("*") if p.is_file()]
-    assert len(files) > 20                               # the profile, the journal, the log were written
-    found = [(str(p.relative_to(tmp_path)), name) for p in files
-             for name, needle in forms.items() if needle in p.read_bytes()]
-    assert found == []
-    removed = clean_stale_profiles(tmpdir / "mltrade-chromium")      # what the next start does first
-    assert removed == profiles and not profiles[0].exists()
+    try:
+        files = [p for base in (tmp_path, tmpdir) for p in base.rglob("*") if p.is_file()]
+        assert len(files) > 20                           # the profile, the journal, the log were written
+        found = [(str(p), name) for p in files for name, needle in forms.items() if needle in p.read_bytes()]
+        assert found == []
+        removed = clean_stale_profiles(tmpdir / "mltrade-chromium")  # what the next start does first
+        assert removed == profiles and not profiles[0].exists()
+    finally:
+        request_cleanup()
+
+
+def test_live_beside_its_simulation_finds_the_gap_the_venue_introduced(tmp_path):
+    """The fake venue with a spread (0.05) and a fill delay (orders fill at the next bar's index) unlike
+    the simulated broker's config (spread 0.01, fill at the next bar's open): the report's
+    simulation_gap is what those two differences cost, computed here from the bars by hand."""
+    import json
+    import math
+
+    from mltrade.config import load_config
+    from mltrade.feeds.sample import sample_intraday
+    from mltrade.live.scheduler import run_live
+    from mltrade import products as P
+
+    cfg = load_config(None)
+    cfg["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
+                       kill_switch_file=str(tmp_path / "KILL"), screenshots_dir=str(tmp_path / "shots"),
+                       report_dir=str(tmp_path / "reports"), confirm=LIVE_CONFIRMATION, timeout=5.0,
+                       confirm_timeout=1.0)
+    fee, spread = float(cfg["broker"]["commission_fixed"]), float(cfg["product"]["spread"])
+    bars = sample_intraday("2018-06-01", "2018-06-01")
+    with FakeVenue(index=float(bars.iloc[0]["open"]), tr_rows=20, spread=0.05) as fv:
+        fv.set_faults(fill_delay=True)
+        try:
+            res = run_live(cfg, "momentum", "ig", "sample", live=True, base_url=fv.url,
+                           credentials=Credentials(fv.state.username, fv.state.password),
+                           code=lambda: fv.state.code, on_bar=lambda d: fv.set_index(float(d.close[0])))
+        finally:
+            for store in list(SeleniumStore._instances.values()):
+                store.close()
+        closed = list(fv.state.closed)
+        venue_cash = fv.state.cash["ACC-KO"]
+    summary = json.loads((res.run_dir / "summary.json").read_text())
+    gap = summary["simulation_gap"]
+    assert len(closed) == len(res.trades) == gap["n_live"] == gap["n_sim"] >= 1
+    assert round(res.broker.getcash(), 2) == round(venue_cash, 2)          # cash to the cent
+    j = OrderJournal(tmp_path / "j.sqlite", "ig")
+    buys = j.entries("buy")
+    j.close()
+    expected = 0.0
+    for c, b, row in zip(closed, buys, gap["trades"]):
+        decided = bars.index.tz_localize(None).get_loc(pd_ts(b.decision.split("|")[2]))
+        direction, level, ratio = c["direction"], c["level"], c["ratio"]
+        fill = bars.iloc[decided + 1]                                     # the simulated fill: next open
+        ask = float(P.ask_price(direction, fill["open"], level, ratio))
+        n = math.floor((min(float(b.stake), 10_000.0) - fee) / ask + 1e-9)
+        exit_bar = bars.index.tz_localize(None).get_loc(pd_ts(row["exit_time_sim"]))
+        bid = float(P.bid_price(direction, bars.iloc[exit_bar]["close"], level, ratio, spread=spread))
+        sim_pnl = round(n * (bid - ask) - 2 * fee, 2)
+        live_pnl = round(c["pnl"] - 2 * fee, 2)                           # the venue's P&L less our fees
+        assert row["size_sim"] == n and row["size_live"] == c["size"]
+        assert row["entry_sim"] == pytest.approx(ask, abs=1e-9) and row["entry_live"] == c["entry"]
+        assert row["exit_live"] == c["exit"] and row["exit_sim"] == pytest.approx(bid, abs=1e-9)
+        # the fill delay: the venue filled at the index one bar later than the simulation
+        later = float(P.fair_value(direction, bars.iloc[decided + 1]["close"], level, ratio))
+        assert c["entry"] == pytest.approx(round(later, 2), abs=0.005)
+        assert row["pnl_sim"] == sim_pnl and row["pnl_live"] == live_pnl
+        expected += live_pnl - sim_pnl
+    assert gap["total"] == pytest.approx(round(expected, 2), abs=0.005) and gap["total"] != 0
+    assert "Live beside its simulation" in (res.run_dir / "report.html").read_text()
+    TABLE.append(("run_live on a venue with spread 0.05 and a one-bar fill delay (sim: 0.01, next open)",
+                  f"{len(closed)} (filled)", f"{len(buys)} buys", f"simulation gap {gap['total']:+.2f}"))
+    print("\n\n| # | size venue / sim | entry venue / sim | exit venue / sim | fees | P&L venue / sim | gap |"
+          " running |\n|---|---|---|---|---|---|---|---|")
+    for r in gap["trades"]:
+        print(f"| {r['trade']} | {r['size_live']:.0f} / {r['size_sim']:.0f} | {r['entry_live']:.2f} / "
+              f"{r['entry_sim']:.4f} | {r['exit_live']:.2f} / {r['exit_sim']:.4f} | {r['fees_live']:.2f} / "
+              f"{r['fees_sim']:.2f} | {r['pnl_live']:+.2f} / {r['pnl_sim']:+.2f} | {r['gap']:+.2f} | "
+              f"{r['running_gap']:+.2f} |")
+
+
+def pd_ts(s):
+    import pandas as pd
+    t = pd.Timestamp(s)
+    return t.tz_localize(None) if t.tzinfo else t

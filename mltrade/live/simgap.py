@@ -118,6 +118,7 @@ def compare(live: List[dict], sim: List[dict]) -> Dict[str, Any]:
             "size_live": a["size"] if a else 0, "size_sim": s["size"] if s else 0,
             "entry_live": a["entry_price"] if a else None, "entry_sim": s["entry_price"] if s else None,
             "exit_live": a["exit_price"] if a else None, "exit_sim": s["exit_price"] if s else None,
+            "exit_time_live": a["exit_time"] if a else "", "exit_time_sim": s["exit_time"] if s else "",
             "exit_reason_live": a["exit_reason"] if a else "", "exit_reason_sim": s["exit_reason"] if s else "",
             "fees_live": round(float(a["fees"]), 2) if a else 0.0,
             "fees_sim": round(float(s["fees"]), 2) if s else 0.0,
