@@ -75,7 +75,7 @@ class Rig:
         """A fresh process: new login, new broker on the journal file; start() reconciles."""
         self.browser.delete_all_cookies()
         store = SeleniumStore(self.name, self.venue.url, driver=self.browser, timeout=5.0,
-                              confirm_timeout=1.5,
+                              confirm_timeout=kw.pop("confirm_timeout", 1.5),
                               credentials=Credentials(self.venue.state.username, self.venue.state.password),
                               code=lambda: self.venue.state.code, screenshots_dir=self.tmp / "shots")
         kw.setdefault("risk", RiskGuard(RiskLimits(kill_switch_file=str(self.tmp / "KILL"))))
@@ -486,28 +486,29 @@ def test_partial_fill_is_booked_at_the_venues_size_and_price(rig, venue):
     rig.row("partial fill: confirmation 2× the size the venue holds")
 
 
-@pytest.mark.parametrize("fault", ["done", "lost"])
-def test_session_expiry_during_the_close_confirmation_relogs_checks_and_lands(rig, venue, fault):
+def test_session_expiry_during_the_close_confirmation_relogs_checks_and_lands(rig, venue):
     b = rig.start()
-    o = rig.buy()
-    pos = next(iter(b.positions.values()))
-    logins = venue.state.logins["ig"]
-    venue.set_faults(close_expire=fault)             # the close's confirmation never comes: login page
-    s = b.sell(Strat(), rig.data, None, product=pos.product)
-    assert venue.state.logins["ig"] == logins + 1                        # logged in again
-    assert venue.state.positions == [] and b.positions == {}             # ... checked, retried if needed
-    assert b.journal.get(o.info["ref"]).status == "closed"
-    assert [c.status for c in b.journal.closes_of(o.info["ref"])] == (
-        ["filled"] if fault == "done" else ["absent", "filled"])
-    assert len(venue.state.closed) == 1
+    for n, (fault, owner) in enumerate((("done", Strat()), ("lost", OtherStrat())), 1):
+        o = rig.buy(owner=owner)
+        pos = next(iter(b.positions.values()))
+        logins = venue.state.logins["ig"]
+        venue.set_faults(close_expire=fault)         # the close's confirmation never comes: login page
+        b.sell(Strat(), rig.data, None, product=pos.product)
+        assert venue.state.logins["ig"] == logins + 1                    # logged in again
+        assert venue.state.positions == [] and b.positions == {}         # ... checked, retried if needed
+        assert b.journal.get(o.info["ref"]).status == "closed"
+        assert [c.status for c in b.journal.closes_of(o.info["ref"])] == (
+            ["filled"] if fault == "done" else ["absent", "filled"])
+        assert len(venue.state.closed) == n
+        rig.check()
     rig.crash()
     rig.start()
     rig.finish()
-    rig.row(f"session expired during the close's confirmation (close {fault} before it)")
+    rig.row("session expired during the close's confirmation (one close done before it, one lost)")
 
 
 def test_close_that_never_lands_is_retried_then_shouted_and_stays_protected(rig, venue):
-    b = rig.start(close_retries=1)
+    b = rig.start(close_retries=1, confirm_timeout=0.5)
     o = rig.buy()
     ref = o.info["ref"]
     pos = next(iter(b.positions.values()))
@@ -551,7 +552,8 @@ cfg = load_config(None)
 cfg["live"].update(journal_path=tmp + "/j.sqlite", log_file=tmp + "/live.log", kill_switch_file=tmp + "/KILL",
                    screenshots_dir=tmp + "/shots", report_dir=tmp + "/reports", confirm=LIVE_CONFIRMATION,
                    timeout=5.0, confirm_timeout=2.0, twofa_source="command:echo " + code)
-run_live(cfg, "momentum", "ig", "sample", live=True, base_url=url, credentials=Credentials(user, pw), speed=600.0)
+run_live(cfg, "momentum", "ig", "sample", live=True, base_url=url, credentials=Credentials(user, pw),
+         speed=600.0)
 """
 
 
@@ -579,8 +581,9 @@ def test_sigkill_after_2fa_leaves_no_code_on_disk_and_a_restart_cleans_the_profi
     env = dict(os.environ, PYTHONPATH=str(root), TMPDIR=str(tmpdir))
     first = float(sample_intraday("2018-06-01").iloc[0]["open"])
     with FakeVenue(index=first, tr_rows=20, code=code, password=pw) as fv:
-        child = subprocess.Popen([sys.executable, "-c", CHILD, str(work), fv.url, fv.state.username, pw, code],
-                                 env=env, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(work), fv.url, fv.state.username, pw,
+                                  code], env=env, cwd=work, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
         try:
             end = time.monotonic() + 60
             while fv.state.logins["ig"] < 1 and time.monotonic() < end and child.poll() is None:

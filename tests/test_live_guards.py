@@ -279,9 +279,27 @@ def test_short_run_metrics_never_overflow():
     from mltrade.analyzers.performance import performance
     idx = pd.date_range("2018-06-01 13:30", periods=78, freq="5min", tz="UTC")
     value = np.linspace(10_000.0, 90_000.0, len(idx))                     # 9x in one session
-    eq = pd.DataFrame({"value": value, "close": np.linspace(7000, 7100, len(idx)), "in_position": 1.0}, index=idx)
+    eq = pd.DataFrame({"value": value, "close": np.linspace(7000, 7100, len(idx)), "in_position": 1.0},
+                      index=idx)
     trades = pd.DataFrame({"pnl": [80_000.0], "exit_reason": ["session_end"], "fees": [2.0],
                            "financing": [0.0], "leverage": [20.0]})
     out = performance(eq, trades, 10_000.0)
     assert np.isfinite(out["cagr"]) and out["cagr"] > 1e100
     json.dumps(out, default=str)
+
+
+# ---------------------------------------------------------------------------------------------- simulation
+def test_paper_run_beside_its_simulation_has_a_gap_of_exactly_zero(tmp_path):
+    from mltrade.live.scheduler import run_live
+    cfg = load_config(None)
+    cfg["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
+                       kill_switch_file=str(tmp_path / "KILL"), report_dir=str(tmp_path / "reports"))
+    res = run_live(cfg, "momentum", "paper", "sample", max_sessions=2)
+    gap = json.loads((res.run_dir / "summary.json").read_text())["simulation_gap"]
+    assert gap["n_live"] == gap["n_sim"] == len(res.trades) >= 2
+    assert gap["total"] == 0.0 and all(r["gap"] == 0.0 for r in gap["trades"])
+    for r, t in zip(gap["trades"], res.trades):
+        live = (r["size_live"], r["entry_live"], r["exit_live"])
+        assert live == (t["size"], t["entry_price"], t["exit_price"])
+        assert (r["size_sim"], r["entry_sim"], r["exit_sim"]) == live
+    assert "Live beside its simulation" in (res.run_dir / "report.html").read_text()

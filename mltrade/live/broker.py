@@ -156,8 +156,8 @@ class SeleniumBroker(bt.BrokerBase):
                 if ref in self._want_close:
                     stop = f"protected by its venue stop at {pos.stop_price:.2f}" if pos.stop_price else \
                         "UNPROTECTED (no stop at the venue)"
-                    self._alert(f"close of position {self.deals.get(pid)} (ref {ref}) did not land before the "
-                                f"run ended; it stays open at the venue, tracked in the journal, {stop}")
+                    self._alert(f"close of position {self.deals.get(pid)} (ref {ref}) did not land before "
+                                f"the run ended; it stays open at the venue, tracked in the journal, {stop}")
         self.notifier.flush(timeout=2.0)
 
     def _halt(self, e: BaseException) -> None:
@@ -557,7 +557,8 @@ class SeleniumBroker(bt.BrokerBase):
             if size and fill.size > int(size):
                 raise ImplausibleNumber(f"fill size {fill.size} above the {int(size)} ordered", "size")
             if stake is not None and budget:
-                check_plausible("fill cost", fill.size * fill.price, budget, float(self.p.plausibility_factor))
+                check_plausible("fill cost", fill.size * fill.price, budget,
+                                float(self.p.plausibility_factor))
         except ImplausibleNumber as e:   # filled, but its figures can't be trusted: the positions page says
             self._halt(UnreadableNumber(f"buy {ref}: confirmation: {e}"))
             self.journal.update(ref, "submitted", error=_first_line(e), deal_id=fill.deal_id)
@@ -696,9 +697,9 @@ class SeleniumBroker(bt.BrokerBase):
             for pid, ref in todo:
                 pos, reason = self.positions[pid], self._want_close[ref]
                 order = broker_close_order(self, pos, reason)
-                order.addinfo(ref=self.journal.begin("close", parent=ref, size=pos.size, deal_id=self.deals.get(pid),
-                                                     day=self._day(pos.data), reason=reason, retry=True),
-                              buy_ref=ref)
+                cref = self.journal.begin("close", parent=ref, size=pos.size, deal_id=self.deals.get(pid),
+                                          day=self._day(pos.data), reason=reason, retry=True)
+                order.addinfo(ref=cref, buy_ref=ref)
                 log.warning("close of %s (deal %s) not executed by the venue; sending it again", ref,
                             self.deals.get(pid))
                 try:

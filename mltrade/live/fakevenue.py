@@ -131,11 +131,12 @@ class FakeVenue:
         confirmation), ``hold_fill=True`` (orders are held, no confirmation, filled by
         :meth:`release_held`: a late fill), ``stop_fail=N`` (the next N stop requests are refused),
         ``close_no_confirm=True`` (next close executed, no confirmation), ``close_lost=True`` (next
-        close not executed, no confirmation; ``close_lost=N``: the next N closes), ``zero_fill=True`` (next order: the product is knocked
-        out, it fills at 0.00 and is settled at once), ``partial_fill=0.5`` (orders fill that fraction
-        of their size while the confirmation shows the size ordered), ``locale="de"``/``"en"`` (the
-        pages print numbers in that locale), ``misprint=100`` (the positions page shows the cash times
-        that factor: a shifted decimal), ``fill_delay=True`` (orders fill at the next index move,
+        close not executed, no confirmation; ``close_lost=N``: the next N closes), ``zero_fill=True``
+        (next order: the product is knocked out, it fills at 0.00 and is settled at once),
+        ``partial_fill=0.5`` (orders fill that fraction of their size while the confirmation shows
+        the size ordered), ``locale="de"``/``"en"`` (the pages print numbers in that locale),
+        ``misprint=100`` (the positions page shows the cash times that factor: a shifted decimal),
+        ``fill_delay=True`` (orders fill at the next index move,
         without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
         the session before its confirmation, after executing it or without).
         """

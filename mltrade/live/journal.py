@@ -116,7 +116,8 @@ def check_journal(path: str | Path, venue: str) -> None:
                       for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             counts = {}
             if "orders" in tables:
-                counts["orders"] = db.execute("SELECT COUNT(*) FROM orders WHERE venue = ?", (venue,)).fetchone()[0]
+                counts["orders"] = db.execute("SELECT COUNT(*) FROM orders WHERE venue = ?",
+                                              (venue,)).fetchone()[0]
             if "account" in tables:
                 counts["account"] = db.execute("SELECT COUNT(*) FROM account WHERE venue = ?",
                                                (venue,)).fetchone()[0]

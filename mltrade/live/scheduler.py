@@ -253,7 +253,8 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
     if venue == "paper":
         from mltrade.live.paper import PaperBroker
         b = cfg.get("broker", {})
-        return PaperBroker(cash=cash, commission_fixed=fee, commission_pct=float(b.get("commission_pct", 0.0)),
+        return PaperBroker(cash=cash, commission_fixed=fee,
+                           commission_pct=float(b.get("commission_pct", 0.0)),
                            fractional=bool(b.get("fractional", False)), risk=risk, notifier=notifier,
                            journal=journal, account=account)
     store = make_store(venue, cfg, base_url, code, credentials)

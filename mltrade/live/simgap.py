@@ -70,7 +70,8 @@ class _Replay(bt.Strategy):
             if dec["side"] == "buy":
                 p = dec["product"].copy()
                 self.products[dec["pid"]] = p
-                o = self.buy(data=self.data, size=dec["size"], product=p, stake=dec["stake"], stop=dec["stop"])
+                o = self.buy(data=self.data, size=dec["size"], product=p, stake=dec["stake"],
+                             stop=dec["stop"])
             else:
                 p = self.products.get(dec["pid"])
                 held = self.broker.getposition(self.data, product=p).size if p is not None else 0
@@ -91,8 +92,9 @@ def simulate(cfg: dict, bars: pd.DataFrame, decisions: List[dict], cash: float,
         return []
     b = cfg.get("broker", {})
     cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(IndexData(dataframe=bars, exchange=exchange or cfg.get("backtest", {}).get("exchange", "XNAS"),
-                              interval=interval or int(cfg.get("backtest", {}).get("interval", 5))), name="index")
+    bcfg = cfg.get("backtest", {})
+    cerebro.adddata(IndexData(dataframe=bars, exchange=exchange or bcfg.get("exchange", "XNAS"),
+                              interval=interval or int(bcfg.get("interval", 5))), name="index")
     cerebro.broker = KnockoutBroker(cash=float(cash), commission_fixed=float(b.get("commission_fixed", 0.0)),
                                     commission_pct=float(b.get("commission_pct", 0.0)),
                                     fractional=bool(b.get("fractional", False)))
@@ -119,7 +121,8 @@ def compare(live: List[dict], sim: List[dict]) -> Dict[str, Any]:
             "entry_live": a["entry_price"] if a else None, "entry_sim": s["entry_price"] if s else None,
             "exit_live": a["exit_price"] if a else None, "exit_sim": s["exit_price"] if s else None,
             "exit_time_live": a["exit_time"] if a else "", "exit_time_sim": s["exit_time"] if s else "",
-            "exit_reason_live": a["exit_reason"] if a else "", "exit_reason_sim": s["exit_reason"] if s else "",
+            "exit_reason_live": a["exit_reason"] if a else "",
+            "exit_reason_sim": s["exit_reason"] if s else "",
             "fees_live": round(float(a["fees"]), 2) if a else 0.0,
             "fees_sim": round(float(s["fees"]), 2) if s else 0.0,
             "pnl_live": pnl_live, "pnl_sim": pnl_sim, "gap": gap, "running_gap": running})
@@ -137,9 +140,11 @@ def section(gap: Dict[str, Any], mode: str) -> Tuple[str, str]:
     body = "".join(
         f"<tr><td>{r['trade']}</td><td>{html.escape(str(r['entry_time']))}</td><td>{r['direction']}</td>"
         f"<td>{f(r['barrier'])}</td><td>{f(r['size_live'], 0)} / {f(r['size_sim'], 0)}</td>"
-        f"<td>{f(r['entry_live'])} / {f(r['entry_sim'])}</td><td>{f(r['exit_live'])} / {f(r['exit_sim'])}</td>"
+        f"<td>{f(r['entry_live'])} / {f(r['entry_sim'])}</td>"
+        f"<td>{f(r['exit_live'])} / {f(r['exit_sim'])}</td>"
         f"<td>{html.escape(r['exit_reason_live'])} / {html.escape(r['exit_reason_sim'])}</td>"
-        f"<td>{f(r['fees_live'])} / {f(r['fees_sim'])}</td><td>{f(r['pnl_live'])}</td><td>{f(r['pnl_sim'])}</td>"
+        f"<td>{f(r['fees_live'])} / {f(r['fees_sim'])}</td><td>{f(r['pnl_live'])}</td>"
+        f"<td>{f(r['pnl_sim'])}</td>"
         f"<td>{f(r['gap'])}</td><td>{f(r['running_gap'])}</td></tr>" for r in gap["trades"])
     text = (f"<p>The same sessions and the same decisions re-run through the simulated KnockoutBroker "
             f"(config costs). {mode} P&amp;L {gap['live_pnl']:,.2f}, simulated {gap['sim_pnl']:,.2f}: "
