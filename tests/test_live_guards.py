@@ -294,9 +294,9 @@ def test_paper_run_beside_its_simulation_has_a_gap_of_exactly_zero(tmp_path):
     cfg = load_config(None)
     cfg["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
                        kill_switch_file=str(tmp_path / "KILL"), report_dir=str(tmp_path / "reports"))
-    res = run_live(cfg, "momentum", "paper", "sample", max_sessions=2)
+    res = run_live(cfg, "momentum", "paper", "sample", max_sessions=1)
     gap = json.loads((res.run_dir / "summary.json").read_text())["simulation_gap"]
-    assert gap["n_live"] == gap["n_sim"] == len(res.trades) >= 2
+    assert gap["n_live"] == gap["n_sim"] == len(res.trades) >= 1
     assert gap["total"] == 0.0 and all(r["gap"] == 0.0 for r in gap["trades"])
     for r, t in zip(gap["trades"], res.trades):
         live = (r["size_live"], r["entry_live"], r["exit_live"])

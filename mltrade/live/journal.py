@@ -85,7 +85,7 @@ def backup_path(path: str | Path) -> Path:
 
 def _recovery(path: Path, paper: bool) -> str:
     bak = backup_path(path)
-    restore = (f"restore the backup the bot keeps (cp {bak} {path}; it is from the start of the last run)"
+    restore = (f"restore the backup the bot keeps (cp {bak} {path}; from the start or end of the last run)"
                if bak.exists() and bak.stat().st_size else "no backup exists yet")
     fresh = ("or start a new paper account with `mltrade live --reset` (the damaged file is kept as "
              f"{path.name}.damaged-<time>)" if paper else

@@ -308,7 +308,8 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     Before anything is written, a browser started or a venue contacted: the whole setup is validated
     (:func:`~mltrade.live.validate.validate_live`, errors name ``config_source``, section and key), the
     journal checked (:func:`~mltrade.live.journal.check_journal`: never a silent reset) and locked for
-    the run (:class:`~mltrade.live.runlock.RunLock`: one process per account), then backed up.
+    the run (:class:`~mltrade.live.runlock.RunLock`: one process per account), and backed up at the
+    start and the end of the run (``<journal>.bak``).
     """
     from mltrade.analyzers import EquityCurve, KnockoutTrades
     from mltrade.backtest import strategy_kwargs
@@ -424,6 +425,10 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     finally:
         journal.close()
         account.close()
+        try:
+            backup_journal(lv["journal_path"])     # the backup `check_journal` points to (still locked)
+        except Exception as e:
+            log.error("journal backup failed: %s", e)
         lock.release()
         log.removeHandler(handler)
         handler.close()
