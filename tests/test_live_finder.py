@@ -128,7 +128,7 @@ def test_nothing_acceptable_returns_none():
     assert res.certificate is None and res.skipped["price"] > 0
 
 
-@pytest.mark.parametrize("text,value", [("15.234,50", 15234.5), ("2,34 €", 2.34), ("−1.234", -1234.0),
+@pytest.mark.parametrize("text,value", [("15.234,50", 15234.5), ("2,34 €", 2.34), ("−1.234,00", -1234.0),
                                         ("45,2x", 45.2), ("0,05", 0.05), ("1.000.000", 1e6)])
 def test_parse_german_numbers(text, value):
     assert parse_number(text, "de") == pytest.approx(value)

@@ -204,7 +204,8 @@ def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float,
     days = max((equity.index[-1] - equity.index[0]).days, 1) if len(equity) else 1
     years = days / 365.25
     total = final / start_cash - 1.0
-    cagr = (final / start_cash) ** (1 / years) - 1.0 if final > 0 and years > 0 else -1.0
+    # in log space, capped: a short run's growth to the power 365/days would overflow a float
+    cagr = math.expm1(min(math.log(final / start_cash) / years, 700.0)) if final > 0 and years > 0 else -1.0
     peak = equity["value"].cummax()
     dd = equity["value"] / peak - 1.0
     sd = rets.std(ddof=1)

@@ -135,6 +135,9 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
         print("note: [live] live = true in the config has no effect without --live: this is a dry run",
               file=sys.stderr)
     live = bool(args.live)
+    source = args.config or "the default config"
+    from mltrade.live.scheduler import preflight
+    preflight(cfg, strategy, venue, source, reset=args.reset and venue == "paper")   # before the demo venue
     kw: dict = {}
     fake = None
     if args.demo and venue != "paper":
@@ -152,7 +155,8 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
         return _err("--reset starts the paper account afresh; a venue's account is the venue's")
     try:
         res = run_live(cfg, strategy, venue, args.feed, max_sessions=args.max_sessions, live=live,
-                       speed=args.speed, reset=args.reset, llm=True if args.llm else None, **kw)
+                       speed=args.speed, reset=args.reset, llm=True if args.llm else None,
+                       config_source=source, **kw)
     except RuntimeError as e:      # missing API key / credentials / browser / 2FA: say what to fix
         return _err(str(e).splitlines()[0])
     finally:

@@ -204,6 +204,8 @@ def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[st
     lv = cfg["live"]
     today = today or datetime.now(timezone.utc).date()
     path = Path(lv["journal_path"])
+    from mltrade.live.journal import check_journal
+    check_journal(path, venue)      # empty, damaged or inconsistent: one line saying how to recover
     out = [f"venue {venue}: journal {path}"]
     if not path.exists():
         out.append("  no journal yet (nothing has run)")

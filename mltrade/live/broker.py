@@ -45,7 +45,8 @@ from mltrade.live.credentials import mask
 from mltrade.live.journal import UNRESOLVED, DuplicateDecision, JournalEntry, OrderJournal, ReconcileReport
 from mltrade.live.notify import Notifier, event_for_close
 from mltrade.live.risk import RiskGuard, RiskViolation
-from mltrade.live.venues.base import ConfirmationTimeout, OrderRejected, VenueError
+from mltrade.live.formats import ImplausibleNumber, check_plausible
+from mltrade.live.venues.base import ConfirmationTimeout, OrderRejected, UnreadableNumber, VenueError
 from mltrade.products import KnockoutProduct
 
 log = logging.getLogger("mltrade.live")
@@ -87,6 +88,8 @@ class SeleniumBroker(bt.BrokerBase):
         ("stop_retries", 2),      # extra attempts to place a stop
         ("adopt_stop", 0.71),     # stop (fraction of entry) for adopted positions without one; 0 = none
         ("retry_s", 2.0),         # least seconds between reconciles on one bar while an order is unresolved
+        ("plausibility_factor", 4.0),  # a price/cash/size beyond this factor of its last known value: refused
+        ("close_retries", 2),     # extra close attempts in one go (then every bar, until the session ends)
     )
 
     def __init__(self) -> None:
@@ -128,6 +131,10 @@ class SeleniumBroker(bt.BrokerBase):
         self._venue_closed = False
         self._reconciling = False
         self.venue_bids: Dict[str, float] = {}
+        self.halted: Optional[str] = None     # why new orders are stopped (an unreadable number)
+        self.venue_cash: Optional[float] = None   # cash as last read at the venue
+        self._want_close: Dict[str, str] = {}     # buy ref -> reason of a close that has not landed yet
+        self.corrections: List[dict] = []     # positions booked at the venue's figures (partial fill, ...)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -137,8 +144,27 @@ class SeleniumBroker(bt.BrokerBase):
             self.reconcile()
 
     def stop(self) -> None:
+        """End of the run: retry closes that have not landed, reconcile last (cash = venue cash, fees
+        included), and shout about any position still open at the venue."""
         super().stop()
+        if self.is_live:
+            self._reconcile_safe()
+            self._retry_closes()
+            self._reconcile_safe()
+            for pid, pos in list(self.positions.items()):
+                ref = self.refs.get(pid)
+                if ref in self._want_close:
+                    stop = f"protected by its venue stop at {pos.stop_price:.2f}" if pos.stop_price else \
+                        "UNPROTECTED (no stop at the venue)"
+                    self._alert(f"close of position {self.deals.get(pid)} (ref {ref}) did not land before "
+                                f"the run ended; it stays open at the venue, tracked in the journal, {stop}")
         self.notifier.flush(timeout=2.0)
+
+    def _halt(self, e: BaseException) -> None:
+        """Stop new orders after an unreadable or implausible number (urgent notification, once)."""
+        if self.halted is None:
+            self.halted = _first_line(e)
+            self._alert(f"new orders stopped: {self.halted}")
 
     def setdata(self, data: Any) -> None:
         """The index feed adopted positions (from reconciliation) belong to."""
@@ -171,11 +197,13 @@ class SeleniumBroker(bt.BrokerBase):
 
     def _reconcile(self, venue: Any, keep_pending: Iterable[str]) -> ReconcileReport:
         cash, open_, history = self.store.call(venue.snapshot, name="reconcile")
+        self._plausible(cash, open_)
         rep = self.journal.reconcile(open_, history, day=self._today(), keep_pending=keep_pending)
         self.last_report = rep
         for vp in rep.unknown:
             self._unknown_position(vp)
         self._sync()
+        self._correct(rep)
         self.venue_bids = {p.deal_id: p.bid for p in open_}
         by_deal = {p.deal_id: p for p in open_}
         for pid in list(self.positions):
@@ -189,14 +217,56 @@ class SeleniumBroker(bt.BrokerBase):
             if frac:
                 self._protect(pid, float(frac))
         self.cash = self.store.call(venue.cash, name="cash") if self._venue_closed else cash
+        self.venue_cash = self.cash
         self._check_invariant(None if self._venue_closed else open_)
         return rep
+
+    def _plausible(self, cash: float, open_: List[Any]) -> None:
+        """Refuse a venue read whose cash, bids, entries or sizes jump beyond ``plausibility_factor``."""
+        f = float(self.p.plausibility_factor or 0.0)
+        try:
+            check_plausible("cash", cash, self.venue_cash, f)
+            by_deal = {e.deal_id: e for e in self.journal.open_positions()}
+            for p in open_:
+                check_plausible(f"bid of {p.deal_id}", p.bid, self.venue_bids.get(p.deal_id), f)
+                e = by_deal.get(p.deal_id)
+                if e is not None:
+                    check_plausible(f"entry of {p.deal_id}", p.entry, e.price, f)
+                    check_plausible(f"size of {p.deal_id}", p.size, e.size, f)
+        except ImplausibleNumber as e:
+            raise UnreadableNumber(f"{getattr(self.store, 'venue_name', 'venue')}: positions page: {e}",
+                                   text=e.text) from None
+
+    def _correct(self, rep: ReconcileReport) -> None:
+        """Book positions whose size, entry, direction or product differ at the venue at its figures."""
+        for ref, diff in rep.mismatched:
+            pid = next((k for k, r in self.refs.items() if r == ref), None)
+            e = self.journal.get(ref)
+            if pid is None or e is None or pid not in self.positions:
+                continue
+            pos = self.positions[pid]
+            pos.size = float(e.size or 0)
+            pos.price = float(e.price or 0.0)
+            pos.cost = pos.size * pos.price
+            if "direction" in diff or "barrier" in diff:
+                pos.product = pos.product.copy(direction=int(e.direction or pos.product.direction),
+                                               strike=float(e.barrier), barrier=float(e.barrier),
+                                               id=pos.product.id, name="")
+                pos.entry_barrier = pos.entry_strike = float(e.barrier)
+            what = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items())
+            self.corrections.append({"ref": ref, "deal_id": e.deal_id, "diff": diff})
+            self._alert(f"position {e.deal_id} (ref {ref}) differs at the venue ({what}); booked at the "
+                        "venue's figures")
 
     def _reconcile_safe(self, keep_pending: Iterable[str] = ()) -> Optional[ReconcileReport]:
         if self._reconciling:      # a venue action inside a reconciliation: the next one resolves it
             return None
         try:
             return self.reconcile(keep_pending)
+        except UnreadableNumber as e:   # never guessed: no new orders; the next bar reads again
+            self._halt(e)
+            log.error("reconciling with the venue failed: %s; will retry on the next bar", _first_line(e))
+            return None
         except Exception as e:     # the venue is unreachable: the next bar tries again
             log.error("reconciling with the venue failed: %s; will retry on the next bar", _first_line(e))
             return None
@@ -410,6 +480,8 @@ class SeleniumBroker(bt.BrokerBase):
                 self._reject(order, e.reason)
                 self.notifier.notify("error", error=f"order rejected: {e.reason}")
             elif isinstance(e, VenueError) or self.is_live:
+                if isinstance(e, UnreadableNumber):
+                    self._halt(e)
                 ref = order.info.get("ref")
                 if ref and self.journal.get(ref).status in UNRESOLVED:
                     self.journal.update(ref, "failed", error=_first_line(e))
@@ -434,6 +506,8 @@ class SeleniumBroker(bt.BrokerBase):
             seen = self.journal.by_decision(key)
             if seen is not None:
                 raise DuplicateDecision(key, seen)
+        if self.halted:
+            raise RiskViolation(f"new orders stopped after an unreadable number ({self.halted})")
         if self.journal.unresolved():
             raise RiskViolation("an earlier order is still unconfirmed; reconcile before trading")
         self.risk.check_open(budget, leverage, day, open_positions=len(self.positions),
@@ -464,6 +538,8 @@ class SeleniumBroker(bt.BrokerBase):
         except OrderRejected:
             raise
         except Exception as e:     # no confirmation, a crash mid-ticket: the venue decides (reconcile)
+            if isinstance(e, UnreadableNumber):
+                self._halt(e)
             timeout = isinstance(e, ConfirmationTimeout)
             self.journal.update(ref, "submitted", error=_first_line(e))
             self.unresolved.append(order)
@@ -477,6 +553,18 @@ class SeleniumBroker(bt.BrokerBase):
             self.notifier.notify("knockout", barrier=fill.barrier, pnl=0.0)
             raise OrderRejected(f"knocked out before execution (fill at {fill.price:.2f}, level "
                                 f"{fill.barrier:.2f})")
+        try:
+            if size and fill.size > int(size):
+                raise ImplausibleNumber(f"fill size {fill.size} above the {int(size)} ordered", "size")
+            if stake is not None and budget:
+                check_plausible("fill cost", fill.size * fill.price, budget,
+                                float(self.p.plausibility_factor))
+        except ImplausibleNumber as e:   # filled, but its figures can't be trusted: the positions page says
+            self._halt(UnreadableNumber(f"buy {ref}: confirmation: {e}"))
+            self.journal.update(ref, "submitted", error=_first_line(e), deal_id=fill.deal_id)
+            self.unresolved.append(order)
+            self._reconcile_safe()
+            return
         self.journal.update(ref, "filled", price=fill.price, size=fill.size, barrier=fill.barrier,
                             deal_id=fill.deal_id, product_id=fill.product_id)
         if abs(fill.barrier - product.barrier) > 1e-9:   # the venue's level (safe side) wins
@@ -572,9 +660,16 @@ class SeleniumBroker(bt.BrokerBase):
         else:
             self._book_close(pos, order, self._bid(pos), reason, ref)
 
-    def _close_live(self, order: bt.Order, pos: CertPosition, reason: str) -> None:
-        """Sell ``pos`` at the venue for ``order`` (its journal close row is ``order.info['ref']``)."""
+    def _close_live(self, order: bt.Order, pos: CertPosition, reason: str, retry: bool = True) -> None:
+        """Sell ``pos`` at the venue for ``order`` (its journal close row is ``order.info['ref']``).
+
+        Without a confirmation the venue decides (reconcile); a close the venue did not execute is
+        retried ``close_retries`` times at once, then on every bar until the position is gone or the
+        run ends (:meth:`stop` then notifies; the venue stop stays in place).
+        """
         ref = order.info["ref"]
+        if order.info.get("buy_ref"):
+            self._want_close[order.info["buy_ref"]] = reason
         self._venue_closed = True
         try:
             px = self.store.call(self.store.venue.close, self.deals[pos.product.id], name="close")
@@ -586,8 +681,33 @@ class SeleniumBroker(bt.BrokerBase):
             self.unresolved.append(order)
             log.error("close %s: %s; reconciling with the venue", ref, _first_line(e))
             self._reconcile_safe()
+            if retry and not self._reconciling:
+                self._retry_closes()
             return
         self._book_close(pos, order, px, reason, ref)
+
+    def _retry_closes(self) -> None:
+        """Send again the closes the venue has not executed (``close_retries`` rounds)."""
+        for _ in range(max(0, int(self.p.close_retries))):
+            todo = [(pid, ref) for pid, ref in self.refs.items()
+                    if ref in self._want_close and pid in self.positions
+                    and not any(o.issell() and o.info.get("buy_ref") == ref for o in self.unresolved)]
+            if not todo:
+                return
+            for pid, ref in todo:
+                pos, reason = self.positions[pid], self._want_close[ref]
+                order = broker_close_order(self, pos, reason)
+                cref = self.journal.begin("close", parent=ref, size=pos.size, deal_id=self.deals.get(pid),
+                                          day=self._day(pos.data), reason=reason, retry=True)
+                order.addinfo(ref=cref, buy_ref=ref)
+                log.warning("close of %s (deal %s) not executed by the venue; sending it again", ref,
+                            self.deals.get(pid))
+                try:
+                    self._close_live(order, pos, reason, retry=False)
+                except Exception as e:
+                    self.journal.update(order.info["ref"], "failed", error=_first_line(e))
+                    self._reject(order, f"venue: {_first_line(e)}")
+                    log.error("retried close of %s failed: %s", ref, _first_line(e))
 
     def _book_close(self, pos: CertPosition, order: bt.Order, px: float, reason: str, ref: Optional[str],
                     journal_done: bool = False) -> None:
@@ -609,6 +729,7 @@ class SeleniumBroker(bt.BrokerBase):
         pnl = pos.proceeds - pos.cost - pos.fees
         invested = pos.cost + pos.entry_fees
         buy_ref = self.refs.pop(pid, None)
+        self._want_close.pop(buy_ref, None)
         rt = {"product": pos.product.name, "kind": pos.product.kind,
               "direction": "long" if pos.product.direction > 0 else "short", "strike": pos.entry_strike,
               "barrier": pos.entry_barrier, "ratio": pos.product.ratio, "size": n,
@@ -666,8 +787,10 @@ class SeleniumBroker(bt.BrokerBase):
             return
         if new_bar:
             self._bars += 1
-        if self.unresolved or self._bars % max(1, int(self.p.poll_every)) == 0:
+        if self.unresolved or self._want_close or self._bars % max(1, int(self.p.poll_every)) == 0:
             self._reconcile_safe()
+            if self._want_close:
+                self._retry_closes()
         else:
             try:
                 self.store.ensure_session()      # keep-alive between reconciles

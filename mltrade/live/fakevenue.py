@@ -131,8 +131,14 @@ class FakeVenue:
         confirmation), ``hold_fill=True`` (orders are held, no confirmation, filled by
         :meth:`release_held`: a late fill), ``stop_fail=N`` (the next N stop requests are refused),
         ``close_no_confirm=True`` (next close executed, no confirmation), ``close_lost=True`` (next
-        close not executed, no confirmation), ``zero_fill=True`` (next order: the product is knocked
-        out, it fills at 0.00 and is settled at once).
+        close not executed, no confirmation; ``close_lost=N``: the next N closes), ``zero_fill=True``
+        (next order: the product is knocked out, it fills at 0.00 and is settled at once),
+        ``partial_fill=0.5`` (orders fill that fraction of their size while the confirmation shows
+        the size ordered), ``locale="de"``/``"en"`` (the pages print numbers in that locale),
+        ``misprint=100`` (the positions page shows the cash times that factor: a shifted decimal),
+        ``fill_delay=True`` (orders fill at the next index move,
+        without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
+        the session before its confirmation, after executing it or without).
         """
         with self.state.lock:
             for k, v in faults.items():
@@ -180,6 +186,8 @@ class FakeVenue:
         """Move the index; triggers stops and knock-outs. Returns the positions closed."""
         with self.state.lock:
             self.state.index = float(price)
+            if self.state.faults.get("fill_delay") and self.state.held:
+                self.release_held()          # orders held by the fill delay fill at the new index
             done = []
             for pos in list(self.state.positions):
                 p = self.product(pos["product_id"])
@@ -226,6 +234,10 @@ class FakeVenue:
                 reason = "size must be positive"
             if reason is None and q["offer"] > limit + 1e-9:
                 reason = f"price moved: offer {q['offer']:.2f} above limit {limit:.2f}"
+            frac = self.state.faults.get("partial_fill")
+            ordered = size
+            if frac and reason is None and size > 0:
+                size = max(1, int(size * float(frac)))
             cost = round(q["offer"] * size, 2)
             if reason is None and cost > self.state.cash[account] + 1e-9:
                 reason = "insufficient funds"
@@ -245,7 +257,7 @@ class FakeVenue:
             order["status"] = "FILLED"
             if knocked_out:       # the barrier was already breached: settled at once at 0.00
                 self._close(pos, 0.0, "knockout")
-            return {"status": "FILLED", "deal_id": pos["deal_id"], "price": q["offer"], "size": size,
+            return {"status": "FILLED", "deal_id": pos["deal_id"], "price": q["offer"], "size": ordered,
                     "level": p["level"], "order_id": order["order_id"]}
 
     def position_view(self, pos: dict) -> dict:
@@ -306,7 +318,7 @@ def _make_handler(venue: FakeVenue):
             if name != "login" and self._session(v) is None:
                 return self._send(302, b"", "text/plain", {"Location": f"/{v}/login"})
             with st.lock:
-                faults = {k: st.faults[k] for k in ("missing",) if k in st.faults}
+                faults = {k: st.faults[k] for k in ("missing", "locale", "misprint") if k in st.faults}
                 sess = self._session(v) or {}
             html = path.read_text(encoding="utf-8")
             html = html.replace("{{FAULTS}}", json.dumps(faults)).replace(
@@ -437,7 +449,7 @@ def _make_handler(venue: FakeVenue):
                     return self._json({"status": "REJECTED", "reason": "size/limit not numeric"})
                 args = dict(venue=v, account=acct, pid=str(body.get("product_id")), size=size, limit=limit,
                             client_ref=str(body.get("client_ref", "")))
-                if st.faults.get("hold_fill"):
+                if st.faults.get("hold_fill") or st.faults.get("fill_delay"):
                     with st.lock:
                         st.held.append(args)          # received; the fill comes later (release_held)
                     return self._send(504, b"upstream timed out", "text/plain")
@@ -465,8 +477,21 @@ def _make_handler(venue: FakeVenue):
                 return self._json({"status": "REJECTED", "reason": "unknown position"})
             if what == "close":
                 with st.lock:
-                    if st.faults.pop("close_lost", None):
+                    lost = st.faults.get("close_lost")
+                    if lost:          # True: the next close; N: the next N closes
+                        if lost is True or int(lost) <= 1:
+                            st.faults.pop("close_lost")
+                        else:
+                            st.faults["close_lost"] = int(lost) - 1
+                        venue.count("close_lost")
                         return self._send(504, b"upstream timed out", "text/plain")
+                    expire = st.faults.pop("close_expire", None)
+                    if expire:
+                        for p in list(st.positions):
+                            if expire == "done" and p["deal_id"] == body.get("deal_id"):
+                                venue._close(p, venue.quote(venue.product(p["product_id"]))["bid"], "closed")
+                        st.sessions.clear()
+                        return self._json({"error": "session expired"}, 401)
                     for p in st.positions:
                         if p["deal_id"] == body.get("deal_id"):
                             bid = venue.quote(venue.product(p["product_id"]))["bid"]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -68,6 +69,106 @@ _DECISION_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS orders_decision ON orders(
                    "WHERE decision IS NOT NULL")
 _COLS = ("ref, venue, action, status, direction, barrier, size, price, stake, deal_id, parent, day, created, "
          "updated, info, decision")
+
+
+class JournalError(ValueError):
+    """The journal file is empty, damaged or inconsistent; the message says how to recover."""
+
+
+_REQUIRED = {"orders": set(_COLS.replace(" ", "").split(",")) - {"decision"}, "state": {"key", "value"}}
+
+
+def backup_path(path: str | Path) -> Path:
+    """The backup the bot keeps of the journal (written at the start of every run)."""
+    return Path(str(path) + ".bak")
+
+
+def _recovery(path: Path, paper: bool) -> str:
+    bak = backup_path(path)
+    restore = (f"restore the backup the bot keeps (cp {bak} {path}; from the start or end of the last run)"
+               if bak.exists() and bak.stat().st_size else "no backup exists yet")
+    fresh = ("or start a new paper account with `mltrade live --reset` (the damaged file is kept as "
+             f"{path.name}.damaged-<time>)" if paper else
+             f"or move {path} aside to start a new journal (the venue's open positions are then adopted)")
+    return f"{restore}, {fresh}"
+
+
+def check_journal(path: str | Path, venue: str) -> None:
+    """Refuse an empty, damaged or inconsistent journal with :class:`JournalError` (one line: what is
+    wrong and how to recover). A missing file is fine (a new account); ``:memory:`` is not checked."""
+    if str(path) == ":memory:":
+        return
+    p = Path(path)
+    if not p.exists():
+        return
+    paper = venue == "paper"
+
+    def bad(what: str) -> JournalError:
+        return JournalError(f"journal {p}: {what}; {_recovery(p, paper)}")
+
+    if p.stat().st_size == 0:
+        raise bad("the file is empty (0 bytes)")
+    try:
+        db = sqlite3.connect(str(p), timeout=5.0)
+        try:
+            ok = db.execute("PRAGMA quick_check").fetchone()
+            tables = {r[0]: {c[1] for c in db.execute(f"PRAGMA table_info({r[0]})")}
+                      for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            counts = {}
+            if "orders" in tables:
+                counts["orders"] = db.execute("SELECT COUNT(*) FROM orders WHERE venue = ?",
+                                              (venue,)).fetchone()[0]
+            if "account" in tables:
+                counts["account"] = db.execute("SELECT COUNT(*) FROM account WHERE venue = ?",
+                                               (venue,)).fetchone()[0]
+        finally:
+            db.close()
+    except sqlite3.DatabaseError as e:
+        raise bad(f"not a readable SQLite journal ({e})") from None
+    if not ok or ok[0] != "ok":
+        raise bad(f"damaged (integrity check: {ok[0] if ok else '?'})")
+    for table, cols in _REQUIRED.items():
+        if table not in tables:
+            raise bad(f"schema mismatch: no table {table!r} (tables: {', '.join(sorted(tables)) or 'none'})")
+        missing = cols - tables[table]
+        if missing:
+            raise bad(f"schema mismatch: table {table!r} lacks {', '.join(sorted(missing))}")
+    if paper and counts.get("orders") and not counts.get("account"):
+        raise bad(f"inconsistent: {counts['orders']} paper orders but no paper account row")
+
+
+def set_aside(path: str | Path) -> Optional[Path]:
+    """Move a damaged journal (and its -wal/-shm) to ``<name>.damaged-<time>``; returns the new path."""
+    p = Path(path)
+    if not p.exists():
+        return None
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    dest = p.with_name(f"{p.name}.damaged-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(p) + suffix)
+        if src.exists():
+            src.replace(Path(str(dest) + suffix))
+    log.warning("journal %s set aside as %s", p, dest)
+    return dest
+
+
+def backup_journal(path: str | Path) -> Optional[Path]:
+    """Copy the (checked) journal to :func:`backup_path` with SQLite's backup API."""
+    if str(path) == ":memory:" or not Path(path).exists():
+        return None
+    dest = backup_path(path)
+    tmp = Path(str(dest) + ".tmp")
+    src = sqlite3.connect(str(path), timeout=5.0)
+    try:
+        out = sqlite3.connect(str(tmp))
+        try:
+            src.backup(out)
+        finally:
+            out.close()
+    finally:
+        src.close()
+    tmp.replace(dest)
+    return dest
 
 
 class DuplicateDecision(RuntimeError):
@@ -115,11 +216,14 @@ class ReconcileReport:
     close_absent: List[str] = field(default_factory=list)   #: unconfirmed closes the venue did not execute
     unknown_positions: List[str] = field(default_factory=list)  #: venue positions not in the journal (refs)
     unknown: List[Any] = field(default_factory=list)    #: ... the venue position objects themselves
+    #: (ref, {field: [journal, venue]}) of open positions whose size, entry, direction or product differ
+    #: at the venue; the journal row now holds the venue's figures (``venue_diff`` notes the difference)
+    mismatched: List[Any] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
         return bool(self.filled or self.absent or self.late or self.closed or self.close_filled
-                    or self.close_absent)
+                    or self.close_absent or self.mismatched)
 
 
 def open_sqlite(path: str, schema: str, timeout: float = 5.0, wal: bool = False) -> sqlite3.Connection:
@@ -138,9 +242,11 @@ def open_sqlite(path: str, schema: str, timeout: float = 5.0, wal: bool = False)
 class OrderJournal:
     """Order journal in one SQLite file (``:memory:`` for tests); thread-safe."""
 
-    def __init__(self, path: str | Path, venue: str):
+    def __init__(self, path: str | Path, venue: str, run_id: Optional[str] = None, lock: Any = None):
         self.path = str(path)
         self.venue = venue
+        self.run_id = run_id        #: the run owning the rows this instance writes (info["run"])
+        self.lock = lock            #: the RunLock this process holds on the journal (None: not held)
         self._lock = threading.RLock()
         self._db = open_sqlite(self.path, _SCHEMA, wal=True)
         cols = {r[1] for r in self._db.execute("PRAGMA table_info(orders)")}
@@ -169,6 +275,8 @@ class OrderJournal:
         ref = ref or f"ML{uuid.uuid4().hex[:12].upper()}"
         now = time.time()
         d = (day or datetime.now(timezone.utc).date()).isoformat()
+        if self.run_id and "run" not in info:
+            info["run"] = self.run_id
         with self._lock:
             try:
                 self._db.execute(
@@ -211,7 +319,7 @@ class OrderJournal:
         """Set ``status`` (and any of price/size/barrier/deal_id, extra info keys) of entry ``ref``."""
         if status not in STATUSES:
             raise ValueError(f"status: expected one of {STATUSES}, got {status!r}")
-        cols = {k: fields.pop(k) for k in ("price", "size", "barrier", "deal_id") if k in fields}
+        cols = {k: fields.pop(k) for k in ("price", "size", "barrier", "deal_id", "direction") if k in fields}
         with self._lock:
             e = self.get(ref)
             if e is None:
@@ -284,6 +392,10 @@ class OrderJournal:
         closed_by_ref = {c.client_ref: c for c in history if getattr(c, "client_ref", "")}
         closed_by_deal = {c.deal_id: c for c in history}
         keep = set(keep_pending)
+        foreign = self._running_elsewhere()
+
+        def theirs(e: Optional[JournalEntry]) -> bool:
+            return bool(foreign) and e is not None and e.info.get("run") == foreign
 
         def fill(e: JournalEntry, p: Any, **extra: Any) -> None:
             size = getattr(p, "size", e.size)
@@ -297,6 +409,10 @@ class OrderJournal:
                         reconciled=True, **extra)
 
         for e in self.unresolved():
+            if theirs(e):          # another process (alive, holding the lock) owns it: not ours to judge
+                log.warning("journal: %s %s belongs to run %s, which is still running; left alone",
+                            e.action, e.ref, foreign)
+                continue
             if e.action == "buy":
                 p = open_by_ref.get(e.ref) or closed_by_ref.get(e.ref)
                 if p is not None:
@@ -337,15 +453,26 @@ class OrderJournal:
         for p, late_ok in candidates:
             ref = getattr(p, "client_ref", "")
             e = self.get(ref) if ref else None
-            if e is not None and e.action == "buy" and e.status in late_ok:
+            if e is not None and e.action == "buy" and e.status in late_ok and not theirs(e):
                 fill(e, p, late=True, status_before=e.status)
                 rep.late.append(ref)
                 log.error("late fill: order %s (%s) was executed by the venue after all (deal %s)",
                           ref, e.status, p.deal_id)
         # journal positions the venue no longer has: stopped out, knocked out or closed there
         for e in self.open_positions():
+            if theirs(e):
+                continue
             vp = open_by_deal.get(e.deal_id) if e.deal_id else open_by_ref.get(e.ref)
             if vp is not None:
+                diff = self._differences(e, vp)
+                if diff:       # the venue's size, entry, direction and product are the truth
+                    fix = {"size": "size", "price": "price", "direction": "direction", "barrier": "barrier",
+                           "product_id": "product_id"}
+                    self.update(e.ref, "filled", **{fix[k]: v[1] for k, v in diff.items()},
+                                venue_diff=diff, corrections=e.info.get("corrections", 0) + 1)
+                    rep.mismatched.append((e.ref, diff))
+                    log.error("position %s (deal %s) differs at the venue: %s; booked at the venue's figures",
+                              e.ref, e.deal_id, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()))
                 bid = getattr(vp, "bid", None)
                 if bid is not None and bid != e.info.get("last_bid"):
                     self.update(e.ref, "filled", last_bid=bid)
@@ -362,7 +489,8 @@ class OrderJournal:
             log.warning("position %s (deal %s) was closed at the venue (%s at %.2f)", e.ref, e.deal_id,
                         reason, exit_)
         known = {e.deal_id for e in self.open_positions()}
-        rep.unknown = [p for p in positions if p.deal_id not in known]
+        rep.unknown = [p for p in positions if p.deal_id not in known
+                       and not theirs(self.get(p.client_ref) if getattr(p, "client_ref", "") else None)]
         rep.unknown_positions = [getattr(p, "client_ref", "") or p.deal_id for p in rep.unknown]
         if rep.changed:
             log.warning("journal reconciled: %d in-flight buys found filled, %d absent, %d late fills, "
@@ -370,6 +498,45 @@ class OrderJournal:
                         len(rep.filled), len(rep.absent), len(rep.late), len(rep.closed),
                         len(rep.close_filled), len(rep.close_absent))
         return rep
+
+    def _running_elsewhere(self) -> Optional[str]:
+        """The run id of another live process holding this journal's lock (None: none, or it is ours)."""
+        if self.lock is not None or self.path == ":memory:":
+            return None
+        import fcntl
+        lock = Path(self.path + ".lock")
+        if not lock.exists():
+            return None
+        fd = os.open(lock, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return None
+        except BlockingIOError:
+            try:
+                return json.loads(lock.read_text(encoding="utf-8") or "{}").get("run")
+            except (OSError, ValueError):
+                return None
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _differences(e: JournalEntry, vp: Any) -> Dict[str, list]:
+        """Fields of the open journal position ``e`` that differ from the venue position ``vp``."""
+        out: Dict[str, list] = {}
+        for name, mine, theirs in (("size", e.size, getattr(vp, "size", None)),
+                                   ("price", e.price, getattr(vp, "entry", None)),
+                                   ("direction", e.direction, getattr(vp, "direction", None)),
+                                   ("barrier", e.barrier, getattr(vp, "barrier", None)),
+                                   ("product_id", e.info.get("product_id"), getattr(vp, "product_id", None))):
+            if mine is None or theirs is None or theirs == "":
+                continue
+            if isinstance(theirs, str) or isinstance(mine, str):
+                if str(mine) != str(theirs):
+                    out[name] = [mine, theirs]
+            elif abs(float(mine) - float(theirs)) > 1e-6:
+                out[name] = [mine, theirs]
+        return out
 
     # -- key/value state -----------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:

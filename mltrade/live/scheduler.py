@@ -14,6 +14,7 @@ for the sessions it traded, like a backtest.
 from __future__ import annotations
 
 import logging
+import os
 import time as _time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -30,6 +31,7 @@ from mltrade.live.credentials import SecretFilter, mask, protect_handlers
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
+from mltrade.live.simgap import DecisionRecorder
 
 log = logging.getLogger("mltrade.live")
 VENUES = ("paper", "ig", "traderepublic")
@@ -102,6 +104,7 @@ class LiveResult:
     run_dir: Optional[Path] = None                          #: report.html, summary.json, trades.csv
     refusals: List[tuple] = field(default_factory=list)     #: (day, reason) of risk-limit refusals
     llm_line: Optional[str] = None                          #: the LLM overlay's one-line summary, if on
+    simulation_gap: Optional[dict] = None                   #: live vs KnockoutBroker, trade by trade
 
 
 def next_sessions(calendar: str, after: Optional[str], first: str, n: int) -> pd.DataFrame:
@@ -189,12 +192,27 @@ def write_live_report(cfg: dict, strategy: str, venue: str, feed: str, live: boo
     if overlay is not None and hasattr(overlay, "summary"):
         summary["llm"] = overlay.summary(strategy=strat)
     sections, figures = _extras(strat)
+    gap = simulation_gap(cfg, strat, res)
+    summary["simulation_gap"] = gap
+    from mltrade.live.simgap import section
+    sections = [section(gap, "paper" if venue == "paper" else "venue")] + list(sections)
+    res.simulation_gap = gap
     first, last = res.sessions[0], res.sessions[-1]
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
     run_dir = report_dir(cfg) / f"{strategy}-{venue}-{first}_{last}-{stamp}"
     write_report(run_dir, summary, trades, equity, sections, figures, title=report_title(venue, live))
     log.info("report written to %s", run_dir / "report.html")
     return run_dir
+
+
+def simulation_gap(cfg: dict, strat: Any, res: LiveResult) -> dict:
+    """The run's decisions re-run on its bars through ``KnockoutBroker``, compared trade by trade."""
+    from mltrade.live.simgap import compare, simulate
+    rec = strat.analyzers.decisions
+    data = strat.data
+    sim = simulate(cfg, rec.frame(), rec.decisions, res.start_value, exchange=data.p.exchange,
+                   interval=data.p.interval)
+    return compare(res.trades, sim)
 
 
 def setup_logging(log_file: Path) -> logging.Handler:
@@ -234,13 +252,42 @@ def make_broker(venue: str, cfg: dict, journal: OrderJournal, risk: RiskGuard, n
     fee = float(cfg.get("broker", {}).get("commission_fixed", 0.0))
     if venue == "paper":
         from mltrade.live.paper import PaperBroker
-        return PaperBroker(cash=cash, commission_fixed=fee, risk=risk, notifier=notifier, journal=journal,
-                           account=account)
+        b = cfg.get("broker", {})
+        return PaperBroker(cash=cash, commission_fixed=fee,
+                           commission_pct=float(b.get("commission_pct", 0.0)),
+                           fractional=bool(b.get("fractional", False)), risk=risk, notifier=notifier,
+                           journal=journal, account=account)
     store = make_store(venue, cfg, base_url, code, credentials)
     return store.getbroker(journal=journal, risk=risk, notifier=notifier, live=live, confirm=lv["confirm"],
                            cash=cash, commission_fixed=fee, on_unknown=lv["on_unknown"],
                            adopt_stop=float(lv["adopt_stop"]), stop_retries=int(lv["stop_retries"]),
-                           on_stop_failure=lv["on_stop_failure"])
+                           on_stop_failure=lv["on_stop_failure"],
+                           plausibility_factor=float(lv.get("plausibility_factor", 4.0)),
+                           close_retries=int(lv.get("close_retries", 2)))
+
+
+def preflight(cfg: dict, strategy: str, venue: str, source: str = "config",
+              strategy_params: Optional[dict] = None, reset: bool = False) -> tuple:
+    """Everything checked before a live run touches anything: the config's live numbers, the venue
+    profile (selectors as CSS), the strategy's parameters and the journal (``reset``, paper: a damaged
+    journal is set aside). Returns the strategy class and its keyword arguments."""
+    from mltrade.backtest import strategy_kwargs
+    from mltrade.live.journal import JournalError, check_journal, set_aside
+    from mltrade.live.validate import check_strategy_kwargs, validate_live
+    from mltrade.strategies.registry import get_strategy
+
+    cls = get_strategy(strategy)
+    kwargs = strategy_kwargs(cls, cfg, strategy_params)
+    validate_live(cfg, venue, source)
+    check_strategy_kwargs(kwargs, dict(cls.params._getitems()), source)
+    path = cfg["live"]["journal_path"]
+    try:
+        check_journal(path, venue)
+    except JournalError:
+        if not (reset and venue == "paper"):
+            raise
+        set_aside(path)          # --reset: a new account; the damaged file is kept
+    return cls, kwargs
 
 
 def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample", max_sessions: int = 1,
@@ -249,7 +296,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
              strategy_params: Optional[dict] = None, clock: Optional[Callable[[], Any]] = None,
              sleep: Optional[Callable[[float], None]] = None,
              feed_kwargs: Optional[dict] = None, reset: bool = False, report: bool = True,
-             llm: Optional[bool] = None) -> LiveResult:
+             llm: Optional[bool] = None, config_source: str = "config") -> LiveResult:
     """Run ``max_sessions`` sessions of ``strategy`` on ``venue`` with ``feed``; resumes after restarts.
 
     ``clock``/``sleep``/``feed_kwargs`` (e.g. ``client=``) reach the live TwelveData feed (tests use
@@ -257,6 +304,12 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     writes report.html, summary.json and trades.csv into ``[live] report_dir``. ``llm`` (default
     ``[llm] enabled``) passes every decision through the LLM overlay: with real dates and prices on
     a live feed; on the replayed sample (history a model may remember) ``[llm] anonymize`` holds.
+
+    Before anything is written, a browser started or a venue contacted: the whole setup is validated
+    (:func:`~mltrade.live.validate.validate_live`, errors name ``config_source``, section and key), the
+    journal checked (:func:`~mltrade.live.journal.check_journal`: never a silent reset) and locked for
+    the run (:class:`~mltrade.live.runlock.RunLock`: one process per account), and backed up at the
+    start and the end of the run (``<journal>.bak``).
     """
     from mltrade.analyzers import EquityCurve, KnockoutTrades
     from mltrade.backtest import strategy_kwargs
@@ -272,15 +325,23 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     if live and venue != "paper" and feed == "sample" and not _loopback(base_url or lv["base_urls"][venue]):
         raise ValueError("feed: live orders on a real venue need a live feed (twelvedata), not the replayed "
                          "sample; the sample may only drive the local fake venue (--demo)")
-    log_file = Path(lv["log_file"])
-    handler = setup_logging(log_file)
-    journal = OrderJournal(lv["journal_path"], venue)
+    from mltrade.live.journal import backup_journal
+    from mltrade.live.runlock import RunLock
+    cls, kwargs = preflight(cfg, strategy, venue, config_source, strategy_params, reset)
+    lock = RunLock(lv["journal_path"]).acquire()
+    try:
+        backup_journal(lv["journal_path"])
+        log_file = Path(lv["log_file"])
+        handler = setup_logging(log_file)
+    except BaseException:
+        lock.release()
+        raise
+    journal = OrderJournal(lv["journal_path"], venue, run_id=lock.run_id, lock=lock)
     account = Account(lv["journal_path"], venue)
     try:
+        log.info("run %s (pid %d) holds the journal lock %s", lock.run_id, os.getpid(), lock.path)
         risk = RiskGuard(RiskLimits.from_config(lv))
         notifier = Notifier.from_config(lv.get("notify", {}))
-        cls = get_strategy(strategy)
-        kwargs = strategy_kwargs(cls, cfg, strategy_params)
         if llm if llm is not None else bool(cfg.get("llm", {}).get("enabled", False)):
             from mltrade.llm import build_overlay
             kwargs["overlay"] = build_overlay(cfg, live=feed != "sample")   # a missing API key fails here
@@ -325,6 +386,9 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
             log.info("paper account: cash %.2f, %d open positions%s", state.cash, len(state.positions),
                      " (reset)" if reset else "")
         broker = make_broker(venue, cfg, journal, risk, notifier, live, base_url, code, credentials, account)
+        if venue != "paper" and hasattr(broker, "venue_cash"):
+            seen = account.load()      # the cash last seen at the venue: the plausibility guard's start
+            broker.venue_cash = seen.cash if seen is not None else None
         if hasattr(broker, "setdata"):
             broker.setdata(data)
         cerebro.broker = broker
@@ -332,6 +396,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
         cerebro.addanalyzer(EquityCurve, _name="equity")
         cerebro.addanalyzer(SessionCheckpoint, _name="sessions", journal=journal)
+        cerebro.addanalyzer(DecisionRecorder, _name="decisions")
         strat = cerebro.run()[0]
         if start_value is None:     # a venue broker learns its cash when it starts
             curve = strat.analyzers.equity.to_frame()
@@ -360,5 +425,10 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
     finally:
         journal.close()
         account.close()
+        try:
+            backup_journal(lv["journal_path"])     # the backup `check_journal` points to (still locked)
+        except Exception as e:
+            log.error("journal backup failed: %s", e)
+        lock.release()
         log.removeHandler(handler)
         handler.close()

@@ -9,23 +9,61 @@ a :class:`~mltrade.live.broker.SeleniumBroker` bound to this store.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Dict, Optional, Tuple, TypeVar
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Tuple, TypeVar
 
 from mltrade.live.credentials import Credentials, code_source, load_credentials, mask, register_secret
-from mltrade.live.venues.base import SessionExpired, Venue
+from mltrade.live.venues.base import ConfirmationTimeout, SessionExpired, Venue
 
 log = logging.getLogger("mltrade.live")
 T = TypeVar("T")
 
+#: incognito: no form history, autofill, saved passwords or session restore on disk (the 2FA code typed
+#: into the page is never written to the profile)
 CHROME_ARGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-               "--window-size=1280,1000")
+               "--window-size=1280,1000", "--incognito", "--disable-save-password-bubble",
+               "--disable-features=AutofillServerCommunication,PasswordManagerOnboarding")
+#: Chromium preferences: autofill and password saving off
+CHROME_PREFS = {"autofill.profile_enabled": False, "autofill.credit_card_enabled": False,
+                "autofill.enabled": False, "credentials_enable_service": False,
+                "profile.password_manager_enabled": False, "profile.password_manager_leak_detection": False}
+
+
+def profiles_root() -> Path:
+    """Where the browser profiles of runs live (``$TMPDIR/mltrade-chromium``): one ``<pid>-*`` per run."""
+    return Path(tempfile.gettempdir()) / "mltrade-chromium"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_profiles(root: Optional[Path] = None) -> List[Path]:
+    """Remove the browser profiles of runs that are no longer alive (a crash leaves one behind)."""
+    root = root or profiles_root()
+    removed = []
+    if not root.is_dir():
+        return removed
+    for d in root.iterdir():
+        head = d.name.split("-", 1)[0]
+        if d.is_dir() and head.isdigit() and not _pid_alive(int(head)):
+            shutil.rmtree(d, ignore_errors=True)
+            removed.append(d)
+            log.info("removed the browser profile %s of a run that is gone", d)
+    return removed
 
 
 def venue_class(name: str) -> type:
@@ -96,7 +134,10 @@ class SeleniumStore:
         return self._driver
 
     def _start_browser(self) -> Any:
-        self._profile = tempfile.mkdtemp(prefix="mltrade-chromium-")
+        root = profiles_root()
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        clean_stale_profiles(root)
+        self._profile = tempfile.mkdtemp(prefix=f"{os.getpid()}-", dir=root)
         if self.undetected:
             try:
                 import undetected_chromedriver as uc  # type: ignore[import-not-found]
@@ -107,6 +148,7 @@ class SeleniumStore:
             for a in CHROME_ARGS:
                 opts.add_argument(a)
             opts.add_argument(f"--user-data-dir={self._profile}")
+            opts.add_experimental_option("prefs", dict(CHROME_PREFS))
             return uc.Chrome(options=opts, driver_executable_path=self.driver_path,
                              browser_executable_path=self.chromium_path)
         from selenium import webdriver
@@ -122,6 +164,7 @@ class SeleniumStore:
                 continue
             opts.add_argument(a)
         opts.add_argument(f"--user-data-dir={self._profile}")
+        opts.add_experimental_option("prefs", dict(CHROME_PREFS))
         d = webdriver.Chrome(service=Service(self.driver_path), options=opts)
         d.set_page_load_timeout(max(self.timeout, 5.0) * 3)
         log.info("%s: browser started", self.venue_name)
@@ -185,6 +228,20 @@ class SeleniumStore:
                     log.warning("%s: session expired during %s; logging in again", self.venue_name, name)
                     self._logged_in = False
                     self.login()
+                except ConfirmationTimeout as e:
+                    # no confirmation: never sent again blindly (the caller reconciles with the venue
+                    # first); if the venue expired the session meanwhile, log in again for that
+                    self.capture_failure(name, e)
+                    if not self._browser_dead() and self._on_login_page():
+                        log.warning("%s: session expired during the confirmation of %s; logging in again",
+                                    self.venue_name, name)
+                        self._logged_in = False
+                        try:
+                            self.login()
+                        except Exception as le:
+                            log.error("%s: logging in again failed: %s", self.venue_name,
+                                      mask(str(le).splitlines()[0] if str(le) else type(le).__name__))
+                    raise
                 except Exception as e:
                     if self._browser_dead():
                         log.error("%s: the browser died during %s; a new one starts on the next call",
@@ -194,6 +251,12 @@ class SeleniumStore:
                         self.capture_failure(name, e)
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _on_login_page(self) -> bool:
+        try:
+            return bool(self.venue.on_login_page())
+        except Exception:
+            return False
 
     def _browser_dead(self) -> bool:
         if self._driver is None:

@@ -7,8 +7,10 @@ async function api(path, body) {
   if (r.status === 401) { location.href = '/' + VENUE + '/login'; throw new Error('session expired'); }
   return r.json();
 }
-function fmtEN(x) { return Number(x).toLocaleString('en-GB', {minimumFractionDigits: 2, maximumFractionDigits: 2}); }
-function fmtDE(x) { return Number(x).toLocaleString('de-DE', {minimumFractionDigits: 2, maximumFractionDigits: 2}); }
+function fmtEN(x) { if ((window.FAULTS || {}).locale === 'de') return fmtDE0(x); return fmtEN0(x); }
+function fmtDE(x) { if ((window.FAULTS || {}).locale === 'en') return fmtEN0(x); return fmtDE0(x); }
+function fmtEN0(x) { return Number(x).toLocaleString('en-GB', {minimumFractionDigits: 2, maximumFractionDigits: 2}); }
+function fmtDE0(x) { return Number(x).toLocaleString('de-DE', {minimumFractionDigits: 2, maximumFractionDigits: 2}); }
 function show(id) { document.getElementById(id).hidden = false; }
 function hide(id) { document.getElementById(id).hidden = true; }
 function el(tag, attrs, text) {

@@ -53,6 +53,17 @@ class ConfirmationTimeout(VenueError):
     """The order was submitted but no confirmation or rejection appeared: outcome unknown."""
 
 
+class UnreadableNumber(VenueError):
+    """A number on the venue's page is not in the profile's locale, or implausible: never guessed.
+
+    The message names the page, the selector and the text; the broker stops new orders on it.
+    """
+
+    def __init__(self, message: str, page: str = "", selector: str = "", text: str = ""):
+        super().__init__(message)
+        self.page, self.selector, self.text = page, selector, text
+
+
 @dataclass
 class VenueFill:
     """A confirmed buy."""
@@ -94,24 +105,39 @@ class ClosedPosition:
     reason: str
 
 
-def pick_level(levels: List[float], direction: int, wanted: float) -> float:
+def pick_level(levels: List[float], direction: int, wanted: float, index: Optional[float] = None) -> float:
     """Nearest offered knock-out level on the safe side of ``wanted``.
 
     Long: the highest level at or below ``wanted``; short: the lowest at or above.
-    Raises :class:`VenueError` when the venue offers none on that side.
+    Raises :class:`VenueError` when the venue offers none on that side, or when ``index`` is given and
+    ``wanted`` or the level found is on the wrong side of it (a long's barrier must be below the index,
+    a short's above: otherwise the certificate is knocked out already).
     """
+    check_side(direction, wanted, index)
     if direction > 0:
         ok = [x for x in levels if x <= wanted + 1e-9]
         if ok:
-            return max(ok)
+            return check_side(direction, max(ok), index)
     else:
         ok = [x for x in levels if x >= wanted - 1e-9]
         if ok:
-            return min(ok)
+            return check_side(direction, min(ok), index)
     side = "at or below" if direction > 0 else "at or above"
     raise VenueError(f"no knock-out level offered {side} {wanted:.2f} "
                      f"({len(levels)} levels, {min(levels, default=float('nan')):.2f}"
                      f"..{max(levels, default=float('nan')):.2f})")
+
+
+def check_side(direction: int, level: float, index: Optional[float]) -> float:
+    """``level``, or :class:`VenueError` when it is on the wrong side of ``index`` (None: unchecked).
+
+    A long's knock-out level must lie below the index, a short's above (else it is knocked out already).
+    """
+    if index is not None and math.isfinite(index) and (level >= index if direction > 0 else level <= index):
+        raise VenueError(f"knock-out level {level:.2f} is on the wrong side of the index {index:.2f} for a "
+                         f"{'long' if direction > 0 else 'short'} (it must be "
+                         f"{'below' if direction > 0 else 'above'} the index)")
+    return level
 
 
 def size_for(price: float, stake: Optional[float] = None, cash: Optional[float] = None,
@@ -267,9 +293,22 @@ class Venue(ABC):
     def text(self, key: str) -> str:
         return self.wait(key).text
 
-    def number(self, key: str) -> float:
-        from mltrade.live.formats import parse_number
-        return parse_number(self.text(key), self.number_locale, field=f"{self.name}.{key}")
+    def number(self, key: str, integer: bool = False) -> float:
+        """The number shown by element ``key`` (strictly in the profile's locale)."""
+        return self.read_number(self.text(key), key, self.sel(key), integer=integer)
+
+    def read_number(self, text: Optional[str], field: str, selector: str, integer: bool = False) -> float:
+        """``text`` read from ``selector`` as a number; :class:`UnreadableNumber` (page, selector, text)."""
+        from mltrade.live.formats import NumberFormatError, parse_number
+        try:
+            return parse_number(text, self.number_locale, field=f"{self.name}.{field}", integer=integer)
+        except NumberFormatError as e:
+            try:
+                page = self.driver.current_url
+            except Exception:
+                page = "?"
+            raise UnreadableNumber(f"{self.name}: unreadable number on page {page}, selector {selector!r}: "
+                                   f"{e}", page=page, selector=selector, text=str(text)) from None
 
     def table(self, row_key: str, cells: Dict[str, str]) -> List[Dict[str, str]]:
         """Read rows ``SELECTORS[row_key]``: for each, ``{name: text of cell selector}`` plus data-*."""
@@ -332,9 +371,11 @@ class PositionsPageMixin:
     def _positions_page(self: Any) -> None:
         self.open(self.sel("positions_page"), ready="loaded")
 
-    def _num(self: Any, text: Optional[str], field: str) -> float:
-        from mltrade.live.formats import parse_number
-        return parse_number(text, self.number_locale, field=f"{self.name}.{field}")
+    def _num(self: Any, text: Optional[str], field: str, row: str = "position_row",
+             integer: bool = False) -> float:
+        cell = ("pos_" if row == "position_row" else "h_") + field
+        css = f"{self.sel(row)} {self.sel(cell)}" if cell in self.SELECTORS else self.sel(row)
+        return self.read_number(text, field, css, integer=integer)
 
     def cash(self: Any) -> float:
         self._positions_page()
@@ -360,7 +401,7 @@ class PositionsPageMixin:
             out.append(VenuePosition(
                 deal_id=r["dealId"], product_id=r["product"],
                 direction=1 if (r["dir"] or "").strip() in self.profile.label("long") else -1,
-                barrier=self._num(r["level"], "level"), size=int(self._num(r["size"], "size")),
+                barrier=self._num(r["level"], "level"), size=int(self._num(r["size"], "size", integer=True)),
                 entry=self._num(r["entry"], "entry"), bid=self._num(r["bid"], "bid"),
                 pnl=self._num(r["pnl"], "pnl"), client_ref=r["ref"] or "",
                 stop=self._num(r["stop"], "stop") if r["stop"] else None))
@@ -368,9 +409,10 @@ class PositionsPageMixin:
 
     def _read_history(self: Any) -> List[ClosedPosition]:
         cells = {k[2:]: self.sel(k) for k in self.SELECTORS if k.startswith("h_")}
-        return [ClosedPosition(deal_id=r["dealId"], client_ref=r["ref"] or "", size=int(self._num(r["size"],
-                                                                                                  "size")),
-                               exit=self._num(r["exit"], "exit"), pnl=self._num(r["pnl"], "pnl"),
+        h = "history_row"
+        return [ClosedPosition(deal_id=r["dealId"], client_ref=r["ref"] or "",
+                               size=int(self._num(r["size"], "size", h, integer=True)),
+                               exit=self._num(r["exit"], "exit", h), pnl=self._num(r["pnl"], "pnl", h),
                                reason=r["reason"]) for r in self.table("history_row", cells)]
 
     def _row_button(self: Any, deal_id: str, key: str) -> Any:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional
 
-from mltrade.live.formats import parse_number
 from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, VenueError, VenueFill,
                                       pick_level, size_for)
 
@@ -54,17 +53,18 @@ class IGVenue(PositionsPageMixin, Venue):
         self.wait_js(f"return document.body.dataset.tab === '{side}'", f"the {side} tab")
         rows = self.table("level_row", {"level": self.sel("level_cell"), "bid": self.sel("bid_cell"),
                                         "offer": self.sel("offer_cell")})
-        loc = self.number_locale
-        return [{"id": r["productId"], "level": parse_number(r["level"], loc, "ig.level"),
-                 "bid": parse_number(r["bid"], loc, "ig.bid"),
-                 "offer": parse_number(r["offer"], loc, "ig.offer")}
+        row = self.sel("level_row")
+        return [{"id": r["productId"], "level": self.read_number(r["level"], "level",
+                                                                f"{row} {self.sel('level_cell')}"),
+                 "bid": self.read_number(r["bid"], "bid", f"{row} {self.sel('bid_cell')}"),
+                 "offer": self.read_number(r["offer"], "offer", f"{row} {self.sel('offer_cell')}")}
                 for r in rows]
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
             size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "") -> VenueFill:
         from selenium.webdriver.common.by import By
         rows = self.levels(direction)
-        level = pick_level([r["level"] for r in rows], direction, barrier)
+        level = pick_level([r["level"] for r in rows], direction, barrier, index_price)
         row = next(r for r in rows if r["level"] == level)
         if size is None:
             size = size_for(row["offer"], stake=stake,
@@ -86,7 +86,7 @@ class IGVenue(PositionsPageMixin, Venue):
         if got == "rejection":
             raise OrderRejected(self.text("reject_reason"))
         fill = VenueFill(deal_id=self.text("deal_id"), product_id=row["id"], direction=direction,
-                         barrier=self.number("fill_level"), size=int(self.text("fill_size")),
+                         barrier=self.number("fill_level"), size=int(self.number("fill_size", integer=True)),
                          price=self.number("fill_price"), client_ref=client_ref)
         return fill      # the stop is a separate action (place_stop): a failed stop never hides the fill
 

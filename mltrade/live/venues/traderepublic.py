@@ -12,9 +12,9 @@ import logging
 from typing import Any, Callable, List, Optional
 
 from mltrade.live.finder import Certificate, FinderRules, KnockoutFinder
-from mltrade.live.formats import format_number, parse_number
+from mltrade.live.formats import format_number
 from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, VenueError, VenueFill,
-                                      size_for)
+                                      check_side, size_for)
 
 log = logging.getLogger("mltrade.live")
 
@@ -63,10 +63,11 @@ class PageRowSource:
                   f"rows at scroll position {position}")
         raw = v.driver.execute_script(_READ_VIEW, v.sel("cert_row"),
                                       [v.sel("ko_cell"), v.sel("price_cell"), v.sel("lev_cell")])
-        loc = v.number_locale
-        return [Certificate(index=int(i), isin=isin, barrier=parse_number(ko, loc, "tr.ko"),
-                            price=parse_number(pr, loc, "tr.price"),
-                            leverage=parse_number(lv, loc, "tr.leverage"))
+        row = v.sel("cert_row")
+        return [Certificate(index=int(i), isin=isin,
+                            barrier=v.read_number(ko, "ko", f"{row} {v.sel('ko_cell')}"),
+                            price=v.read_number(pr, "price", f"{row} {v.sel('price_cell')}"),
+                            leverage=v.read_number(lv, "leverage", f"{row} {v.sel('lev_cell')}"))
                 for i, isin, ko, pr, lv in raw]
 
 
@@ -99,6 +100,7 @@ class TradeRepublicVenue(PositionsPageMixin, Venue):
 
     def buy(self, direction: int, barrier: float, *, index_price: Optional[float] = None,
             size: Optional[int] = None, stake: Optional[float] = None, client_ref: str = "") -> VenueFill:
+        check_side(direction, barrier, index_price)
         cash = self.cash() if (size is None and stake is None) else None
         res = self.find(direction, barrier, index_price)
         cert = res.certificate
