@@ -34,12 +34,44 @@ def subcommand_group(subparsers, name: str, help: str):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mltrade", description=mltrade.__doc__)
     parser.add_argument("--version", action="version", version=f"mltrade {mltrade.__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument("-v", "--verbose", action="store_true", dest="global_verbose",
+                        help="log debug messages and show TensorFlow's own lines (also after the sub-command)")
+    parser.add_argument("-q", "--quiet", action="store_true", dest="global_quiet",
+                        help="no progress bars, warnings and errors only (also after the sub-command)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for info in sorted(pkgutil.iter_modules(mltrade.commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
         module = importlib.import_module(f"mltrade.commands.{info.name}")
         module.register(sub)
+    _every_subcommand(parser)
     return parser
+
+
+def _subparsers_of(parser: argparse.ArgumentParser):
+    """``(name, help, parser)`` of each sub-command directly below ``parser``."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            helps = {a.dest: a.help for a in action._choices_actions}
+            for name, p in action.choices.items():
+                yield name, helps.get(name), p
+
+
+def _every_subcommand(parser: argparse.ArgumentParser) -> None:
+    """Give every sub-command a description (its help line when it has none) and ``-v``/``-q``, so that
+    ``mltrade backtest -v`` works as ``mltrade -v backtest`` does."""
+    for name, help_line, p in _subparsers_of(parser):
+        if not p.description and help_line:
+            p.description = help_line[:1].upper() + help_line[1:] + "."
+        opts = p._option_string_actions
+        if "-v" not in opts and "--verbose" not in opts:
+            p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+        if "--quiet" in opts and "-q" not in opts:
+            opts["--quiet"].option_strings.insert(0, "-q")
+            opts["-q"] = opts["--quiet"]
+        elif "--quiet" not in opts and "-q" not in opts:
+            p.add_argument("-q", "--quiet", action="store_true", help="no progress bars; warnings and errors only")
+        _every_subcommand(p)
 
 
 @contextlib.contextmanager
@@ -128,9 +160,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     """Entry point of the ``mltrade`` console script."""
     _GROUPS.clear()
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    from mltrade.commands._help import specific_help
+    if specific_help(argv):
+        return 0
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+    args.verbose = bool(getattr(args, "verbose", False) or args.global_verbose)
+    args.quiet = bool(getattr(args, "quiet", False) or args.global_quiet)
+    if hasattr(args, "no_progress"):
+        args.no_progress = bool(args.no_progress or args.quiet)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:   # matplotlib's one-off "generated new fontManager" INFO line
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)
     quiet_tensorflow(verbose=args.verbose)
     try:
         return int(args.func(args) or 0)

@@ -78,7 +78,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         client = client_from_config(sec, sleep=sleep, on_wait=on_wait)
     except TwelveDataError as exc:
         _close_quietly(bar)
-        print(f"mltrade fetch: error: {exc}", file=sys.stderr)
+        print(f"{_label(args)}: error: {exc}", file=sys.stderr)
         return 2
     cache = BarCache(data_dir)
     tz = _guess_tz(args.symbol)
@@ -102,7 +102,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         if isinstance(exc, (TwelveDataRateLimitError, TwelveDataServerError)):
             advice = (f" ({done['bars']} bars saved, {client.stats.credits} credits used; "
                       f"re-run the same command to resume)")
-        print(f"mltrade fetch: error: {exc}{advice}", file=sys.stderr)
+        print(f"{_label(args)}: error: {exc}{advice}", file=sys.stderr)
         return 1
     bar.n = 100.0
     bar.set_postfix_str("")
@@ -110,6 +110,11 @@ def run_fetch(args: argparse.Namespace) -> int:
     print(f"{args.symbol} {args.interval}: {res.new_bars} bars fetched, {res.requests} requests made, "
           f"{res.credits} credits used; cache {res.path} holds {res.total_bars} bars")
     return 0
+
+
+def _label(args) -> str:
+    """``mltrade data fetch`` or ``mltrade fetch``: the command as the user typed it."""
+    return "mltrade data fetch" if getattr(args, "command", "") == "data" else "mltrade fetch"
 
 
 def _close_quietly(bar) -> None:

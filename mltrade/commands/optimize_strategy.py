@@ -23,7 +23,9 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, help="worker processes on this machine")
     p.add_argument("--storage", help="Optuna RDB URL (sqlite:///file.db, postgresql://user:pw@host/db)")
     p.add_argument("--study", help="study name")
-    p.add_argument("--engine", choices=["vector", "broker"], help="vector (numpy) or broker (backtrader)")
+    p.add_argument("--engine", choices=["vector", "broker"], help="how every trial is scored: vector (the numpy evaluator, fast; the broker re-runs the "
+                        "best trial) or broker (every trial through backtrader and the KnockoutBroker: slow, "
+                        "exact; the broker re-runs the top [sweep] top trials)")
     p.add_argument("--start", help="first session (YYYY-MM-DD)")
     p.add_argument("--end", help="last session (YYYY-MM-DD)")
     p.add_argument("--folds", type=int, help="walk-forward validation folds")
