@@ -99,4 +99,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dic
             # another strategy: the previous strategy's parameters do not apply to it
             cfg["strategy"]["params"] = {}
         cfg = _merge(cfg, layer)
+    if layers:   # values the user set: checked here, so a bad one names its file before anything runs
+        from mltrade.config_sources import check_values, sources
+        check_values(cfg, sources(path, overrides))
     return cfg

@@ -35,7 +35,7 @@ def reports(tmp_path_factory):
             buf = io.StringIO()
             with contextlib.redirect_stdout(buf):
                 assert main(argv) == 0, argv
-            return _report_of(buf.getvalue())
+            return (root / _report_of(buf.getvalue())).resolve()
 
         runs["backtest"] = cli(["backtest", "--start", "2018-01-02", "--end", "2018-04-30", "--name", "bt", "-q"])
         runs["sweep"] = cli(["optimize", "strategy", "--strategy", "momentum", "--trials", "8", "--start",
@@ -87,7 +87,7 @@ def _ncp_report(root: Path) -> Path:
     cfg["strategy"]["name"] = "ncp"
     cfg["strategy"]["params"] = {"model_path": str(root / "ncp_v1"), "stake_fraction": 0.25}
     res = run_backtest(cfg, run_name="ncp", progress=False, start_at_holdout=True)
-    return res.run_dir / "report.html"
+    return (res.run_dir / "report.html").resolve()
 
 
 PAGE_CHECK = """

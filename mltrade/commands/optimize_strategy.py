@@ -26,8 +26,9 @@ def register(sub) -> None:
     p.add_argument("--engine", choices=["vector", "broker"], help="how every trial is scored: vector (the numpy evaluator, fast; the broker re-runs the "
                         "best trial) or broker (every trial through backtrader and the KnockoutBroker: slow, "
                         "exact; the broker re-runs the top [sweep] top trials)")
-    p.add_argument("--start", help="first session (YYYY-MM-DD)")
-    p.add_argument("--end", help="last session (YYYY-MM-DD)")
+    p.add_argument("--data", help="'sample', a CSV file or 'twelvedata:SYMBOL' (as `mltrade backtest --data`)")
+    p.add_argument("--start", help="first session (YYYY-MM-DD; default [sweep] start, else [backtest] start)")
+    p.add_argument("--end", help="last session (YYYY-MM-DD; default [sweep] end, else [backtest] end)")
     p.add_argument("--folds", type=int, help="walk-forward validation folds")
     p.add_argument("--batch", type=int, help="trials scored per vectorised evaluation")
     p.add_argument("--out", help="output folder (the study's report goes into <out>/<study>/)")
@@ -42,6 +43,12 @@ def settings_from(cfg: dict, args) -> "SweepSettings":
 
     s = dict(cfg.get("sweep", {}))
     s["strategy"] = cfg["strategy"]["name"]
+    from mltrade.config import default_config
+    packaged = default_config()["backtest"]
+    for k in ("start", "end"):   # one default range: the backtest's (the sample's 2014-2018; other data: all of it)
+        if not s.get(k):
+            v = cfg["backtest"].get(k, "")
+            s[k] = "" if str(cfg["backtest"]["data"]) != "sample" and v == packaged[k] else v
     for k in ("strategy", "trials", "jobs", "storage", "study", "engine", "start", "end", "folds", "batch", "out"):
         v = getattr(args, k, None)
         if v is not None:
@@ -56,8 +63,10 @@ def run(args) -> int:
     from mltrade.config import load_config
     from mltrade.sweep.study import optimize
 
-    over = {"strategy": {"name": args.strategy}} if args.strategy else None
-    cfg = load_config(args.config, over)
+    over = {"strategy": {"name": args.strategy}} if args.strategy else {}
+    if getattr(args, "data", None):
+        over["backtest"] = {"data": args.data}
+    cfg = load_config(args.config, over or None)
     settings = settings_from(cfg, args)
     s = optimize(cfg, settings)
     print(f"study {s['study']!r} ({s['storage']}): {s['trials_new']} new trials in {s['search_seconds']:.1f} s, "

@@ -60,8 +60,8 @@ class SweepSettings:
     storage: str = ""             #: Optuna RDB URL; "" = SQLite file in the output folder
     study: str = ""               #: study name; "" = "<strategy>-<start>-<end>"
     engine: str = "vector"        #: vector | broker
-    start: str = "2017-01-01"
-    end: str = "2017-12-31"
+    start: str = "2014-01-01"     #: the backtest's default range ([sweep] start = "" takes [backtest] start)
+    end: str = "2018-12-31"
     folds: int = 3
     test_frac: float = 0.25
     batch: int = 100
