@@ -36,7 +36,7 @@ class BacktestResult:
 
 
 def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None, *, seed: int = 42,
-             interval: int = 5, data_dir: str = "~/.mltrade/data", field: str = "backtest") -> pd.DataFrame:
+             interval: int = 5, data_dir: str = ".mltrade/data", field: str = "backtest") -> pd.DataFrame:
     """Bars of ``source`` — ``sample``, a CSV path or ``twelvedata:SYMBOL`` (the fetch cache) — cut to
     the sessions ``start``..``end`` (inclusive). ``field`` names the config section in errors."""
     start, end = start or None, end or None
@@ -106,7 +106,7 @@ def load_bars(cfg: dict) -> pd.DataFrame:
     """The bars a config's [backtest] section asks for (see :func:`bars_for`)."""
     b = cfg["backtest"]
     return bars_for(b["data"], b.get("start"), b.get("end"), seed=b["seed"], interval=b["interval"],
-                    data_dir=cfg.get("twelvedata", {}).get("data_dir", "~/.mltrade/data"))
+                    data_dir=cfg.get("twelvedata", {}).get("data_dir", ".mltrade/data"))
 
 
 def _cached_bars(symbol: str, interval: str, data_dir: str, start: Optional[str],

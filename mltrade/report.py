@@ -70,6 +70,9 @@ CONVENTIONS = (
 
 
 def _png(fig) -> str:
+    w, h = fig.get_size_inches()
+    if w < FIG_WIDTH:   # every chart (strategies' own too) at the page's full width, at its own height
+        fig.set_size_inches(FIG_WIDTH, h)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
@@ -220,6 +223,8 @@ def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, labe
         if len(r):
             lo, hi = np.percentile(r, [0.5, 99.5])
             ax.hist(r.clip(lo, hi), bins=min(80, max(10, len(r) // 5)), color="tab:blue", alpha=0.8)
+    else:
+        ax.text(0.5, 0.5, "no trades", transform=ax.transAxes, ha="center", va="center", color="grey")
     ax.axvline(0, color="black", lw=0.8)
     ax.set_xlabel("return per trade (% of the stake; outer 0.5 % of trades drawn at the edges)")
     ax.set_ylabel("trades")
@@ -342,7 +347,10 @@ def _tearsheet_figures(bars: pd.DataFrame, start_cash: float, label=lambda t: t)
 
     figs = []
     cols = ["value"] + [c for c in bars.columns if c.startswith("value_")]
-    rolls = {c: rolling_stats(bars[c], start_cash) for c in cols}
+    sessions = int(bars.index.normalize().nunique())
+    # about six months; a shorter run gets a quarter of its sessions (at least 10) so the chart exists
+    window = ROLLING_WINDOW if sessions >= 2 * ROLLING_WINDOW else max(10, sessions // 4)
+    rolls = {c: rolling_stats(bars[c], start_cash, window) for c in cols} if sessions >= 30 else {}
     if any(r["sharpe"].notna().any() for r in rolls.values()):
         fig, (a1, a2) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 5), sharex=True)
         for c, r in rolls.items():
@@ -356,7 +364,7 @@ def _tearsheet_figures(bars: pd.DataFrame, start_cash: float, label=lambda t: t)
         a1.legend(fontsize=8, ncol=4)
         a1.grid(alpha=0.3)
         _date_axis(a2)
-        figs.append((label(f"Rolling Sharpe and volatility ({ROLLING_WINDOW} sessions)"), fig))
+        figs.append((label(f"Rolling Sharpe and volatility ({window} sessions)"), fig))
     m = period_returns(bars["value"], start_cash, "ME")
     if len(m):
         grid = pd.DataFrame({"y": m.index.year, "m": m.index.month, "r": m.values * 100}).pivot(

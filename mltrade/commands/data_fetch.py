@@ -53,7 +53,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         sec["base_url"] = args.base_url
     if args.credits_per_minute:
         sec["credits_per_minute"] = args.credits_per_minute
-    data_dir = os.path.expanduser(args.data_dir or sec.get("data_dir", "~/.mltrade/data"))
+    data_dir = os.path.expanduser(args.data_dir or sec.get("data_dir", ".mltrade/data"))
     try:
         start = pd.Timestamp(args.start)
         end = pd.Timestamp(args.end) if args.end else None

@@ -43,7 +43,7 @@ def run(args) -> int:
     from mltrade.feeds.sample import load_daily
 
     cfg = load_config(args.config)
-    data_dir = args.data_dir or cfg.get("twelvedata", {}).get("data_dir", "~/.mltrade/data")
+    data_dir = args.data_dir or cfg.get("twelvedata", {}).get("data_dir", ".mltrade/data")
     daily = load_daily()
     print(f"sample: NASDAQ Composite daily bars {daily.index[0].date()} .. {daily.index[-1].date()} "
           f"({len(daily):,} sessions; 5-minute bars synthetic): --data sample")

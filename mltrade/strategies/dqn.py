@@ -249,7 +249,12 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             a1.fill_between(t.index, t["mean_close"] - 2 * t["se_close"], t["mean_close"] + 2 * t["se_close"],
                             alpha=0.3, label="+-2 standard errors")
             a1.legend(fontsize=7)
-            a2.plot(t.index, t["z_close"].clip(-20, 20), lw=0.6)
-            a2.set_ylabel("(actual-mean)/se")
+            a2.plot(t.index, t["z_close"], lw=0.6)
+            a2.set_yscale("symlog", linthresh=2.0)   # robust: |z| of hundreds beside the +-2 band stays readable
+            for y in (-2, 2):
+                a2.axhline(y, color="grey", ls="--", lw=0.7)
+            a2.set_ylabel("(actual − mean) / se\n(symmetric log; ±2 dashed)")
+            a1.set_ylabel("index close")
+            a2.set_xlabel("session")
             figs.append(("DQN ensemble deviation tracking (predicted close)", fig2))
         return figs
