@@ -149,8 +149,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:   # matplotlib's one-off "generated new fontManager" INFO line
-        logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if not args.verbose:   # matplotlib's one-off font-cache INFO line; HTTP clients' per-request and retry lines
+        for name in ("matplotlib", "openai", "httpx", "httpcore", "urllib3"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"      # workers this command starts show TensorFlow's lines too
     quiet_tensorflow(verbose=args.verbose)
