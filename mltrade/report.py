@@ -173,7 +173,7 @@ def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, labe
     ax.set_ylabel("drawdown (% below peak)")
     ax.legend(fontsize=8, loc="lower left")
     _date_axis(ax)
-    figs.append((label("Drawdown (per bar, daily minimum), strategy and baselines"), fig))
+    figs.append((label("Drawdown (per bar, daily minimum)" + (", strategy and baselines" if others else "")), fig))
     fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.5))
     window = ""
     t = trades.copy()

@@ -52,7 +52,8 @@ def reports(tmp_path_factory):
         assert main(["train", "dqn", "--config", str(root / "dqn.toml"), "--agents", "2", "--steps", "60",
                      "--sessions", "day", "-q"]) == 0
         (root / "dqn_bt.toml").write_text(f'[strategy]\nname = "dqn"\n[strategy.params]\nregistry = "{root / "models"}"\n')
-        runs["dqn"] = cli(["backtest", "--config", str(root / "dqn_bt.toml"), "--name", "dqn", "-q"])
+        runs["dqn"] = cli(["backtest", "--config", str(root / "dqn_bt.toml"), "--end", "2014-09-30", "--name", "dqn",
+                           "-q"])
         runs["ncp"] = _ncp_report(root)
     finally:
         os.chdir(cwd)

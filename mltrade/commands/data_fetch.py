@@ -68,19 +68,19 @@ def run_fetch(args: argparse.Namespace) -> int:
     def on_wait(seconds: float, reason: str) -> None:
         kind = failure_kind(reason)
         if kind is None:                      # the credit budget: a planned wait, not a failure
-            waiting["reason"] = "credit budget"
+            waiting["reason"] = f": {reason}"
             return
         failures[kind] = failures.get(kind, 0) + 1
         if failures[kind] == 1:
             bar.write(f"{_label(args)}: {reason.split('after: ', 1)[-1]}; retrying (up to "
                       f"{client.max_retries} retries per request, then giving up)", file=sys.stderr)
-        waiting["reason"] = ", ".join(f"{k} ×{n}" for k, n in failures.items())
+        waiting["reason"] = " (" + ", ".join(f"{k} ×{n}" for k, n in failures.items()) + ")"
 
     def sleep(seconds: float) -> None:
         """Sleep, counting the wait down in the progress bar (rate limits can take a minute)."""
         until = time.monotonic() + seconds
         while (left := until - time.monotonic()) > 0:
-            bar.set_postfix_str(f"waiting {left:.0f} s ({waiting['reason']})", refresh=True)
+            bar.set_postfix_str(f"waiting {left:.0f} s{waiting['reason']}", refresh=True)
             time.sleep(min(1.0, left))
         bar.set_postfix_str("", refresh=True)
 

@@ -696,8 +696,9 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, run:
     sections = [("Study", _summary_html(summary)),
                 ("Top trials (validation folds)", table[table.state == "COMPLETE"].sort_values(
                     "value", ascending=False).head(20).to_html(index=False, border=0, float_format="{:.4g}".format))]
+    # the held-out test range was never used to choose: its figures are out of sample
     rsum = dict(test_best.summary, strategy=f"{settings.strategy} (best trial {best.number}, held-out test)",
-                synthetic_intraday=summary["synthetic_intraday"])
+                synthetic_intraday=summary["synthetic_intraday"], out_of_sample=True)
     from mltrade.report import write_report
     from mltrade.sweep.verdict import sweep_lead
     rsum["lead"] = sweep_lead(summary, test_best.trades, pbo=sig.get("pbo", summary.get("pbo")))
