@@ -149,8 +149,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.verbose:   # matplotlib's one-off font-cache INFO line; HTTP clients' per-request and retry lines
-        for name in ("matplotlib", "openai", "httpx", "httpcore", "urllib3"):
+    # matplotlib's one-off font-cache INFO line (and its font-matching DEBUG lines, even with -v); HTTP
+    # clients' per-request and retry lines unless -v
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
+    if not args.verbose:
+        for name in ("openai", "httpx", "httpcore", "urllib3"):
             logging.getLogger(name).setLevel(logging.WARNING)
     if args.verbose:
         os.environ[VERBOSE_ENV] = "1"      # workers this command starts show TensorFlow's lines too

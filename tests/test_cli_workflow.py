@@ -182,6 +182,17 @@ def test_best_trial_warnings_name_leverage_and_knockouts():
     assert "up to 92× leverage (average 52×)" in w[0] and "1.1 % index move" in w[0]
     assert "1 of its 3 held-out trades (33%) were knocked out" in w[1]
     assert rounded({"distance": 0.7394691457109307, "decision_bar": 17}) == {"distance": 0.7395, "decision_bar": 17}
+    from mltrade.sweep.verdict import sweep_lead
+
+    summary = {"significance": {"words": "Best of 24 trials: not distinguishable from luck at 5%."},
+               "best_trial": 7, "trials_total": 24, "search_engine": "broker",
+               "best_params": {"distance": 0.7394691457109307}, "layout": {"test": ["2017-10-02", "2017-12-29"]},
+               "test_best": {"total_return": -0.1785, "trades": 3}, "test_default": {"total_return": 0.01}}
+    lead = sweep_lead(summary, t)
+    assert lead.index("Verdict:") < lead.index("Best trial 7 of 24 (scored by the broker): distance = 0.7395")
+    assert "over 3 trades" in lead and "PBO" not in lead and lead.count("Warning:") == 2
+    assert "Probability of backtest overfitting (PBO) 0.62: the chosen trial is more likely than not" in \
+        sweep_lead(summary, t, pbo={"pbo": 0.62})
 
 
 def test_a_failing_download_says_one_line_per_kind_and_gives_up_once(tmp_path):

@@ -74,17 +74,21 @@ def run(args) -> int:
     for w in s.get("failed_workers", []):
         print(f"warning: worker {w['worker']} died (exit code {w['exitcode']}); its batch in flight is lost, "
               f"the other workers' trials and this report stand", file=sys.stderr)
-    print(f"best trial {s['best_trial']}: {s['best_params']} (mean validation log growth {s['best_value']:.5f})")
+    from mltrade.report import baseline_label
+    from mltrade.sweep.verdict import rounded
+    print(f"best trial {s['best_trial']}: {rounded(s['best_params'])} (mean validation log growth "
+          f"{s['best_value']:.5f}; exact values in best_config.toml)")
     print(f"significance: {s['significance']['words']}")
     for c in s["confirmation"]:
-        print(f"  broker confirmation of trial {c['trial']}: validation objective {c['search_value']} "
+        sv = "n/a" if c["search_value"] is None else f"{c['search_value']:.6f}"
+        print(f"  broker confirmation of trial {c['trial']}: validation objective {sv} "
               f"({c['search_engine']}) "
               f"vs broker {c['broker_value']:.6f}")
     tb, td = s["test_best"], s["test_default"]
     print(f"held-out test {'..'.join(s['layout']['test'])}: best params total return {tb['total_return']:+.2%} "
           f"({tb['trades']} trades), default params {td['total_return']:+.2%}")
     for name, b in s.get("test_baselines", {}).items():
-        print(f"  baseline {name} on the test range: total return {b['total_return']:+.2%}")
+        print(f"  baseline {baseline_label(name)} on the test range: total return {b['total_return']:+.2%}")
     if s["test_vector"]:
         print(f"  evaluator on the test range: final cash {s['test_vector']['best_final_cash']:.2f} "
               f"vs broker {tb['final_value']:.2f}")
