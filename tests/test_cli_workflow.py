@@ -268,3 +268,12 @@ def test_search_workers_keep_tensorflow_quiet_unless_verbose(tmp_path):
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     from tests.test_cli_quiet_tf import TF_NOISE
     assert not TF_NOISE.search(quiet.stderr), quiet.stderr[-2000:]
+
+
+def test_matplotlib_and_http_clients_stay_quiet_unless_verbose(capsys):
+    import logging
+
+    assert main(["config", "show", "--section", "product"]) == 0
+    assert logging.getLogger("matplotlib").level == logging.WARNING      # no "generated new fontManager" line
+    assert logging.getLogger("httpx").level == logging.WARNING
+    assert os.environ.get("MLTRADE_VERBOSE") != "1"
