@@ -37,7 +37,7 @@ def reports(tmp_path_factory):
                 assert main(argv) == 0, argv
             return (root / _report_of(buf.getvalue())).resolve()
 
-        runs["backtest"] = cli(["backtest", "--start", "2018-01-02", "--end", "2018-04-30", "--name", "bt", "-q"])
+        runs["backtest"] = cli(["backtest", "--start", "2018-02-01", "--end", "2018-04-30", "--name", "bt", "-q"])
         runs["sweep"] = cli(["optimize", "strategy", "--strategy", "momentum", "--trials", "8", "--start",
                              "2016-01-01", "--end", "2016-03-31", "--folds", "2", "--batch", "8", "--study", "br",
                              "-q", "--out", str(root / "sweeps")])
@@ -49,10 +49,10 @@ def reports(tmp_path_factory):
         (root / "dqn.toml").write_text(
             '[dqn]\nstart = "2013-06-01"\nend = "2014-03-31"\ntrain_days = 100\nval_days = 40\ntest_days = 30\n'
             f'embargo = 2\ncandidates = 1\nepisode_length = 40\nregistry = "{root / "models"}"\n')
-        assert main(["train", "dqn", "--config", str(root / "dqn.toml"), "--agents", "2", "--steps", "60",
+        assert main(["train", "dqn", "--config", str(root / "dqn.toml"), "--agents", "2", "--steps", "40",
                      "--sessions", "day", "-q"]) == 0
         (root / "dqn_bt.toml").write_text(f'[strategy]\nname = "dqn"\n[strategy.params]\nregistry = "{root / "models"}"\n')
-        runs["dqn"] = cli(["backtest", "--config", str(root / "dqn_bt.toml"), "--end", "2014-09-30", "--name", "dqn",
+        runs["dqn"] = cli(["backtest", "--config", str(root / "dqn_bt.toml"), "--end", "2014-06-30", "--name", "dqn",
                            "-q"])
         runs["ncp"] = _ncp_report(root)
     finally:

@@ -19,7 +19,7 @@ from mltrade.config import load_config
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ts")
-    cfg = load_config(None, {"backtest": {"start": "2018-01-02", "end": "2018-08-31", "out": str(out)}})
+    cfg = load_config(None, {"backtest": {"start": "2018-01-02", "end": "2018-05-31", "out": str(out)}})
     return run_backtest(cfg, run_name="ts", progress=False)
 
 
