@@ -129,6 +129,12 @@ def test_config_new_writes_a_starter_that_loads_and_config_show_says_where(tmp_p
     assert spread.endswith("# default: mltrade/default_config.toml")
     assert main(["config", "show", "--section", "nope"]) == 2
     assert "valid: backtest" in capsys.readouterr().err
+    (tmp_path / "bad.toml").write_text("[product]\nratio = -1\n")
+    assert main(["config", "show", "--config", "bad.toml", "--section", "product"]) == 2
+    shown = capsys.readouterr()
+    assert "ratio = -1" in shown.out and "# bad.toml" in shown.out
+    assert shown.err.strip() == "mltrade: error: bad.toml [product] ratio: expected a positive number " \
+                                "(certificates per index point), got -1"
 
 
 def test_data_list_shows_cached_symbols_and_ranges(tmp_path, capsys):

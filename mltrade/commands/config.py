@@ -43,7 +43,7 @@ def _show(args) -> int:
     from mltrade.config import PACKAGE_DIR, load_config
     from mltrade.config_sources import sources
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, check=False)   # show every value, then say which one fails its check
     srcs = sources(args.config)
     sections = {}
 
@@ -70,6 +70,8 @@ def _show(args) -> int:
             src = src.replace(here + "/", "")
             print(f"{f'{k} = {_toml_value(v)}':<{width}}  # {src}")
         print()
+    from mltrade.config_sources import check_values
+    check_values(cfg, srcs)       # a bad value: printed above, then named by the error line
     return 0
 
 
