@@ -37,7 +37,7 @@ class BacktestResult:
 
 
 def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None, *, seed: int = 42,
-             interval: int = 5, data_dir: str = "~/.mltrade/data", field: str = "backtest") -> pd.DataFrame:
+             interval: int = 5, data_dir: str = ".mltrade/data", field: str = "backtest") -> pd.DataFrame:
     """Bars of ``source`` — ``sample``, a CSV path or ``twelvedata:SYMBOL`` (the fetch cache) — cut to
     the sessions ``start``..``end`` (inclusive). ``field`` names the config section in errors."""
     start, end = start or None, end or None
@@ -45,9 +45,12 @@ def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None
     if first is not None and last is not None and first > last:
         raise ConfigError(f"{field}.start/end: the start {start} is after the end {end}")
     if source == "sample":
-        return sample_intraday(start, end, seed=int(seed), interval=int(interval))
+        return _clip_note(sample_intraday(start, end, seed=int(seed), interval=int(interval)), start, end, source, field)
     if str(source).startswith("twelvedata:"):
-        return _cached_bars(source.split(":", 1)[1], f"{int(interval)}min", data_dir, start, end)
+        symbol = source.split(":", 1)[1].strip()
+        if not symbol:
+            raise ConfigError(f"{field}.data: {source!r} names no symbol; expected twelvedata:SYMBOL, e.g. twelvedata:NDX")
+        return _clip_note(_cached_bars(symbol, f"{int(interval)}min", data_dir, start, end), start, end, source, field)
     df = load_csv(source)
     attrs = dict(df.attrs)
     tz = df.index.tz
@@ -56,8 +59,37 @@ def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None
     if end:
         df = df[df.index < pd.Timestamp(end).tz_localize(tz) + pd.Timedelta(days=1)]
     if df.empty:
-        raise ConfigError(f"{field}.start/end: no bars of {source} between {start} and {end}")
+        raise ConfigError(f"{field}.start/end: no bars of {source} {_between(start, end)}")
     df.attrs = attrs
+    return _clip_note(df, start, end, source, field)
+
+
+def _between(start: Optional[str], end: Optional[str]) -> str:
+    """"between 2019-01-01 and 2019-06-01", "from 2019-01-01 on", "up to ...", "at all"."""
+    if start and end:
+        return f"between {start} and {end}"
+    return f"from {start} on" if start else f"up to {end}" if end else "at all"
+
+
+#: a requested start or end this many days beyond the first / last bar is reported as clipped
+CLIP_SLACK_DAYS = 5
+
+
+def _clip_note(df: pd.DataFrame, start: Optional[str], end: Optional[str], source: str, field: str) -> pd.DataFrame:
+    """Say in one line (stderr) when the requested range reaches beyond the data and was clipped to it."""
+    if df.empty:
+        return df
+    first, last = df.index[0].date(), df.index[-1].date()
+    slack = pd.Timedelta(days=CLIP_SLACK_DAYS)
+    cut = []
+    if start and pd.Timestamp(start) < pd.Timestamp(first) - slack:
+        cut.append(f"start {start}")
+    if end and pd.Timestamp(end) > pd.Timestamp(last) + slack:
+        cut.append(f"end {end}")
+    if cut:
+        import sys
+        print(f"mltrade: note: [{field}] {' and '.join(cut)} outside the data of {source}; "
+              f"running its sessions {first} .. {last}", file=sys.stderr)
     return df
 
 
@@ -75,7 +107,7 @@ def load_bars(cfg: dict) -> pd.DataFrame:
     """The bars a config's [backtest] section asks for (see :func:`bars_for`)."""
     b = cfg["backtest"]
     return bars_for(b["data"], b.get("start"), b.get("end"), seed=b["seed"], interval=b["interval"],
-                    data_dir=cfg.get("twelvedata", {}).get("data_dir", "~/.mltrade/data"))
+                    data_dir=cfg.get("twelvedata", {}).get("data_dir", ".mltrade/data"))
 
 
 def _cached_bars(symbol: str, interval: str, data_dir: str, start: Optional[str],
@@ -89,7 +121,7 @@ def _cached_bars(symbol: str, interval: str, data_dir: str, start: Optional[str]
     df = cache.load(symbol, interval, start, end_excl)
     if df.empty:
         raise ConfigError(f"backtest.data: no cached {interval} bars of {symbol} in {cache.path(symbol, interval)}"
-                          f" between {start} and {end}; run `mltrade data fetch --symbol {symbol} "
+                          f" {_between(start, end)}; run `mltrade data fetch --symbol {symbol} "
                           f"--interval {interval} --start ...` first")
     df.attrs.update(symbol=symbol, calendar=calendar_for_symbol(symbol),
                     source=f"TwelveData cache {cache.path(symbol, interval)}", synthetic_intraday=False)

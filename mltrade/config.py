@@ -83,8 +83,10 @@ def _same_type(ref, value) -> bool:
     return isinstance(value, type(ref))
 
 
-def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dict] = None) -> dict:
-    """Defaults, then the user file at ``path``, then ``overrides`` (e.g. from CLI flags); validated."""
+def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dict] = None,
+                check: bool = True) -> dict:
+    """Defaults, then the user file at ``path``, then ``overrides`` (e.g. from CLI flags); validated
+    (``check=False``: keys and types only, not the values' ranges — for ``mltrade config show``)."""
     defaults = default_config()
     cfg = defaults
     layers = []
@@ -99,4 +101,7 @@ def load_config(path: Optional[Union[str, Path]] = None, overrides: Optional[dic
             # another strategy: the previous strategy's parameters do not apply to it
             cfg["strategy"]["params"] = {}
         cfg = _merge(cfg, layer)
+    if layers and check:   # values the user set: checked here, so a bad one names its file before anything runs
+        from mltrade.config_sources import check_values, sources
+        check_values(cfg, sources(path, overrides))
     return cfg

@@ -72,8 +72,11 @@ CONVENTIONS = (
 
 
 def _png(fig) -> str:
+    w, h = fig.get_size_inches()
+    if w < FIG_WIDTH:   # every chart (strategies' own too) at the page's full width, at its own height
+        fig.set_size_inches(FIG_WIDTH, h)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
@@ -129,57 +132,106 @@ def monthly_returns(equity: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: chart width in inches (the page shows charts at full width); more trades than this get a window
+FIG_WIDTH = 14
+MAX_MARKED_TRADES = 300
+
+
+def _date_axis(ax) -> None:
+    ax.set_xlabel("date (exchange time)")
+    ax.grid(alpha=0.3)
+
+
 def _figures(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float, label=lambda t: t):
     daily = equity.groupby(equity.index.normalize()).tail(1)   # session closes, at their last bar's time
     figs = []
-    fig, ax = plt.subplots(figsize=(10, 4))
-    ax.plot(daily.index, daily["value"], label="strategy", lw=1.2)
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.5))
     others = [c for c in daily.columns if c.startswith("value_")]
+    # returns in % of the start cash, so stakes and compounding do not hide the shape
+    ax.plot(daily.index, (daily["value"] / start_cash - 1) * 100, label="strategy", lw=1.4, color="black")
     for c in others:
-        ax.plot(daily.index, daily[c], label=baseline_label(c[len("value_"):]), lw=0.9, alpha=0.8)
+        ax.plot(daily.index, (daily[c] / start_cash - 1) * 100, label=baseline_label(c[len("value_"):]),
+                lw=0.9, alpha=0.8)
     if not others:
-        ax.plot(daily.index, start_cash * daily["close"] / daily["close"].iloc[0], label="buy and hold (index)",
+        ax.plot(daily.index, (daily["close"] / daily["close"].iloc[0] - 1) * 100, label="index (buy and hold)",
                 lw=1.0, alpha=0.8)
-    ax.set_ylabel("account value")
-    lows = daily[["value"] + others].min().min()
-    ax.set_yscale("log" if lows > 0 else "linear")
+    values = daily[["value"] + others] / start_cash
+    if values.min().min() > 0 and values.max().max() / values.min().min() > 20:
+        ax.set_yscale("symlog", linthresh=10)   # growth over decades: keep losses readable beside gains
+    ax.set_ylabel("cumulative return (% of start cash)")
+    ax.axhline(0, color="grey", lw=0.6)
     ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    figs.append((label("Equity vs the baselines (session closes)" if others else
-                       "Equity vs the index (session closes)"), fig))
-    fig, ax = plt.subplots(figsize=(10, 2.5))
+    _date_axis(ax)
+    figs.append((label("Cumulative return vs the baselines (session closes)" if others else
+                       "Cumulative return vs the index (session closes)"), fig))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3))
     dd = drawdown(equity["value"])
     ddd = dd.groupby(dd.index.normalize()).min()
-    ax.fill_between(ddd.index, ddd.values * 100, 0, color="tab:red", alpha=0.4)
-    ax.set_ylabel("drawdown %")
-    ax.grid(alpha=0.3)
-    figs.append((label("Drawdown (per bar, daily minimum)"), fig))
-    fig, ax = plt.subplots(figsize=(10, 4))
-    line = equity if len(equity) <= 20_000 else daily   # short runs: every bar, so entries sit on the line
-    ax.plot(line.index, line["close"], color="black", lw=0.8, label="index close")
-    if len(trades):
-        t = trades.copy()
+    ax.fill_between(ddd.index, ddd.values * 100, 0, color="tab:red", alpha=0.35, label="strategy")
+    for c in others:
+        b = drawdown(equity[c].dropna())
+        b = b.groupby(b.index.normalize()).min()
+        ax.plot(b.index, b.values * 100, lw=0.9, alpha=0.85, label=baseline_label(c[len("value_"):]))
+    ax.set_ylabel("drawdown (% below peak)")
+    ax.legend(fontsize=8, loc="lower left")
+    _date_axis(ax)
+    figs.append((label("Drawdown (per bar, daily minimum)" + (", strategy and baselines" if others else "")), fig))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 4.5))
+    window = ""
+    t = trades.copy()
+    line = equity
+    if len(t):
         t["entry_time"] = pd.to_datetime(t["entry_time"])
         t["exit_time"] = pd.to_datetime(t["exit_time"])
+        if len(t) > MAX_MARKED_TRADES:   # thousands of markers are a band: show the last trades at full detail
+            t = t.tail(MAX_MARKED_TRADES // 3)
+            lo = t["entry_time"].min().normalize()
+            line = equity[equity.index >= lo]
+            window = (f" (last {len(t)} of {len(trades):,} trades, from {lo.date()}; "
+                      f"trades per month below)")
+    line = line if len(line) <= 20_000 else line.groupby(line.index.normalize()).tail(1)
+    ax.plot(line.index, line["close"], color="black", lw=0.8, label="index close")
+    if len(t):
         for d, marker, color in (("long", "^", "tab:green"), ("short", "v", "tab:orange")):
             sel = t[t["direction"] == d]
-            ax.scatter(sel["entry_time"], sel["entry_underlying"], marker=marker, s=14, color=color,
+            ax.scatter(sel["entry_time"], sel["entry_underlying"], marker=marker, s=22, color=color,
                        label=f"{d} entry", zorder=3)
         ex = t[t["exit_reason"].isin(["signal", "session_end", "stop"])]
-        ax.scatter(ex["exit_time"], ex["exit_underlying"], marker="x", s=10, color="tab:blue", label="exit",
+        ax.scatter(ex["exit_time"], ex["exit_underlying"], marker="x", s=14, color="tab:blue", label="exit",
                    zorder=3)
         ko = t[t["exit_reason"] == "knockout"]
-        ax.scatter(ko["exit_time"], ko["exit_underlying"], marker="X", s=40, color="tab:red",
+        ax.scatter(ko["exit_time"], ko["exit_underlying"], marker="X", s=50, color="tab:red",
                    label="knock-out", zorder=4)
+    ax.set_ylabel("index level")
     ax.legend(fontsize=8, ncol=5)
-    ax.grid(alpha=0.3)
-    figs.append((label("Index with entries, exits and knock-outs"), fig))
-    fig, ax = plt.subplots(figsize=(10, 3))
+    _date_axis(ax)
+    figs.append((label("Index with entries, exits and knock-outs" + window), fig))
+    if window:
+        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3))
+        a = trades.assign(month=pd.to_datetime(trades["exit_time"]).dt.to_period("M").dt.to_timestamp())
+        counts = a.pivot_table(index="month", columns="exit_reason", values="pnl", aggfunc="count").fillna(0)
+        bottom = np.zeros(len(counts))
+        for reason in counts.columns:
+            ax.bar(counts.index, counts[reason].to_numpy(), width=25, bottom=bottom,
+                   label=str(reason).replace("_", " "))
+            bottom += counts[reason].to_numpy()
+        ax.set_ylabel("trades per month")
+        ax.legend(fontsize=8, ncol=4)
+        _date_axis(ax)
+        figs.append((label("Trades per month by exit reason"), fig))
+    fig, ax = plt.subplots(figsize=(FIG_WIDTH, 3))
     if len(trades):
-        ax.hist(trades["pnl"], bins=min(60, max(10, len(trades) // 5)), color="tab:blue", alpha=0.8)
+        r = pd.to_numeric(trades["return"], errors="coerce").dropna() * 100
+        if len(r):
+            lo, hi = np.percentile(r, [0.5, 99.5])
+            ax.hist(r.clip(lo, hi), bins=min(80, max(10, len(r) // 5)), color="tab:blue", alpha=0.8)
+    else:
+        ax.text(0.5, 0.5, "no trades", transform=ax.transAxes, ha="center", va="center", color="grey")
     ax.axvline(0, color="black", lw=0.8)
-    ax.set_xlabel("P&L per trade")
-    figs.append((label("P&L per trade"), fig))
+    ax.set_xlabel("return per trade (% of the stake; outer 0.5 % of trades drawn at the edges)")
+    ax.set_ylabel("trades")
+    ax.grid(alpha=0.3)
+    figs.append((label("Return per trade"), fig))
     return figs
 
 
@@ -231,11 +283,121 @@ def baseline_table_html(summary: dict) -> str:
     return f"<table><tr><th></th>{head}</tr>{''.join(body)}</table>"
 
 
-CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+CSS = """body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right}
 .warn{background:#fff3cd;border:1px solid #e0c36c;padding:.6em 1em;border-radius:4px}
-.headline{font-size:1.15em}.sig{color:#444}.scope{color:#333}.wide{overflow-x:auto}.trades td{white-space:nowrap}
-img{max-width:100%}footer{margin-top:2em;color:#444;font-size:13px}"""
+.headline{font-size:1.15em}.sig{color:#444}.scope{color:#333}.wide{overflow-x:auto}.trades{font-size:12px}.trades td{white-space:normal}
+.heat td{text-align:center;min-width:3.5em}.ts td{min-width:6em}
+img{width:100%;height:auto}footer{margin-top:2em;color:#444;font-size:13px}"""
+
+
+#: tearsheet rows: (summary.json key, label, format) — "pct" fractions as %, "num" 2 decimals, "int", "h" hours
+TEARSHEET_ROWS = [("calmar", "Calmar (CAGR / |max drawdown|)", "num"), ("volatility", "volatility (annualised)", "pct"),
+                  ("skew", "skew (daily returns)", "num"), ("kurtosis", "excess kurtosis (daily returns)", "num"),
+                  ("var_95", "daily VaR 95 % (historical)", "pct"), ("cvar_95", "daily CVaR 95 % (expected shortfall)", "pct"),
+                  ("best_session", "best session", "pct"), ("worst_session", "worst session", "pct"),
+                  ("positive_sessions", "sessions with a gain", "share"),
+                  ("beta", "beta to the index", "num"), ("alpha", "alpha to the index (annualised)", "pct"),
+                  ("correlation", "correlation with the index", "num"),
+                  ("profit_factor", "profit factor (gross win / gross loss)", "num"),
+                  ("expectancy", "expectancy (mean P&L per trade)", "money"),
+                  ("expectancy_return", "expectancy (mean return per trade)", "pct"),
+                  ("avg_win_return", "average win (return)", "pct"), ("avg_loss_return", "average loss (return)", "pct"),
+                  ("avg_win", "average win (P&L)", "money"), ("avg_loss", "average loss (P&L)", "money"),
+                  ("best_trade", "best trade (return)", "pct"), ("worst_trade", "worst trade (return)", "pct"),
+                  ("max_win_streak", "longest winning streak (trades)", "int"),
+                  ("max_loss_streak", "longest losing streak (trades)", "int"),
+                  ("avg_trade_hours", "average trade duration (hours)", "h"),
+                  ("median_trade_hours", "median trade duration (hours)", "h"),
+                  ("max_trade_hours", "longest trade (hours)", "h")]
+
+
+def _ts_cell(fmt: str, v) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "–"
+    v = float(v)
+    return {"pct": f"{v * 100:+.2f}%", "share": f"{v * 100:.1f}%", "int": f"{int(round(v)):,d}",
+            "money": f"{v:+,.2f}", "h": f"{v:,.1f}"}.get(fmt, f"{v:.2f}")
+
+
+def tearsheet_html(sheets: dict) -> str:
+    """The tearsheet table (strategy beside each baseline), the yearly returns and the worst drawdowns."""
+    names = list(sheets)
+    head = "".join(f"<th>{html.escape('strategy' if n == 'strategy' else baseline_label(n))}</th>" for n in names)
+    rows = "".join(f"<tr><th>{html.escape(lab)}</th>" + "".join(
+        f"<td>{_ts_cell(fmt, sheets[n].get(key))}</td>" for n in names) + "</tr>" for key, lab, fmt in TEARSHEET_ROWS)
+    out = f"<table class='ts'><tr><th></th>{head}</tr>{rows}</table>"
+    years = sorted({y for n in names for y in (sheets[n].get("yearly_returns") or {})})
+    if years:
+        yrows = "".join(f"<tr><th>{y}</th>" + "".join(
+            f"<td>{_ts_cell('pct', (sheets[n].get('yearly_returns') or {}).get(y))}</td>" for n in names) + "</tr>"
+            for y in years)
+        out += f"<h3>Yearly returns</h3><table class='ts'><tr><th>year</th>{head}</tr>{yrows}</table>"
+    for n in names:
+        dds = sheets[n].get("drawdowns") or []
+        if not dds:
+            continue
+        who = "strategy" if n == "strategy" else baseline_label(n)
+        body = "".join(
+            f"<tr><td>{i}</td><td>{html.escape(d['start'][:16])}</td><td>{html.escape(d['trough'][:16])}</td>"
+            f"<td>{html.escape(d['recovery'][:16]) if d.get('recovery') else 'not recovered'}</td>"
+            f"<td>{d['depth'] * 100:.2f}%</td><td>{d['length']:,d}</td><td>{d.get('sessions', 0):,d}</td></tr>"
+            for i, d in enumerate(dds, 1))
+        out += (f"<h3>Worst drawdowns: {html.escape(who)}</h3><table class='ts'><tr><th>#</th><th>start (peak)</th>"
+                f"<th>trough</th><th>recovery</th><th>depth</th><th>length (days)</th><th>sessions</th></tr>"
+                f"{body}</table>")
+    return out
+
+
+def _tearsheet_figures(bars: pd.DataFrame, start_cash: float, label=lambda t: t):
+    """Rolling Sharpe and volatility (strategy and baselines) and the monthly returns heatmap."""
+    from mltrade.analyzers.tearsheet import ROLLING_WINDOW, period_returns, rolling_stats
+
+    figs = []
+    cols = ["value"] + [c for c in bars.columns if c.startswith("value_")]
+    sessions = int(bars.index.normalize().nunique())
+    # about six months; a shorter run gets a quarter of its sessions (at least 10) so the chart exists
+    window = ROLLING_WINDOW if sessions >= 2 * ROLLING_WINDOW else max(10, sessions // 4)
+    rolls = {c: rolling_stats(bars[c], start_cash, window) for c in cols} if sessions >= 30 else {}
+    if any(r["sharpe"].notna().any() for r in rolls.values()):
+        fig, (a1, a2) = plt.subplots(2, 1, figsize=(FIG_WIDTH, 5), sharex=True)
+        for c, r in rolls.items():
+            name = "strategy" if c == "value" else baseline_label(c[len("value_"):])
+            kw = {"lw": 1.3, "color": "black"} if c == "value" else {"lw": 0.9, "alpha": 0.8}
+            a1.plot(r.index, r["sharpe"], label=name, **kw)
+            a2.plot(r.index, r["volatility"] * 100, label=name, **kw)
+        a1.axhline(0, color="grey", lw=0.6)
+        a1.set_ylabel("Sharpe (annualised)")
+        a2.set_ylabel("volatility (% a year)")
+        a1.legend(fontsize=8, ncol=4)
+        a1.grid(alpha=0.3)
+        _date_axis(a2)
+        figs.append((label(f"Rolling Sharpe and volatility ({window} sessions)"), fig))
+    m = period_returns(bars["value"], start_cash, "ME")
+    if len(m):
+        grid = pd.DataFrame({"y": m.index.year, "m": m.index.month, "r": m.values * 100}).pivot(
+            index="y", columns="m", values="r").reindex(columns=range(1, 13))
+        fig, ax = plt.subplots(figsize=(FIG_WIDTH, 0.8 + 0.42 * len(grid)))
+        lim = max(float(np.nanpercentile(np.abs(grid.to_numpy()), 95)), 0.5)
+        im = ax.imshow(grid.to_numpy(), cmap="RdYlGn", vmin=-lim, vmax=lim, aspect="auto")
+        for (i, j), v in np.ndenumerate(grid.to_numpy()):
+            if np.isfinite(v):
+                ax.text(j, i, f"{v:+.1f}", ha="center", va="center", fontsize=8)
+        ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
+        ax.set_yticks(range(len(grid)), [str(y) for y in grid.index])
+        ax.set_xlabel("month")
+        ax.set_ylabel("year")
+        fig.colorbar(im, ax=ax, label="monthly return (%)", fraction=0.02)
+        figs.append((label("Monthly returns (%, strategy)"), fig))
+    return figs
+
+
+def _baseline_trades_of(run_dir: Path) -> dict:
+    path = Path(run_dir) / "baseline_trades.csv"
+    if not path.is_file() or path.stat().st_size < 2:
+        return {}
+    t = pd.read_csv(path)
+    return {str(k): g.drop(columns="baseline") for k, g in t.groupby("baseline")} if "baseline" in t else {}
 
 
 def write_report(run_dir: Union[str, Path], summary: dict, trades: pd.DataFrame, equity: pd.DataFrame,
@@ -257,12 +419,16 @@ def write_report(run_dir: Union[str, Path], summary: dict, trades: pd.DataFrame,
         summary["report_title"] = str(title)
     if baselines:
         summary["baselines"] = baselines
-    export_json(summary, run_dir / "summary.json")
-    export_csv(trades, run_dir / "trades.csv")
     bars = equity.copy()
     for name, eq in (baseline_equity or {}).items():
         bars[BASELINE_VALUE.format(name)] = eq["value"].reindex(bars.index).to_numpy()
     bars.index.name = "datetime"
+    if len(bars):
+        from mltrade.analyzers.tearsheet import tearsheets
+        summary["tearsheet"] = tearsheets(bars, float(summary.get("start_cash", bars["value"].iloc[0])), trades,
+                                          baseline_trades)
+    export_json(summary, run_dir / "summary.json")
+    export_csv(trades, run_dir / "trades.csv")
     export_csv(bars, run_dir / "equity.csv")
     if baseline_trades:
         frames = [t.assign(baseline=name) for name, t in baseline_trades.items()]
@@ -380,7 +546,7 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
     title = str(summary.get("report_title") or DEFAULT_TITLE)
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}: {name}"
              f"{' (in-sample)' if in_sample else ''}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(label(title))}: {name}</h1>", _scope(summary)]
+             f"<h1>{html.escape(label(title))}: {name}</h1>", str(summary.get("lead") or ""), _scope(summary)]
     if in_sample:
         parts.append(f"<p class='warn'><b>In-sample run.</b> The range reaches into the data model "
                      f"{html.escape(str(summary.get('model_id')))} was trained, validated or selected on (its "
@@ -407,15 +573,22 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
         kind = summary.get("session_kind") or "intraday"
         parts.append(f"<h2>{label('Strategy beside baselines')} (same sessions, same certificates, "
                      f"{html.escape(kind)} sessions)</h2>" + baseline_table_html(summary))
-    figs = _figures(equity, trades, float(summary.get("start_cash", equity["value"].iloc[0])), label)
-    for title, fig in list(figs) + [(label(t), f) for t, f in extra_figures]:
+    cash0 = float(summary.get("start_cash", equity["value"].iloc[0]))
+    figs = _figures(equity, trades, cash0, label)
+    sheets = summary.get("tearsheet")
+    if not sheets and len(equity):
+        from mltrade.analyzers.tearsheet import tearsheets
+        sheets = tearsheets(equity, cash0, trades, _baseline_trades_of(run_dir))
+    if sheets:
+        parts.append(f"<h2>{label('Tearsheet')} (daily returns of session closes; definitions in docs/metrics.md)"
+                     f"</h2>" + tearsheet_html(sheets))
+    for title, fig in list(figs) + _tearsheet_figures(equity, cash0, label) + [(label(t), f) for t, f in extra_figures]:
         parts.append(_img(title, _png(fig)))
-    parts.append(f"<h2>{label('Monthly returns')}</h2><div class='wide'>"
-                 + _table(monthly_returns(equity), pct=True) + "</div>")
     for title, body in extra_sections:
         parts.append(f"<h2>{html.escape(label(title))}</h2>\n{body}")
     if len(trades):
-        parts.append(f"<h2>{label(f'Trades (last 50 of {len(trades)}; every column in trades.csv)')}</h2>"
+        shown = f"last 50 of {len(trades):,}" if len(trades) > 50 else f"all {len(trades)}"
+        parts.append(f"<h2>{label(f'Trades ({shown}; every column in trades.csv)')}</h2>"
                      f"<div class='wide'>{trades_html(trades.tail(50))}</div>")
     parts.append(f"<footer>{CONVENTIONS}</footer></body></html>")
     path = Path(run_dir) / "report.html"

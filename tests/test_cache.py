@@ -229,9 +229,11 @@ def test_fetch_after_a_passing_failure_advises_to_resume(tmp_path, bars, monkeyp
         rc = main(["fetch", "--symbol", "NDX", "--start", "2024-04-01", "--end", "2024-04-05", "--data-dir",
                    str(tmp_path / "d"), "--config", str(cfg), "--base-url", srv.url, "--no-progress"])
     lines = _visible_lines(capsys.readouterr().err)
-    assert rc == 1 and len(lines) == 1
-    assert "HTTP 500" in lines[0] and "0 bars saved" in lines[0]
-    assert "re-run the same command to resume" in lines[0]
+    # one line for the kind of failure while it retries (issue 21), then the one error line
+    assert rc == 1 and len(lines) == 2
+    assert "server error HTTP 500" in lines[0] and "retrying" in lines[0]
+    assert "HTTP 500" in lines[1] and "0 bars saved" in lines[1]
+    assert "re-run the same command to resume" in lines[1]
 
 
 def test_fetch_429_waits_the_configured_credit_window_and_shows_it(tmp_path, bars, monkeypatch, capsys):

@@ -56,7 +56,7 @@ def test_title_parameter_heads_the_page_and_survives_a_rebuild(run, tmp_path):
     assert "<h1>mltrade live (paper): momentum</h1>" in page and "mltrade backtest" not in page
     text = _text(page)
     assert "venue paper" in text and "kill switch engaged" in text
-    assert "Equity vs the index" in text          # no baselines in that run: the chart says what it shows
+    assert "Cumulative return vs the index" in text          # no baselines in that run: the chart says what it shows
     assert json.loads((d / "summary.json").read_text())["report_title"] == "mltrade live (paper)"
     (d / "report.html").unlink()
     rebuild(d)
@@ -67,7 +67,7 @@ def test_title_parameter_heads_the_page_and_survives_a_rebuild(run, tmp_path):
 
 def test_session_closes_are_plotted_at_the_sessions_last_bar(run):
     figs = dict(_figures(run.equity, run.trades, 10_000.0))
-    xs = figs["Equity vs the index (session closes)"].axes[0].lines[0].get_xdata()
+    xs = figs["Cumulative return vs the index (session closes)"].axes[0].lines[0].get_xdata()
     times = pd.to_datetime([mdates.num2date(x) if isinstance(x, float) else x for x in xs])
     assert len(times) == 10 and all((t.hour, t.minute) == (15, 55) for t in times)
     # short runs draw the index bar by bar, so entries and exits sit on the line

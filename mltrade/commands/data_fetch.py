@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -53,7 +54,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         sec["base_url"] = args.base_url
     if args.credits_per_minute:
         sec["credits_per_minute"] = args.credits_per_minute
-    data_dir = os.path.expanduser(args.data_dir or sec.get("data_dir", "~/.mltrade/data"))
+    data_dir = os.path.expanduser(args.data_dir or sec.get("data_dir", ".mltrade/data"))
     try:
         start = pd.Timestamp(args.start)
         end = pd.Timestamp(args.end) if args.end else None
@@ -62,15 +63,24 @@ def run_fetch(args: argparse.Namespace) -> int:
     bar = tqdm(total=100.0, unit="%", disable=args.no_progress, file=sys.stderr,
                bar_format="{bar}| {n:.0f}% [{elapsed}<{remaining}] {desc}{postfix}")
     waiting = {"reason": ""}
+    failures: dict = {}   # failure kind -> count: one line per kind, then a count in the bar
 
     def on_wait(seconds: float, reason: str) -> None:
-        waiting["reason"] = reason
+        kind = failure_kind(reason)
+        if kind is None:                      # the credit budget: a planned wait, not a failure
+            waiting["reason"] = f": {reason}"
+            return
+        failures[kind] = failures.get(kind, 0) + 1
+        if failures[kind] == 1:
+            bar.write(f"{_label(args)}: {reason.split('after: ', 1)[-1]}; retrying (up to "
+                      f"{client.max_retries} retries per request, then giving up)", file=sys.stderr)
+        waiting["reason"] = " (" + ", ".join(f"{k} ×{n}" for k, n in failures.items()) + ")"
 
     def sleep(seconds: float) -> None:
         """Sleep, counting the wait down in the progress bar (rate limits can take a minute)."""
         until = time.monotonic() + seconds
         while (left := until - time.monotonic()) > 0:
-            bar.set_postfix_str(f"waiting {left:.0f} s: {waiting['reason']}", refresh=True)
+            bar.set_postfix_str(f"waiting {left:.0f} s{waiting['reason']}", refresh=True)
             time.sleep(min(1.0, left))
         bar.set_postfix_str("", refresh=True)
 
@@ -78,7 +88,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         client = client_from_config(sec, sleep=sleep, on_wait=on_wait)
     except TwelveDataError as exc:
         _close_quietly(bar)
-        print(f"mltrade fetch: error: {exc}", file=sys.stderr)
+        print(f"{_label(args)}: error: {exc}", file=sys.stderr)
         return 2
     cache = BarCache(data_dir)
     tz = _guess_tz(args.symbol)
@@ -102,7 +112,7 @@ def run_fetch(args: argparse.Namespace) -> int:
         if isinstance(exc, (TwelveDataRateLimitError, TwelveDataServerError)):
             advice = (f" ({done['bars']} bars saved, {client.stats.credits} credits used; "
                       f"re-run the same command to resume)")
-        print(f"mltrade fetch: error: {exc}{advice}", file=sys.stderr)
+        print(f"{_label(args)}: error: {exc}{advice}", file=sys.stderr)
         return 1
     bar.n = 100.0
     bar.set_postfix_str("")
@@ -110,6 +120,25 @@ def run_fetch(args: argparse.Namespace) -> int:
     print(f"{args.symbol} {args.interval}: {res.new_bars} bars fetched, {res.requests} requests made, "
           f"{res.credits} credits used; cache {res.path} holds {res.total_bars} bars")
     return 0
+
+
+def failure_kind(reason: str):
+    """The kind of a retry's failure ("connection failed", "time-out", "rate limited", "server error HTTP 502"),
+    ``None`` for a wait that is no failure (the credit budget)."""
+    if "after: " not in reason:
+        return None
+    text = reason.split("after: ", 1)[1]
+    for pattern, kind in ((r"connection failed \((\w+)", r"connection failed (\1)"), (r"time-out", "time-out"),
+                          (r"rate limited", "rate limited"), (r"server error HTTP (\d+)", r"server error HTTP \1")):
+        m = re.search(pattern, text)
+        if m:
+            return m.expand(kind)
+    return "other failure"
+
+
+def _label(args) -> str:
+    """``mltrade data fetch`` or ``mltrade fetch``: the command as the user typed it."""
+    return "mltrade data fetch" if getattr(args, "command", "") == "data" else "mltrade fetch"
 
 
 def _close_quietly(bar) -> None:

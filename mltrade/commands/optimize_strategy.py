@@ -23,9 +23,12 @@ def register(sub) -> None:
     p.add_argument("--jobs", type=int, help="worker processes on this machine")
     p.add_argument("--storage", help="Optuna RDB URL (sqlite:///file.db, postgresql://user:pw@host/db)")
     p.add_argument("--study", help="study name")
-    p.add_argument("--engine", choices=["vector", "broker"], help="vector (numpy) or broker (backtrader)")
-    p.add_argument("--start", help="first session (YYYY-MM-DD)")
-    p.add_argument("--end", help="last session (YYYY-MM-DD)")
+    p.add_argument("--engine", choices=["vector", "broker"], help="how every trial is scored: vector (the numpy evaluator, fast; the broker re-runs the "
+                        "best trial) or broker (every trial through backtrader and the KnockoutBroker: slow, "
+                        "exact; the broker re-runs the top [sweep] top trials)")
+    p.add_argument("--data", help="'sample', a CSV file or 'twelvedata:SYMBOL' (as `mltrade backtest --data`)")
+    p.add_argument("--start", help="first session (YYYY-MM-DD; default [sweep] start, else [backtest] start)")
+    p.add_argument("--end", help="last session (YYYY-MM-DD; default [sweep] end, else [backtest] end)")
     p.add_argument("--folds", type=int, help="walk-forward validation folds")
     p.add_argument("--batch", type=int, help="trials scored per vectorised evaluation")
     p.add_argument("--out", help="output folder (the study's report goes into <out>/<study>/)")
@@ -40,6 +43,12 @@ def settings_from(cfg: dict, args) -> "SweepSettings":
 
     s = dict(cfg.get("sweep", {}))
     s["strategy"] = cfg["strategy"]["name"]
+    from mltrade.config import default_config
+    packaged = default_config()["backtest"]
+    for k in ("start", "end"):   # one default range: the backtest's (the sample's 2014-2018; other data: all of it)
+        if not s.get(k):
+            v = cfg["backtest"].get(k, "")
+            s[k] = "" if str(cfg["backtest"]["data"]) != "sample" and v == packaged[k] else v
     for k in ("strategy", "trials", "jobs", "storage", "study", "engine", "start", "end", "folds", "batch", "out"):
         v = getattr(args, k, None)
         if v is not None:
@@ -54,8 +63,10 @@ def run(args) -> int:
     from mltrade.config import load_config
     from mltrade.sweep.study import optimize
 
-    over = {"strategy": {"name": args.strategy}} if args.strategy else None
-    cfg = load_config(args.config, over)
+    over = {"strategy": {"name": args.strategy}} if args.strategy else {}
+    if getattr(args, "data", None):
+        over["backtest"] = {"data": args.data}
+    cfg = load_config(args.config, over or None)
     settings = settings_from(cfg, args)
     s = optimize(cfg, settings)
     print(f"study {s['study']!r} ({s['storage']}): {s['trials_new']} new trials in {s['search_seconds']:.1f} s, "
@@ -63,17 +74,21 @@ def run(args) -> int:
     for w in s.get("failed_workers", []):
         print(f"warning: worker {w['worker']} died (exit code {w['exitcode']}); its batch in flight is lost, "
               f"the other workers' trials and this report stand", file=sys.stderr)
-    print(f"best trial {s['best_trial']}: {s['best_params']} (mean validation log growth {s['best_value']:.5f})")
+    from mltrade.report import baseline_label
+    from mltrade.sweep.verdict import rounded
+    print(f"best trial {s['best_trial']}: {rounded(s['best_params'])} (mean validation log growth "
+          f"{s['best_value']:.5f}; exact values in best_config.toml)")
     print(f"significance: {s['significance']['words']}")
     for c in s["confirmation"]:
-        print(f"  broker confirmation of trial {c['trial']}: validation objective {c['search_value']} "
+        sv = "n/a" if c["search_value"] is None else f"{c['search_value']:.6f}"
+        print(f"  broker confirmation of trial {c['trial']}: validation objective {sv} "
               f"({c['search_engine']}) "
               f"vs broker {c['broker_value']:.6f}")
     tb, td = s["test_best"], s["test_default"]
     print(f"held-out test {'..'.join(s['layout']['test'])}: best params total return {tb['total_return']:+.2%} "
           f"({tb['trades']} trades), default params {td['total_return']:+.2%}")
     for name, b in s.get("test_baselines", {}).items():
-        print(f"  baseline {name} on the test range: total return {b['total_return']:+.2%}")
+        print(f"  baseline {baseline_label(name)} on the test range: total return {b['total_return']:+.2%}")
     if s["test_vector"]:
         print(f"  evaluator on the test range: final cash {s['test_vector']['best_final_cash']:.2f} "
               f"vs broker {tb['final_value']:.2f}")

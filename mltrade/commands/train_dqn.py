@@ -26,6 +26,7 @@ def register(sub) -> None:
     p.add_argument("--mode", choices=["daily", "intraday"],
                    help="daily (day/night ensembles) or intraday (decide after --n-candles bars)")
     p.add_argument("--n-candles", type=int, help="intraday mode: bars of the session seen before deciding")
+    p.add_argument("--data", help="'sample' or a CSV file of bars (default [dqn] data)")
     p.add_argument("--registry", help="model registry folder (default [dqn] registry)")
     p.add_argument("--seed", type=int, help="base seed")
     p.add_argument("--n-envs", type=int, help="environments stepped together per agent (1 = DQNAgent.fit)")
@@ -49,7 +50,7 @@ def overrides(args) -> dict:
     """``[dqn]`` overrides from the command-line flags."""
     o: dict = {}
     for flag, key in (("agents", "agents"), ("candidates", "candidates"), ("steps", "steps"),
-                      ("folds", "n_folds"), ("registry", "registry"), ("seed", "seed"), ("mode", "mode"),
+                      ("folds", "n_folds"), ("registry", "registry"), ("data", "data"), ("seed", "seed"), ("mode", "mode"),
                       ("n_candles", "n_candles"), ("n_envs", "n_envs")):
         v = getattr(args, flag, None)
         if v is not None:

@@ -248,14 +248,17 @@ def _frame(idx_utc: np.ndarray, vals: np.ndarray, tz: str, attrs: dict) -> pd.Da
 
 
 def sample_cache_dir() -> Optional[Path]:
-    """Folder of the on-disk sample cache: ``$MLTRADE_SAMPLE_CACHE`` or ``~/.mltrade/cache``; None if off.
+    """Folder of the on-disk sample cache: ``$MLTRADE_SAMPLE_CACHE`` or ``$XDG_CACHE_HOME/mltrade``
+    (``~/.cache/mltrade``; regenerable, so not in the working directory's ``.mltrade/`` state); None if off.
 
     Set ``MLTRADE_SAMPLE_CACHE=off`` to always regenerate.
     """
     env = os.environ.get("MLTRADE_SAMPLE_CACHE")
     if env is not None and env.strip().lower() in ("", "0", "off", "none", "false"):
         return None
-    return Path(env).expanduser() if env else Path("~/.mltrade/cache").expanduser()
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "mltrade"
 
 
 def _cache_file(folder: Path, daily: pd.DataFrame, seed: int, interval: int) -> Path:

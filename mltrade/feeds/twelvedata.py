@@ -23,6 +23,7 @@ import datetime
 import email.utils
 import logging
 import os
+import re
 import random
 import threading
 import time
@@ -69,6 +70,16 @@ def interval_minutes(interval: str) -> Optional[int]:
     if interval not in INTERVALS:
         raise ValueError(f"interval: expected one of {list(INTERVALS)}, got {interval!r}")
     return INTERVALS[interval]
+
+
+def short_reason(exc: BaseException) -> str:
+    """The root cause of a connection failure in a few words ("[Errno 111] Connection refused",
+    "Name or service not known"), not urllib3's whole chain with the URL."""
+    text = str(exc)
+    m = re.search(r"\[Errno -?\d+\] [^'\")(]+", text) or re.search(
+        r"Name or service not known|Temporary failure in name resolution|timed out|Connection refused|"
+        r"Connection reset by peer", text)
+    return m.group(0).strip() if m else text[:160]
 
 
 class RateLimiter:
@@ -254,7 +265,7 @@ class TwelveDataClient:
                 log.debug("%s; retry %d/%d", last, attempt + 1, self.max_retries)
                 continue
             except requests.RequestException as exc:
-                last = f"{what}: connection failed ({type(exc).__name__}: {self._scrub(str(exc))})"
+                last = f"{what}: connection failed ({type(exc).__name__}: {self._scrub(short_reason(exc))})"
                 log.debug("%s; retry %d/%d", last, attempt + 1, self.max_retries)
                 continue
             try:

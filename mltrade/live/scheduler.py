@@ -61,10 +61,16 @@ class ReplayData(IndexData):
         return ok
 
 
-class SessionCheckpoint(bt.Analyzer):
-    """Writes each completed session to the journal state (``last_session``) after the strategy saw it."""
+def cursor_key(venue: str) -> str:
+    """The journal-state key of a venue's replay cursor (its last session traded): one per venue, so a demo
+    run on IG does not resume after the paper account's last session (paper keeps the historical key)."""
+    return "last_session" if venue == "paper" else f"last_session:{venue}"
 
-    params = (("journal", None),)
+
+class SessionCheckpoint(bt.Analyzer):
+    """Writes each completed session to the journal state (``key``, see :func:`cursor_key`) after the strategy saw it."""
+
+    params = (("journal", None), ("key", "last_session"))
 
     def start(self) -> None:
         self.done: List[str] = []
@@ -76,7 +82,7 @@ class SessionCheckpoint(bt.Analyzer):
             if not self.done or self.done[-1] != day:
                 self.done.append(day)
                 if self.p.journal is not None:
-                    self.p.journal.set_state("last_session", day)
+                    self.p.journal.set_state(self.p.key, day)
                 log.info("session %s finished", day)
 
 
@@ -353,7 +359,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
             kwargs["stake"] = risk.limits.max_stake     # never ask for more than the risk limit allows
         exchange = cfg.get("backtest", {}).get("exchange", "XNAS")
         interval = int(cfg.get("backtest", {}).get("interval", 5))
-        last = journal.get_state("last_session")
+        last = journal.get_state(cursor_key(venue))
         if feed == "sample":
             from mltrade.feeds.sample import load_daily, sample_intraday
             todo = next_sessions(exchange, last, lv["replay_start"], max_sessions)
@@ -376,7 +382,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
             exchange = data.p.exchange
         log.info("live run: strategy %s, venue %s (%s), feed %s, sessions %s (resuming after %s)",
                  strategy, venue, "LIVE" if live else "dry run" if venue != "paper" else "paper", feed,
-                 days, last)
+                 days, f"{last}" if last else "nothing: first run of this venue")
         cerebro = bt.Cerebro(stdstats=False)
         cerebro.adddata(data, name="index")
         start_value: Optional[float] = None
@@ -395,7 +401,7 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         cerebro.addstrategy(live_strategy(cls), **kwargs)
         cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
         cerebro.addanalyzer(EquityCurve, _name="equity")
-        cerebro.addanalyzer(SessionCheckpoint, _name="sessions", journal=journal)
+        cerebro.addanalyzer(SessionCheckpoint, _name="sessions", journal=journal, key=cursor_key(venue))
         cerebro.addanalyzer(DecisionRecorder, _name="decisions")
         strat = cerebro.run()[0]
         if start_value is None:     # a venue broker learns its cash when it starts

@@ -142,6 +142,13 @@ class ReplayCache:
         assert held is not None
         return held
 
+    def forget(self, keys) -> None:
+        """Remove the calls ``keys`` (failed calls of an outage, so that a resumed run asks them again)."""
+        keys = list(keys)
+        if keys:
+            with self._conn() as c:
+                c.executemany("DELETE FROM calls WHERE key = ?", [(k,) for k in keys])
+
     def __len__(self) -> int:
         n = int(self._conn().execute("SELECT COUNT(*) FROM calls").fetchone()[0])
         if self.legacy:
@@ -177,11 +184,19 @@ def dry_answer(request: LLMRequest, lookback: int = 5, widen: float = 1.5) -> st
                                                      f"barrier moved {widen}x further"]})
 
 
+class LLMGiveUp(ValueError):
+    """Record mode stopped after too many consecutive API failures (the message says how to resume)."""
+
+
 class Responder:
-    """Answers a chat according to the mode: API, cache, or the dry policy."""
+    """Answers a chat according to the mode: API, cache, or the dry policy.
+
+    ``max_failures``: in record mode, stop (:class:`LLMGiveUp`) after this many consecutive failed API
+    calls, forgetting them in the cache so that re-running the same command resumes (0 = never stop).
+    """
 
     def __init__(self, mode: str = "dry", client: Optional[LLMClient] = None,
-                 cache: Optional[ReplayCache] = None) -> None:
+                 cache: Optional[ReplayCache] = None, max_failures: int = 0) -> None:
         if mode not in MODES:
             raise ValueError(f"llm.mode: expected one of {MODES}, got {mode!r}")
         if mode in ("live", "record", "replay") and client is None:
@@ -196,6 +211,10 @@ class Responder:
         self.cache = cache
         self.api_calls = 0
         self.cache_hits = 0
+        if int(max_failures) < 0:
+            raise ValueError(f"llm.max_consecutive_failures: expected an integer >= 0, got {max_failures!r}")
+        self.max_failures = int(max_failures)
+        self._streak: list = []     # keys of the consecutive failed calls recorded so far
 
     def complete(self, messages: list[dict], request: LLMRequest, decision: str = "",
                  attempt: int = 0) -> str:
@@ -226,7 +245,17 @@ class Responder:
                                       **meta)
                 if held != ("", (e.code, e.message)):  # another process recorded this call first
                     return _answer(held)
+                self._streak.append(key)
+                if self.max_failures and len(self._streak) >= self.max_failures:
+                    self.cache.forget(self._streak)
+                    kept = len(self.cache)
+                    raise LLMGiveUp(
+                        f"llm: record mode stopped after {len(self._streak)} consecutive failed API calls "
+                        f"([llm] max_consecutive_failures = {self.max_failures}); last: {e.code}: {e.message}. "
+                        f"The {kept:,} calls recorded in {self.cache.path} are kept: re-run the same command "
+                        f"to resume (recorded calls are replayed, the failed ones asked again)") from None
             raise
+        self._streak = []
         if self.mode == "record":
             assert self.cache is not None
             return _answer(self.cache.put(key, self.client.model, request_blob, text, **meta))

@@ -531,6 +531,7 @@ def build_overlay(config: dict, live: bool = False) -> LLMOverlay:
     if client is not None and cfg["mode"] in ("live", "record"):
         client.check_key(cfg["mode"])  # before anything is created: a missing key fails at start
     cache = ReplayCache(cfg["cache_path"]) if cfg["mode"] in ("record", "replay") else None
-    return LLMOverlay(Responder(cfg["mode"], client, cache), rules, candles=cfg["candles"],
+    return LLMOverlay(Responder(cfg["mode"], client, cache, max_failures=cfg.get("max_consecutive_failures", 0)),
+                      rules, candles=cfg["candles"],
                       on_failure=cfg["on_failure"], repair=bool(cfg["repair"]),
                       anonymize=bool(cfg["anonymize"]) and not live, seed=cfg["anonymize_seed"])

@@ -227,6 +227,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
 
         t = self._oos_table()
         if not len(t):
@@ -250,7 +251,17 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             a1.fill_between(t.index, t["mean_close"] - 2 * t["se_close"], t["mean_close"] + 2 * t["se_close"],
                             alpha=0.3, label="+-2 standard errors")
             a1.legend(fontsize=7)
-            a2.plot(t.index, t["z_close"].clip(-20, 20), lw=0.6)
-            a2.set_ylabel("(actual-mean)/se")
+            a2.plot(t.index, t["z_close"], lw=0.6)
+            a2.set_yscale("symlog", linthresh=2.0)   # robust: |z| of hundreds beside the +-2 band stays readable
+            top = float(np.nanmax(np.abs(t["z_close"].to_numpy(float)))) if len(t) else 2.0
+            ticks = [v for v in (2, 10, 100, 1000, 10000) if v <= max(top, 2) * 1.5]
+            a2.set_yticks([-v for v in ticks[::-1]] + [0] + ticks)
+            a2.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            a2.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            for y in (-2, 2):
+                a2.axhline(y, color="grey", ls="--", lw=0.7)
+            a2.set_ylabel("(actual − mean) / se\n(symmetric log; ±2 dashed)")
+            a1.set_ylabel("index close")
+            a2.set_xlabel("session")
             figs.append(("DQN ensemble deviation tracking (predicted close)", fig2))
         return figs

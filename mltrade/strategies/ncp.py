@@ -182,7 +182,7 @@ class NCPStrategy(KnockoutStrategy):
                 f"({self.meta.get('feature_source', '?')} pipeline)", "train sessions": m.get("train"),
                 "validation sessions": m.get("val"), "holdout (out-of-sample) sessions": m.get("holdout"),
                 "objective": st.get("objective"), "mode": self.p.mode, "predict calls": self.predict_calls}
-        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape('–' if v is None else str(v))}</td></tr>"
                        for k, v in card.items())
         dec = pd.DataFrame(self.decisions)
         note = ""

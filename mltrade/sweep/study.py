@@ -60,8 +60,8 @@ class SweepSettings:
     storage: str = ""             #: Optuna RDB URL; "" = SQLite file in the output folder
     study: str = ""               #: study name; "" = "<strategy>-<start>-<end>"
     engine: str = "vector"        #: vector | broker
-    start: str = "2017-01-01"
-    end: str = "2017-12-31"
+    start: str = "2014-01-01"     #: the backtest's default range ([sweep] start = "" takes [backtest] start)
+    end: str = "2018-12-31"
     folds: int = 3
     test_frac: float = 0.25
     batch: int = 100
@@ -198,7 +198,8 @@ class Scorer:
         self.interval = int(cfg["backtest"]["interval"])
         self.grid = session_grid(bars, self.exchange, self.interval)
         self.layout = make_layout(self.grid.sessions, settings.folds, settings.test_frac)
-        self.signal = self._vector_signal()
+        # engine broker: every trial is scored through backtrader (slow, honest); vector: the numpy evaluator
+        self.signal = self._vector_signal() if settings.engine == "vector" else None
         if settings.engine == "vector" and self.signal is None:
             raise ValueError(f"engine: the vectorised evaluator cannot run {self.cls.__name__} with these settings "
                              f"(it reproduces {', '.join(f'{k} {v[1]}' for k, v in VECTOR_SIGNALS.items())} "
@@ -252,14 +253,16 @@ class Scorer:
         c["strategy"]["params"] = {**c["strategy"].get("params", {}), **params}
         return run_strategy(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
 
-    def baselines(self, params: dict, a: int, b: int) -> Dict[str, dict]:
-        """``mltrade.backtest.baseline_runs`` (buy-and-hold, always long, random direction) on sessions ``[a, b)``."""
-        from mltrade.backtest import baseline_runs, strategy_kwargs
+    def baselines(self, params: dict, a: int, b: int, results: bool = False) -> Dict[str, dict]:
+        """``mltrade.backtest.baseline_runs`` (buy-and-hold, always long, random direction) on sessions ``[a, b)``
+        (with ``results``: ``baseline_results``, each with its equity and trades)."""
+        from mltrade.backtest import baseline_results, baseline_runs, strategy_kwargs
 
         c = copy.deepcopy(self.cfg)
         c["strategy"]["name"] = self.s.strategy
         c["strategy"]["params"] = {**c["strategy"].get("params", {}), **params}
-        return baseline_runs(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
+        run = baseline_results if results else baseline_runs
+        return run(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
 
     def broker_fold(self, params: dict, fold: int, returns: bool = False):
         """Log growth of one parameter set on validation fold ``fold``, through the broker (and, with
@@ -662,8 +665,10 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, run:
     test_best = scorer.broker_run(best.params, a, b)
     test_default = scorer.broker_run(defaults, a, b)
     baselines = {"default params": test_default.summary}
+    base_runs = {}
     if scorer.cfg["backtest"].get("baselines", True):
-        baselines.update(scorer.baselines(best.params, a, b))
+        base_runs = scorer.baselines(best.params, a, b, results=True)
+        baselines.update({k: r.summary for k, r in base_runs.items()})
     vec_test = None
     if scorer.signal is not None:
         r = scorer.vector_test([best.params, defaults])
@@ -677,7 +682,8 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, run:
             log.warning("parameter importance unavailable: %s", exc)
     summary = {
         "strategy": settings.strategy, "study": settings.study_name(), "storage": _redact(settings.storage_url()),
-        "engine": settings.engine, "trials_total": len(all_trials), "trials_new": sum(ours.values()),
+        "engine": settings.engine, "search_engine": "evaluator" if scorer.signal is not None else "broker",
+        "trials_total": len(all_trials), "trials_new": sum(ours.values()),
         "trials_complete": len(complete),
         "trials_pruned": int(sum(t.state == optuna.trial.TrialState.PRUNED for t in all_trials)),
         "workers": worker_rows, "failed_workers": list(failed),
@@ -696,12 +702,17 @@ def finish(scorer: Scorer, study, settings: SweepSettings, search_s: float, run:
                ("Parameter importance", _importance_figure(importance))]
     sections = [("Study", _summary_html(summary)),
                 ("Top trials (validation folds)", table[table.state == "COMPLETE"].sort_values(
-                    "value", ascending=False).head(20).to_html(index=False, border=0, float_format="{:.5f}".format))]
+                    "value", ascending=False).head(20).to_html(index=False, border=0, float_format="{:.4g}".format))]
+    # the held-out test range was never used to choose: its figures are out of sample
     rsum = dict(test_best.summary, strategy=f"{settings.strategy} (best trial {best.number}, held-out test)",
-                synthetic_intraday=summary["synthetic_intraday"])
+                synthetic_intraday=summary["synthetic_intraday"], out_of_sample=True)
     from mltrade.report import write_report
+    from mltrade.sweep.verdict import sweep_lead
+    rsum["lead"] = sweep_lead(summary, test_best.trades, pbo=sig.get("pbo", summary.get("pbo")))
     write_report(out, rsum, test_best.trades, test_best.equity, sections, figures,
-                 baselines=baselines)
+                 baselines=baselines, baseline_equity={k: r.equity for k, r in base_runs.items()},
+                 baseline_trades={k: r.trades for k, r in base_runs.items()},
+                 title=f"mltrade sweep: study {settings.study_name()}")
     export_json(summary, out / "sweep.json")
     return summary
 
@@ -790,6 +801,8 @@ def _pbo_cell(res: Optional[dict]) -> str:
 
 
 def _summary_html(s: dict) -> str:
+    from mltrade.sweep.verdict import rounded
+
     rows = [("significance", s["significance"]["words"]),
             ("trials (total / new / complete / pruned)",
              f"{s['trials_total']} / {s['trials_new']} / {s['trials_complete']} / {s['trials_pruned']}"),
@@ -801,7 +814,7 @@ def _summary_html(s: dict) -> str:
             ("search time", f"{s['search_seconds']} s"), ("storage", s["storage"]), ("engine", s["engine"]),
             ("validation folds", ", ".join(f"{a}..{b}" for a, b in s["layout"]["val_folds"])),
             ("held-out test", "..".join(s["layout"]["test"])),
-            ("best trial", f"{s['best_trial']}: {s['best_params']} (mean validation log growth "
+            ("best trial", f"{s['best_trial']}: {rounded(s['best_params'])} (mean validation log growth "
                            f"{s['best_value']:.5f})"),
             ("test: best params, broker", f"total return {s['test_best'].get('total_return', float('nan')):.4f}"),
             ("test: default params, broker", f"total return {s['test_default'].get('total_return', float('nan')):.4f}")]

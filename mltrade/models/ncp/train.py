@@ -830,6 +830,8 @@ def run_trials(s: NCPSettings, storage: str, n_trials: int, ds: NCPDataset,
 
 def _worker_main(settings: dict, storage: str, n_trials: int, cache: str, timeout: Optional[float]) -> None:
     """Entry point of a spawned search worker process."""
+    from mltrade.tfquiet import quiet_tensorflow_in_worker
+    quiet_tensorflow_in_worker()   # before TensorFlow's import: no CUDA / start-up lines unless `mltrade -v`
     s = NCPSettings(**settings)
     configure_tensorflow(s.threads)
     run_trials(s, storage, n_trials, load_dataset(cache), log=lambda m: print(m, flush=True), timeout=timeout)
