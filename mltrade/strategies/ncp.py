@@ -221,6 +221,10 @@ class NCPStrategy(KnockoutStrategy):
                         f"<td>{'n/a' if tl is None else f'{tl:+.4f}'}</td></tr>"
                         f"<tr><td>this backtest: its decisions on the same sessions, same certificates</td>"
                         f"<td>{chk['backtest_log_product']:+.4f}</td></tr></table>"
+                        f"<p>Sessions where this backtest chose another direction than the training: "
+                        f"{chk['sessions_with_other_direction']} (the strategy recomputes its inputs from "
+                        f"this run's feed and daily history; the difference of the two figures comes from "
+                        f"those sessions only).</p>"
                         f"<p>{html.escape(chk['measure'])}. {html.escape(chk['account_note'])}.</p>"))
         out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)",
                     self.adaptation.html()
@@ -254,10 +258,21 @@ class NCPStrategy(KnockoutStrategy):
         traded = d != 0
         lp = float(np.log(np.maximum(1.0 + r[traded], 1e-9)).sum())
         trained = m.get("model_adapted") or m.get("model") or {}
+        recomputed, differ = None, None
+        hd = m.get("holdout_decisions")
+        if hd:
+            tdir = pd.Series(hd["direction"], index=pd.to_datetime(hd["dates"]).normalize())
+            t = tdir.reindex(pd.DatetimeIndex(dec["date"][sel])).fillna(0).to_numpy(int)
+            rt = np.where(t > 0, ds.long_return[idx], np.where(t < 0, ds.short_return[idx], 0.0))
+            # the training's decisions priced by this run's session outcomes: equal to the training figure
+            # when both price the certificates the same way
+            recomputed = float(np.log(np.maximum(1.0 + rt[t != 0], 1e-9)).sum())
+            differ = int((t != d).sum())
         out = {"holdout": list(hold), "sessions": int(sel.sum()),
                "training_log_product": trained.get("log_product"),
                "training_sessions": trained.get("sessions"),
                "backtest_log_product": lp, "backtest_trades": int(traded.sum()),
+               "training_decisions_repriced": recomputed, "sessions_with_other_direction": differ,
                "difference": None if trained.get("log_product") is None else lp - float(trained["log_product"]),
                "measure": "per-certificate log-product of the trade ratios over the holdout sessions "
                           "(training labels: entry at bar N's open, exit at the session end, stop or knock-out)",

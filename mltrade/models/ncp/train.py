@@ -795,6 +795,8 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "device": device_name(),
         "significance": holdout_significance(trade_returns(d_adapt, test), test),
     }
+    # the kept model's holdout decisions, so a backtest can reconcile its figure session by session
+    metrics["holdout_decisions"] = {"dates": [str(x) for x in test.dates], "direction": [int(x) for x in d_adapt]}
     lad = ncp_ladder(ds, folds, final, s, oof_dir, d_raw)
     metrics["ladder"] = lad.to_dict()
     artifact = {"settings": s.to_dict(), "params": {**DEFAULT_PARAMS, **params}, "config": cfg.to_dict(),
