@@ -292,7 +292,16 @@ def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bo
             s.model_name = want.parent.name
         log(f"no NCP model at {want}: training the default model first (`mltrade train ncp --defaults`, "
             f"[ncp] config)")
-        train_final({"epochs": s.max_epochs}, dataset_for(s), s, verbose=1 if progress else 0)
+        res = train_final({"epochs": s.max_epochs}, dataset_for(s), s, verbose=1 if progress else 0)
+        lad = res.metrics.get("ladder", {}).get("verdict", {}).get("words")
+        if lad:
+            log(lad)
+        if not res.kept:
+            why = (f"degenerate: {res.metrics.get('degenerate_reason')}" if res.degenerate
+                   else "the registry's kept model did better on validation")
+            raise ConfigError(f"the default NCP model was trained but not kept by the registry ({why}); "
+                              f"search for one that learns with `mltrade optimize ncp --trials 20`, or change "
+                              f"[ncp] (mltrade/config.d/ncp.toml) and run `mltrade train ncp --defaults`")
     else:
         raise ValueError(f"strategy {scope.strategy!r} has no model to train")
 
@@ -367,6 +376,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         kwargs["oos_only"] = False      # labelled in-sample: trade the sessions the user asked for
     bars = load_bars(cfg)
     result = run_strategy(bars, cls, kwargs, cfg, progress, name)
+    if hasattr(result.strategy, "summary_extra"):      # e.g. the NCP's learner ladder and figure check
+        result.summary.update(result.strategy.summary_extra())
     synthetic = bool(bars.attrs.get("synthetic_intraday", False))
     result.summary.update(strategy=name, data=str(cfg["backtest"]["data"]), synthetic_intraday=synthetic,
                           data_source=bars.attrs.get("source", ""), params={k: v for k, v in kwargs.items()

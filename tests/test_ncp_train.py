@@ -16,7 +16,7 @@ PARAMS = {"dense1": 8, "dense2": 4, "ltc_units": 6, "ltc_units2": 5, "head_units
 def _settings(tmp_path, **kw):
     base = dict(cell="cfc", n_folds=2, train_sessions=50, val_sessions=15, score_sessions=15, embargo=1,
                 holdout_sessions=25, max_epochs=3, patience=2, state_dir=str(tmp_path), atr_bins=2,
-                adapt_min_count=3)
+                adapt_min_count=3, seeds=1)
     base.update(kw)
     return NCPSettings(**base)
 

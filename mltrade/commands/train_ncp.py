@@ -92,6 +92,9 @@ def report_result(res, s) -> None:
         why = f"NOT kept (degenerate: {res.metrics['degenerate_reason']})"
     else:
         why = "NOT kept (the kept model did better on its validation folds)"
+    verdict = res.metrics.get("ladder", {}).get("verdict", {}).get("words")
+    if verdict:
+        print(f"verdict: {verdict}")
     if res.kept:
         print(f"model {why}: {res.path}")
         print(f"backtest it with: mltrade backtest --strategy ncp --start {res.metrics['holdout'][0]}")

@@ -209,10 +209,100 @@ class NCPStrategy(KnockoutStrategy):
                         f"<table>{head}{body}</table><p>Chronological walk-forward: the holdout was "
                         f"touched once by the chosen model (per-certificate figures of the training "
                         f"labels). The baselines of this run are in the report's one baseline table.</p>"))
+        if m.get("ladder"):
+            out.append(("NCP learner ladder (training time: simple learners on the same inputs and folds)",
+                        self._ladder_html(m["ladder"])))
+        chk = self.holdout_check()
+        if chk:
+            tl = chk["training_log_product"]
+            out.append((f"NCP holdout figure: training vs this backtest ({chk['sessions']} sessions)",
+                        "<table><tr><th></th><th>log-product per certificate</th></tr>"
+                        f"<tr><td>training: kept model (+ ATR adaptation) over its holdout</td>"
+                        f"<td>{'n/a' if tl is None else f'{tl:+.4f}'}</td></tr>"
+                        f"<tr><td>this backtest: its decisions on the same sessions, same certificates</td>"
+                        f"<td>{chk['backtest_log_product']:+.4f}</td></tr></table>"
+                        f"<p>Sessions where this backtest chose another direction than the training: "
+                        f"{chk['sessions_with_other_direction']} (the strategy recomputes its inputs from "
+                        f"this run's feed and daily history; the difference of the two figures comes from "
+                        f"those sessions only).</p>"
+                        f"<p>{html.escape(chk['measure'])}. {html.escape(chk['account_note'])}.</p>"))
         out.append(("NCP ATR-binned adaptation (estimated out of fold, before the holdout)",
                     self.adaptation.html()
                     + self._bin_usage_html(dec)))
         return out
+
+    def holdout_check(self) -> Optional[dict]:
+        """One truth for the holdout figure: the training-time per-certificate log-product of the model
+        (with its ATR adaptation) on its holdout, beside this backtest's decisions on the same sessions
+        priced the same way (per certificate, training labels), and how many sessions differ. This run's
+        account figures (stake fraction, fees, whole certificates, broker fills) are a different measure of
+        the same decisions, shown in the summary table. None without a holdout or decisions on it."""
+        m = self.meta.get("metrics", {})
+        hold = m.get("holdout")
+        dec = pd.DataFrame(self.decisions)
+        if not hold or dec.empty or "direction" not in dec:
+            return None
+        ds = self._session_outcomes()
+        if ds is None or len(ds) == 0:
+            return None
+        dec = dec.assign(date=pd.to_datetime(dec["time"]).dt.normalize()).drop_duplicates("date", keep="last")
+        day = dec["date"].dt.strftime("%Y-%m-%d").to_numpy()
+        on = (day >= str(hold[0])) & (day <= str(hold[1]))
+        pos = pd.DatetimeIndex(pd.to_datetime(ds.dates)).normalize().get_indexer(pd.DatetimeIndex(dec["date"]))
+        sel = on & (pos >= 0)
+        if not sel.any():
+            return None
+        d = dec["direction"].to_numpy(int)[sel]
+        idx = pos[sel]
+        r = np.where(d > 0, ds.long_return[idx], np.where(d < 0, ds.short_return[idx], 0.0))
+        traded = d != 0
+        lp = float(np.log(np.maximum(1.0 + r[traded], 1e-9)).sum())
+        trained = m.get("model_adapted") or m.get("model") or {}
+        recomputed, differ = None, None
+        hd = m.get("holdout_decisions")
+        if hd:
+            tdir = pd.Series(hd["direction"], index=pd.to_datetime(hd["dates"]).normalize())
+            t = tdir.reindex(pd.DatetimeIndex(dec["date"][sel])).fillna(0).to_numpy(int)
+            rt = np.where(t > 0, ds.long_return[idx], np.where(t < 0, ds.short_return[idx], 0.0))
+            # the training's decisions priced by this run's session outcomes: equal to the training figure
+            # when both price the certificates the same way
+            recomputed = float(np.log(np.maximum(1.0 + rt[t != 0], 1e-9)).sum())
+            differ = int((t != d).sum())
+        out = {"holdout": list(hold), "sessions": int(sel.sum()),
+               "training_log_product": trained.get("log_product"),
+               "training_sessions": trained.get("sessions"),
+               "backtest_log_product": lp, "backtest_trades": int(traded.sum()),
+               "training_decisions_repriced": recomputed, "sessions_with_other_direction": differ,
+               "difference": None if trained.get("log_product") is None else lp - float(trained["log_product"]),
+               "measure": "per-certificate log-product of the trade ratios over the holdout sessions "
+                          "(training labels: entry at bar N's open, exit at the session end, stop or knock-out)",
+               "account_note": "the summary table's account figures (stake fraction, fees, whole certificates, "
+                               "broker fills) measure the same decisions in money; they differ by design"}
+        return out
+
+    def summary_extra(self) -> dict:
+        """summary.json entries: the model's learner ladder (training time) and the holdout figure check."""
+        m = self.meta.get("metrics", {})
+        return {"ncp": {"ladder": m.get("ladder"), "holdout_check": self.holdout_check()}}
+
+    @staticmethod
+    def _ladder_html(lad: dict) -> str:
+        """The learner ladder of the model's training run as an HTML table."""
+        e = html.escape
+        best = lad.get("verdict", {}).get("best_simple")
+        head = ("<tr><th>rung</th><th>validation log-product</th><th>validation Sharpe</th><th>n</th>"
+                "<th>long share</th><th>holdout log-product</th><th>holdout Sharpe</th><th>n</th>"
+                "<th>long share</th></tr>")
+
+        def cells(v: dict) -> str:
+            ls = v.get("long_share")
+            return (f"<td>{v['log_product']:+.3f}</td><td>{v['sharpe']:+.2f}</td><td>{v['n_sessions']}</td>"
+                    f"<td>{'-' if ls is None else f'{ls:.0%}'}</td>")
+        body = "".join(f"<tr><td>{e(k)}{' (best simple, on validation)' if k == best else ''}</td>"
+                       f"{cells(r['validation'])}{cells(r['holdout'])}</tr>" for k, r in lad["rungs"].items())
+        return (f"<table>{head}{body}</table><p><b>{e(lad.get('verdict', {}).get('words', ''))}</b></p>"
+                f"<p>{e(lad.get('selection', ''))}; target: {e(lad.get('target', ''))}. Validation: the search "
+                f"folds' scored ranges; holdout: scored once.</p>")
 
     @staticmethod
     def _constant_flags_html(m: dict) -> str:

@@ -1,7 +1,9 @@
 """Dual-branch Keras 3 model: dense layers over daily features, stacked LTC/CfC (NCP wiring) over candles.
 
 Output: probability that a long certificate bought after the session's first N
-candles ends the session above its entry price. Inputs are standardised by
+candles ends the session above its entry price: ``sigmoid(network logit + linear skip logit)``, where the
+skip is a linear map of the standardised daily features and candles (among them the move from the open to
+the decision, the intraday momentum), so the model starts as a logistic regression on its own inputs. Inputs are standardised by
 ``Normalization`` layers inside the model (adapted on training data only), so a
 saved ``.keras`` file is self-contained.
 """
@@ -36,6 +38,13 @@ class NCPConfig:
     head_dropout: float = 0.1
     head_slope: float = 0.1
     learning_rate: float = 1e-3
+    weight_decay: float = 0.0               #: AdamW decoupled weight decay (0 = plain Adam)
+    #: a linear path from the standardised daily features and the candles straight to the output
+    #: logit (zero-initialised, like the network's own output layer): the model starts as a logistic
+    #: regression on its inputs and the network learns what the linear path leaves
+    skip: bool = True
+    skip_l2: float = 0.03                   #: L2 penalty on the skip's weights (per-session mean loss)
+    ode_unfolds: int = 3                    #: LTC solver steps per candle (ncps' default 6; 3 is ~2x faster)
     seed: int = 0
     extra: dict = field(default_factory=dict)
 
@@ -112,12 +121,12 @@ def set_input_stats(model, daily_sample: np.ndarray, seq_sample: np.ndarray) -> 
     model.get_layer("candles_norm").set_stats(seq_sample)
 
 
-def _recurrent(cell: str, units: int, return_sequences: bool, name: str, seed: int):
+def _recurrent(cell: str, units: int, return_sequences: bool, name: str, seed: int, ode_unfolds: int = 6):
     from ncps.keras import CfC, LTC
     from ncps.wirings import AutoNCP
     wiring = AutoNCP(int(units), int(units) - 3, seed=seed)
     if cell == "ltc":
-        return LTC(wiring, return_sequences=return_sequences, name=name)
+        return LTC(wiring, return_sequences=return_sequences, name=name, ode_unfolds=int(ode_unfolds))
     return CfC(wiring, return_sequences=return_sequences, name=name)
 
 
@@ -141,26 +150,52 @@ def build_model(cfg: NCPConfig, daily_sample: Optional[np.ndarray] = None,
     Standardize = standardize_layer_class()
     dnorm = Standardize(name="daily_norm")
     snorm = Standardize(name="candles_norm")
-    x = dnorm(daily_in)
+    x = daily_norm_out = dnorm(daily_in)
     for i, u in enumerate(cfg.dense_units):
         x = _block(x, u, cfg.dense_slope, cfg.dense_dropout, f"daily{i}")
     x = keras.layers.Dense(cfg.branch_head, activation="sigmoid", name="daily_head")(x)
 
-    s = snorm(seq_in)
-    s = _recurrent(cfg.cell, cfg.ltc_units, True, "rnn1", cfg.seed)(s)
-    s = _recurrent(cfg.cell, cfg.ltc_units2, False, "rnn2", cfg.seed + 1)(s)
+    s = snorm_out = snorm(seq_in)
+    s = _recurrent(cfg.cell, cfg.ltc_units, True, "rnn1", cfg.seed, cfg.ode_unfolds)(s)
+    s = _recurrent(cfg.cell, cfg.ltc_units2, False, "rnn2", cfg.seed + 1, cfg.ode_unfolds)(s)
     s = keras.layers.Dense(cfg.branch_head, activation="sigmoid", name="candles_head")(s)
 
     h = keras.layers.Concatenate(name="concat")([x, s])
     h = _block(h, cfg.head_units, cfg.head_slope, cfg.head_dropout, "head")
-    out = keras.layers.Dense(1, activation="sigmoid", name="p_long")(h)
-    model = keras.Model([daily_in, seq_in], out, name=f"ncp_{cfg.cell}")
+    if cfg.skip:
+        logit = keras.layers.Dense(1, kernel_initializer="zeros", name="head_logit")(h)
+        candles = keras.layers.Flatten(name="candles_flat")(snorm_out)
+        lin = keras.layers.Concatenate(name="skip_inputs")([daily_norm_out, candles])
+        reg = keras.regularizers.L2(cfg.skip_l2) if cfg.skip_l2 > 0 else None
+        lin = keras.layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=reg, name="skip_logit")(lin)
+        out = keras.layers.Activation("sigmoid", name="p_long")(keras.layers.Add(name="logit")([logit, lin]))
+    else:
+        out = keras.layers.Dense(1, activation="sigmoid", name="p_long")(h)
+    model = keras.Model([daily_in, seq_in], out, name=f"ncp_{cfg.cell}_s{cfg.seed}")
     if daily_sample is not None:
         dnorm.set_stats(daily_sample)
     if seq_sample is not None:
         snorm.set_stats(seq_sample)
-    model.compile(optimizer=keras.optimizers.Adam(cfg.learning_rate), loss="binary_crossentropy")
+    opt = (keras.optimizers.AdamW(cfg.learning_rate, weight_decay=cfg.weight_decay) if cfg.weight_decay > 0
+           else keras.optimizers.Adam(cfg.learning_rate))
+    model.compile(optimizer=opt, loss="binary_crossentropy")
     return model
+
+
+def average_models(models: Sequence[Any]):
+    """One model whose output is the mean probability of ``models`` (same inputs; seeds averaged). A single
+    model is returned as it is."""
+    import keras
+    models = list(models)
+    if len(models) == 1:
+        return models[0]
+    names = [m.name for m in models]
+    if len(set(names)) != len(names):
+        raise ValueError(f"average_models: the models need distinct names (different seeds), got {names}")
+    d = keras.Input(shape=tuple(models[0].inputs[0].shape[1:]), name="daily")
+    s = keras.Input(shape=tuple(models[0].inputs[1].shape[1:]), name="candles")
+    out = keras.layers.Average(name="p_long_mean")([m([d, s]) for m in models])
+    return keras.Model([d, s], out, name=f"ncp_mean_of_{len(models)}")
 
 
 def custom_objects() -> dict:

@@ -32,11 +32,13 @@ import pandas as pd
 
 from mltrade.models.ncp.adapt import ATRAdaptation, fit_adaptation
 from mltrade.models.ncp.dataset import NCPDataset, PayoffSpec, build_dataset, feature_source
-from mltrade.models.ncp.model import NCPConfig, build_model, predict_proba, save_model, set_input_stats
+from mltrade.models.ncp.model import (NCPConfig, average_models, build_model, predict_proba, save_model,
+                                     set_input_stats)
 from mltrade.models.registry import ModelRegistry, write_json_atomic
 from mltrade.models.walkforward import Fold, walk_forward_folds
 
 OBJECTIVES = ("product", "sharpe")
+LOSSES = ("weighted", "bce")
 #: settings that do not change what a trial's score means (a study may resume with other values)
 _RUN_ONLY = {"trials", "storage", "state_dir", "search_seed", "study", "jobs", "threads", "jit_compile",
              "dataset_cache", "model_name"}
@@ -51,7 +53,7 @@ class NCPSettings:
     """The ``[ncp]`` config section plus the certificate from ``[product]``."""
 
     data: str = "sample"
-    start: str = "2016-01-01"
+    start: str = "2012-01-01"
     end: str = "2018-12-31"
     seed: int = 42
     exchange: str = "XNAS"
@@ -64,9 +66,13 @@ class NCPSettings:
     objective: str = "product"
     threshold: float = 0.5
     n_folds: int = 2
-    train_sessions: int = 250
-    val_sessions: int = 60
-    score_sessions: int = 60
+    train_sessions: int = 250     #: fold training window; with ``expanding`` the first fold's minimum
+    expanding: bool = True        #: training windows start at the first session (all history before)
+    loss: str = "bce"             #: "bce": cross-entropy; "weighted": weighted by |r_long - r_short|
+    class_balance: bool = False   #: both classes carry the same total weight in the loss
+    seeds: int = 2                #: models per fit with different seeds, probabilities averaged
+    val_sessions: int = 120
+    score_sessions: int = 120
     embargo: int = 1
     holdout_sessions: int = 120
     max_epochs: int = 20
@@ -98,6 +104,10 @@ class NCPSettings:
             raise ValueError(f"ncp.objective: expected one of {OBJECTIVES}, got {self.objective!r}")
         if not 0.5 <= self.threshold < 1:
             raise ValueError(f"ncp.threshold: expected a value in [0.5, 1), got {self.threshold!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"ncp.loss: expected one of {LOSSES}, got {self.loss!r}")
+        if isinstance(self.seeds, bool) or int(self.seeds) < 1:
+            raise ValueError(f"ncp.seeds: expected a positive integer, got {self.seeds!r}")
         if self.cell not in ("ltc", "cfc"):
             raise ValueError(f"ncp.cell: expected 'ltc' or 'cfc', got {self.cell!r}")
         if str(self.jit_compile) not in ("auto", "on", "off"):
@@ -288,10 +298,10 @@ def split(ds: NCPDataset, s: NCPSettings) -> Tuple[list, Fold]:
     """
     n = len(ds)
     final = walk_forward_folds(np.arange(n), 1, s.train_sessions, s.val_sessions, s.holdout_sessions,
-                               s.embargo)[0]
+                               s.embargo, expanding=bool(s.expanding))[0]
     n_search = final.val_start - s.embargo if s.val_sessions > 0 else final.test_start - s.embargo
     folds = walk_forward_folds(np.arange(max(n_search, 0)), s.n_folds, s.train_sessions, s.val_sessions,
-                               s.score_sessions, s.embargo)
+                               s.score_sessions, s.embargo, expanding=bool(s.expanding))
     return folds, final
 
 
@@ -366,10 +376,11 @@ def baselines(ds: NCPDataset, objective: str, seed: int = 7, draws: int = 200) -
 # --------------------------------------------------------------------------
 # model fitting
 # --------------------------------------------------------------------------
+#: a small network (the linear skip carries what a logistic regression finds; see NCPConfig.skip)
 DEFAULT_PARAMS: Dict[str, Any] = {
-    "dense1": 32, "dense2": 16, "dense_dropout": 0.2, "dense_slope": 0.1, "ltc_units": 16, "ltc_units2": 8,
-    "branch_head": 4, "head_units": 8, "head_dropout": 0.1, "head_slope": 0.1, "learning_rate": 2e-3,
-    "epochs": 20, "batch_size": 32,
+    "dense1": 16, "dense2": 8, "dense_dropout": 0.1, "dense_slope": 0.1, "ltc_units": 8, "ltc_units2": 6,
+    "branch_head": 2, "head_units": 4, "head_dropout": 0.1, "head_slope": 0.1, "learning_rate": 3e-3,
+    "weight_decay": 1e-3, "skip_l2": 0.03, "epochs": 20, "batch_size": 64,
 }
 
 
@@ -382,7 +393,9 @@ def config_from_params(params: Dict[str, Any], n_daily: int, s: NCPSettings, see
                      dense_slope=float(p["dense_slope"]), ltc_units=int(p["ltc_units"]),
                      ltc_units2=int(p["ltc_units2"]), branch_head=int(p["branch_head"]),
                      head_units=int(p["head_units"]), head_dropout=float(p["head_dropout"]),
-                     head_slope=float(p["head_slope"]), learning_rate=float(p["learning_rate"]), seed=seed)
+                     head_slope=float(p["head_slope"]), learning_rate=float(p["learning_rate"]),
+                     weight_decay=float(p.get("weight_decay", 0.0)), skip_l2=float(p.get("skip_l2", 0.0)),
+                     seed=seed)
 
 
 def configure_tensorflow(threads: int = 1) -> str:
@@ -428,10 +441,35 @@ class _History:
         self.history: Dict[str, list] = {"loss": [], "val_loss": []}
 
 
-def _bce(y: np.ndarray, p: np.ndarray) -> float:
+def _bce(y: np.ndarray, p: np.ndarray, w: Optional[np.ndarray] = None) -> float:
     p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
     y = np.asarray(y, float)
-    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+    ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(ll.mean() if w is None else (ll * w).sum() / max(float(np.sum(w)), 1e-12))
+
+
+def sample_weights(ds: NCPDataset, loss: str = "weighted", class_balance: bool = True) -> np.ndarray:
+    """Per-session loss weights (mean 1): ``weighted`` = |log(1+r_long) - log(1+r_short)|, what choosing the
+    wrong side of the session costs in the objective (log-product), so the loss is the trading objective's
+    cost-sensitive classification; ``class_balance`` gives both classes the same total weight."""
+    n = len(ds)
+    if n == 0:
+        return np.zeros(0, "float32")
+    if loss == "weighted":
+        gl = np.log(np.maximum(1.0 + np.asarray(ds.long_return, float), 1e-9))
+        gs = np.log(np.maximum(1.0 + np.asarray(ds.short_return, float), 1e-9))
+        w = np.abs(gl - gs)
+        w = w + 1e-3 * (w.mean() if w.mean() > 0 else 1.0)  # no session is worth exactly nothing
+    elif loss == "bce":
+        w = np.ones(n)
+    else:
+        raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
+    if class_balance:
+        y = np.asarray(ds.label) > 0
+        if y.any() and (~y).any():
+            half = 0.5 * w.sum()
+            w = np.where(y, w * half / w[y].sum(), w * half / w[~y].sum())
+    return (w / w.mean()).astype("float32")
 
 
 class FoldTrainer:
@@ -443,9 +481,10 @@ class FoldTrainer:
     """
 
     def __init__(self, cfg: NCPConfig, epochs: int, batch_size: int, patience: int,
-                 jit_compile: bool = False) -> None:
+                 jit_compile: bool = False, loss: str = "bce", class_balance: bool = False) -> None:
         import tensorflow as tf
         self.cfg, self.epochs = cfg, int(epochs)
+        self.loss, self.class_balance = loss, bool(class_balance)
         self.batch_size, self.patience = int(batch_size), int(patience)
         self.model = build_model(cfg)
         self.model.optimizer.build(self.model.trainable_variables)
@@ -461,6 +500,8 @@ class FoldTrainer:
                 p = tf.clip_by_value(p, 1e-7, 1 - 1e-7)
                 ll = -(y * tf.math.log(p) + (1 - y) * tf.math.log(1 - p))
                 loss = tf.reduce_sum(ll * w) / tf.reduce_sum(w)
+                if model.losses:  # the skip's L2 penalty
+                    loss = loss + tf.add_n(model.losses)
             grads = tape.gradient(loss, model.trainable_variables)
             opt.apply(grads, model.trainable_variables)
             return loss
@@ -470,7 +511,8 @@ class FoldTrainer:
                                  jit_compile=bool(jit_compile), reduce_retracing=True)
 
     def fit(self, train: NCPDataset, val: Optional[NCPDataset] = None, verbose: int = 0):
-        """Train from the initial weights on ``train`` (early stopping on ``val``); returns the model."""
+        """Train from the initial weights on ``train`` (early stopping on the same weighted loss on
+        ``val``, best epoch restored); ``verbose`` shows a progress bar of the epochs. Returns the model."""
         import keras
         keras.utils.set_random_seed(self.cfg.seed)  # each fit is reproducible, whatever ran before
         t0 = time.perf_counter()
@@ -485,28 +527,40 @@ class FoldTrainer:
         bs = max(1, min(self.batch_size, n))
         nb = -(-n // bs)
         rng = np.random.default_rng(self.cfg.seed)
-        weight = np.ones(nb * bs, "float32")
-        weight[n:] = 0.0
+        sw = sample_weights(train, self.loss, self.class_balance)
+        vw = sample_weights(val, self.loss, self.class_balance) if val is not None and len(val) else None
+        pad = np.ones(nb * bs, "float32")
+        pad[n:] = 0.0
         self.history = _History()
         best, best_w, wait = math.inf, None, 0
+        bar = None
+        if verbose:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=self.epochs, desc=f"NCP training (seed {self.cfg.seed})", unit="epoch",
+                       leave=False)
         for epoch in range(self.epochs):
             perm = rng.permutation(n)
             idx = np.concatenate([perm, perm[:nb * bs - n]])
-            losses = [float(self._step(xd[j], xs[j], y[j], weight[b * bs:(b + 1) * bs]))
+            losses = [float(self._step(xd[j], xs[j], y[j], sw[j] * pad[b * bs:(b + 1) * bs]))
                       for b, j in enumerate(np.split(idx, nb))]
             self.history.history["loss"].append(float(np.mean(losses)))
             self.epochs_run += 1
             if val is not None and len(val):
-                vl = _bce(val.label, predict_proba(self.model, val.daily, val.seq))
+                vl = _bce(val.label, predict_proba(self.model, val.daily, val.seq), vw)
                 self.history.history["val_loss"].append(vl)
-                if verbose:
-                    print(f"epoch {epoch + 1}: loss {losses[-1]:.4f} val_loss {vl:.4f}")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_loss=f"{vl:.4f}")
+                    bar.update(1)
                 if vl < best:
                     best, best_w, wait = vl, self.model.get_weights(), 0
                 else:
                     wait += 1
                     if wait >= self.patience:
                         break
+            elif bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
         if best_w is not None:
             self.model.set_weights(best_w)
         self.train_seconds += time.perf_counter() - t0
@@ -538,32 +592,55 @@ def describe_constant(reason: Optional[str], where: str) -> str:
     return f"{reason} on {where}"
 
 
+def make_trainers(params: Dict[str, Any], n_daily: int, s: NCPSettings, seed: int = 0) -> list:
+    """``s.seeds`` trainers of ``params`` (seeds ``seed, seed+1, ...``; their probabilities are averaged)."""
+    return [FoldTrainer(config_from_params(params, n_daily, s, seed + k),
+                        params.get("epochs", DEFAULT_PARAMS["epochs"]),
+                        params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience,
+                        jit_compile=use_jit(s.jit_compile), loss=s.loss, class_balance=s.class_balance)
+            for k in range(int(s.seeds))]
+
+
+class _Trainers:
+    """Epoch and time totals of several trainers (what :func:`evaluate_params` reports)."""
+
+    def __init__(self, trainers: list) -> None:
+        self.trainers = trainers
+
+    @property
+    def epochs_run(self) -> int:
+        return sum(t.epochs_run for t in self.trainers)
+
+    @property
+    def train_seconds(self) -> float:
+        return sum(t.train_seconds for t in self.trainers)
+
+
 def fold_predictions(params: Dict[str, Any], fold_data: list, s: NCPSettings, seed: int = 0,
                      report: Optional[Callable[[int, float], bool]] = None,
-                     trainer: Optional["FoldTrainer"] = None) -> dict:
-    """Train ``params`` on each fold (early stopping on its val) and score its scored range.
+                     trainer: Optional[Any] = None) -> dict:
+    """Train ``params`` on each fold (early stopping on its val; ``s.seeds`` seeds, probabilities
+    averaged) and score its scored range.
 
     ``fold_data``: ``[(train, val, scored), ...]`` datasets (see :func:`fold_datasets`). Returns the
-    per-fold objectives, probabilities and directions on the scored ranges and the trainer;
-    ``report(step, mean so far)`` returning True stops (pruning) after that fold.
+    per-fold objectives, probabilities and directions on the scored ranges and the trainer(s);
+    ``report(step, mean so far)`` returning True stops (pruning) after that fold. ``trainer``: a
+    :class:`FoldTrainer` or a list of them (default :func:`make_trainers`).
     """
     n_daily = fold_data[0][0].daily.shape[1]
     if trainer is None:
-        trainer = FoldTrainer(config_from_params(params, n_daily, s, seed),
-                              params.get("epochs", DEFAULT_PARAMS["epochs"]),
-                              params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience,
-                              jit_compile=use_jit(s.jit_compile))
+        trainer = make_trainers(params, n_daily, s, seed)
+    trainers = trainer if isinstance(trainer, list) else [trainer]
     values, probs, dirs = [], [], []
     for k, (tr, va, sc) in enumerate(fold_data):
-        model = trainer.fit(tr, va)
-        p = predict_proba(model, sc.daily, sc.seq)
+        p = np.mean([predict_proba(t.fit(tr, va), sc.daily, sc.seq) for t in trainers], axis=0)
         d = directions(p, s.threshold)
         probs.append(p)
         dirs.append(d)
         values.append(performance(d, sc, s.objective)["objective"])
         if report is not None and report(k, float(np.mean(values))):
             break
-    return {"values": values, "probs": probs, "directions": dirs, "trainer": trainer,
+    return {"values": values, "probs": probs, "directions": dirs, "trainer": _Trainers(trainers),
             "complete": len(values) == len(fold_data)}
 
 
@@ -586,6 +663,8 @@ def suggest_params(trial, s: NCPSettings) -> Dict[str, Any]:
         "head_dropout": trial.suggest_float("head_dropout", 0.0, 0.5),
         "head_slope": trial.suggest_float("head_slope", 0.01, 0.3, log=True),
         "learning_rate": trial.suggest_float("learning_rate", 1e-4, 1e-2, log=True),
+        "weight_decay": trial.suggest_float("weight_decay", 1e-5, 1e-1, log=True),
+        "skip_l2": trial.suggest_float("skip_l2", 1e-3, 0.3, log=True),
         "epochs": trial.suggest_int("epochs", 3, max(3, s.max_epochs)),
         "batch_size": trial.suggest_categorical("batch_size", [16, 32, 64]),
     }
@@ -656,11 +735,9 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
     folds, final = split(ds, s)
     fd = fold_datasets(ds, folds)
     cfg = config_from_params(params, ds.daily.shape[1], s, seed)
-    trainer = FoldTrainer(cfg, params.get("epochs", DEFAULT_PARAMS["epochs"]),
-                          params.get("batch_size", DEFAULT_PARAMS["batch_size"]), s.patience,
-                          jit_compile=use_jit(s.jit_compile))
+    trainers = make_trainers(params, ds.daily.shape[1], s, seed)
     # validation folds: selection figure and out-of-fold directions for the adaptation
-    fp = fold_predictions(params, fd, s, seed, trainer=trainer)
+    fp = fold_predictions(params, fd, s, seed, trainer=trainers)
     oof_rows = np.concatenate([np.arange(f.test_start, f.test_stop) for f in folds])
     oof_dir = np.concatenate(fp["directions"])
     oof_prob = np.concatenate(fp["probs"])
@@ -675,8 +752,8 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
                                     s.adapt_min_count, edges)
     # the final model: early stopping on its own window, after the search region
     train, val, test = ds.subset(final.train), ds.subset(final.val), ds.subset(final.test)
-    model = trainer.fit(train, val, verbose=verbose)
-    history = trainer.history
+    model = average_models([t.fit(train, val, verbose=verbose) for t in trainers])
+    history = trainers[0].history
     p_val = predict_proba(model, val.daily, val.seq) if len(val) else np.zeros(0)
     d_val = directions(p_val, s.threshold)
     reasons = [r for r in (describe_constant(constant_output(d_val, p_val),
@@ -718,6 +795,10 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "device": device_name(),
         "significance": holdout_significance(trade_returns(d_adapt, test), test),
     }
+    # the kept model's holdout decisions, so a backtest can reconcile its figure session by session
+    metrics["holdout_decisions"] = {"dates": [str(x) for x in test.dates], "direction": [int(x) for x in d_adapt]}
+    lad = ncp_ladder(ds, folds, final, s, oof_dir, d_raw)
+    metrics["ladder"] = lad.to_dict()
     artifact = {"settings": s.to_dict(), "params": {**DEFAULT_PARAMS, **params}, "config": cfg.to_dict(),
                 "adaptation": adaptation.to_dict(), "feature_names": list(ds.feature_names),
                 "feature_source": feature_source(), "metrics": metrics}
@@ -739,6 +820,41 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         p = reg.path(s.model_name)
         res.path = str(p) if p else None
     return res
+
+
+def ladder_inputs(ds: NCPDataset) -> np.ndarray:
+    """The NCP's own inputs as one row per session: the lagged daily features and the first N candles."""
+    return np.concatenate([np.asarray(ds.daily, float), np.asarray(ds.seq, float).reshape(len(ds), -1)], axis=1)
+
+
+def momentum_positions(ds: NCPDataset) -> np.ndarray:
+    """The momentum rule on the same sessions: long when the long certificate is up since the open at the
+    decision (the index rose over the first N candles), else short."""
+    return np.where(np.asarray(ds.seq, float)[:, -1, 2] > 0, 1, -1)
+
+
+def ncp_ladder(ds: NCPDataset, folds: list, final: Fold, s: NCPSettings, val_dir: np.ndarray,
+               hold_dir: np.ndarray, spa_reps: int = 2000):
+    """The learner ladder (:mod:`mltrade.models.ladder`) beside the NCP on its inputs and folds: each
+    search fold's learners fit its train + early-stopping sessions and are scored on its scored range
+    (the NCP's validation sessions); for the holdout they are refitted on every session before it
+    (the final model's train + early-stopping sessions). ``val_dir`` / ``hold_dir``: the NCP's directions."""
+    from mltrade.models.ladder import Ladder, LadderSplit
+    lf = tuple((np.arange(f.train_start, f.val_stop), np.arange(f.test_start, f.test_stop)) for f in folds)
+    split_ = LadderSplit(lf, np.arange(final.test_start, final.test_stop),
+                         refit=np.arange(final.train_start, final.val_stop if final.val_stop > final.val_start
+                                         else final.train_stop))
+
+    def returns_fn(pos: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        return trade_returns(pos, ds.subset(rows))
+
+    lad = Ladder(ladder_inputs(ds), split_, returns_fn, rule_positions=momentum_positions(ds),
+                 rule_name="momentum", objective="log_product" if s.objective == "product" else "sharpe",
+                 seed=int(s.search_seed), spa_reps=spa_reps, y=np.asarray(ds.label) > 0,
+                 target="the NCP's label (the long certificate ends above its entry)")
+    lad.add_model("ncp", trade_returns(val_dir, ds.subset(split_.validation)),
+                  trade_returns(hold_dir, ds.subset(split_.holdout)), val_dir, hold_dir)
+    return lad
 
 
 def holdout_significance(returns: np.ndarray, test: NCPDataset) -> Optional[dict]:
@@ -948,6 +1064,9 @@ def format_metrics(m: dict) -> str:
     sig = m.get("significance")
     if sig:
         out.append(f"holdout significance: {sig.get('words', '')}")
+    if m.get("ladder"):
+        from mltrade.models.ladder import format_ladder
+        out.append(format_ladder(m["ladder"]))
     if m.get("holdout_constant"):
         what = describe_constant(m["holdout_direction"], "every holdout session")
         out.append(f"WARNING: the model is constant on the holdout: {what}")
