@@ -83,6 +83,10 @@ def report_lines(summary: dict) -> list:
         lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")
     if summary.get("holdout_constant"):
         lines.append(f"warning: constant on the holdout: {summary['holdout_constant_reason']}")
+    if summary.get("below_baselines"):
+        lines.append(f"WARNING: no better than its own baselines on validation: {summary['below_baselines_reason']}"
+                     + (" (kept all the same: the registry ranks by validation return; the report says so)"
+                        if summary.get("kept") else ""))
     if summary.get("kept"):
         verdict = "kept (best validation return so far)"
     elif summary.get("degenerate"):
