@@ -242,7 +242,12 @@ def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bo
             dcfg["sessions"] = list(dcfg.get("sessions", [])) + [scope.session]
         log(f"no DQN model in {dcfg['registry']}/{dcfg['name']}: training the default model first "
             f"(`mltrade train dqn`, [dqn] config; sessions {', '.join(dcfg['sessions'])})")
-        train_walk_forward(dcfg, progress=progress, log=lambda m: None)
+        summary = train_walk_forward(dcfg, progress=progress, log=lambda m: None)
+        if not summary.get("kept"):
+            from mltrade.models.dqn.pipeline import refusal_advice
+            raise ConfigError(refusal_advice(summary, dcfg))
+        log(f"trained and kept {summary['model_dir']} ({summary['seconds']} s)"
+            + (f"; warning: {summary['below_baselines_reason']}" if summary.get("below_baselines") else ""))
     elif scope.strategy == "ncp":
         from mltrade.models.ncp.train import NCPSettings, dataset_for, train_final
 
@@ -334,6 +339,8 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
         if hasattr(overlay, "summary_line"):  # per-review lines are DEBUG: one line sums the run up
             logging.getLogger("mltrade.llm").info(overlay.summary_line())
+    if hasattr(result.strategy, "summary_extras"):      # e.g. the DQN's training ladder and reconciliation
+        result.summary.update(result.strategy.summary_extras())
     if cfg["backtest"]["baselines"]:
         result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine,
                                                    getattr(result.strategy, "baseline_distances", None))

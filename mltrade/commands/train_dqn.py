@@ -79,6 +79,14 @@ def report_lines(summary: dict) -> list:
                      f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold "
                      f"{num(p.get('buy_and_hold'), '.3f')}, vs always-long {num(p.get('always_long'), '.3f')}, "
                      f"vs no trade {num(p.get('no_trade'), '.3f')}")
+    kept = summary.get("holdout_return_kept") or {}
+    if len(summary.get("folds", [])) > len(summary.get("sessions", [])) and kept:
+        lines.append("kept model (last fold) over its own holdout " + " .. ".join(summary.get("holdout_range") or [])
+                     + ", what `mltrade backtest --strategy dqn` trades: "
+                     + ", ".join(f"{s} {v:+.2%}" for s, v in kept.items()))
+    from mltrade.models.dqn.ladder import ladder_lines
+    for s, lad in (summary.get("ladder") or {}).items():
+        lines.extend(ladder_lines(s, lad))
     if summary.get("degenerate"):
         lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")
     if summary.get("holdout_constant"):

@@ -118,6 +118,24 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         b = pd.Series(session_barriers(t), index=t.index)
         return {today: float(b[nxt]) for today, nxt in self.plan.items() if nxt in b.index}
 
+    def training_ladder(self) -> Optional[dict]:
+        """The learner ladder of the traded session ensemble from the model's ``metrics.json`` (None for
+        models trained before the ladder existed)."""
+        from mltrade.models.registry import read_json
+
+        path = self.model_dir / "metrics.json"
+        lad = (read_json(path).get("ladder") or {}) if path.exists() else {}
+        return lad.get(self.p.session)
+
+    def summary_extras(self) -> dict:
+        """What ``summary.json`` carries about the model: the training-time ladder and verdict, the
+        reconciliation of the training figure with this backtest, the model's warnings."""
+        lad = self.training_ladder()
+        s = self.model.settings
+        return {"dqn": {"ladder": lad, "reconciliation": self.reconciliation(),
+                        "below_baselines_reason": s.get("below_baselines_reason", ""),
+                        "holdout_constant_reason": s.get("holdout_constant_reason", "")}}
+
     def reconciliation(self) -> Optional[dict]:
         """The training-time figure of the kept model, the training-time session simulation of this run's
         decisions with this run's cash and costs, and the differences between the two set-ups (empty: the
@@ -286,6 +304,13 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             if s.get(key):
                 scope += f"<p><b>Warning: {what}:</b> {html.escape(str(s[key]))}.</p>"
         out.append(("DQN ensemble: model and out-of-sample scope", scope))
+        lad = self.training_ladder()
+        if lad:
+            from mltrade.models.ladder import format_ladder
+            out.append((f"DQN ensemble: learner ladder ({self.p.session}, at training time)",
+                        "<p>Simple learners on the ensemble's own observations, folds and objective (the "
+                        "session's certificate return on the ensemble's barrier), chosen on validation; "
+                        f"{html.escape(lad.get('returns', ''))}.</p><pre>{html.escape(format_ladder(lad))}</pre>"))
         rec = self.reconciliation()
         if rec is not None:
             def pct(v: Optional[float]) -> str:
@@ -303,6 +328,10 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                      if not rec["differences"] else
                      "Differences between training and this backtest: " +
                      "; ".join(html.escape(d) for d in rec["differences"]) + ".")
+            words += (" Baselines: always-long trades the ensemble's barrier of each session here and in "
+                      "training (one figure); buy-and-hold here buys whole units with the fee (training: the "
+                      "index without costs); random direction here is one seeded draw (training: the mean of "
+                      "[dqn] baseline_draws draws).")
             out.append(("DQN ensemble: training figure and this backtest",
                         f"<table><tr><th>figure</th><th>total return</th></tr>{body}</table><p>{words}</p>"))
         if len(t):

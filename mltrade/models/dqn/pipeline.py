@@ -403,6 +403,9 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     n_test = len(test_daily)
     _, long_sim = _result(test_daily, np.ones(n_test), test_barrier, costs, session, sim)
     metrics["always_long_session_returns"] = [float(x) for x in long_sim["ret"].to_numpy(float)]
+    if cfg.get("ladder", True):
+        metrics["ladder"] = fold_ladder(cfg, ens, daily, obs, fold, session, val_barrier, test_barrier, vfinal,
+                                        tdec, costs, sim)
     return FoldResult(ens, gate, metrics, tdec)
 
 
@@ -430,6 +433,45 @@ def below_baselines(value: float, baselines: Dict[str, dict], session: str) -> s
     if not worse:
         return ""
     return f"validation: the {session} ensemble's {value:+.2%} is below " + " and ".join(worse)
+
+
+def fold_ladder(cfg: dict, ens: Ensemble, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
+                val_barrier: np.ndarray, test_barrier: np.ndarray, vfinal: pd.DataFrame, tdec: pd.DataFrame,
+                costs: TradeCosts, sim: Optional[IntradaySim] = None) -> dict:
+    """The learner ladder of one fold's ``session`` ensemble (:func:`mltrade.models.dqn.ladder.session_ladder`):
+    the ensemble's barriers on validation and test as its baselines', on the training rows its vote's."""
+    from mltrade.models.dqn.ladder import session_ladder
+
+    lo, hi = fold.train_start, fold.test_stop
+    span = obs.iloc[lo:hi]
+    ok = np.isfinite(span[ens.columns].to_numpy(float)).all(axis=1)
+    q = np.zeros((len(ens), len(span), len(ens.directions)), np.float32)
+    if ok.any():
+        q[:, ok] = ens.q_values(span[ok])
+    votes = ens.vote(q)
+    b = np.where(ok, votes.barrier, np.nan)
+    barrier = session_barriers(pd.DataFrame({"session_distance": b}), float(cfg.get("baseline_distance", 0.08)))
+    barrier[fold.val_start - lo:fold.val_stop - lo] = val_barrier
+    barrier[fold.test_start - lo:fold.test_stop - lo] = test_barrier
+
+    def result(d: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, c: TradeCosts) -> tuple:
+        return _result(d, direction, distance, c, session, sim)
+    return session_ladder(obs[ens.columns], daily, fold, barrier, vfinal, tdec, costs, result,
+                          seed=int(cfg.get("seed", 0)), name=f"{session} ensemble")
+
+
+def refusal_advice(summary: dict, cfg: dict) -> str:
+    """One line: why the registry refused the model of ``summary`` and a command that changes the outcome."""
+    name = f"{cfg.get('registry', '.mltrade/models')}/{cfg.get('name', 'dqn')}"
+    why = (f"degenerate ({summary.get('degenerate_reason')})" if summary.get("degenerate")
+           else "the kept model did better on the same validation range")
+    if "gates refuse" in str(summary.get("degenerate_reason", "")):
+        todo = (f"the gates refuse every trade: raise [dqn] gate_min_trades or lower drawdown_limit (now "
+                f"{cfg.get('drawdown_limit', -1.0)}) in a --config file and run `mltrade train dqn --config FILE`")
+    else:
+        todo = (f"train another with `mltrade train dqn --seed {int(cfg.get('seed', 0)) + 1}` (or more "
+                f"--steps / --candidates than {cfg.get('steps')} / {cfg.get('candidates')}; docs/dqn.md)")
+    return f"the registry did not keep the DQN model trained into {name}: {why}; {todo}, then run this again"
 
 
 def index_session_returns(daily: pd.DataFrame) -> np.ndarray:
@@ -694,6 +736,10 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
     below = [last[s].metrics["below_baselines_reason"] for s in sessions if last[s].metrics["below_baselines_reason"]]
     summary["below_baselines"] = bool(below)
     summary["below_baselines_reason"] = "; ".join(below)
+    # the learner ladder of the kept (last) fold per session, and the one-line verdict
+    summary["ladder"] = {s: last[s].metrics["ladder"] for s in sessions if "ladder" in last[s].metrics}
+    # the kept model over its own holdout (the last fold's test range): what `mltrade backtest` trades
+    summary["holdout_return_kept"] = {s: float(last[s].metrics["test"]["total_return"]) for s in sessions}
     reg = ModelRegistry(cfg.get("registry", ".mltrade/models"))
     name = cfg.get("name", "dqn")
     kept = reg.offer(name, lambda d: save_bundle(d, last, cfg, daily), summary, {"dqn": cfg}, "val_return",
