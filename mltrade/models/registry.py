@@ -230,8 +230,9 @@ class ModelRegistry:
                 full["_higher_is_better"] = bool(higher_is_better)
                 full["_selection"] = {"metric": metric, "value": value,
                                       "higher_is_better": bool(higher_is_better),
-                                      "selection_range": list(sel), "holdout_range": list(hold),
-                                      "warning": str(warning)}
+                                      "selection_range": list(sel), "holdout_range": list(hold)}
+                if warning:
+                    full["_selection"]["warning"] = str(warning)
                 write_json_atomic(staging / "metrics.json", full)
                 write_json_atomic(staging / "config.json", config)
                 final = base / f"v-{stamp}"

@@ -86,4 +86,4 @@ def ladder_lines(session: str, ladder: Optional[dict]) -> list:
 
     if not ladder:
         return []
-    return [f"{session} ensemble: " + format_ladder(ladder)]
+    return (f"{session} ensemble: " + format_ladder(ladder)).splitlines()
