@@ -524,7 +524,7 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
             "holdout_constant_reason": r.metrics["holdout_constant_reason"],
             "below_baselines": bool(r.metrics.get("below_baselines_reason")),
             "below_baselines_reason": r.metrics.get("below_baselines_reason", ""),
-            "holdout_return": r.metrics["test"]["total_return"]})
+            "holdout_return": (r.metrics.get("test") or {}).get("total_return")})
         DeviationStore(d / "deviations.parquet").update(
             r.decisions[[c for c in r.decisions.columns if c.split("_")[0] in ("mean", "se", "z")]])
 
