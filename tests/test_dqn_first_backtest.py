@@ -14,9 +14,10 @@ TINY = ('[dqn]\nstart = "2012-06-01"\nend = "2013-06-28"\nsessions = ["day"]\ntr
         'episode_length = 100\n\n[backtest]\nend = "2013-06-28"\n')
 
 
-def _run(tmp_path, monkeypatch, capsys, extra: str = "") -> tuple:
+def _run(tmp_path, monkeypatch, capsys, extra: str = "", steps: int = 200) -> tuple:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "cfg.toml").write_text(TINY.replace("[backtest]", extra + "\n[backtest]"))
+    cfg = TINY.replace("steps = 200", f"steps = {steps}").replace("[backtest]", extra + "\n[backtest]")
+    (tmp_path / "cfg.toml").write_text(cfg)
     rc = main(["backtest", "--strategy", "dqn", "--config", "cfg.toml", "--no-baselines"])
     out, err = capsys.readouterr()
     return rc, out, err
@@ -37,7 +38,9 @@ def test_first_backtest_trains_with_a_progress_bar_then_trades(tmp_path, monkeyp
 @pytest.mark.slow
 def test_a_refused_model_says_why_and_what_to_run(tmp_path, monkeypatch, capsys):
     # a drawdown gate that blocks every trade: the validation outputs are constant, the registry refuses
-    rc, out, err = _run(tmp_path, monkeypatch, capsys, "drawdown_limit = 1000000.0\n")
+    # (120 steps: what the agents learn does not matter, the gate refuses every trade)
+    rc, out, err = _run(tmp_path, monkeypatch, capsys, "drawdown_limit = 1000000.0\n",
+                        steps=120)
     assert rc != 0
     lines = [ln for ln in err.splitlines() if ln.startswith("mltrade: error:")]
     assert len(lines) == 1, err
