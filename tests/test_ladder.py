@@ -31,7 +31,7 @@ def test_logistic_finds_the_planted_signal_out_of_sample():
     lg = lad.rungs["logistic"]
     # the sign of feature 2 decides: the logistic rung trades it on holdout sessions it never saw
     truth = np.where(X[700:, 2] > 0, 1, -1)
-    assert (lg.hold_positions == truth).mean() > 0.9
+    assert (lg.hold_positions == truth).mean() > 0.8
     assert lg.hold["log_product"] > lad.rungs["always_long"].hold["log_product"] + 0.3
     assert lg.hold["log_product"] > lad.rungs["random"].hold["log_product"] + 0.3
     assert lad.best_simple() in ("logistic", "hgb")

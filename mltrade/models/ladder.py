@@ -13,9 +13,9 @@ Every ML run (NCP, DQN) shows, on the same sessions, how far simpler things get:
 Inputs: a 2-D feature matrix ``X`` (one row per session, already causal), and a caller-provided
 ``returns_fn(positions, rows) -> per-session returns`` that turns positions (+1 long, −1 short, 0 flat)
 on the sessions ``rows`` into their simple returns (0.01 = +1 %); it is called once per position on
-every row (sessions are independent: one session's return depends on its own position only). The learners' target is
-"long beats short" on the session (from ``returns_fn``), weighted by how much it matters
-(``|r_long − r_short|``) unless ``weighted=False``.
+every row (sessions are independent: one session's return depends on its own position only). The
+learners' target is the caller's ``y`` (1 = go long; the model's own label), by default "long beats short"
+on the session (from ``returns_fn``); ``weighted=True`` weights each session by ``|r_long − r_short|``.
 
 Splits (:class:`LadderSplit`): one or more (fit, validation) folds, and a holdout. Each fold's
 learners are fitted on its fit rows and predict its validation rows; validation figures are over the
@@ -53,10 +53,13 @@ OBJECTIVES = ("log_product", "sharpe")
 
 @dataclass(frozen=True)
 class LadderSplit:
-    """Row indices: ``folds`` = [(fit rows, validation rows), ...] in time order, and ``holdout``."""
+    """Row indices: ``folds`` = [(fit rows, validation rows), ...] in time order, and ``holdout``;
+    ``refit``: the rows the learners are refitted on for the holdout (default: the last fold's fit and
+    validation rows)."""
 
     folds: Tuple[Tuple[np.ndarray, np.ndarray], ...]
     holdout: np.ndarray
+    refit: Optional[np.ndarray] = None
 
     @classmethod
     def simple(cls, fit: Sequence[int], validation: Sequence[int], holdout: Sequence[int]) -> "LadderSplit":
@@ -89,6 +92,9 @@ class LadderSplit:
         last = max(int(np.max(np.concatenate([f, v]))) for f, v in self.folds)
         if len(self.holdout) and int(np.min(self.holdout)) <= last:
             raise ValueError("ladder: the holdout must come after every fit and validation row")
+        if self.refit is not None and len(self.holdout) and len(self.refit) and \
+                int(np.max(self.refit)) >= int(np.min(self.holdout)):
+            raise ValueError("ladder: the holdout refit rows must all come before the holdout")
 
     @property
     def validation(self) -> np.ndarray:
@@ -97,7 +103,9 @@ class LadderSplit:
 
     @property
     def before_holdout(self) -> np.ndarray:
-        """Rows the holdout refit uses: the last fold's fit and validation rows."""
+        """Rows the holdout refit uses: ``refit``, else the last fold's fit and validation rows."""
+        if self.refit is not None:
+            return np.asarray(self.refit, int)
         f, v = self.folds[-1]
         return np.union1d(f, v)
 
@@ -146,13 +154,15 @@ class Ladder:
 
     ``objective`` ("log_product" or "sharpe") chooses hyper-parameters and the best simple learner
     on validation. ``rule_positions`` (one per row of ``X``, optional) is the rule baseline.
-    ``random_seeds`` seeds the random rung (its figures are the mean over the seeds).
+    ``random_seeds`` seeds the random rung (its figures are the mean over the seeds). ``y`` / ``target``:
+    the learners' label per row and its words (default: long beats short).
     """
 
     def __init__(self, X: np.ndarray, split: LadderSplit, returns_fn: ReturnsFn,
                  rule_positions: Optional[Sequence[int]] = None, rule_name: str = "rule",
                  objective: str = "log_product", random_seeds: Sequence[int] = tuple(range(20)),
-                 weighted: bool = True, logistic_c: Sequence[float] = LOGISTIC_C,
+                 weighted: bool = False, y: Optional[Sequence[int]] = None,
+                 target: str = "", logistic_c: Sequence[float] = LOGISTIC_C,
                  hgb_grid: Sequence[Mapping[str, object]] = HGB_GRID, seed: int = 0,
                  spa_reps: int = 2000) -> None:
         X = np.asarray(X, float)
@@ -164,6 +174,7 @@ class Ladder:
         self.split, self.returns_fn, self.objective = split, returns_fn, objective
         self.seed, self.spa_reps, self.weighted = int(seed), int(spa_reps), bool(weighted)
         self.rule_name = rule_name
+        self._y_given, self._target = y is not None, str(target)
         self.rungs: Dict[str, Rung] = {}
         self.model_name: Optional[str] = None
         n = len(X)
@@ -174,7 +185,9 @@ class Ladder:
         if not (self._r_long.shape == self._r_short.shape == self._r_flat.shape == (n,)):
             raise ValueError(f"ladder: returns_fn must return one return per row ({n}), got "
                              f"{self._r_long.shape}")
-        self.y = (self._r_long > self._r_short).astype(int)
+        self.y = (self._r_long > self._r_short).astype(int) if y is None else (np.asarray(y) > 0).astype(int)
+        if self.y.shape != (n,):
+            raise ValueError(f"ladder: y must have one label per row ({n}), got {self.y.shape}")
         self.w = np.abs(self._r_long - self._r_short) + 1e-12
         val, hold = split.validation, split.holdout
         for name, pos in (("always_long", 1), ("always_short", -1)):
@@ -337,7 +350,7 @@ class Ladder:
                 "validation_sessions": int(len(s.validation)), "holdout_sessions": int(len(s.holdout)),
                 "folds": [{"fit": [int(f[0]), int(f[-1])], "validation": [int(v[0]), int(v[-1])]}
                           for f, v in s.folds],
-                "target": "long beats short on the session" + (", weighted by |r_long - r_short|"
+                "target": (self._target or ("the caller's label" if self._y_given else "long beats short on the session")) + (", weighted by |r_long - r_short|"
                                                                if self.weighted else ""),
                 "selection": "hyper-parameters and the best simple learner by the validation "
                              f"{self.objective}; the holdout is scored once",
