@@ -212,13 +212,14 @@ def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict,
 
 def baseline_results(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
                      progress: bool = False, scope: Optional[ModelScope] = None,
-                     engine: str = "auto") -> dict:
+                     engine: str = "auto", distances: Optional[dict] = None) -> dict:
     """Buy-and-hold (fully invested), always-long and random-direction runs on the same bars.
 
     The rule baselines trade the strategy's certificates in its session kind (``scope.session``:
     intraday after ``scope.decision_bar`` candles, day or night). ``engine``: ``auto`` (vectorised
     engines where they apply, equal to backtrader to the cent), ``backtrader`` (every run through
-    backtrader). Returns ``{name: BacktestResult}``.
+    backtrader). ``distances``: day/night baselines' barrier per decision date (the DQN ensemble's own,
+    ``DQNEnsembleStrategy.baseline_distances``). Returns ``{name: BacktestResult}``.
     """
     from mltrade import vector_baselines as fast
     from mltrade.strategies.reference import SessionBaseline
@@ -239,7 +240,7 @@ def baseline_results(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: di
     seed = int(cfg["backtest"]["baseline_seed"])
     for name, rule in (("always_long", "long"), ("random_direction", "random")):
         if scope.session in ("day", "night"):
-            kw = dict(common, session=scope.session, direction_rule=rule, seed=seed)
+            kw = dict(common, session=scope.session, direction_rule=rule, seed=seed, distances=distances)
             out[name] = run_strategy(bars, SessionBaseline, kw, cfg, progress, name)
             continue
         if engine == "auto":
@@ -281,7 +282,12 @@ def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bo
             dcfg["sessions"] = list(dcfg.get("sessions", [])) + [scope.session]
         log(f"no DQN model in {dcfg['registry']}/{dcfg['name']}: training the default model first "
             f"(`mltrade train dqn`, [dqn] config; sessions {', '.join(dcfg['sessions'])})")
-        train_walk_forward(dcfg, progress=progress, log=lambda m: None)
+        summary = train_walk_forward(dcfg, progress=progress, log=lambda m: None)
+        if not summary.get("kept"):
+            from mltrade.models.dqn.pipeline import refusal_advice
+            raise ConfigError(refusal_advice(summary, dcfg))
+        log(f"trained and kept {summary['model_dir']} ({summary['seconds']} s)"
+            + (f"; warning: {summary['below_baselines_reason']}" if summary.get("below_baselines") else ""))
     elif scope.strategy == "ncp":
         from mltrade.models.ncp.train import NCPSettings, dataset_for, train_final
 
@@ -393,8 +399,11 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         result.summary["llm"] = overlay.summary(strategy=result.strategy)
         if hasattr(overlay, "summary_line"):  # per-review lines are DEBUG: one line sums the run up
             logging.getLogger("mltrade.llm").info(overlay.summary_line())
+    if hasattr(result.strategy, "summary_extras"):      # e.g. the DQN's training ladder and reconciliation
+        result.summary.update(result.strategy.summary_extras())
     if cfg["backtest"]["baselines"]:
-        result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
+        result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine,
+                                                   getattr(result.strategy, "baseline_distances", None))
         result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
         result.summary["significance"] = significance_of(result, result.baseline_results,
                                                          float(cfg["backtest"]["cash"]), significance_reps)

@@ -40,7 +40,19 @@ def test_majority_for_no_trade_is_no_trade_and_vectorised_over_sessions():
     acts = np.array([[9, 0, 10], [9, 1, 10], [3, 2, 0]])
     v = vote(acts, D, DIST)
     assert v.direction.tolist() == [0, 1, -1]
-    assert v.frame().shape == (3, 6)
+    assert v.frame().shape == (3, 7)
+
+
+def test_session_barrier_is_the_votes_distance_else_the_trading_agents_median():
+    """The ensemble's barrier of a session (what its baselines and learner ladder trade): the vote's
+    distance where it trades; where the vote is no trade, the median distance of the agents that trade."""
+    acts = np.array([[9, 0, 9], [9, 2, 9], [3, 1, 9], [5, 11, 9], [9, 0, 9]])
+    v = vote(acts, D, DIST)
+    assert v.direction.tolist() == [0, 1, 0]
+    assert v.barrier[0] == pytest.approx(np.median([DIST[3], DIST[5]]))   # no-trade majority
+    assert v.barrier[1] == v.distance[1] == pytest.approx(np.median([DIST[0], DIST[2], DIST[1], DIST[0]]))
+    assert np.isnan(v.barrier[2])                                          # no agent trades
+    assert v.frame()["session_distance"].iloc[0] == pytest.approx(v.barrier[0])
 
 
 def test_deviation_mean_standard_error_and_z():

@@ -192,3 +192,60 @@ def test_night_session_broker_fills_match_the_session_simulation(trained):
     assert np.allclose(sim.loc[exit_days, "entry"], trades["entry_price"])
     assert np.allclose(sim.loc[exit_days, "exit"], trades["exit_price"])
     assert np.allclose(sim.loc[exit_days, "size"], trades["size"])
+
+
+@pytest.mark.slow
+def test_training_figure_is_the_backtest_figure_to_the_cent(trained):
+    """One truth: `mltrade backtest --strategy dqn` on the kept model's holdout reports the holdout figure
+    training reported (day and night), its always-long baseline trades the ensemble's barriers as
+    training's does, and the report and summary.json reconcile them and carry the learner ladder."""
+    from mltrade.backtest import run_backtest
+
+    tmp, _ = trained
+    metrics = ModelRegistry(tmp / "models").metrics("dqn")
+    for session in ("day", "night"):
+        fold = [f for f in metrics["folds"] if f["session"] == session][-1]
+        cfg = load_config(None, {"backtest": {"end": "2014-03-31", "out": str(tmp / "reports"),
+                                              "cash": 10000.0},
+                                 "strategy": {"name": "dqn", "params": {"registry": str(tmp / "models"),
+                                                                        "session": session}}})
+        res = run_backtest(cfg, run_name=f"one-{session}", start_at_holdout=True, significance_reps=200)
+        cash = 10000.0
+        assert res.summary["oos_start"] == fold["fold"]["test"][0]
+        assert abs(res.summary["total_return"] - fold["test"]["total_return"]) * cash < 0.005
+        assert res.summary["trades"] == fold["test"]["trades"]
+        assert abs(res.baselines["always_long"]["total_return"]
+                   - fold["baselines"]["always_long"]["total_return"]) * cash < 0.005
+        rec = res.summary["dqn"]["reconciliation"]
+        assert rec["differences"] == [] and rec["training"] == fold["test"]["total_return"]
+        assert abs(rec["simulation"] - rec["backtest"]) * cash < 0.005
+        assert res.summary["dqn"]["ladder"]["verdict"]["model"] == f"{session} ensemble"
+        saved = json.loads((res.run_dir / "summary.json").read_text())
+        assert saved["dqn"]["ladder"]["rungs"].keys() == metrics["ladder"][session]["rungs"].keys()
+        html = (res.run_dir / "report.html").read_text()
+        assert "training figure and this backtest" in html and "learner ladder" in html
+
+
+@pytest.mark.slow
+def test_ladder_in_metrics_and_cli_lines(trained):
+    """The ladder: every rung on the same validation (100) and holdout (60) sessions, the best simple
+    learner chosen on validation, SPA p-values, and one CLI line with the verdict per session."""
+    from mltrade.commands.train_dqn import report_lines
+    from mltrade.models.ladder import LEARNERS
+
+    tmp, _ = trained
+    metrics = ModelRegistry(tmp / "models").metrics("dqn")
+    lines = report_lines(metrics)
+    for session in ("day", "night"):
+        lad = metrics["ladder"][session]
+        assert set(lad["rungs"]) == {"always_long", "always_short", "random", "logistic", "hgb",
+                                     f"{session} ensemble"}
+        assert lad["validation_sessions"] == 100 and lad["holdout_sessions"] == 60
+        v = lad["verdict"]
+        best = max((n for n in LEARNERS if n in lad["rungs"]),
+                   key=lambda n: lad["rungs"][n]["validation"]["log_product"])
+        assert v["best_simple"] == best
+        assert 0 <= v["spa_pvalue_validation"] <= 1 and 0 <= v["spa_pvalue_holdout"] <= 1
+        assert {r["holdout"]["n_sessions"] for r in lad["rungs"].values()} == {60}
+        verdict = [ln for ln in lines if ln.startswith(f"{session} ensemble beats the best simple learner")]
+        assert len(verdict) == 1 and (": yes (" in verdict[0]) == v["beats_on_validation"]

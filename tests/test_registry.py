@@ -157,3 +157,14 @@ def test_write_json_atomic(tmp_path):
     write_json_atomic(tmp_path / "a" / "b.json", {"x": [1, 2]})
     assert json.loads((tmp_path / "a" / "b.json").read_text()) == {"x": [1, 2]}
     assert [p.name for p in (tmp_path / "a").iterdir()] == ["b.json"]
+
+
+def test_a_warning_travels_with_the_kept_version_and_the_history(tmp_path):
+    """A model kept although its validation figure is below its own baselines says so (``warning``)."""
+    reg = ModelRegistry(tmp_path)
+    why = "validation: the night ensemble's -88.23% is below always-long +12.00% and no-trade +0.00%"
+    assert reg.offer("dqn", _writer("a"), {"val_return": -0.88}, {}, "val_return", warning=why, **R)
+    assert reg.selection("dqn")["warning"] == why
+    assert reg.history("dqn")[-1]["warning"] == why and reg.history("dqn")[-1]["kept"] is True
+    assert reg.offer("dqn", _writer("b"), {"val_return": 0.1}, {}, "val_return", **R)
+    assert "warning" not in reg.selection("dqn") and "warning" not in reg.history("dqn")[-1]

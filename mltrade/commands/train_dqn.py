@@ -80,10 +80,22 @@ def report_lines(summary: dict) -> list:
                      f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold "
                      f"{num(p.get('buy_and_hold'), '.3f')}, vs always-long {num(p.get('always_long'), '.3f')}, "
                      f"vs no trade {num(p.get('no_trade'), '.3f')}")
+    kept = summary.get("holdout_return_kept") or {}
+    if len(summary.get("folds", [])) > len(summary.get("sessions", [])) and kept:
+        lines.append("kept model (last fold) over its own holdout " + " .. ".join(summary.get("holdout_range") or [])
+                     + ", what `mltrade backtest --strategy dqn` trades: "
+                     + ", ".join(f"{s} {v:+.2%}" for s, v in kept.items()))
+    from mltrade.models.dqn.ladder import ladder_lines
+    for s, lad in (summary.get("ladder") or {}).items():
+        lines.extend(ladder_lines(s, lad))
     if summary.get("degenerate"):
         lines.append(f"DEGENERATE model (constant validation outputs): {summary['degenerate_reason']}")
     if summary.get("holdout_constant"):
         lines.append(f"warning: constant on the holdout: {summary['holdout_constant_reason']}")
+    if summary.get("below_baselines"):
+        lines.append(f"WARNING: no better than its own baselines on validation: {summary['below_baselines_reason']}"
+                     + (" (kept all the same: the registry ranks by validation return; the report says so)"
+                        if summary.get("kept") else ""))
     if summary.get("kept"):
         verdict = "kept (best validation return so far)"
     elif summary.get("degenerate"):

@@ -20,6 +20,9 @@ API::
 * ``degenerate=True`` (e.g. a model whose validation outputs are constant) is
   never kept, not even with ``force``; the offer is recorded in the history with
   its reason and ``offer`` returns False.
+* ``warning="..."``: a model kept although the caller found something to say
+  (e.g. its validation figure is below its own always-long and no-trade
+  baselines) carries the warning in ``_selection`` and in the history entry.
 * The candidate replaces the kept version when its metric strictly beats the
   kept one (``higher_is_better``) measured on the same selection and holdout
   ranges. A kept version measured on other ranges, or one written before
@@ -162,12 +165,14 @@ class ModelRegistry:
     def offer(self, name: str, write: Callable[[Path], None], metrics: dict, config: dict,
               metric: str, higher_is_better: bool = True, force: bool = False, *,
               selection_range: Optional[Sequence[Any]] = None, holdout_range: Optional[Sequence[Any]] = None,
-              degenerate: bool = False, degenerate_reason: str = "") -> bool:
+              degenerate: bool = False, degenerate_reason: str = "", warning: str = "") -> bool:
         """Write a candidate with ``write(dir)``; keep it if its validation ``metrics[metric]`` beats the kept one.
 
         ``selection_range`` / ``holdout_range``: ``(first, last)`` dates of the data the metric was measured
         on and of the model's final test range; required, and the first must end before the second starts.
-        ``degenerate=True`` is never kept. Returns True when the candidate became the kept version; it is
+        ``degenerate=True`` is never kept. ``warning``: what the caller must say about a model it offers
+        anyway (e.g. a validation figure below its own baselines), recorded in the history and in
+        ``_selection["warning"]`` of a kept version. Returns True when the candidate became the kept version; it is
         written completely before the ``current`` link is swapped atomically.
         """
         self._check_name(name)
@@ -205,6 +210,8 @@ class ModelRegistry:
         entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "metric": metric, "value": value,
                  "kept_value": old, "kept": bool(keep), "selection_range": list(sel),
                  "holdout_range": list(hold), "degenerate": bool(degenerate)}
+        if warning:
+            entry["warning"] = str(warning)
         if kept is not None and not comparable:
             entry["note"] = ("kept version was ranked on other ranges or before selection ranges were "
                              "recorded: not comparable, the candidate replaces it" if not refused else
@@ -224,6 +231,8 @@ class ModelRegistry:
                 full["_selection"] = {"metric": metric, "value": value,
                                       "higher_is_better": bool(higher_is_better),
                                       "selection_range": list(sel), "holdout_range": list(hold)}
+                if warning:
+                    full["_selection"]["warning"] = str(warning)
                 write_json_atomic(staging / "metrics.json", full)
                 write_json_atomic(staging / "config.json", config)
                 final = base / f"v-{stamp}"

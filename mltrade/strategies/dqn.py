@@ -51,6 +51,8 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         ("oos_only", True),         # trade only sessions after the model's validation range
         ("use_gate", True),         # apply the confidence and drawdown gates
         ("history", 60),            # sessions of history used per live decision
+        ("history_from_training", True),  # backtests: observations of the first sessions from the model's
+                                          # training data before the bars (when they are the same market)
     )
 
     def __init__(self) -> None:
@@ -80,9 +82,16 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         self.daily: Optional[pd.DataFrame] = None
         self.plan: Dict = {}
         self._live_bars: Dict = {}
+        self.history_note = ""
         if not self.p.live:
+            from mltrade.models.dqn.pipeline import training_history
+
             self.daily = _daily_of(self.data.p.dataframe)
-            self.table = self.model.decide(self.daily)          # one batch per agent
+            history = None
+            if self.p.history_from_training and len(self.daily):
+                # observations of the first sessions need bars before the backtest (as in training)
+                history, self.history_note = training_history(self.model_dir, self.daily.index[0], self.daily)
+            self.table = self.model.decide(self.daily, history=history)          # one batch per agent
             dates = list(self.daily.index)
             for t in range(1, len(dates)):
                 self.plan[dates[t - 1].date()] = dates[t]
@@ -96,6 +105,91 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                 "degenerate_reason": s.get("degenerate_reason", ""),
                 "holdout_constant": bool(s.get("holdout_constant", False)),
                 "holdout_constant_reason": s.get("holdout_constant_reason", "")}
+
+    @property
+    def baseline_distances(self) -> Optional[Dict]:
+        """``{decision date: barrier distance}``: the ensemble's own barrier of each traded session (the
+        vote's distance, else the agents' median, gaps: the range's median), for the backtest's always-long
+        and random baselines, as training's baselines trade it (None in live mode)."""
+        from mltrade.models.dqn.pipeline import session_barriers
+
+        t = self._oos_table()
+        if self.p.live or not len(t) or not self.plan:
+            return None
+        b = pd.Series(session_barriers(t), index=t.index)
+        return {today: float(b[nxt]) for today, nxt in self.plan.items() if nxt in b.index}
+
+    def training_ladder(self) -> Optional[dict]:
+        """The learner ladder of the traded session ensemble from the model's ``metrics.json`` (None for
+        models trained before the ladder existed)."""
+        from mltrade.models.registry import read_json
+
+        path = self.model_dir / "metrics.json"
+        lad = (read_json(path).get("ladder") or {}) if path.exists() else {}
+        return lad.get(self.p.session)
+
+    def summary_extras(self) -> dict:
+        """What ``summary.json`` carries about the model: the training-time ladder and verdict, the
+        reconciliation of the training figure with this backtest, the model's warnings."""
+        lad = self.training_ladder()
+        s = self.model.settings
+        return {"dqn": {"ladder": lad, "reconciliation": self.reconciliation(),
+                        "below_baselines_reason": s.get("below_baselines_reason", ""),
+                        "holdout_constant_reason": s.get("holdout_constant_reason", "")}}
+
+    def reconciliation(self) -> Optional[dict]:
+        """The training-time figure of the kept model, the training-time session simulation of this run's
+        decisions with this run's cash and costs, and the differences between the two set-ups (empty: the
+        backtest's own figure must equal the simulation to the cent)."""
+        from mltrade.models.baselines import TradeCosts, decisions_result
+        from mltrade.models.registry import read_json
+
+        t = self._oos_table()
+        if self.p.live or self.daily is None or not len(t):
+            return None
+        s = self.model.settings
+        mc = dict(s.get("costs", {}))
+        b = self.broker
+        run = {"budget": float(b.startingcash), "fee": float(getattr(b.p, "commission_fixed", 0.0)),
+               "ratio": float(self.p.ratio), "spread": float(self.p.spread), "fx": float(self.p.fx),
+               "barrier_step": float(self.p.barrier_step), "stop": float(self.p.stop or 0.0)}
+        diffs = []
+        for k, v in run.items():
+            if k in mc and abs(float(mc[k]) - v) > 1e-12:
+                diffs.append(f"{k}: training {mc[k]:g}, this backtest {v:g}")
+        if self.p.session == "day" and mc.get("barrier_reference", "entry") != "previous_close":
+            diffs.append("barrier: training refers it to the session's open (barrier_reference = 'entry'), "
+                         "this backtest to the previous close, where the decision is made")
+        if getattr(b.p, "commission_pct", 0.0):
+            diffs.append(f"commission_pct: {b.p.commission_pct:g} here, none in training")
+        if getattr(b.p, "fractional", False):
+            diffs.append("fractional certificates here, whole certificates in training")
+        if self.p.kind != "turbo":
+            diffs.append(f"product kind {self.p.kind!r} here, turbo in training")
+        if self.p.stake is not None or self.p.stake_fraction:
+            diffs.append("stake: part of the cash per trade here, all of it in training")
+        if not self.p.use_gate:
+            diffs.append("gates off here (use_gate = False)")
+        costs = TradeCosts(**{**mc, **run, "floor": float(mc.get("floor", 25.0)),
+                              "barrier_reference": "previous_close"})
+        direction = (t["trade_direction"] if self.p.use_gate else t["direction"]).reindex(self.daily.index)
+        distance = t["distance"].reindex(self.daily.index)
+        summ, _ = decisions_result(self.daily, direction.fillna(0).to_numpy(), distance.fillna(0).to_numpy(),
+                                   costs, self.p.session)
+        out = {"session": self.p.session, "sessions": [str(t.index[0].date()), str(t.index[-1].date())],
+               "simulation": summ["total_return"], "simulation_trades": summ["trades"],
+               "backtest": float(b.getvalue() / b.startingcash - 1.0), "differences": diffs,
+               "training": None, "training_range": None, "training_budget": mc.get("budget")}
+        metrics_path = self.model_dir / "metrics.json"
+        folds = [f for f in (read_json(metrics_path).get("folds", []) if metrics_path.exists() else [])
+                 if f.get("session") == self.p.session]
+        if folds:
+            out["training"] = float(folds[-1]["test"]["total_return"])
+            out["training_range"] = list(folds[-1]["fold"]["test"])
+            if out["training_range"] != out["sessions"]:
+                diffs.append(f"sessions: training's holdout {' .. '.join(out['training_range'])}, this "
+                             f"backtest {' .. '.join(out['sessions'])}")
+        return out
 
     # ------------------------------------------------------------------ decisions
     def _allowed(self, session_date: pd.Timestamp) -> bool:
@@ -206,7 +300,41 @@ class DQNEnsembleStrategy(KnockoutStrategy):
                 scope += ("<p>Walk-forward test results at training time (total return of the session "
                           "simulation; the baselines of this run are in the one baseline table above):</p>") + \
                     pd.DataFrame(rows).to_html(index=False, float_format=lambda v: f"{v:+.2%}")
+        for key, what in (("below_baselines_reason", "no better than its own baselines on validation"),
+                          ("holdout_constant_reason", "constant on the holdout")):
+            if s.get(key):
+                scope += f"<p><b>Warning: {what}:</b> {html.escape(str(s[key]))}.</p>"
         out.append(("DQN ensemble: model and out-of-sample scope", scope))
+        lad = self.training_ladder()
+        if lad:
+            from mltrade.models.ladder import format_ladder
+            out.append((f"DQN ensemble: learner ladder ({self.p.session}, at training time)",
+                        "<p>Simple learners on the ensemble's own observations, folds and objective (the "
+                        "session's certificate return on the ensemble's barrier), chosen on validation; "
+                        f"{html.escape(lad.get('returns', ''))}.</p><pre>{html.escape(format_ladder(lad))}</pre>"))
+        rec = self.reconciliation()
+        if rec is not None:
+            def pct(v: Optional[float]) -> str:
+                return "n/a" if v is None else f"{v:+.2%}"
+            rows = [("training (metrics.json): the kept model over its holdout "
+                     f"{' .. '.join(rec['training_range'] or ['?', '?'])}, budget {rec['training_budget']}",
+                     pct(rec["training"])),
+                    (f"training-time session simulation of this run's decisions, sessions "
+                     f"{' .. '.join(rec['sessions'])}, this run's cash and costs ({rec['simulation_trades']} "
+                     "trades)", pct(rec["simulation"])),
+                    ("this backtest (KnockoutBroker)", pct(rec["backtest"]))]
+            body = "".join(f"<tr><td>{html.escape(a)}</td><td>{b}</td></tr>" for a, b in rows)
+            words = ("Same sessions, cash and costs as training: the three figures are one figure (the "
+                     "session simulation and the broker price through mltrade.products)."
+                     if not rec["differences"] else
+                     "Differences between training and this backtest: " +
+                     "; ".join(html.escape(d) for d in rec["differences"]) + ".")
+            words += (" Baselines: always-long trades the ensemble's barrier of each session here and in "
+                      "training (one figure); buy-and-hold here buys whole units with the fee (training: the "
+                      "index without costs); random direction here is one seeded draw (training: the mean of "
+                      "[dqn] baseline_draws draws).")
+            out.append(("DQN ensemble: training figure and this backtest",
+                        f"<table><tr><th>figure</th><th>total return</th></tr>{body}</table><p>{words}</p>"))
         if len(t):
             votes = pd.DataFrame({"sessions": [len(t)], "long": [int((t["direction"] > 0).sum())],
                                   "short": [int((t["direction"] < 0).sum())],

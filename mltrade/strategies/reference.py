@@ -97,6 +97,8 @@ class SessionBaseline(KnockoutStrategy):
         ("session", "day"),              # day | night
         ("direction_rule", "long"),      # long | random
         ("seed", 7),                     # seed of the random rule (one draw per decision)
+        ("distances", None),             # {decision date: barrier distance} (the DQN ensemble's per-session
+                                         # barriers); dates not in it use `distance`
     )
     decision_data = "daily"              # the rule reads no bar (long, or a seeded coin)
 
@@ -113,8 +115,11 @@ class SessionBaseline(KnockoutStrategy):
         if not self.is_last_bar_of_session() or self.is_last_bar_of_data():
             return
         direction = 1 if self.p.direction_rule == "long" else self._rng.choice((1, -1))
+        distance = self.p.distance
+        if self.p.distances:
+            distance = float(self.p.distances.get(self.data.datetime.date(0), distance))
         self.submit_decision(Decision(direction=direction, price=float(self.data.close[0]),
-                                      time=self.data.datetime.datetime(0), distance=self.p.distance,
+                                      time=self.data.datetime.datetime(0), distance=distance,
                                       stop=self.p.stop, source=f"baseline-{self.p.direction_rule}"))
 
     def open_knockout(self, direction: int, barrier=None, distance=None, stake=None, size=None, stop=None,

@@ -40,12 +40,19 @@ class VoteResult:
     distance: np.ndarray
     agreement: np.ndarray
     counts: np.ndarray          #: (T, 3) votes for long, no trade, short
+    #: the ensemble's barrier distance of each session: the vote's distance where it trades, else the median
+    #: of the agents' trading actions' distances (NaN where no agent trades); the baselines and the learner
+    #: ladder trade it (:func:`mltrade.models.dqn.pipeline.session_barriers`)
+    barrier: Optional[np.ndarray] = None
 
     def frame(self, index: Any = None) -> pd.DataFrame:
         """As a DataFrame (one row per session)."""
+        barrier = self.barrier if self.barrier is not None else np.where(self.direction != 0, self.distance,
+                                                                         np.nan)
         return pd.DataFrame({"direction": self.direction, "distance": self.distance,
                              "agreement": self.agreement, "n_long": self.counts[:, 0],
-                             "n_none": self.counts[:, 1], "n_short": self.counts[:, 2]}, index=index)
+                             "n_none": self.counts[:, 1], "n_short": self.counts[:, 2],
+                             "session_distance": barrier}, index=index)
 
 
 def vote(actions: np.ndarray, directions: np.ndarray, distances: np.ndarray) -> VoteResult:
@@ -62,11 +69,14 @@ def vote(actions: np.ndarray, directions: np.ndarray, distances: np.ndarray) -> 
     winner = np.argmax(counts, axis=1)            # 0 long, 1 none, 2 short
     direction = np.where(n_top > 1, 0, np.array([1, 0, -1])[winner])
     distance = np.zeros(T)
-    for t in np.flatnonzero(direction != 0):
-        side = d[:, t] == direction[t]
-        distance[t] = float(np.median(dist[side, t]))
+    barrier = np.full(T, np.nan)
+    for t in range(T):
+        if direction[t] != 0:
+            distance[t] = barrier[t] = float(np.median(dist[d[:, t] == direction[t], t]))
+        elif (d[:, t] != 0).any():
+            barrier[t] = float(np.median(dist[d[:, t] != 0, t]))
     agreement = top / float(n_agents)
-    return VoteResult(direction.astype(int), distance, agreement, counts)
+    return VoteResult(direction.astype(int), distance, agreement, counts, barrier)
 
 
 # ----------------------------------------------------------------------- deviations

@@ -182,6 +182,7 @@ def decide(ens: Ensemble, gate: Optional[ConfidenceGate], daily: pd.DataFrame, o
     v.direction[~ok] = 0
     frame = v.frame(daily.index)
     frame["valid"] = ok
+    frame.loc[~ok, "session_distance"] = np.nan
     shadow_sum, shadow = _result(daily, v.direction, v.distance, costs, ens.session, sim)
     opp_sum, opposite = _result(daily, -v.direction, v.distance, costs, ens.session, sim)
 
@@ -373,11 +374,22 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
                                costs, session, sim)
     ungated, _ = _result(test_daily, tdec["direction"].to_numpy(), tdec["distance"].to_numpy(),
                          costs, session, sim)
-    base = _baselines(test_daily, float(cfg.get("baseline_distance", 0.08)), costs,
-                      int(cfg.get("baseline_draws", 50)), int(cfg.get("seed", 0)), session, sim)
+    fallback = float(cfg.get("baseline_distance", 0.08))
+    val_barrier = session_barriers(vfinal, fallback)
+    test_barrier = session_barriers(tdec, fallback)
+    base = _baselines(test_daily, test_barrier, costs, int(cfg.get("baseline_draws", 50)),
+                      int(cfg.get("seed", 0)), session, sim)
+    val_long, _ = _result(val_daily, np.ones(len(val_daily)), val_barrier, costs, session, sim)
+    val_base = {"always_long": val_long, "no_trade": {"total_return": 0.0, "trades": 0}}
+    below = below_baselines(validation["total_return"], val_base, session)
     metrics = {"fold": fold.describe(daily.index), "session": session, "test": gated,
                "test_ungated": ungated, "baselines": base, "gate": gate_info,
-               "validation": validation, "degenerate_reason": degenerate,
+               "validation": validation, "validation_baselines": val_base, "degenerate_reason": degenerate,
+               "below_baselines_reason": below,
+               "barrier": {"rule": "the ensemble's barrier of each session (the vote's distance where it "
+                                   "trades, else the agents' median), gaps: the range's median",
+                           "validation_median": float(np.median(val_barrier)),
+                           "test_median": float(np.median(test_barrier))},
                "holdout_constant_reason": constant_outputs(tdec, session, "holdout"),
                "validation_agent_returns": [float(s) for s in scores],
                "validation_ensemble": _score(val_daily, vdec["direction"].to_numpy(),
@@ -389,10 +401,77 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     metrics["test_session_returns"] = [float(x) for x in gated_sim["ret"].to_numpy(float)]
     metrics["buy_and_hold_session_returns"] = [float(x) for x in index_session_returns(test_daily)]
     n_test = len(test_daily)
-    _, long_sim = _result(test_daily, np.ones(n_test), np.full(n_test, float(cfg.get("baseline_distance", 0.08))),
-                          costs, session, sim)
+    _, long_sim = _result(test_daily, np.ones(n_test), test_barrier, costs, session, sim)
     metrics["always_long_session_returns"] = [float(x) for x in long_sim["ret"].to_numpy(float)]
+    if cfg.get("ladder", True):
+        metrics["ladder"] = fold_ladder(cfg, ens, daily, obs, fold, session, val_barrier, test_barrier, vfinal,
+                                        tdec, costs, sim)
     return FoldResult(ens, gate, metrics, tdec)
+
+
+def session_barriers(decisions: pd.DataFrame, fallback: float = 0.08) -> np.ndarray:
+    """The ensemble's barrier distance of every session of ``decisions`` (from :func:`decide`): its
+    ``session_distance`` (the vote's distance where it trades, else the median of the agents' trading
+    actions), sessions without one take the median over the range (``fallback`` when there is none).
+    The baselines and the learner ladder trade these barriers, so they differ from the ensemble only in
+    the direction."""
+    col = decisions["session_distance"] if "session_distance" in decisions else \
+        decisions["distance"].where(decisions["direction"] != 0)
+    b = col.to_numpy(float).copy()
+    if "valid" in decisions:
+        b[~decisions["valid"].to_numpy(bool)] = np.nan
+    finite = np.isfinite(b) & (b > 0)
+    fill = float(np.median(b[finite])) if finite.any() else float(fallback)
+    return np.where(finite, b, fill)
+
+
+def below_baselines(value: float, baselines: Dict[str, dict], session: str) -> str:
+    """Why a validation return ``value`` is no better than its own always-long and no-trade baselines, or
+    "" (the registry keeps such a model only with this said in the CLI, ``metrics.json`` and the report)."""
+    worse = [f"{k.replace('_', '-')} {v['total_return']:+.2%}" for k, v in baselines.items()
+             if value < float(v["total_return"])]
+    if not worse:
+        return ""
+    return f"validation: the {session} ensemble's {value:+.2%} is below " + " and ".join(worse)
+
+
+def fold_ladder(cfg: dict, ens: Ensemble, daily: pd.DataFrame, obs: pd.DataFrame, fold: Fold, session: str,
+                val_barrier: np.ndarray, test_barrier: np.ndarray, vfinal: pd.DataFrame, tdec: pd.DataFrame,
+                costs: TradeCosts, sim: Optional[IntradaySim] = None) -> dict:
+    """The learner ladder of one fold's ``session`` ensemble (:func:`mltrade.models.dqn.ladder.session_ladder`):
+    the ensemble's barriers on validation and test as its baselines', on the training rows its vote's."""
+    from mltrade.models.dqn.ladder import session_ladder
+
+    lo, hi = fold.train_start, fold.test_stop
+    span = obs.iloc[lo:hi]
+    ok = np.isfinite(span[ens.columns].to_numpy(float)).all(axis=1)
+    q = np.zeros((len(ens), len(span), len(ens.directions)), np.float32)
+    if ok.any():
+        q[:, ok] = ens.q_values(span[ok])
+    votes = ens.vote(q)
+    b = np.where(ok, votes.barrier, np.nan)
+    barrier = session_barriers(pd.DataFrame({"session_distance": b}), float(cfg.get("baseline_distance", 0.08)))
+    barrier[fold.val_start - lo:fold.val_stop - lo] = val_barrier
+    barrier[fold.test_start - lo:fold.test_stop - lo] = test_barrier
+
+    def result(d: pd.DataFrame, direction: np.ndarray, distance: np.ndarray, c: TradeCosts) -> tuple:
+        return _result(d, direction, distance, c, session, sim)
+    return session_ladder(obs[ens.columns], daily, fold, barrier, vfinal, tdec, costs, result,
+                          seed=int(cfg.get("seed", 0)), name=f"{session} ensemble")
+
+
+def refusal_advice(summary: dict, cfg: dict) -> str:
+    """One line: why the registry refused the model of ``summary`` and a command that changes the outcome."""
+    name = f"{cfg.get('registry', '.mltrade/models')}/{cfg.get('name', 'dqn')}"
+    why = (f"degenerate ({summary.get('degenerate_reason')})" if summary.get("degenerate")
+           else "the kept model did better on the same validation range")
+    if "gates refuse" in str(summary.get("degenerate_reason", "")):
+        todo = (f"the gates refuse every trade: raise [dqn] gate_min_trades or lower drawdown_limit (now "
+                f"{cfg.get('drawdown_limit', -1.0)}) in a --config file and run `mltrade train dqn --config FILE`")
+    else:
+        todo = (f"train another with `mltrade train dqn --seed {int(cfg.get('seed', 0)) + 1}` (or more "
+                f"--steps / --candidates than {cfg.get('steps')} / {cfg.get('candidates')}; docs/dqn.md)")
+    return f"the registry did not keep the DQN model trained into {name}: {why}; {todo}, then run this again"
 
 
 def index_session_returns(daily: pd.DataFrame) -> np.ndarray:
@@ -442,7 +521,10 @@ def save_bundle(directory: Path, results: Dict[str, FoldResult], cfg: dict, dail
             "degenerate": bool(r.metrics["degenerate_reason"]),
             "degenerate_reason": r.metrics["degenerate_reason"],
             "holdout_constant": bool(r.metrics["holdout_constant_reason"]),
-            "holdout_constant_reason": r.metrics["holdout_constant_reason"]})
+            "holdout_constant_reason": r.metrics["holdout_constant_reason"],
+            "below_baselines": bool(r.metrics.get("below_baselines_reason")),
+            "below_baselines_reason": r.metrics.get("below_baselines_reason", ""),
+            "holdout_return": (r.metrics.get("test") or {}).get("total_return")})
         DeviationStore(d / "deviations.parquet").update(
             r.decisions[[c for c in r.decisions.columns if c.split("_")[0] in ("mean", "se", "z")]])
 
@@ -461,8 +543,10 @@ class SessionModel:
         return TradeCosts(**self.settings["costs"])
 
     def decide(self, daily: Optional[pd.DataFrame], per_row: bool = False,
-               intraday: Optional[pd.DataFrame] = None) -> pd.DataFrame:
-        """Decisions for every session of ``daily`` (observations built from ``daily`` itself).
+               intraday: Optional[pd.DataFrame] = None,
+               history: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """Decisions for every session of ``daily`` (observations built from ``daily`` itself, preceded by
+        the daily bars of ``history`` before its first session, as training builds them from all bars).
 
         Intraday models take the intraday bars instead (``intraday=``; ``daily`` is derived from them)."""
         sim = None
@@ -471,12 +555,42 @@ class SessionModel:
                 raise ValueError("intraday model: decide needs the intraday bars (intraday=...)")
             sim = IntradaySim(intraday, int(self.settings.get("n_candles", 17)))
             daily = sim.daily
-        obs = build_observations(daily, self.settings.get("observations", "original"),
-                                 deviation_model=self.deviation_model)
+        full = daily
+        if history is not None and len(history) and len(daily):
+            before = history.loc[history.index < daily.index[0], ["open", "high", "low", "close"]]
+            full = pd.concat([before, daily[["open", "high", "low", "close"]]])
+        obs = build_observations(full, self.settings.get("observations", "original"),
+                                 deviation_model=self.deviation_model).reindex(daily.index)
         if sim is not None:
             obs = intraday_observations_for(obs, sim)
         return decide(self.ensemble, self.gate if self.gate.columns else None, daily, obs, self.costs,
                       self.settings, per_row=per_row, sim=sim)
+
+
+def training_history(model_dir: str | Path, first: pd.Timestamp,
+                     bars: Optional[pd.DataFrame] = None) -> tuple:
+    """``(daily bars before first, note)``: the history the model's observations were built from (its
+    ``config.json`` ``[dqn] data``), for a backtest whose bars start at ``first``. Used only when those
+    bars are the same market: ``bars``' first session must equal the training data's (OHLC); otherwise
+    ``(None, why)`` and the first sessions' observations are incomplete (not traded)."""
+    try:
+        cfg = (read_json(Path(model_dir) / "config.json") or {}).get("dqn", {})
+        if cfg.get("mode", "daily") != "daily":
+            return None, "intraday model: no daily history"
+        daily = load_training_daily({**cfg, "start": "", "end": ""})
+    except (OSError, ValueError, KeyError) as exc:
+        return None, f"the model's training data cannot be read ({exc})"
+    first = pd.Timestamp(first)
+    if bars is not None and len(bars):
+        if first not in daily.index or not np.allclose(
+                daily.loc[first, ["open", "high", "low", "close"]].to_numpy(float),
+                bars.iloc[0][["open", "high", "low", "close"]].to_numpy(float), rtol=1e-6):
+            return None, (f"the backtest's bars on {first.date()} differ from the model's training data "
+                          f"({cfg.get('data', 'sample')}): observations start from the backtest's own bars")
+    before = daily.loc[daily.index < first]
+    if not len(before):
+        return None, "no training data before the backtest's first session"
+    return before, f"observations use the model's training data ({cfg.get('data', 'sample')}) before {first.date()}"
 
 
 def load_bundle(directory: str | Path) -> Dict[str, SessionModel]:
@@ -619,11 +733,19 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
           if last[s].metrics["holdout_constant_reason"]]
     summary["holdout_constant"] = bool(hc)
     summary["holdout_constant_reason"] = "; ".join(hc)
+    below = [last[s].metrics["below_baselines_reason"] for s in sessions if last[s].metrics["below_baselines_reason"]]
+    summary["below_baselines"] = bool(below)
+    summary["below_baselines_reason"] = "; ".join(below)
+    # the learner ladder of the kept (last) fold per session, and the one-line verdict
+    summary["ladder"] = {s: last[s].metrics["ladder"] for s in sessions if "ladder" in last[s].metrics}
+    # the kept model over its own holdout (the last fold's test range): what `mltrade backtest` trades
+    summary["holdout_return_kept"] = {s: float(last[s].metrics["test"]["total_return"]) for s in sessions}
     reg = ModelRegistry(cfg.get("registry", ".mltrade/models"))
     name = cfg.get("name", "dqn")
     kept = reg.offer(name, lambda d: save_bundle(d, last, cfg, daily), summary, {"dqn": cfg}, "val_return",
                      selection_range=summary["selection_range"], holdout_range=summary["holdout_range"],
-                     degenerate=summary["degenerate"], degenerate_reason=summary["degenerate_reason"])
+                     degenerate=summary["degenerate"], degenerate_reason=summary["degenerate_reason"],
+                     warning=summary["below_baselines_reason"])
     summary["kept"] = kept
     summary["model_dir"] = str(reg.path(name)) if reg.path(name) else None
     return summary
