@@ -62,10 +62,17 @@ def add_finished_trials(study, trials: Sequence) -> None:
             time.sleep(random.random() * 2.0)
 
 
+def _utc_naive(value):
+    """A trial datetime as ``RDBStorage`` stores it: naive UTC (local naive times are taken as local)."""
+    import datetime as dt
+
+    return None if value is None else value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+
+
 def _write(backend, study_id: int, trials: Sequence) -> None:
     from optuna import distributions
     from optuna.storages._rdb import models
-    from sqlalchemy import func
+    from sqlalchemy import func, insert, select, update
 
     session = backend.scoped_session()
     try:
@@ -73,9 +80,9 @@ def _write(backend, study_id: int, trials: Sequence) -> None:
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
         known: Dict[str, object] = {}
         for name in sorted({n for t in trials for n in t.distributions}):
-            row = (session.query(models.TrialParamModel.distribution_json)
-                   .join(models.TrialModel).filter(models.TrialModel.study_id == study_id)
-                   .filter(models.TrialParamModel.param_name == name).first())
+            row = session.execute(select(models.TrialParamModel.distribution_json)
+                                  .join(models.TrialModel).where(models.TrialModel.study_id == study_id)
+                                  .where(models.TrialParamModel.param_name == name).limit(1)).first()
             if row is not None:
                 known[name] = distributions.json_to_distribution(row[0])
         for t in trials:
@@ -84,48 +91,52 @@ def _write(backend, study_id: int, trials: Sequence) -> None:
                     distributions.check_distribution_compatibility(known[name], dist)
                 else:
                     known[name] = dist
-        rows = []
-        for t in trials:
-            row = models.TrialModel(study_id=study_id, number=None, state=t.state)
-            row.datetime_start = t.datetime_start
-            row.datetime_complete = t.datetime_complete
-            rows.append(row)
-        session.add_all(rows)
-        session.flush()
-        first = min(r.trial_id for r in rows)
-        base = session.query(func.count(models.TrialModel.trial_id)).filter(
-            models.TrialModel.study_id == study_id, models.TrialModel.trial_id < first).scalar()
-        later = sorted(i for (i,) in session.query(models.TrialModel.trial_id).filter(
-            models.TrialModel.study_id == study_id, models.TrialModel.trial_id >= first))
+        trial_table = models.TrialModel.__table__
+        ids = session.execute(
+            insert(trial_table).returning(trial_table.c.trial_id, sort_by_parameter_order=True),
+            [{"study_id": study_id, "number": None, "state": t.state, "datetime_start": _utc_naive(t.datetime_start),
+              "datetime_complete": _utc_naive(t.datetime_complete)} for t in trials]).scalars().all()
+        first = min(ids)
+        base = session.execute(select(func.count(trial_table.c.trial_id)).where(
+            trial_table.c.study_id == study_id, trial_table.c.trial_id < first)).scalar()
+        later = sorted(session.execute(select(trial_table.c.trial_id).where(
+            trial_table.c.study_id == study_id, trial_table.c.trial_id >= first)).scalars())
         rank = {tid: base + k for k, tid in enumerate(later)}
-        children = []
-        for row, t in zip(rows, trials):
-            row.number = rank[row.trial_id]
-            tid = row.trial_id
-            values = t.values if t.values is not None else []
-            for objective, v in enumerate(values):
+        session.execute(update(trial_table).where(trial_table.c.trial_id == _bind("tid")).values(
+            number=_bind("num")), [{"tid": tid, "num": rank[tid]} for tid in ids])
+        rows: Dict[object, list] = {m: [] for m in (models.TrialValueModel, models.TrialParamModel,
+                                                   models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
+                                                   models.TrialIntermediateValueModel)}
+        for tid, t in zip(ids, trials):
+            for objective, v in enumerate(t.values if t.values is not None else []):
                 stored, kind = models.TrialValueModel.value_to_stored_repr(v)
-                children.append(models.TrialValueModel(trial_id=tid, objective=objective, value=stored,
-                                                       value_type=kind))
+                rows[models.TrialValueModel].append({"trial_id": tid, "objective": objective, "value": stored,
+                                                     "value_type": kind})
             for name, value in t.params.items():
                 dist = t.distributions[name]
-                children.append(models.TrialParamModel(trial_id=tid, param_name=name,
-                                                       param_value=dist.to_internal_repr(value),
-                                                       distribution_json=distributions.distribution_to_json(dist)))
-            for key, value in t.user_attrs.items():
-                children.append(models.TrialUserAttributeModel(trial_id=tid, key=key, value_json=json.dumps(value)))
-            for key, value in t.system_attrs.items():
-                children.append(models.TrialSystemAttributeModel(trial_id=tid, key=key,
-                                                                 value_json=json.dumps(value)))
+                rows[models.TrialParamModel].append({"trial_id": tid, "param_name": name,
+                                                     "param_value": dist.to_internal_repr(value),
+                                                     "distribution_json": distributions.distribution_to_json(dist)})
+            for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs),
+                                 (models.TrialSystemAttributeModel, t.system_attrs)):
+                rows[model].extend({"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items())
             for step, value in t.intermediate_values.items():
                 stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-                children.append(models.TrialIntermediateValueModel(trial_id=tid, step=step,
-                                                                   intermediate_value=stored,
-                                                                   intermediate_value_type=kind))
-        session.add_all(children)
+                rows[models.TrialIntermediateValueModel].append({"trial_id": tid, "step": step,
+                                                                 "intermediate_value": stored,
+                                                                 "intermediate_value_type": kind})
+        for model, batch in rows.items():
+            if batch:
+                session.execute(insert(model.__table__), batch)
         session.commit()
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+def _bind(name: str):
+    from sqlalchemy import bindparam
+
+    return bindparam(name)
