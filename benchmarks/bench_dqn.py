@@ -4,7 +4,8 @@ Run: python benchmarks/bench_dqn.py [--agents 10] [--years 5] [--learn-steps 200
 Prints figures and ratios measured in this process (same machine, same data), and the device.
 Learning throughput: today's one-environment ``DQNAgent.fit`` beside the vectorised ``fit_vector``
 (same agent parameters, ``train_interval=4``, batch 32), and stable-baselines3's DQN on the same
-gymnasium environment when it is installed (``pip install -e .[bench]``; never a runtime dependency).
+gymnasium environment when it is installed (``pip install -e .[bench]``; never a runtime dependency), on the
+CPU with torch on one thread and on torch's default thread count, each printed; the ratios use SB3's best.
 """
 from __future__ import annotations
 
@@ -133,19 +134,35 @@ def learning(args, env, make_agent) -> None:
         print(f"learning, one agent: fit_vector ({n_envs} envs) {vec:,.0f} env steps/s = {vec / seq:.1f}x "
               "DQNAgent.fit")
     try:
+        import torch
         from stable_baselines3 import DQN
     except ImportError:
         print("stable-baselines3: not installed (pip install -e .[bench] to compare)")
         return
-    sb = DQN("MlpPolicy", env, learning_starts=100, train_freq=4, batch_size=32, buffer_size=50000,
-             target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="auto")
-    sb.learn(1000)
-    t = time.perf_counter()
-    sb.learn(m)
-    sbs = m / (time.perf_counter() - t)
-    ratios = ", ".join(f"fit_vector ({k} envs) / SB3 = {v / sbs:.1f}x" for k, v in vecs.items())
-    print(f"stable-baselines3 DQN (1 env, same train_freq/batch/net, device {sb.device}): {sbs:,.0f} env "
-          f"steps/s; {ratios}")
+    # SB3's torch at each thread count: one thread is its best setting on a small machine (its MLP is too
+    # small to gain from intra-op threads, and more threads than free cores collapse it); the best is compared
+    default_threads = torch.get_num_threads()
+    sbs = {}
+    for threads in sorted({1, default_threads}):
+        torch.set_num_threads(threads)
+        sb = DQN("MlpPolicy", env, learning_starts=100, train_freq=4, batch_size=32, buffer_size=50000,
+                 target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="cpu")
+        sb.learn(1000)
+        t = time.perf_counter()
+        sb.learn(m)
+        sbs[threads] = m / (time.perf_counter() - t)
+        print(f"stable-baselines3 {sb3_version()} DQN (1 env, same train_freq/batch/net), torch {torch.__version__} "
+              f"on the CPU with torch.set_num_threads({threads}): {sbs[threads]:,.0f} env steps/s")
+    torch.set_num_threads(default_threads)
+    best_threads = max(sbs, key=sbs.get)
+    ratios = ", ".join(f"fit_vector ({k} envs) / SB3 = {v / sbs[best_threads]:.1f}x" for k, v in vecs.items())
+    print(f"against SB3 at its best setting here (torch threads = {best_threads}; mltrade's agents on "
+          f"TensorFlow's default thread pools): {ratios}")
+
+
+def sb3_version() -> str:
+    import stable_baselines3
+    return stable_baselines3.__version__
 
 
 if __name__ == "__main__":
