@@ -15,7 +15,8 @@ the same numbers from the same weights (first-step loss, forward pass).
   ``jax.jit``. Also Keras' own compiled ``train_on_batch`` on both backends.
 * NCP: ``mltrade.models.ncp.model.build_model`` (two stacked ``ncps`` 1.0.1
   LTC or CfC layers with AutoNCP wiring, dense branch, Adam, binary
-  cross-entropy), Keras ``train_on_batch`` steps at batch 64 on both backends.
+  cross-entropy), Keras ``train_on_batch`` steps at batch 64 on both backends; and the step the
+  project trains with (``FoldTrainer``'s ``tf.function``) beside the same update under ``jax.jit``.
 
 JAX is not a dependency of mltrade: ``pip install jax`` to run the JAX legs
 (without it they print that JAX is missing). Run:
@@ -32,6 +33,7 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+N_OBS, N_ACTIONS = 44, 19   #: the DQN environment's observation width and actions (original observations, day mode)
 
 
 def _threads_env(backend: str, threads: int) -> dict:
@@ -93,7 +95,7 @@ def leg_dqn(steps: int, shared: str) -> dict:
     import keras
     import numpy as np
 
-    n_obs, nb = 11, 6
+    n_obs, nb = N_OBS, N_ACTIONS
     agent = _dqn_agent(n_obs, nb)
     weights = os.path.join(shared, "dqn_weights.npz")
     if keras.backend.backend() == "tensorflow":
@@ -170,11 +172,11 @@ def leg_keras_q(steps: int, shared: str) -> dict:
     import keras
     import numpy as np
 
-    agent = _dqn_agent(11, 6)
+    agent = _dqn_agent(N_OBS, N_ACTIONS)
     m = agent.model
     m.compile(optimizer=keras.optimizers.Adam(2.5e-4), loss=keras.losses.Huber(1.0))
     rng = np.random.default_rng(1)
-    data = [(rng.normal(size=(32, 1, 11)).astype("float32"), rng.normal(size=(32, 6)).astype("float32"))
+    data = [(rng.normal(size=(32, 1, N_OBS)).astype("float32"), rng.normal(size=(32, N_ACTIONS)).astype("float32"))
             for _ in range(16)]
     for i in range(30):
         m.train_on_batch(*data[i % 16])
@@ -214,6 +216,76 @@ def leg_ncp(cell: str, steps: int, shared: str) -> dict:
     return {"ok": True, "ms_per_step": per * 1000, "first_loss": first, "probe": probe[:8].tolist()}
 
 
+def leg_ncp_step(cell: str, steps: int, shared: str) -> dict:
+    """The training step the project runs: ``FoldTrainer``'s ``tf.function`` on TF; the same weighted
+    cross-entropy and Adam update as a ``jax.jit`` stateless step on JAX (batch 64)."""
+    import keras
+    import numpy as np
+
+    from mltrade.models.ncp.model import NCPConfig, build_model
+
+    rng = np.random.default_rng(0)
+    n = 64
+    d = rng.normal(size=(n * 8, 32)).astype("float32")
+    s = rng.normal(0, 0.01, (n * 8, 17, 6)).astype("float32")
+    y = (rng.random(n * 8) > 0.5).astype("float32")
+    w = np.ones(n, "float32")
+    cfg = NCPConfig(n_daily=32, cell=cell)
+    weights = os.path.join(shared, f"ncp_{cell}.npz")
+    if keras.backend.backend() == "tensorflow":
+        from mltrade.models.ncp.train import FoldTrainer
+
+        trainer = FoldTrainer(cfg, epochs=1, batch_size=n, patience=1)
+        model = trainer.model
+        with np.load(weights) as z:
+            model.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+
+        def step(k):
+            return float(trainer._step(d[k * n:(k + 1) * n], s[k * n:(k + 1) * n], y[k * n:(k + 1) * n], w))
+    else:
+        model = build_model(cfg)
+        with np.load(weights) as z:
+            model.set_weights([z[f"arr_{i}"] for i in range(len(z.files))])
+        step = _jax_ncp_step(model, d, s, y, w, n)
+    first = step(0)
+    for i in range(3):
+        step(i % 8)
+    t = time.perf_counter()
+    for i in range(steps):
+        step(i % 8)
+    return {"ok": True, "ms_per_step": (time.perf_counter() - t) / steps * 1000, "first_loss": first}
+
+
+def _jax_ncp_step(model, d, s, y, w, n):
+    import jax
+    import jax.numpy as jnp
+
+    opt = model.optimizer
+    opt.build(model.trainable_variables)
+    state = {"tv": [v.value for v in model.trainable_variables],
+             "ntv": [v.value for v in model.non_trainable_variables],
+             "ov": [v.value for v in opt.variables]}
+
+    def loss_fn(tv, ntv, xd, xs, yy, ww):
+        p, ntv2 = model.stateless_call(tv, ntv, [xd, xs], training=True)
+        p = jnp.clip(jnp.reshape(p, (-1,)), 1e-7, 1 - 1e-7)
+        ll = -(yy * jnp.log(p) + (1 - yy) * jnp.log(1 - p))
+        return jnp.sum(ll * ww) / jnp.sum(ww), ntv2
+
+    @jax.jit
+    def update(tv, ntv, ov, xd, xs, yy, ww):
+        (loss, ntv2), g = jax.value_and_grad(loss_fn, has_aux=True)(tv, ntv, xd, xs, yy, ww)
+        tv2, ov2 = opt.stateless_apply(ov, g, tv)
+        return loss, tv2, ntv2, ov2
+
+    def step(k):
+        loss, state["tv"], state["ntv"], state["ov"] = update(
+            state["tv"], state["ntv"], state["ov"], d[k * n:(k + 1) * n], s[k * n:(k + 1) * n],
+            y[k * n:(k + 1) * n], w)
+        return float(loss)
+    return step
+
+
 def leg(task: str, steps: int, threads: int, shared: str) -> None:
     try:
         where = _configure(threads)
@@ -221,6 +293,8 @@ def leg(task: str, steps: int, threads: int, shared: str) -> None:
             out = leg_dqn(steps, shared)
         elif task == "keras_q":
             out = leg_keras_q(steps, shared)
+        elif task.startswith("step_"):
+            out = leg_ncp_step(task.split("_", 1)[1], max(steps // 10, 10), shared)
         else:
             out = leg_ncp(task.split("_", 1)[1], max(steps // 10, 10), shared)
         out["where"] = where
@@ -253,7 +327,9 @@ def main() -> None:
     tasks = [("dqn", "DQN update (project step on TF, jax.jit stateless step on JAX), batch 32"),
              ("keras_q", "Keras train_on_batch, dueling Q-network, batch 32"),
              ("ncp_ltc", "NCP LTC (ncps 1.0.1) Keras train_on_batch, batch 64"),
-             ("ncp_cfc", "NCP CfC (ncps 1.0.1) Keras train_on_batch, batch 64")]
+             ("ncp_cfc", "NCP CfC (ncps 1.0.1) Keras train_on_batch, batch 64"),
+             ("step_ltc", "NCP LTC compiled step (FoldTrainer's on TF, jax.jit on JAX)"),
+             ("step_cfc", "NCP CfC compiled step (FoldTrainer's on TF, jax.jit on JAX)")]
     backends = ["tensorflow"] + (["jax"] if has_jax else [])
     with tempfile.TemporaryDirectory() as shared:
         results = {(t, b): [] for t, _ in tasks for b in backends}

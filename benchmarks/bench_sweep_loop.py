@@ -24,6 +24,7 @@ import argparse
 import collections
 import functools
 import os
+import resource
 import tempfile
 import time
 
@@ -87,14 +88,18 @@ def one_sweep(label: str, trials: int, year: int, jobs: int, before: bool) -> di
             cfg = load_config(None)
             s = st.SweepSettings(strategy="momentum", trials=trials, jobs=jobs, start=f"{year}-01-01",
                                  end=f"{year}-12-31", out=tmp, progress=False)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             t, c = time.perf_counter(), time.process_time()
             summary = st.optimize(cfg, s)
             wall, cpu = time.perf_counter() - t, time.process_time() - c
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            child = (after.ru_utime + after.ru_stime) - (kids.ru_utime + kids.ru_stime)
     finally:
         ph.restore()
         if before:
             st.add_finished_trials = original
     print(f"{label}: {trials} trials, jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} s CPU of this process "
+          f"{f'+ {child:.1f} s CPU of its worker processes ' if child > 0 else ''}"
           f"(search {summary['search_seconds']:.1f} s wall; load average now {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} cores)")
     for line in ph.lines():
