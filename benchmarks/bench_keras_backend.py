@@ -253,7 +253,10 @@ def leg_ncp_step(cell: str, steps: int, shared: str) -> dict:
     t = time.perf_counter()
     for i in range(steps):
         step(i % 8)
-    return {"ok": True, "ms_per_step": (time.perf_counter() - t) / steps * 1000, "first_loss": first}
+    # no first-loss check here: it is a training-mode loss, and dropout draws its masks from each backend's own
+    # random stream (the inference-mode checks of the train_on_batch legs compare the numbers)
+    del first
+    return {"ok": True, "ms_per_step": (time.perf_counter() - t) / steps * 1000}
 
 
 def _jax_ncp_step(model, d, s, y, w, n):
