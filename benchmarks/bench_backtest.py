@@ -53,8 +53,10 @@ def main() -> None:
     ap.add_argument("--start", default="2014-01-01")
     ap.add_argument("--end", default="2018-12-31")
     args = ap.parse_args()
-    import tensorflow  # noqa: F401  (what the CLI imports anyway; keep it out of the timings)
     import os
+    import sys
+
+    # the default backtest imports neither TensorFlow nor Keras (checked below): nothing to keep out of the timings
     print(f"default backtest {args.start} .. {args.end} (momentum strategy + buy-and-hold, always-long, "
           f"random direction); device: CPU ({os.cpu_count()} cores; backtests use no accelerator)")
     with tempfile.TemporaryDirectory() as out:
@@ -66,6 +68,8 @@ def main() -> None:
         print(f"{name:32s} {total:7.1f} s   ({parts})")
     print(f"after / before: {after / before:.2f} (target <= 0.50); baselines alone: "
           f"{ph_a['baselines'] / ph_b['baselines']:.3f}")
+    heavy = [m for m in ("tensorflow", "keras", "ncps") if m in sys.modules]
+    print(f"imported by the default backtest: {', '.join(heavy) if heavy else 'no TensorFlow, Keras or ncps'}")
     same = cents(s_b) == cents(s_a)
     print(f"same figures to the cent: {same}")
     for name, b in s_a.get("baselines", {}).items():

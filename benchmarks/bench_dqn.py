@@ -4,11 +4,15 @@ Run: python benchmarks/bench_dqn.py [--agents 10] [--years 5] [--learn-steps 200
 Prints figures and ratios measured in this process (same machine, same data), and the device.
 Learning throughput: today's one-environment ``DQNAgent.fit`` beside the vectorised ``fit_vector``
 (same agent parameters, ``train_interval=4``, batch 32), and stable-baselines3's DQN on the same
-gymnasium environment when it is installed (``pip install -e .[bench]``; never a runtime dependency).
+gymnasium environment when it is installed (``pip install -e .[bench]``; never a runtime dependency), on the
+CPU with torch on one thread and on torch's default thread count, each printed; the ratios use SB3's best.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -22,7 +26,12 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=2000)
     ap.add_argument("--learn-steps", type=int, default=20000)
     ap.add_argument("--n-envs", type=int, default=16)
+    ap.add_argument("--sb3-leg", type=int, default=-1, help=argparse.SUPPRESS)
+    ap.add_argument("--sb3-steps", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.sb3_leg >= 0:
+        sb3_leg(args.sb3_leg, args.years, args.sb3_steps)
+        return
 
     import keras
 
@@ -132,20 +141,63 @@ def learning(args, env, make_agent) -> None:
         vec = vecs[n_envs] = n / (time.perf_counter() - t)
         print(f"learning, one agent: fit_vector ({n_envs} envs) {vec:,.0f} env steps/s = {vec / seq:.1f}x "
               "DQNAgent.fit")
+    # SB3 runs in a fresh process per thread count: torch and TensorFlow doing work in one process crash it
+    # (a segfault in libc seen here), and a fresh process holds only torch's own thread pool
+    sbs = {}
+    for threads in (1, 0):
+        out = subprocess.run([sys.executable, os.path.abspath(__file__), "--sb3-leg", str(threads),
+                              "--years", str(args.years), "--sb3-steps", str(m)],
+                             capture_output=True, text=True, timeout=3600)
+        line = [ln for ln in out.stdout.splitlines() if ln.startswith("SB3 ")]
+        if out.returncode != 0 or not line:
+            print(f"stable-baselines3 (torch threads {threads or 'default'}): failed: "
+                  f"{(out.stdout + out.stderr).strip().splitlines()[-1:]}")
+            continue
+        _, n_threads, rate, desc = line[-1].split(" ", 3)
+        if n_threads == "missing":
+            print("stable-baselines3: not installed (pip install -e .[bench] to compare)")
+            return
+        sbs[int(n_threads)] = float(rate)
+        print(f"{desc}: {float(rate):,.0f} env steps/s")
+    if not sbs:
+        return
+    best_threads = max(sbs, key=sbs.get)
+    ratios = ", ".join(f"fit_vector ({k} envs) / SB3 = {v / sbs[best_threads]:.1f}x" for k, v in vecs.items())
+    print(f"against SB3 at its best setting here (torch threads = {best_threads}; mltrade's agents on "
+          f"TensorFlow's default thread pools): {ratios}")
+
+
+def sb3_leg(threads: int, years: int, steps: int) -> None:
+    """SB3's DQN on the same environment in this (fresh) process; ``threads`` 0 = torch's default."""
     try:
+        import torch
         from stable_baselines3 import DQN
     except ImportError:
-        print("stable-baselines3: not installed (pip install -e .[bench] to compare)")
+        print("SB3 missing 0 -")
         return
+    from mltrade.feeds.sample import load_daily
+    from mltrade.models.dqn.env import KnockoutEnv
+    from mltrade.models.dqn.observations import original_observations
+
+    if threads:
+        torch.set_num_threads(threads)
+    daily = load_daily("2014-01-01", None).iloc[-252 * years:]
+    env = KnockoutEnv(original_observations(daily), daily, mode="day")
+    env.random_start, env.episode_length = True, 250
     sb = DQN("MlpPolicy", env, learning_starts=100, train_freq=4, batch_size=32, buffer_size=50000,
-             target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="auto")
+             target_update_interval=10000, policy_kwargs={"net_arch": [64, 32]}, seed=0, device="cpu")
     sb.learn(1000)
     t = time.perf_counter()
-    sb.learn(m)
-    sbs = m / (time.perf_counter() - t)
-    ratios = ", ".join(f"fit_vector ({k} envs) / SB3 = {v / sbs:.1f}x" for k, v in vecs.items())
-    print(f"stable-baselines3 DQN (1 env, same train_freq/batch/net, device {sb.device}): {sbs:,.0f} env "
-          f"steps/s; {ratios}")
+    sb.learn(steps)
+    rate = steps / (time.perf_counter() - t)
+    print(f"SB3 {torch.get_num_threads()} {rate:.1f} stable-baselines3 {sb3_version()} DQN (1 env, same "
+          f"train_freq/batch/net), torch {torch.__version__} on the CPU, torch threads = {torch.get_num_threads()}"
+          f"{'' if threads else ' (its default)'}")
+
+
+def sb3_version() -> str:
+    import stable_baselines3
+    return stable_baselines3.__version__
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import pandas as pd
 
+from mltrade.sweep.bulk_trials import add_finished_trials
 from mltrade.sweep.coordination import Claims, WorkerIdentity, params_key, worker_seed
 from mltrade.sweep.evaluator import DEFAULTS, SignalFn, evaluate, momentum_signals, param_sets, session_grid
 
@@ -460,7 +461,8 @@ def run_trials(scorer: Scorer, study, n_trials: int, batch: int, progress: bool 
             else:
                 local.tell(t, float(sums[i] / n_folds))
         numbers = {t.number for t in trials}
-        study.add_trials([t for t in local.get_trials(deepcopy=False)[-len(asked):] if t.number in numbers])
+        add_finished_trials(study, [t for t in local.get_trials(deepcopy=False)[-len(asked):]
+                                    if t.number in numbers])
         done += k
         bar.update(k)
     bar.close()
