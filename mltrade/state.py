@@ -22,6 +22,8 @@ def state_dir() -> Path:
 
 def relocate(value: str) -> str:
     """``value`` with a leading ``.mltrade/`` replaced by :func:`state_dir` (other strings unchanged)."""
+    if value == DEFAULT_STATE_DIR:
+        return str(state_dir())
     prefix = DEFAULT_STATE_DIR + "/"
     if not value.startswith(prefix):
         return value

@@ -68,8 +68,8 @@ def _print_kill_switch(refusals: list, kill_file: Optional[str]) -> None:
     except (OSError, IndexError):
         pass
     span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
-    print(f"  REFUSED {span}: the kill switch is engaged ({relocate(kill_file or '')}{': ' + why if why else ''}): "
-          f"{n} new position{'s' if n != 1 else ''} refused; 'mltrade live --revive' removes it")
+    print(f"  REFUSED {span}: {n} new position{'s' if n != 1 else ''} refused by the risk limits: {KILLED} "
+          f"({relocate(kill_file or '')}{': ' + why if why else ''}); 'mltrade live --revive' removes it")
 
 
 def _start_demo(venue: str, lv: dict) -> Any:
