@@ -72,7 +72,8 @@ def test_state_paths_default_under_the_state_dir_and_config_keys_win(tmp_path, m
     assert cfg["twelvedata"]["data_dir"] == str(tmp_path / "s" / "data")
     assert cfg["ncp"]["state_dir"] == str(tmp_path / "s")
     conf = tmp_path / "c.toml"
-    conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\n[llm]\ncache_path = "{tmp_path}/c.sqlite"\n')
+    conf.write_text(f'[live]\njournal_path = "{tmp_path}/j.sqlite"\n'
+                    f'[llm]\ncache_path = "{tmp_path}/c.sqlite"\n')
     cfg = load_config(conf)
     assert cfg["live"]["journal_path"] == f"{tmp_path}/j.sqlite"
     assert cfg["llm"]["cache_path"] == f"{tmp_path}/c.sqlite"

@@ -28,7 +28,7 @@ from mltrade.calendars import sessions
 from mltrade.feeds.bars import IndexData
 from mltrade.live.account import Account
 from mltrade.live.credentials import SecretFilter, mask, protect_handlers
-from mltrade.live.journal import OrderJournal
+from mltrade.live.journal import OrderJournal, cursor_key
 from mltrade.live.logfile import file_only
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
@@ -60,12 +60,6 @@ class ReplayData(IndexData):
         if ok and self.p.on_bar is not None:
             self.p.on_bar(self)
         return ok
-
-
-def cursor_key(venue: str) -> str:
-    """The journal-state key of a venue's replay cursor (its last session traded): one per venue, so a demo
-    run on IG does not resume after the paper account's last session (paper keeps the historical key)."""
-    return "last_session" if venue == "paper" else f"last_session:{venue}"
 
 
 class SessionCheckpoint(bt.Analyzer):
@@ -437,7 +431,8 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         return res
     except Exception as e:
         # the log file keeps it; the caller (the CLI's `mltrade: error: ...`) says it on stderr, once
-        file_only(logging.ERROR, "live run failed: %s", mask(str(e).splitlines()[0] if str(e) else type(e).__name__))
+        file_only(logging.ERROR, "live run failed: %s",
+                  mask(str(e).splitlines()[0] if str(e) else type(e).__name__))
         raise
     finally:
         journal.close()

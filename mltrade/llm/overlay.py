@@ -494,6 +494,7 @@ CONFIG_DEFAULTS: dict = {
     "cache_path": ".mltrade/llm-cache.sqlite",     # under $MLTRADE_STATE_DIR (mltrade.state)
     "anonymize": True,
     "anonymize_seed": 0,
+    "max_consecutive_failures": 5,
 }
 
 
