@@ -51,7 +51,8 @@ def default_config() -> dict:
     if CONFIG_D.is_dir():
         for extra in sorted(CONFIG_D.glob("*.toml")):
             cfg = _merge(cfg, read_toml(extra))
-    return cfg
+    from mltrade.state import relocate_defaults
+    return relocate_defaults(cfg)      # `.mltrade/...` defaults follow $MLTRADE_STATE_DIR
 
 
 def _validate(user: dict, defaults: dict, source: str, prefix: str = "") -> None:

@@ -274,7 +274,8 @@ def test_kill_switch_refusal_is_printed_on_stdout(cfg, tmp_path, capsys):
     assert main(["live", "--venue", "paper", "--max-sessions", "1", "--config", str(conf)]) == 0
     out = capsys.readouterr().out
     assert "0 round trips" in out
-    assert re.search(r"REFUSED 2018-06-01: new position refused by the risk limits: kill switch engaged", out)
+    assert re.search(r"REFUSED 2018-06-01: 1 new position refused by the risk limits: kill switch engaged",
+                     out)
 
 
 def test_status_of_a_venue_lists_journal_positions_and_last_seen_cash(cfg, tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any, Optional
 
 ACTIONS = ("run", "check", "status")
@@ -48,6 +49,27 @@ def register(sub: Any) -> None:
 def _err(msg: str) -> int:
     print(f"mltrade: error: {msg}", file=sys.stderr)
     return 2
+
+
+#: how :class:`~mltrade.live.risk.RiskGuard` words a refusal by the kill switch
+KILLED = "kill switch engaged"
+
+
+def _print_kill_switch(refusals: list, kill_file: Optional[str]) -> None:
+    """One line for every new position the kill switch refused in the run (any number of days)."""
+    days = sorted({str(d) for d, r in refusals if r.startswith(KILLED)})
+    if not days:
+        return
+    n = sum(1 for _, r in refusals if r.startswith(KILLED))
+    from mltrade.state import relocate
+    why = ""
+    try:
+        why = Path(relocate(kill_file or "")).read_text(encoding="utf-8").strip().splitlines()[0]
+    except (OSError, IndexError):
+        pass
+    span = days[0] if len(days) == 1 else f"{days[0]} .. {days[-1]}"
+    print(f"  REFUSED {span}: {n} new position{'s' if n != 1 else ''} refused by the risk limits: {KILLED} "
+          f"({relocate(kill_file or '')}{': ' + why if why else ''}); 'mltrade live --revive' removes it")
 
 
 def _start_demo(venue: str, lv: dict) -> Any:
@@ -172,9 +194,11 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
               f"{t['entry_price']:.2f} -> {t['exit_price']:.2f} ({t['exit_reason']}) P&L {t['pnl']:+.2f}")
     if res.llm_line:
         print(f"  {res.llm_line}")
+    _print_kill_switch(res.refusals, lv.get("kill_switch_file"))
     seen: dict = {}
     for day, reason in res.refusals:            # one line per day and reason (a strategy may retry)
-        seen[(day, reason)] = seen.get((day, reason), 0) + 1
+        if not reason.startswith(KILLED):
+            seen[(day, reason)] = seen.get((day, reason), 0) + 1
     for (day, reason), n in seen.items():
         times = f" ({n} times)" if n > 1 else ""
         print(f"  REFUSED {day}: new position refused by the risk limits: {reason}{times}")

@@ -220,7 +220,7 @@ def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[st
         try:
             closes = [e for e in j.entries("close") if e.status in ("paper", "filled", "dry_run")]
             open_rows = j.open_positions()
-            from mltrade.live.scheduler import cursor_key
+            from mltrade.live.journal import cursor_key
             last = j.get_state(cursor_key(venue))
         finally:
             j.close()

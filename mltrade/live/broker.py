@@ -44,6 +44,7 @@ from mltrade.brokers.knockout import CertificateCommInfo, CertPosition, broker_c
 from mltrade.live.credentials import mask
 from mltrade.live.journal import UNRESOLVED, DuplicateDecision, JournalEntry, OrderJournal, ReconcileReport
 from mltrade.live.notify import Notifier, event_for_close
+from mltrade.live.logfile import file_only
 from mltrade.live.risk import RiskGuard, RiskViolation
 from mltrade.live.formats import ImplausibleNumber, check_plausible
 from mltrade.live.venues.base import ConfirmationTimeout, OrderRejected, UnreadableNumber, VenueError
@@ -436,7 +437,10 @@ class SeleniumBroker(bt.BrokerBase):
         order.addinfo(reject_reason=reason)
         order.reject(self)
         self.notify(order)
-        log.warning("order rejected: %s", mask(reason))
+        if reason.startswith("risk: "):     # risk refusals: summed up once by the CLI (LiveResult.refusals)
+            file_only(logging.WARNING, "order rejected: %s", mask(reason))
+        else:
+            log.warning("order rejected: %s", mask(reason))
         return order
 
     def _day(self, data: Any) -> date:

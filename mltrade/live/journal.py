@@ -71,6 +71,12 @@ _COLS = ("ref, venue, action, status, direction, barrier, size, price, stake, de
          "updated, info, decision")
 
 
+def cursor_key(venue: str) -> str:
+    """The journal-state key of a venue's replay cursor (its last session traded): one per venue, so a demo
+    run on IG does not resume after the paper account's last session (paper keeps the historical key)."""
+    return "last_session" if venue == "paper" else f"last_session:{venue}"
+
+
 class JournalError(ValueError):
     """The journal file is empty, damaged or inconsistent; the message says how to recover."""
 

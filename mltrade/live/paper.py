@@ -18,6 +18,7 @@ import backtrader as bt
 from mltrade.brokers.knockout import CertPosition, KnockoutBroker
 from mltrade.live.account import Account, SavedPosition, product_from_dict, product_to_dict
 from mltrade.live.journal import OrderJournal
+from mltrade.live.logfile import file_only
 from mltrade.live.notify import Notifier, event_for_close
 from mltrade.live.risk import RiskGuard, RiskViolation
 
@@ -122,7 +123,7 @@ class PaperBroker(KnockoutBroker):
                     order.accept(self)
                     self.notify(order)
                     self._reject(order, f"risk: {e.reason}")
-                    log.warning("paper: order refused by risk limits: %s", e.reason)
+                    file_only(logging.WARNING, "paper: order refused by risk limits: %s", e.reason)
                     return order
         return super()._order(cls, owner, data, size, price, plimit, exectype, valid, kwargs)
 

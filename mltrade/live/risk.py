@@ -3,7 +3,7 @@
 Every new position passes :meth:`RiskGuard.check_open` first: max stake per
 trade, max leverage, max trades per day, max open positions, the daily loss
 limit and the kill switch (a file whose existence stops all new orders;
-closing positions is always allowed). ``mltrade live kill`` creates the file.
+closing positions is always allowed). ``mltrade live --kill REASON`` creates the file.
 """
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
+
+from mltrade.live.logfile import file_only
+from mltrade.state import relocate
 
 log = logging.getLogger("mltrade.live")
 
@@ -34,7 +37,7 @@ class RiskLimits:
     daily_loss_limit: Optional[float] = 1000.0
     max_trades_per_day: Optional[int] = 3
     max_open_positions: Optional[int] = 1
-    kill_switch_file: Optional[str] = "live/KILL"
+    kill_switch_file: Optional[str] = ".mltrade/live/KILL"   # under $MLTRADE_STATE_DIR
 
     @classmethod
     def from_config(cls, cfg: dict) -> "RiskLimits":
@@ -46,7 +49,7 @@ class RiskLimits:
                    daily_loss_limit=opt("daily_loss_limit", float),
                    max_trades_per_day=opt("max_trades_per_day", int),
                    max_open_positions=opt("max_open_positions", int),
-                   kill_switch_file=cfg.get("kill_switch_file", cls.kill_switch_file) or None)
+                   kill_switch_file=relocate(cfg.get("kill_switch_file", cls.kill_switch_file) or "") or None)
 
 
 @dataclass
@@ -71,7 +74,7 @@ class RiskGuard:
         tmp = p.with_name(p.name + ".tmp")
         tmp.write_text(f"{datetime.now(timezone.utc).isoformat()} {reason}\n", encoding="utf-8")
         os.replace(tmp, p)
-        log.warning("kill switch engaged: %s", reason)
+        file_only(logging.WARNING, "kill switch engaged: %s", reason)   # the CLI prints it once
         return p
 
     def revive(self) -> None:

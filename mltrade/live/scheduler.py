@@ -28,7 +28,8 @@ from mltrade.calendars import sessions
 from mltrade.feeds.bars import IndexData
 from mltrade.live.account import Account
 from mltrade.live.credentials import SecretFilter, mask, protect_handlers
-from mltrade.live.journal import OrderJournal
+from mltrade.live.journal import OrderJournal, cursor_key
+from mltrade.live.logfile import file_only
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
 from mltrade.live.simgap import DecisionRecorder
@@ -59,12 +60,6 @@ class ReplayData(IndexData):
         if ok and self.p.on_bar is not None:
             self.p.on_bar(self)
         return ok
-
-
-def cursor_key(venue: str) -> str:
-    """The journal-state key of a venue's replay cursor (its last session traded): one per venue, so a demo
-    run on IG does not resume after the paper account's last session (paper keeps the historical key)."""
-    return "last_session" if venue == "paper" else f"last_session:{venue}"
 
 
 class SessionCheckpoint(bt.Analyzer):
@@ -169,9 +164,14 @@ def _loopback(url: str) -> bool:
 
 
 def report_dir(cfg: dict) -> Path:
-    """``[live] report_dir``, or ``reports/`` next to the journal when it is empty."""
+    """``[live] report_dir``; when empty ``reports/live/`` in the working directory while the journal is in
+    the state directory (so reports stay in sight), else ``reports/`` next to the journal."""
+    from mltrade.state import in_state_dir
     lv = cfg["live"]
-    return Path(lv["report_dir"]) if lv.get("report_dir") else Path(lv["journal_path"]).parent / "reports"
+    if lv.get("report_dir"):
+        return Path(lv["report_dir"])
+    journal = Path(lv["journal_path"])
+    return Path("reports") / "live" if in_state_dir(journal) else journal.parent / "reports"
 
 
 def report_title(venue: str, live: bool) -> str:
@@ -225,7 +225,8 @@ def setup_logging(log_file: Path) -> logging.Handler:
     """Log ``mltrade.live`` to ``log_file`` (secrets masked, also in the root logger's handlers)."""
     protect_handlers()
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    h = logging.FileHandler(log_file, encoding="utf-8")
+    from mltrade.live.logfile import LiveLogFile
+    h = LiveLogFile(log_file, encoding="utf-8")
     h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     h.addFilter(SecretFilter())
     log.addHandler(h)
@@ -366,6 +367,9 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
             sample_end = load_daily().index[-1]
             todo = todo[todo.index <= sample_end]
             if todo.empty:
+                if not last:
+                    raise ValueError(f"live.replay_start: expected a date up to the replayed sample's end "
+                                     f"{sample_end.date()}, got {lv['replay_start']}")
                 raise ValueError(f"live.replay_start: the replayed sample ends {sample_end.date()} and the journal "
                                  f"{lv['journal_path']} has traded up to {last}: point [live] journal_path at a "
                                  f"new file to replay it again")
@@ -418,15 +422,17 @@ def run_live(cfg: dict, strategy: str, venue: str = "paper", feed: str = "sample
         if overlay is not None and hasattr(overlay, "summary_line"):
             res.llm_line = overlay.summary_line()
             log.info(res.llm_line)
-        for day, reason in res.refusals:
-            log.warning("refused by the risk limits on %s: %s", day, reason)
+        for day, reason in res.refusals:      # the CLI sums them up on stdout, once
+            file_only(logging.WARNING, "refused by the risk limits on %s: %s", day, reason)
         if report and res.sessions:
             res.run_dir = write_live_report(cfg, strategy, venue, feed, live, strat, res, days)
         log.info("live run finished: %d sessions, %d round trips, value %.2f", len(res.sessions),
                  len(trades), res.value)
         return res
     except Exception as e:
-        log.error("live run failed: %s", mask(str(e).splitlines()[0] if str(e) else type(e).__name__))
+        # the log file keeps it; the caller (the CLI's `mltrade: error: ...`) says it on stderr, once
+        file_only(logging.ERROR, "live run failed: %s",
+                  mask(str(e).splitlines()[0] if str(e) else type(e).__name__))
         raise
     finally:
         journal.close()

@@ -87,7 +87,8 @@ class SeleniumStore:
                  code: str | Callable[[], str] = "prompt", driver_path: str = "/usr/bin/chromedriver",
                  chromium_path: str = "/usr/bin/chromium", headless: bool = True, undetected: bool = False,
                  timeout: float = 10.0, confirm_timeout: float = 15.0, keepalive_s: float = 240.0,
-                 screenshots_dir: str | Path = "live/screenshots", venue_kwargs: Optional[dict] = None,
+                 screenshots_dir: str | Path = ".mltrade/live/screenshots",
+                 venue_kwargs: Optional[dict] = None,
                  driver: Any = None):
         self.venue_name = venue
         self.base_url = base_url.rstrip("/")

@@ -491,9 +491,10 @@ CONFIG_DEFAULTS: dict = {
     "closer_barrier": "refuse",
     "max_leverage": 50.0,
     "leverage_mode": "clamp",
-    "cache_path": "data/llm-cache.sqlite",
+    "cache_path": ".mltrade/llm-cache.sqlite",     # under $MLTRADE_STATE_DIR (mltrade.state)
     "anonymize": True,
     "anonymize_seed": 0,
+    "max_consecutive_failures": 5,
 }
 
 
@@ -530,7 +531,8 @@ def build_overlay(config: dict, live: bool = False) -> LLMOverlay:
                            max_retries=cfg["max_retries"], structured=cfg["structured_output"])
     if client is not None and cfg["mode"] in ("live", "record"):
         client.check_key(cfg["mode"])  # before anything is created: a missing key fails at start
-    cache = ReplayCache(cfg["cache_path"]) if cfg["mode"] in ("record", "replay") else None
+    from mltrade.state import relocate
+    cache = ReplayCache(relocate(cfg["cache_path"])) if cfg["mode"] in ("record", "replay") else None
     return LLMOverlay(Responder(cfg["mode"], client, cache, max_failures=cfg.get("max_consecutive_failures", 0)),
                       rules, candles=cfg["candles"],
                       on_failure=cfg["on_failure"], repair=bool(cfg["repair"]),
