@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from mltrade.live.fakevenue import VenueState
-from mltrade.live.journal import OrderJournal
+from mltrade.live.journal import OrderJournal, cursor_key
 from tests.test_live_safety import spelled
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow,
@@ -28,7 +28,7 @@ def test_cli_demo_trades_one_session_and_no_secret_reaches_any_output(tmp_path):
     buys, closes = j.entries("buy"), j.entries("close")
     assert [e.status for e in buys] == ["closed"] and [e.status for e in closes] == ["filled"]
     assert buys[0].deal_id and buys[0].info["reason"] == "session_end"
-    assert j.get_state("last_session") == "2018-06-01" and j.unresolved() == []
+    assert j.get_state(cursor_key("ig")) == "2018-06-01" and j.unresolved() == []
     log = (tmp_path / "live.log").read_text()
     assert "ig: submitting" in log and "session 2018-06-01 finished" in log
     assert not list((tmp_path / "shots").glob("*.png"))          # no failure on the way
