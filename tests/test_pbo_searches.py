@@ -48,3 +48,18 @@ def test_ncp_search_pbo_over_complete_trials_null_and_planted():
     pruned = {1: optuna.trial.TrialState.PRUNED}
     lone = search_pbo(_study([r[:, 0], r[:150, 1]], pruned))
     assert lone["pbo"] is None and "1 trial" in lone["reason"] and lone["complete_trials"] == 1
+
+
+def test_dqn_selection_pbo_planted_candidate_and_too_few():
+    from mltrade.commands.train_dqn import selection_pbo_line
+    from mltrade.models.dqn.pipeline import selection_pbo
+    rng = np.random.default_rng(5)
+    cands = [rng.standard_normal(100) * 0.01 for _ in range(12)]
+    null = selection_pbo(cands)
+    cands[3] = cands[3] + 0.01
+    res = selection_pbo(cands)
+    assert res["trials"] == 12 and res["sessions"] == 100 and res["pbo"] < 0.05 < null["pbo"]
+    one = selection_pbo(cands[:1])
+    assert one["pbo"] is None and "1 trial" in one["reason"]
+    line = selection_pbo_line("day", [dict(res, fold=0), dict(one, fold=1)])
+    assert f"fold 0: {res['pbo']:.2f}" in line and "fold 1: not computable (1 trial" in line
