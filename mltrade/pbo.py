@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["pbo", "pbo_words", "pbo_or_reason", "DEFAULT_SPLITS"]
+__all__ = ["pbo", "pbo_words", "pbo_or_reason", "pbo_details", "DEFAULT_SPLITS"]
 
 #: number of contiguous blocks S (C(16, 8) = 12,870 splits)
 DEFAULT_SPLITS = 16
@@ -133,3 +133,15 @@ def pbo_or_reason(columns, splits: int = DEFAULT_SPLITS) -> dict:
                 "words": f"probability that the chosen trial is below the median out of sample: "
                          f"not computable ({reason})"}
     return pbo(np.column_stack(cols), splits=splits)
+
+
+def pbo_details(res: Optional[dict]) -> str:
+    """:func:`pbo_words` (or why not computable) plus the 5/50/95 % quantiles of the logit and P(out-of-sample loss)."""
+    if not res or res.get("pbo") is None:
+        return (res or {}).get("words") or pbo_words(None)
+    q = res.get("logit_quantiles") or {}
+    tail = (f"; logit of the chosen trial's out-of-sample rank 5/50/95 %: {q['5']:+.2f} / {q['50']:+.2f} / "
+            f"{q['95']:+.2f}" if all(k in q for k in ("5", "50", "95")) else "")
+    loss = res.get("prob_oos_loss")
+    return res.get("words", pbo_words(res)) + tail + ("" if loss is None else
+                                                       f"; chosen trial loses out of sample in {loss:.0%} of splits")

@@ -84,7 +84,8 @@ def test_backtest_trades_out_of_sample_and_reports(trained):
         assert set(res.trades["exit_reason"]) <= {"session_end", "stop", "knockout"}
     html = (res.run_dir / "report.html").read_text()
     for title in ("vote distribution", "gate decisions", "out-of-sample scope", "agreement",
-                  "deviation tracking"):
+                  "deviation tracking", "candidate selection overfitting",
+                  "probability that the chosen trial is below the median out of sample"):
         assert title in html
 
 
