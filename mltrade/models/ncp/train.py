@@ -1062,9 +1062,7 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
     why = " (every completed trial is degenerate)" if best.user_attrs.get("degenerate") else ""
     log(f"best trial {best.number} (validation folds): {s.objective} = {best.value:.4f}{why} "
         f"params {best.params}")
-    overfit = search_pbo(study)
-    log(f"search: {overfit['words']}")
-    result = train_final(dict(best.params), ds, s, seed=best.number, search_pbo=overfit)
+    result = train_final(dict(best.params), ds, s, seed=best.number, search_pbo=search_pbo(study))
     return study, result
 
 
