@@ -24,7 +24,7 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["pbo", "pbo_words", "DEFAULT_SPLITS"]
+__all__ = ["pbo", "pbo_words", "pbo_or_reason", "pbo_details", "DEFAULT_SPLITS"]
 
 #: number of contiguous blocks S (C(16, 8) = 12,870 splits)
 DEFAULT_SPLITS = 16
@@ -107,3 +107,41 @@ def pbo_words(res: Optional[dict]) -> str:
         return "probability that the chosen trial is below the median out of sample: n/a (too few trials or sessions)"
     return (f"probability that the chosen trial is below the median out of sample: {res['pbo']:.2f} "
             f"(PBO, CSCV over {res['combinations']:,} splits of {res['sessions']} sessions, {res['trials']:,} trials)")
+
+
+def pbo_or_reason(columns, splits: int = DEFAULT_SPLITS) -> dict:
+    """:func:`pbo` of a search's per-session returns, or, where it cannot be computed, ``{"pbo": None,
+    "trials", "sessions", "reason", "words"}`` saying why (never raises on too few trials or sessions).
+
+    ``columns``: a T×N array or a list of N equal-length per-session return series (one per trial).
+    """
+    cols = [np.asarray(c, dtype=float).ravel() for c in columns.T] if isinstance(columns, np.ndarray) \
+        else [np.asarray(c, dtype=float).ravel() for c in columns]
+    n = len(cols)
+    t = len(cols[0]) if cols else 0
+    reason = ""
+    if n < 2:
+        reason = f"{n} trial{'' if n == 1 else 's'} with per-session returns (PBO needs at least 2)"
+    elif len({len(c) for c in cols}) > 1:
+        reason = f"the trials' session counts differ ({sorted({len(c) for c in cols})}): not aligned"
+    elif t < 4 * _MIN_BLOCK:
+        reason = f"{t} sessions (CSCV needs at least {4 * _MIN_BLOCK}: 4 blocks of {_MIN_BLOCK})"
+    elif not all(np.all(np.isfinite(c)) for c in cols):
+        reason = "the per-session returns contain NaN or infinite values"
+    if reason:
+        return {"pbo": None, "trials": n, "sessions": t, "reason": reason,
+                "words": f"probability that the chosen trial is below the median out of sample: "
+                         f"not computable ({reason})"}
+    return pbo(np.column_stack(cols), splits=splits)
+
+
+def pbo_details(res: Optional[dict]) -> str:
+    """:func:`pbo_words` (or why not computable) plus the 5/50/95 % quantiles of the logit and P(out-of-sample loss)."""
+    if not res or res.get("pbo") is None:
+        return (res or {}).get("words") or pbo_words(None)
+    q = res.get("logit_quantiles") or {}
+    tail = (f"; logit of the chosen trial's out-of-sample rank 5/50/95 %: {q['5']:+.2f} / {q['50']:+.2f} / "
+            f"{q['95']:+.2f}" if all(k in q for k in ("5", "50", "95")) else "")
+    loss = res.get("prob_oos_loss")
+    return res.get("words", pbo_words(res)) + tail + ("" if loss is None else
+                                                       f"; chosen trial loses out of sample in {loss:.0%} of splits")

@@ -84,7 +84,8 @@ def test_backtest_trades_out_of_sample_and_reports(trained):
         assert set(res.trades["exit_reason"]) <= {"session_end", "stop", "knockout"}
     html = (res.run_dir / "report.html").read_text()
     for title in ("vote distribution", "gate decisions", "out-of-sample scope", "agreement",
-                  "deviation tracking"):
+                  "deviation tracking", "candidate selection overfitting",
+                  "probability that the chosen trial is below the median out of sample"):
         assert title in html
 
 
@@ -249,3 +250,24 @@ def test_ladder_in_metrics_and_cli_lines(trained):
         assert {r["holdout"]["n_sessions"] for r in lad["rungs"].values()} == {60}
         verdict = [ln for ln in lines if ln.startswith(f"{session} ensemble beats the best simple learner")]
         assert len(verdict) == 1 and (": yes (" in verdict[0]) == v["beats_on_validation"]
+
+
+@pytest.mark.slow
+def test_candidate_selection_pbo_in_metrics_and_cli_line(trained):
+    """Each fold and session kind: the PBO of choosing agents among the candidates on validation (2
+    candidates over the fold's 100 validation sessions), in metrics.json and one CLI line per session."""
+    from mltrade.commands.train_dqn import report_lines
+
+    tmp, _ = trained
+    metrics = ModelRegistry(tmp / "models").metrics("dqn")
+    lines = report_lines(metrics)
+    for session in ("day", "night"):
+        per_fold = [m for m in metrics["folds"] if m["session"] == session]
+        sel = metrics["selection_pbo"][session]
+        assert len(sel) == len(per_fold) >= 1
+        for m, s in zip(per_fold, sel):
+            assert s["fold"] == m["fold"]["fold"] and s["trials"] == len(m["validation_agent_returns"]) == 2
+            assert s["sessions"] == 100 and 0.0 <= s["pbo"] <= 1.0
+            assert m["selection_pbo"]["pbo"] == s["pbo"]
+        line = [ln for ln in lines if ln.startswith(f"{session} candidate selection")]
+        assert len(line) == 1 and f"fold {sel[0]['fold']}: {sel[0]['pbo']:.2f}" in line[0]

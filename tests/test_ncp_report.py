@@ -15,6 +15,7 @@ from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
 from mltrade.models.ncp.model import NCPConfig, build_model
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
 from mltrade.models.ncp.train import NCPSettings, dataset_for, load_daily_history, write_artifact
+from mltrade.pbo import pbo_or_reason
 from mltrade.strategies.ncp import NCPStrategy
 
 N = 17
@@ -37,7 +38,8 @@ def world(tmp_path_factory):
     hold = [str(ds.dates[-8]), str(ds.dates[-1])]
     meta = {"settings": {"n_candles": N, "seq_distance": 0.04, "threshold": 0.5, "objective": "product"},
             "adaptation": ATRAdaptation.identity().to_dict(),
-            "metrics": {"holdout": hold, "train": [str(ds.dates[0]), str(ds.dates[-9])]},
+            "metrics": {"holdout": hold, "train": [str(ds.dates[0]), str(ds.dates[-9])],
+                        "pbo": pbo_or_reason(list(np.random.default_rng(5).standard_normal((3, 40))))},
             "config": {"cell": "cfc"}, "feature_names": list(ds.feature_names)}
     write_artifact(model, meta, str(root / "v1"))
     meta_h = dict(meta, settings=dict(meta["settings"], daily_history=str(root / "daily.csv")))
@@ -114,6 +116,9 @@ def test_backtest_report_has_the_ncp_figures(world):
     ncp = [a.removeprefix("In-sample: ") for a in alts if a.startswith("In-sample: NCP ")]
     assert len(ncp) == 3 and all(any(a.startswith(t) for a in ncp) for t in TITLES)
     assert f"holdout {meta['metrics']['holdout'][0]} .. {meta['metrics']['holdout'][1]}" in " ".join(ncp)
+    # the search's PBO from ncp.json, in words
+    assert "NCP search: probability of backtest overfitting" in page
+    assert f"below the median out of sample: {meta['metrics']['pbo']['pbo']:.2f}" in page
 
 
 def test_figure_data_are_the_sessions_outcomes(world):

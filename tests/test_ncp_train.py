@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import (NCPSettings, best_params, dataset_for, directions, optimize, performance,
-                                      score, split, train_final)
+from mltrade.models.ncp.train import (NCPSettings, best_params, dataset_for, directions, format_metrics, optimize,
+                                      performance, score, split, train_final)
 
 PARAMS = {"dense1": 8, "dense2": 4, "ltc_units": 6, "ltc_units2": 5, "head_units": 4, "epochs": 3}
 
@@ -78,6 +78,9 @@ def test_optimize_resumes_prunes_and_registry_selects_on_validation_only(ds, tmp
     assert set(sig["spa_pvalue"]) == {"buy_and_hold_index", "always_long"} and sig["n_sessions"] == 25
     assert m["validation_objective"] == pytest.approx(np.mean(m["validation_folds"]))
     assert m["validation_objective"] == pytest.approx(study.best_trial.value)  # same seed, same folds
+    # PBO of the search, in ncp.json and the CLI text: one complete trial is not computable, said so
+    assert m["pbo"]["pbo"] is None and "1 trial" in m["pbo"]["reason"]
+    assert "search overfitting" in format_metrics(m) and "not computable" in format_metrics(m)
     # resumable: a second run continues the same study in the same SQLite file
     study2, res2 = optimize(s, n_trials=1, ds=ds, log=logs.append)
     assert len(study2.trials) == 2
@@ -130,6 +133,20 @@ def test_search_workers_have_own_seeds_and_never_score_a_parameter_set_twice(ds,
     assert t0.params == t1.params and t1.user_attrs["duplicate_of"] == 0
     assert t1.state == optuna.trial.TrialState.PRUNED and "not scored again" in logs[-1]
     assert {t0.user_attrs["worker"], t1.user_attrs["worker"]} == {"w1", "w2"}
+    # the scored trial keeps its per-session returns on the folds' scored ranges (what PBO is computed on):
+    # each the long, the short or no trade of its own session; the duplicate keeps none
+    from mltrade.models.ncp.train import RETURNS_ATTR, search_pbo, split
+    from mltrade.sweep.study import decode_returns
+    r = decode_returns(t0.user_attrs[RETURNS_ATTR])
+    folds, _ = split(ds, s)
+    sub = ds.subset(np.concatenate([np.arange(f.test_start, f.test_stop) for f in folds]))
+    assert len(r) == len(sub) == 30 and RETURNS_ATTR not in t1.user_attrs
+    assert all(np.isclose(x, 0.0) or np.isclose(x, lo) or np.isclose(x, sh)
+               for x, lo, sh in zip(r, sub.long_return, sub.short_return))
+    assert t0.value == pytest.approx(np.mean([np.log(np.maximum(1 + r[k:k + 15][r[k:k + 15] != 0], 1e-9)).sum()
+                                              for k in (0, 15)]))
+    res = search_pbo(study)  # one complete trial: not computable, and why
+    assert res["pbo"] is None and "1 trial" in res["reason"] and "not computable" in res["words"]
 
 
 @pytest.mark.slow

@@ -80,6 +80,8 @@ def report_lines(summary: dict) -> list:
                      f"{num(ci[0], '+.2f')} .. {num(ci[1], '+.2f')}); SPA p vs buy-and-hold "
                      f"{num(p.get('buy_and_hold'), '.3f')}, vs always-long {num(p.get('always_long'), '.3f')}, "
                      f"vs no trade {num(p.get('no_trade'), '.3f')}")
+    for s, folds in (summary.get("selection_pbo") or {}).items():
+        lines.append(selection_pbo_line(s, folds))
     kept = summary.get("holdout_return_kept") or {}
     if len(summary.get("folds", [])) > len(summary.get("sessions", [])) and kept:
         lines.append("kept model (last fold) over its own holdout " + " .. ".join(summary.get("holdout_range") or [])
@@ -105,6 +107,18 @@ def report_lines(summary: dict) -> list:
     where = summary.get("model_dir") or "no model kept yet"
     lines.append(f"model {verdict}: {where}  ({summary['seconds']} s)")
     return lines
+
+
+def selection_pbo_line(session: str, folds: list) -> str:
+    """One line: the PBO of the candidate selection of each fold (or why it is not computable)."""
+    parts = []
+    for f in folds:
+        if f.get("pbo") is None:
+            parts.append(f"fold {f.get('fold')}: not computable ({f.get('reason', 'too few trials or sessions')})")
+        else:
+            parts.append(f"fold {f.get('fold')}: {f['pbo']:.2f} ({f['trials']} candidates, {f['sessions']} sessions)")
+    return (f"{session} candidate selection, probability that the chosen candidate is below the median out of "
+            f"sample (PBO, CSCV on validation): " + "; ".join(parts))
 
 
 def run(args) -> int:

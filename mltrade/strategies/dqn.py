@@ -305,6 +305,15 @@ class DQNEnsembleStrategy(KnockoutStrategy):
             if s.get(key):
                 scope += f"<p><b>Warning: {what}:</b> {html.escape(str(s[key]))}.</p>"
         out.append(("DQN ensemble: model and out-of-sample scope", scope))
+        sel = ((read_json(metrics_path).get("selection_pbo") or {}) if metrics_path.exists() else {}).get(self.p.session)
+        if sel:
+            from mltrade.pbo import pbo_details
+            items = "".join(f"<li>fold {html.escape(str(f.get('fold')))}: {html.escape(pbo_details(f))}</li>"
+                            for f in sel)
+            out.append((f"DQN ensemble: candidate selection overfitting ({self.p.session}, at training time)",
+                        "<p>Probability of Backtest Overfitting of choosing the agents among the candidates by "
+                        f"their validation return (CSCV over the candidates' per-session validation returns):</p>"
+                        f"<ul>{items}</ul>"))
         lad = self.training_ladder()
         if lad:
             from mltrade.models.ladder import format_ladder

@@ -209,6 +209,12 @@ class NCPStrategy(KnockoutStrategy):
                         f"<table>{head}{body}</table><p>Chronological walk-forward: the holdout was "
                         f"touched once by the chosen model (per-certificate figures of the training "
                         f"labels). The baselines of this run are in the report's one baseline table.</p>"))
+        if m.get("pbo"):
+            from mltrade.pbo import pbo_details
+            out.append(("NCP search: probability of backtest overfitting (validation folds)",
+                        f"<p>{html.escape(pbo_details(m['pbo']))}. CSCV over the per-session validation returns "
+                        f"of the search's {m['pbo'].get('complete_trials', m['pbo'].get('trials', '?'))} complete "
+                        f"trials; about 0.5 means the search found luck, near 0 a stable winner.</p>"))
         if m.get("ladder"):
             out.append(("NCP learner ladder (training time: simple learners on the same inputs and folds)",
                         self._ladder_html(m["ladder"])))

@@ -321,10 +321,12 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
     qv = np.zeros((len(agents), len(val_obs), len(tmp.directions)), np.float32)
     qv[:, ok] = tmp.q_values(val_obs[ok])
     acts = np.argmax(qv, axis=2)
-    scores = []
+    scores, cand_returns = [], []
     for i in range(len(agents)):
         d = np.where(ok, tmp.directions[acts[i]], 0)
-        scores.append(_score(val_daily, d, tmp.distances[acts[i]], costs, session, sim))
+        summ, csim = _result(val_daily, d, tmp.distances[acts[i]], costs, session, sim)
+        scores.append(summ["total_return"])
+        cand_returns.append(csim["ret"].to_numpy(float))
     order = np.argsort(-np.asarray(scores), kind="stable")[:ecfg.agents]
     keep = sorted(order.tolist())
     for i, s in enumerate(specs):
@@ -392,6 +394,8 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
                            "test_median": float(np.median(test_barrier))},
                "holdout_constant_reason": constant_outputs(tdec, session, "holdout"),
                "validation_agent_returns": [float(s) for s in scores],
+               # PBO of choosing `agents` of the candidates by validation return (candidates' session returns)
+               "selection_pbo": selection_pbo(cand_returns),
                "validation_ensemble": _score(val_daily, vdec["direction"].to_numpy(),
                                              vdec["distance"].to_numpy(), costs, session, sim),
                "vote_distribution": {"long": int((tdec["direction"] > 0).sum()),
@@ -407,6 +411,14 @@ def train_session_fold(cfg: dict, daily: pd.DataFrame, obs: pd.DataFrame, fold: 
         metrics["ladder"] = fold_ladder(cfg, ens, daily, obs, fold, session, val_barrier, test_barrier, vfinal,
                                         tdec, costs, sim)
     return FoldResult(ens, gate, metrics, tdec)
+
+
+def selection_pbo(candidate_returns: List[np.ndarray]) -> dict:
+    """Probability of Backtest Overfitting of the candidate selection on validation: CSCV over the candidates'
+    per-session validation returns (T × candidates, :func:`mltrade.pbo.pbo_or_reason`; not computable with
+    fewer than 2 candidates or 8 sessions, with the reason)."""
+    from mltrade.pbo import pbo_or_reason
+    return pbo_or_reason([np.nan_to_num(np.asarray(r, float)) for r in candidate_returns])
 
 
 def session_barriers(decisions: pd.DataFrame, fallback: float = 0.08) -> np.ndarray:
@@ -716,6 +728,9 @@ def train_walk_forward(cfg: dict, daily: Optional[pd.DataFrame] = None, progress
         rets = [m["test"]["total_return"] for m in per_fold if m["session"] == s]
         summary[f"oos_return_{s}"] = float(np.prod([1 + r for r in rets]) - 1)
         summary[f"val_return_{s}"] = float(last[s].metrics["validation"]["total_return"])
+    # PBO of each fold's candidate selection, per session kind (validation returns only)
+    summary["selection_pbo"] = {s: [dict(m["selection_pbo"], fold=m["fold"].get("fold", k)) for k, m in
+                                    enumerate(x for x in per_fold if x["session"] == s)] for s in sessions}
     seed = int(cfg.get("seed", 0))
     summary["significance"] = {s: holdout_significance(per_fold, s, seed) for s in sessions}
     primary = "day" if "day" in sessions else sessions[0]

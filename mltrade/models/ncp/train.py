@@ -676,13 +676,16 @@ def evaluate_params(params: Dict[str, Any], ds: NCPDataset, folds: list, s: NCPS
                     fold_data: Optional[list] = None, info: Optional[dict] = None) -> float:
     """Mean scored-range objective over the walk-forward folds; ``report(step, value)`` -> True prunes.
 
-    ``info`` (a dict) receives ``degenerate`` (the reason, or "") and the epochs and seconds trained.
+    ``info`` (a dict) receives ``degenerate`` (the reason, or ""), the epochs and seconds trained and
+    ``returns``: the per-session returns on the folds' scored ranges (folds in order; what PBO is computed on).
     """
-    fp = fold_predictions(params, fold_data or fold_datasets(ds, folds), s, seed, report)
+    fd = fold_data or fold_datasets(ds, folds)
+    fp = fold_predictions(params, fd, s, seed, report)
     if info is not None:
         reason = constant_output(np.concatenate(fp["directions"]), np.concatenate(fp["probs"]))
         info.update(degenerate=describe_constant(reason, "the validation folds"),
-                    epochs=fp["trainer"].epochs_run, seconds=fp["trainer"].train_seconds)
+                    epochs=fp["trainer"].epochs_run, seconds=fp["trainer"].train_seconds,
+                    returns=np.concatenate([trade_returns(d, fd[k][2]) for k, d in enumerate(fp["directions"])]))
     return float(np.mean(fp["values"]))
 
 
@@ -721,7 +724,7 @@ def _offer(reg: ModelRegistry, name: str, write: Callable[[Path], None], metrics
 
 
 def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: int = 0,
-                offer: bool = True, verbose: int = 0) -> FinalResult:
+                offer: bool = True, verbose: int = 0, search_pbo: Optional[dict] = None) -> FinalResult:
     """Score the parameters on the validation folds, train the final model, test it once on the holdout.
 
     * Selection figure (``validation_objective``, what the registry compares): the mean objective of
@@ -731,6 +734,8 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
     * Final model: trained on the sessions before its own early-stopping window (``final val``).
     * Degenerate (not kept): constant direction on the final val or on all the folds' scored ranges.
     * Holdout: scored once, reported (``holdout_constant`` flags a model constant there), never chosen by.
+    * ``search_pbo``: the search's Probability of Backtest Overfitting (:func:`search_pbo`), kept in
+      ``metrics["pbo"]`` (ncp.json) when the parameters come from a search.
     """
     folds, final = split(ds, s)
     fd = fold_datasets(ds, folds)
@@ -796,6 +801,8 @@ def train_final(params: Dict[str, Any], ds: NCPDataset, s: NCPSettings, seed: in
         "significance": holdout_significance(trade_returns(d_adapt, test), test),
     }
     # the kept model's holdout decisions, so a backtest can reconcile its figure session by session
+    if search_pbo is not None:
+        metrics["pbo"] = search_pbo
     metrics["holdout_decisions"] = {"dates": [str(x) for x in test.dates], "direction": [int(x) for x in d_adapt]}
     lad = ncp_ladder(ds, folds, final, s, oof_dir, d_raw)
     metrics["ladder"] = lad.to_dict()
@@ -930,6 +937,7 @@ def run_trials(s: NCPSettings, storage: str, n_trials: int, ds: NCPDataset,
         rate = info["epochs"] / info["seconds"] if info.get("seconds") else float("nan")
         trial.set_user_attr("degenerate", info["degenerate"])
         trial.set_user_attr("epochs_per_s", rate)
+        trial.set_user_attr(RETURNS_ATTR, encode_returns(info["returns"]))
         speed = f"{info['epochs']} epochs, {rate:.2f} epochs/s"
         if trial.should_prune():
             log(f"trial {trial.number}: pruned after the first fold at {value:.4f} "
@@ -958,6 +966,30 @@ def _jobs(s: NCPSettings) -> int:
         return int(s.jobs)
     import tensorflow as tf
     return 1 if tf.config.list_physical_devices("GPU") else max(1, os.cpu_count() or 1)
+
+
+#: user attribute holding a trial's per-session validation (scored-range) returns, as the sweep stores them
+RETURNS_ATTR = "ncp_returns"
+
+
+def encode_returns(returns: np.ndarray) -> str:
+    """Per-session returns as trial-attribute text (the sweep's encoding, :func:`mltrade.sweep.study.encode_returns`)."""
+    from mltrade.sweep.study import encode_returns as enc
+    return enc(returns)
+
+
+def search_pbo(study) -> dict:
+    """Probability of Backtest Overfitting of the search (:func:`mltrade.pbo.pbo_or_reason`) over the
+    complete trials' per-session validation returns (same sessions: every complete trial ran every fold);
+    pruned trials and trials stored before the returns were kept are left out."""
+    import optuna
+    from mltrade.pbo import pbo_or_reason
+    from mltrade.sweep.study import decode_returns
+    cols = [decode_returns(t.user_attrs[RETURNS_ATTR]) for t in study.trials
+            if t.state == optuna.trial.TrialState.COMPLETE and RETURNS_ATTR in t.user_attrs]
+    res = pbo_or_reason(cols)
+    res["complete_trials"] = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    return res
 
 
 def choose_best(study) -> Any:
@@ -1030,7 +1062,7 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
     why = " (every completed trial is degenerate)" if best.user_attrs.get("degenerate") else ""
     log(f"best trial {best.number} (validation folds): {s.objective} = {best.value:.4f}{why} "
         f"params {best.params}")
-    result = train_final(dict(best.params), ds, s, seed=best.number)
+    result = train_final(dict(best.params), ds, s, seed=best.number, search_pbo=search_pbo(study))
     return study, result
 
 
@@ -1052,6 +1084,9 @@ def format_metrics(m: dict) -> str:
         out.append(f"validation folds {m['selection_range'][0]} .. {m['selection_range'][1]} "
                    f"(selection): {m['objective']} = {m['validation_objective']:.4f} "
                    f"(per fold {', '.join(f'{v:.4f}' for v in m.get('validation_folds', []))})")
+    if m.get("pbo"):
+        out.append(f"search overfitting (validation folds, {m['pbo'].get('complete_trials', '?')} complete "
+                   f"trials): {m['pbo']['words']}")
     if m.get("degenerate"):
         out.append(f"DEGENERATE model: {m.get('degenerate_reason')} -> not kept")
     rows = [("model", m["model"]), ("model + ATR adaptation", m["model_adapted"])]
