@@ -74,7 +74,7 @@ class NCPStrategy(KnockoutStrategy):
                 raise ValueError("meta: a model passed as an object needs its ncp.json dict (meta)")
             self.model, self.meta = self.p.model, dict(self.p.meta)
         else:
-            from mltrade.models.ncp.train import load_artifact
+            from mltrade.models.ncp.artifact import load_artifact
             self.model, self.meta = load_artifact(str(self.p.model_path))
         st = self.meta.get("settings", {})
         self.n_candles = int(st.get("n_candles", 17))
@@ -87,7 +87,7 @@ class NCPStrategy(KnockoutStrategy):
         self.predict_calls = 0
 
     def _resolve_history(self, hist: Any, settings: dict) -> Optional[pd.DataFrame]:
-        from mltrade.models.ncp.train import daily_history_for, load_daily_history
+        from mltrade.models.ncp.history import daily_history_for, load_daily_history
         if hist is None or isinstance(hist, pd.DataFrame):
             return hist
         if not isinstance(hist, (str, Path)) or not str(hist):
@@ -156,7 +156,7 @@ class NCPStrategy(KnockoutStrategy):
         if got is None:
             return
         p, atr = got
-        from mltrade.models.ncp.train import directions
+        from mltrade.models.ncp.scoring import directions
         raw = int(directions(np.array([p]), self.threshold)[0])
         direction = int(self.adaptation.apply(np.array([raw]), np.array([atr]))[0])
         action = self.adaptation.actions[int(self.adaptation.bin_of(np.array([atr]))[0])]
@@ -313,7 +313,7 @@ class NCPStrategy(KnockoutStrategy):
     @staticmethod
     def _constant_flags_html(m: dict) -> str:
         """Warnings for a model that is degenerate (constant on validation) or constant on its holdout."""
-        from mltrade.models.ncp.train import describe_constant
+        from mltrade.models.ncp.scoring import describe_constant
         out = ""
         if m.get("degenerate"):
             reason = html.escape(str(m.get("degenerate_reason")))
