@@ -238,8 +238,8 @@ def _check_settings(study, s: NCPSettings, url: str) -> None:
 
 def _run_workers(s: NCPSettings, url: str, n: int, jobs: int, ds: NCPDataset, from_settings: bool,
                  log: Callable[[str], None], timeout: Optional[float]) -> None:
-    """``n`` trials shared among ``jobs`` spawned worker processes on the study at ``url`` (an absolute
-    SQLite path); they read the dataset from the on-disk cache (a run-only file when it has no key)."""
+    """``n`` trials shared among ``jobs`` spawned worker processes on the study at ``url`` (a SQLite path
+    made absolute); they read the dataset from the on-disk cache (a run-only file when it has no key)."""
     import multiprocessing as mp
     cache_dir = Path(s.state_dir) / "cache"
     key = dataset_key(s) if (s.dataset_cache and from_settings) else None
