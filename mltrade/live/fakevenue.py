@@ -136,8 +136,8 @@ class FakeVenue:
         ``partial_fill=0.5`` (orders fill that fraction of their size while the confirmation shows
         the size ordered), ``locale="de"``/``"en"`` (the pages print numbers in that locale),
         ``misprint=100`` (the positions page shows the cash times that factor: a shifted decimal),
-        ``fill_delay=True`` (orders fill at the next index move,
-        without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
+        ``fill_delay=True`` (orders within their limit on arrival fill at the next index move, at
+        that move's offer, without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
         the session before its confirmation, after executing it or without).
         """
         with self.state.lock:
@@ -219,8 +219,11 @@ class FakeVenue:
         return rec
 
     def execute_order(self, venue: str, account: str, pid: str, size: int, limit: float,
-                      client_ref: str) -> dict:
-        """Fill a buy at the offer if it is within the limit and cash suffices."""
+                      client_ref: str, limit_checked: bool = False) -> dict:
+        """Fill a buy at the offer if it is within the limit and cash suffices.
+
+        ``limit_checked``: the limit was checked when the order arrived (a fill delay): it fills at the
+        offer of now, whatever the limit (the latency's slippage)."""
         with self.state.lock:
             p = self.product(pid)
             if p is None:
@@ -232,7 +235,7 @@ class FakeVenue:
                 q = dict(q, offer=0.0, bid=0.0)
             if reason is None and size <= 0:
                 reason = "size must be positive"
-            if reason is None and q["offer"] > limit + 1e-9:
+            if reason is None and not limit_checked and q["offer"] > limit + 1e-9:
                 reason = f"price moved: offer {q['offer']:.2f} above limit {limit:.2f}"
             frac = self.state.faults.get("partial_fill")
             ordered = size
@@ -451,6 +454,13 @@ def _make_handler(venue: FakeVenue):
                             client_ref=str(body.get("client_ref", "")))
                 if st.faults.get("hold_fill") or st.faults.get("fill_delay"):
                     with st.lock:
+                        if st.faults.get("fill_delay") and not st.faults.get("hold_fill"):
+                            # a fill delay: the limit is checked on arrival, the fill comes at the next
+                            # index move at that move's offer (a held late fill checks it when released)
+                            p = venue.product(args["pid"])
+                            if p is None or venue.quote(p)["offer"] > limit + 1e-9:
+                                return self._json(venue.execute_order(**args))     # rejected now
+                            args["limit_checked"] = True
                         st.held.append(args)          # received; the fill comes later (release_held)
                     return self._send(504, b"upstream timed out", "text/plain")
                 res = venue.execute_order(**args)
