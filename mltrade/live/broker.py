@@ -41,6 +41,7 @@ from typing import Any, Dict, Iterable, List, Optional, Set
 import backtrader as bt
 
 from mltrade.brokers.knockout import CertificateCommInfo, CertPosition, broker_close_order, order_product
+from mltrade.brokers.roundtrip import roundtrip_record
 from mltrade.live.credentials import mask
 from mltrade.live.journal import UNRESOLVED, DuplicateDecision, JournalEntry, OrderJournal, ReconcileReport
 from mltrade.live.notify import Notifier, event_for_close
@@ -730,21 +731,15 @@ class SeleniumBroker(bt.BrokerBase):
         pid = pos.product.id
         del self.positions[pid]
         index = float(data.close[0]) if data is not None and len(data) else 0.0
-        pnl = pos.proceeds - pos.cost - pos.fees
-        invested = pos.cost + pos.entry_fees
         buy_ref = self.refs.pop(pid, None)
         self._want_close.pop(buy_ref, None)
-        rt = {"product": pos.product.name, "kind": pos.product.kind,
-              "direction": "long" if pos.product.direction > 0 else "short", "strike": pos.entry_strike,
-              "barrier": pos.entry_barrier, "ratio": pos.product.ratio, "size": n,
-              "entry_time": (data.num2date(pos.entry_dt).isoformat()
-                             if data is not None and pos.entry_dt else ""),
-              "entry_price": pos.price, "entry_underlying": pos.entry_underlying,
-              "exit_time": data.num2date().isoformat() if data is not None and len(data) else "",
-              "exit_price": px, "exit_underlying": index, "fees": pos.fees, "financing": 0.0,
-              "exit_reason": reason, "pnl": pnl, "return": pnl / invested if invested else 0.0,
-              "leverage": pos.entry_leverage, "bars": (len(data) - pos.entry_bar) if data is not None else 0,
-              "invested": invested, "venue_ref": buy_ref, "close_ref": ref, "dry_run": not self.is_live}
+        rt = roundtrip_record(
+            pos, size=n, exit_time=data.num2date().isoformat() if data is not None and len(data) else "",
+            entry_time=data.num2date(pos.entry_dt).isoformat() if data is not None and pos.entry_dt else "",
+            exit_price=px, exit_underlying=index, reason=reason,
+            bars=(len(data) - pos.entry_bar) if data is not None else 0,
+            venue_ref=buy_ref, close_ref=ref, dry_run=not self.is_live)
+        pnl = rt["pnl"]
         self.roundtrips.append(rt)
         order.addinfo(roundtrip=rt)
         if not journal_done and buy_ref:
