@@ -402,7 +402,7 @@ def test_run_live_crash_venue_stop_out_restart_replays_without_a_second_order(tm
     makes the same decision on the same bar, and the journal refuses it (one venue order)."""
     from mltrade.config import load_config
     from mltrade.feeds.sample import sample_intraday as bars_of
-    from mltrade.live.scheduler import run_live
+    from mltrade.live.runner import run_live
 
     cfg = load_config(None)
     cfg["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
@@ -576,7 +576,7 @@ import sys
 from mltrade.config import load_config
 from mltrade.live.broker import LIVE_CONFIRMATION
 from mltrade.live.credentials import Credentials
-from mltrade.live.scheduler import run_live
+from mltrade.live.runner import run_live
 tmp, url, user, pw, code = sys.argv[1:6]
 cfg = load_config(None)
 cfg["live"].update(journal_path=tmp + "/j.sqlite", log_file=tmp + "/live.log", kill_switch_file=tmp + "/KILL",
@@ -649,7 +649,7 @@ def test_live_beside_its_simulation_finds_the_gap_the_venue_introduced(tmp_path)
 
     from mltrade.config import load_config
     from mltrade.feeds.sample import sample_intraday
-    from mltrade.live.scheduler import run_live
+    from mltrade.live.runner import run_live
     from mltrade import products as P
 
     cfg = load_config(None)
