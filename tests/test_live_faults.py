@@ -670,6 +670,8 @@ def test_live_beside_its_simulation_finds_the_gap_the_venue_introduced(tmp_path)
                 store.close()
         closed = list(fv.state.closed)
         venue_cash = fv.state.cash["ACC-KO"]
+        assert fv.state.positions == [] and fv.state.held == []          # nothing left open or in flight
+        assert [o["status"] for o in fv.state.orders] == ["FILLED"] * len(closed)
     summary = json.loads((res.run_dir / "summary.json").read_text())
     gap = summary["simulation_gap"]
     assert len(closed) == len(res.trades) == gap["n_live"] == gap["n_sim"] >= 1
