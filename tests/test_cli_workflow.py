@@ -253,7 +253,7 @@ def test_llm_record_mode_gives_up_after_consecutive_failures_and_resumes(tmp_pat
 
 
 def test_replay_cursor_is_one_per_venue():
-    from mltrade.live.scheduler import cursor_key
+    from mltrade.live.journal import cursor_key
 
     assert cursor_key("paper") == "last_session"     # the paper journal keeps its key
     assert len({cursor_key(v) for v in ("paper", "ig", "traderepublic")}) == 3

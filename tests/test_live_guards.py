@@ -215,7 +215,7 @@ def test_damaged_journal_is_an_error_with_the_way_out_never_a_silent_reset(tmp_p
         assert rc == 2 and len(lines) == 1 and what in lines[0], err
         assert "Traceback" not in err and str(backup_path(path)) in lines[0] and "--reset" in lines[0]
     assert path.read_bytes() == before                  # untouched: nothing reset
-    from mltrade.live.scheduler import preflight
+    from mltrade.live.runner import preflight
     preflight(load_config(cfg), "momentum", "paper", reset=True)          # --reset: set aside, start anew
     assert not path.exists() and list(j.glob("journal.sqlite.damaged-*"))
 
@@ -256,7 +256,7 @@ def test_one_process_per_journal_and_another_runs_pending_order_is_left_alone(tm
         cfg = load_config(None)
         cfg["live"].update(journal_path=str(path), log_file=str(tmp_path / "live.log"),
                            kill_switch_file=str(tmp_path / "KILL"))
-        from mltrade.live.scheduler import run_live
+        from mltrade.live.runner import run_live
         with pytest.raises(JournalLocked):
             run_live(cfg, "momentum", "paper", "sample", report=False)
         assert not (tmp_path / "live.log").exists()
@@ -290,7 +290,7 @@ def test_short_run_metrics_never_overflow():
 
 # ---------------------------------------------------------------------------------------------- simulation
 def test_paper_run_beside_its_simulation_has_a_gap_of_exactly_zero(tmp_path):
-    from mltrade.live.scheduler import run_live
+    from mltrade.live.runner import run_live
     cfg = load_config(None)
     cfg["live"].update(journal_path=str(tmp_path / "j.sqlite"), log_file=str(tmp_path / "live.log"),
                        kill_switch_file=str(tmp_path / "KILL"), report_dir=str(tmp_path / "reports"))

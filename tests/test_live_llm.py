@@ -11,7 +11,7 @@ import pytest
 
 from mltrade.cli import main
 from mltrade.config import load_config
-from mltrade.live.scheduler import run_live
+from mltrade.live.runner import run_live
 from tests.fake_openai import FakeOpenAI
 
 ENV = "MLTRADE_TEST_LLM_KEY"

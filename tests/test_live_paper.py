@@ -13,7 +13,8 @@ from mltrade.live.broker import SeleniumBroker
 from mltrade.live.journal import OrderJournal
 from mltrade.live.notify import Notifier
 from mltrade.live.risk import RiskGuard, RiskLimits
-from mltrade.live.scheduler import ReplayData, live_strategy, next_sessions, run_live, wait_until_open
+from mltrade.live.runner import live_strategy, run_live
+from mltrade.live.scheduler import ReplayData, next_sessions, wait_until_open
 from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.reference import IntradayMomentum
 from mltrade.strategies.registry import register_strategy

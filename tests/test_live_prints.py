@@ -79,7 +79,7 @@ def test_state_paths_default_under_the_state_dir_and_config_keys_win(tmp_path, m
     assert cfg["llm"]["cache_path"] == f"{tmp_path}/c.sqlite"
     assert cfg["live"]["log_file"] == str(tmp_path / "s" / "live" / "mltrade-live.log")
 
-    from mltrade.live.scheduler import report_dir
+    from mltrade.live.report import report_dir
     assert report_dir(cfg) == tmp_path / "reports"               # next to a journal set by the user
     cfg["live"]["journal_path"] = str(tmp_path / "s" / "live" / "journal.sqlite")
     assert report_dir(cfg) == Path("reports") / "live"           # in sight, not in the state directory

@@ -81,7 +81,7 @@ def test_missing_profile_file_and_unknown_venue():
 
 
 def test_config_profile_reaches_the_venue_driver(tmp_path):
-    from mltrade.live.scheduler import make_store
+    from mltrade.live.runner import make_store
     from mltrade.live.store import SeleniumStore
     f = tmp_path / "tr.toml"
     f.write_text('[selectors]\ncert_row = ".renamed"\n[numbers]\nlocale = "en"\n')

@@ -195,7 +195,7 @@ def test_live_refuses_the_replayed_sample_feed_and_paper(tmp_path, capsys):
     from mltrade.cli import main
     from mltrade.config import load_config
     from mltrade.live.broker import LIVE_CONFIRMATION
-    from mltrade.live.scheduler import run_live
+    from mltrade.live.runner import run_live
     conf = _conf(tmp_path, f'confirm = "{LIVE_CONFIRMATION}"\n')
     assert main(["live", "--venue", "ig", "--live", "--config", str(conf)]) == 2      # default --feed sample
     assert "--live refuses the replayed sample feed" in capsys.readouterr().err

@@ -44,7 +44,7 @@ def test_report_names_baselines_readably_and_formats_figures(run):
 
 
 def test_title_parameter_heads_the_page_and_survives_a_rebuild(run, tmp_path):
-    from mltrade.live.scheduler import report_title
+    from mltrade.live.report import report_title
 
     assert [report_title("paper", False), report_title("ig", False), report_title("ig", True)] == [
         "mltrade live (paper)", "mltrade live (dry run)", "mltrade live (LIVE)"]

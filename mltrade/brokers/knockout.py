@@ -39,6 +39,7 @@ import numpy as np
 from mltrade.brokers.intrabar import (PRIORITY_KNOCKOUT, PRIORITY_LIMIT, PRIORITY_MARKET,
                                       PRIORITY_STOP, Trigger, bar_path, walk_bar)
 from mltrade.brokers.book import CertificateSizing, DefaultBook
+from mltrade.brokers.roundtrip import roundtrip_record
 from mltrade.products import (CertificateSpec, KnockoutProduct, underlying_for_ask, underlying_for_bid,
                               unwind_price)
 
@@ -654,23 +655,10 @@ class KnockoutBroker(bt.BrokerBase):
         self.notify(order)
 
     def _roundtrip(self, pos: CertPosition, price: float, underlying: float, reason: str) -> dict:
-        p = pos.product
-        exit_price = pos.proceeds / pos.exit_size if pos.exit_size else price
-        pnl = pos.proceeds - pos.cost - pos.fees
-        invested = pos.cost + pos.entry_fees
-        return {
-            "product": p.name, "kind": p.kind, "direction": "long" if p.direction > 0 else "short",
-            "strike": pos.entry_strike, "barrier": pos.entry_barrier, "ratio": p.ratio,
-            "size": pos.exit_size,
-            "entry_time": pos.data.num2date(pos.entry_dt).isoformat(),
-            "entry_price": pos.price, "entry_underlying": pos.entry_underlying,
-            "exit_time": pos.data.num2date().isoformat(),
-            "exit_price": exit_price, "exit_underlying": underlying,
-            "fees": pos.fees, "financing": pos.financing, "exit_reason": reason,
-            "pnl": pnl, "return": pnl / invested if invested else 0.0,
-            "leverage": pos.entry_leverage, "bars": len(pos.data) - pos.entry_bar,
-            "invested": invested,
-        }
+        return roundtrip_record(pos, size=pos.exit_size, exit_time=pos.data.num2date().isoformat(),
+                                entry_time=pos.data.num2date(pos.entry_dt).isoformat(),
+                                exit_price=pos.proceeds / pos.exit_size if pos.exit_size else price,
+                                exit_underlying=underlying, reason=reason, bars=len(pos.data) - pos.entry_bar)
 
     def _synthetic(self, pos: CertPosition, reason: str) -> bt.Order:
         return broker_close_order(self, pos, reason)

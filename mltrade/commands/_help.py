@@ -17,7 +17,7 @@ LIVE_ACTIONS = {
 
 def live_action_parser(action: str) -> argparse.ArgumentParser:
     """The parser whose help ``mltrade live ACTION --help`` prints."""
-    from mltrade.live.scheduler import VENUES
+    from mltrade.live.runner import VENUES
 
     description, opts = LIVE_ACTIONS[action]
     p = argparse.ArgumentParser(prog=f"mltrade live {action}", description=description)

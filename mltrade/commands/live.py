@@ -15,7 +15,7 @@ ACTIONS = ("run", "check", "status")
 
 def register(sub: Any) -> None:
     """Add the ``live`` sub-command."""
-    from mltrade.live.scheduler import FEEDS, VENUES
+    from mltrade.live.runner import FEEDS, VENUES
     p = sub.add_parser(
         "live", help="trade a strategy live: paper (default), IG or Trade Republic",
         description="Run sessions of a strategy by the exchange calendar. Paper mode (default) fills "
@@ -90,7 +90,7 @@ def _close_stores() -> None:
 def _check(args: argparse.Namespace, cfg: dict, venue: str) -> int:
     from mltrade.live.check import check_venue
     from mltrade.live.credentials import Credentials
-    from mltrade.live.scheduler import make_store
+    from mltrade.live.runner import make_store
 
     if venue == "paper":
         return _err("live check: pick a venue with --venue ig|traderepublic (paper has no pages)")
@@ -143,7 +143,7 @@ def _live(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
-    from mltrade.live.scheduler import run_live
+    from mltrade.live.runner import run_live
 
     lv = cfg["live"]
     strategy = args.strategy or cfg["strategy"]["name"]
@@ -158,7 +158,7 @@ def _run(args: argparse.Namespace, cfg: dict, venue: str) -> int:
               file=sys.stderr)
     live = bool(args.live)
     source = args.config or "the default config"
-    from mltrade.live.scheduler import preflight
+    from mltrade.live.runner import preflight
     preflight(cfg, strategy, venue, source, reset=args.reset and venue == "paper")   # before the demo venue
     kw: dict = {}
     fake = None

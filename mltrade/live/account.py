@@ -198,41 +198,53 @@ def _times(n: int) -> str:
 
 def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[str]:
     """What ``mltrade live status`` prints: cash, open positions, P&L (today, last session), kill switch."""
-    from mltrade.live.journal import OrderJournal
-    from mltrade.live.risk import RiskGuard, RiskLimits
+    from mltrade.live.journal import check_journal
 
     lv = cfg["live"]
     today = today or datetime.now(timezone.utc).date()
     path = Path(lv["journal_path"])
-    from mltrade.live.journal import check_journal
     check_journal(path, venue)      # empty, damaged or inconsistent: one line saying how to recover
     out = [f"venue {venue}: journal {path}"]
     if not path.exists():
         out.append("  no journal yet (nothing has run)")
-        state = None
-        closes: list = []
-        open_rows: list = []
-        last = None
-    else:
-        with Account(path, venue) as acc:
-            state = acc.load()
-        j = OrderJournal(path, venue)
-        try:
-            closes = [e for e in j.entries("close") if e.status in ("paper", "filled", "dry_run")]
-            open_rows = j.open_positions()
-            from mltrade.live.journal import cursor_key
-            last = j.get_state(cursor_key(venue))
-        finally:
-            j.close()
+    state, closes, open_rows, last = _read_status(path, venue)
+    out.append(_cash_line(state, venue))
+    out += _position_lines(state, open_rows, venue)
+    out += _pnl_lines(closes, today, last)
+    out.append(_kill_switch_line(lv))
+    return out
+
+
+def _read_status(path: Path, venue: str) -> tuple:
+    """The stored account, the journal's closes and open positions, and the last session traded."""
+    from mltrade.live.journal import OrderJournal, cursor_key
+
+    if not path.exists():
+        return None, [], [], None
+    with Account(path, venue) as acc:
+        state = acc.load()
+    j = OrderJournal(path, venue)
+    try:
+        closes = [e for e in j.entries("close") if e.status in ("paper", "filled", "dry_run")]
+        return state, closes, j.open_positions(), j.get_state(cursor_key(venue))
+    finally:
+        j.close()
+
+
+def _cash_line(state: Any, venue: str) -> str:
     if state is None:
-        out.append("  cash: unknown (no run has stored an account)")
-    else:
-        stamp = datetime.fromtimestamp(state.updated, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        kind = "paper account" if venue == "paper" else "last seen at the venue"
-        out.append(f"  cash {state.cash:,.2f} ({kind}, {stamp}); started with {state.start_cash:,.2f}"
-                   + (f"; reset {_times(state.resets)}" if state.resets else ""))
-    positions = state.positions if (state is not None and venue == "paper") else []
+        return "  cash: unknown (no run has stored an account)"
+    stamp = datetime.fromtimestamp(state.updated, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    kind = "paper account" if venue == "paper" else "last seen at the venue"
+    return (f"  cash {state.cash:,.2f} ({kind}, {stamp}); started with {state.start_cash:,.2f}"
+            + (f"; reset {_times(state.resets)}" if state.resets else ""))
+
+
+def _position_lines(state: Any, open_rows: list, venue: str) -> List[str]:
+    """Paper: the account's positions; a venue: the journal's open positions."""
+    out = []
     if venue == "paper":
+        positions = state.positions if state is not None else []
         out.append(f"  open positions: {len(positions) or 'none'}")
         for p in positions:
             pr = p.product
@@ -247,21 +259,29 @@ def status_lines(cfg: dict, venue: str, today: Optional[date] = None) -> List[st
             out.append(f"    {e.ref} {side} barrier {e.barrier or 0:.2f} x{e.size or 0:g} "
                        f"@ {e.price or 0:.2f} "
                        f"deal {e.deal_id or '-'} (day {e.day})")
+    return out
 
+
+def _pnl_lines(closes: list, today: date, last: Optional[str]) -> List[str]:
+    """Realised P&L today and on the last session traded (when that is another day)."""
     def pnl(day: str) -> tuple:
         rows = [e for e in closes if e.day == day]
         return sum(float(e.info.get("pnl") or 0.0) for e in rows), len(rows)
 
     p, n = pnl(today.isoformat())
-    out.append(f"  today ({today.isoformat()} UTC): realised P&L {p:+,.2f} from {_count(n, 'closed trade')}")
+    out = [f"  today ({today.isoformat()} UTC): realised P&L {p:+,.2f} from {_count(n, 'closed trade')}"]
     if last and last != today.isoformat():
         p, n = pnl(last)
         out.append(f"  last session traded ({last}): realised P&L {p:+,.2f} from {_count(n, 'closed trade')}")
+    return out
+
+
+def _kill_switch_line(lv: dict) -> str:
+    from mltrade.live.risk import RiskGuard, RiskLimits
+
     guard = RiskGuard(RiskLimits.from_config(lv))
     if guard.killed():
         f = Path(guard.limits.kill_switch_file or "")
         reason = f.read_text(encoding="utf-8").strip().splitlines()[:1] if f.exists() else []
-        out.append(f"  kill switch: ENGAGED ({f}{': ' + reason[0] if reason else ''}) - no new positions")
-    else:
-        out.append(f"  kill switch: off ({guard.limits.kill_switch_file or 'not configured'})")
-    return out
+        return f"  kill switch: ENGAGED ({f}{': ' + reason[0] if reason else ''}) - no new positions"
+    return f"  kill switch: off ({guard.limits.kill_switch_file or 'not configured'})"

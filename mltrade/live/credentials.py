@@ -61,6 +61,11 @@ def mask(text: str) -> str:
     return pat.sub(MASK, text) if pat is not None else text
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message (its type's name when empty), secrets masked."""
+    return mask(str(e).splitlines()[0] if str(e) else type(e).__name__)
+
+
 class SecretFilter(logging.Filter):
     """Logging filter that masks registered secrets in the message and its arguments."""
 

@@ -10,28 +10,20 @@ expired, order rejected, crash between submit and confirmation, a late fill
 without confirmation (executed or lost) and a knocked-out product filling at
 0.00. :meth:`FakeVenue.open_position` opens a position behind the bot's back.
 The ``/control/*`` endpoints (no login) let tests move the index, set faults,
-release held orders and read counters.
+release held orders and read counters; the HTTP side is :mod:`mltrade.live.fakevenue_http`.
 """
 from __future__ import annotations
 
-import json
-import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
+from http.server import ThreadingHTTPServer
 from typing import Any, Dict, List, Optional
-from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 
 from mltrade import products as P
-from mltrade.live.formats import format_number
-
-PAGES = Path(__file__).with_name("pages")
-VENUES = ("ig", "tr")
+from mltrade.live.fakevenue_http import make_handler
 
 
 @dataclass
@@ -94,7 +86,7 @@ class FakeVenue:
         self.state = VenueState(index=index, **state)
         self.state.ig_products = _ig_products(index, self.state.ratio)
         self.state.tr_products = _tr_products(index, tr_rows)
-        self._server = ThreadingHTTPServer((host, port), _make_handler(self))
+        self._server = ThreadingHTTPServer((host, port), make_handler(self))
         self._server.daemon_threads = True
         self._thread: Optional[threading.Thread] = None
 
@@ -136,8 +128,8 @@ class FakeVenue:
         ``partial_fill=0.5`` (orders fill that fraction of their size while the confirmation shows
         the size ordered), ``locale="de"``/``"en"`` (the pages print numbers in that locale),
         ``misprint=100`` (the positions page shows the cash times that factor: a shifted decimal),
-        ``fill_delay=True`` (orders fill at the next index move,
-        without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
+        ``fill_delay=True`` (orders within their limit on arrival fill at the next index move, at
+        that move's offer, without a confirmation), ``close_expire="done"``/``"lost"`` (the next close expires
         the session before its confirmation, after executing it or without).
         """
         with self.state.lock:
@@ -219,8 +211,11 @@ class FakeVenue:
         return rec
 
     def execute_order(self, venue: str, account: str, pid: str, size: int, limit: float,
-                      client_ref: str) -> dict:
-        """Fill a buy at the offer if it is within the limit and cash suffices."""
+                      client_ref: str, limit_checked: bool = False) -> dict:
+        """Fill a buy at the offer if it is within the limit and cash suffices.
+
+        ``limit_checked``: the limit was checked when the order arrived (a fill delay): it fills at the
+        offer of now, whatever the limit (the latency's slippage)."""
         with self.state.lock:
             p = self.product(pid)
             if p is None:
@@ -232,7 +227,7 @@ class FakeVenue:
                 q = dict(q, offer=0.0, bid=0.0)
             if reason is None and size <= 0:
                 reason = "size must be positive"
-            if reason is None and q["offer"] > limit + 1e-9:
+            if reason is None and not limit_checked and q["offer"] > limit + 1e-9:
                 reason = f"price moved: offer {q['offer']:.2f} above limit {limit:.2f}"
             frac = self.state.faults.get("partial_fill")
             ordered = size
@@ -265,245 +260,6 @@ class FakeVenue:
         return dict(pos, bid=q["bid"], pnl=round((q["bid"] - pos["entry"]) * pos["size"], 2))
 
 
-def _make_handler(venue: FakeVenue):
-    st = venue.state
-
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *a: Any) -> None:  # quiet
-            pass
-
-        # -- plumbing -------------------------------------------------------
-        def _send(self, code: int, body: bytes, ctype: str, headers: Optional[dict] = None) -> None:
-            self.send_response(code)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in (headers or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def _json(self, obj: Any, code: int = 200, headers: Optional[dict] = None) -> None:
-            self._send(code, json.dumps(obj).encode(), "application/json", headers)
-
-        def _body(self) -> dict:
-            n = int(self.headers.get("Content-Length") or 0)
-            if not n:
-                return {}
-            try:
-                return json.loads(self.rfile.read(n) or b"{}")
-            except json.JSONDecodeError:
-                return {}
-
-        def _session(self, v: str) -> Optional[dict]:
-            c = SimpleCookie(self.headers.get("Cookie", ""))
-            m = c.get(f"{v}_session")
-            if m is None:
-                return None
-            s = st.sessions.get(m.value)
-            return s if s and s.get("venue") == v and s.get("verified") else None
-
-        def _slow(self) -> None:
-            ms = st.faults.get("slow_ms")
-            if ms:
-                time.sleep(float(ms) / 1000.0)
-
-        def _page(self, v: str, name: str) -> None:
-            path = PAGES / f"{v}_{name}.html"
-            if not path.exists():
-                return self._json({"error": "not found"}, 404)
-            self._slow()
-            if name != "login" and self._session(v) is None:
-                return self._send(302, b"", "text/plain", {"Location": f"/{v}/login"})
-            with st.lock:
-                faults = {k: st.faults[k] for k in ("missing", "locale", "misprint") if k in st.faults}
-                sess = self._session(v) or {}
-            html = path.read_text(encoding="utf-8")
-            html = html.replace("{{FAULTS}}", json.dumps(faults)).replace(
-                "{{USER}}", sess.get("user", ""))
-            self._send(200, html.encode(), "text/html; charset=utf-8")
-
-        # -- routes ---------------------------------------------------------
-        def do_GET(self) -> None:  # noqa: N802
-            u = urlparse(self.path)
-            q = {k: v[0] for k, v in parse_qs(u.query).items()}
-            parts = [p for p in u.path.split("/") if p]
-            venue.count("GET " + u.path)
-            if u.path == "/control/state":
-                with st.lock:
-                    return self._json({"index": st.index, "cash": st.cash, "positions": st.positions,
-                                       "closed": st.closed, "orders": st.orders, "held": st.held,
-                                       "faults": st.faults,
-                                       "counters": st.counters, "logins": st.logins})
-            if u.path.startswith("/static/"):
-                f = PAGES / parts[-1]
-                if f.exists() and f.suffix in (".js", ".css"):
-                    ctype = "application/javascript" if f.suffix == ".js" else "text/css"
-                    return self._send(200, f.read_bytes(), ctype)
-                return self._json({"error": "not found"}, 404)
-            if len(parts) == 2 and parts[0] in VENUES:
-                return self._page(parts[0], parts[1])
-            if len(parts) == 3 and parts[0] == "api" and parts[1] in VENUES:
-                return self._api_get(parts[1], parts[2], q)
-            self._json({"error": "not found"}, 404)
-
-        def _api_get(self, v: str, what: str, q: dict) -> None:
-            self._slow()
-            s = self._session(v)
-            if s is None:
-                return self._json({"error": "session expired"}, 401)
-            with st.lock:
-                if what == "accounts" and v == "ig":
-                    return self._json({"accounts": [
-                        {"id": "ACC-CFD", "name": "CFD account", "type": "CFD", "cash": st.cash["ACC-CFD"]},
-                        {"id": "ACC-KO", "name": "Turbo24 knock-outs", "type": "KNOCKOUT",
-                         "cash": st.cash["ACC-KO"]}], "selected": s.get("account")})
-                if what == "levels" and v == "ig":
-                    d = 1 if q.get("side", "CALL") == "CALL" else -1
-                    rows = [dict(p, **venue.quote(p)) for p in st.ig_products if p["direction"] == d]
-                    rows.sort(key=lambda r: -d * r["level"])
-                    return self._json({"index": st.index, "levels": rows})
-                if what == "products" and v == "tr":
-                    venue.count("tr_products")
-                    rows = st.tr_products[q.get("side", "long")]
-                    off, lim = int(q.get("offset", 0)), min(int(q.get("limit", 20)), 100)
-                    out = []
-                    for i, p in enumerate(rows[off:off + lim], start=off):
-                        qq = venue.quote(p)
-                        out.append({"index": i, "isin": p["isin"], "ko": format_number(p["level"]),
-                                    "price": format_number(qq["offer"]) + " €",
-                                    "leverage": format_number(qq["leverage"] or 0.0, 1)})
-                    return self._json({"total": len(rows), "rows": out})
-                if what == "quote":
-                    p = venue.product(q.get("id", ""))
-                    if p is None:
-                        return self._json({"error": "unknown product"}, 404)
-                    return self._json(dict(p, **venue.quote(p)))
-                if what == "positions":
-                    acct = s.get("account") or "TR"
-                    return self._json({
-                        "cash": st.cash.get(acct, 0.0),
-                        "open": [venue.position_view(p) for p in st.positions
-                                 if p["venue"] == v and p["account"] == acct],
-                        "closed": [c for c in st.closed if c["venue"] == v and c["account"] == acct]})
-            self._json({"error": "not found"}, 404)
-
-        def do_POST(self) -> None:  # noqa: N802
-            u = urlparse(self.path)
-            parts = [p for p in u.path.split("/") if p]
-            body = self._body()
-            venue.count("POST " + u.path)
-            if parts[:1] == ["control"]:
-                what = parts[1] if len(parts) > 1 else ""
-                if what == "faults":
-                    venue.set_faults(**body)
-                    return self._json({"faults": st.faults})
-                if what == "index":
-                    return self._json({"closed": venue.set_index(float(body["price"]))})
-                if what == "reset":
-                    venue.reset()
-                    return self._json({"ok": True})
-                if what == "release":
-                    return self._json({"released": venue.release_held()})
-                return self._json({"error": "not found"}, 404)
-            if len(parts) != 3 or parts[0] != "api" or parts[1] not in VENUES:
-                return self._json({"error": "not found"}, 404)
-            v, what = parts[1], parts[2]
-            self._slow()
-            if what == "login":
-                ok = body.get("username") == st.username and body.get("password") == st.password
-                if not ok:
-                    return self._json({"ok": False, "error": "Invalid credentials"}, 403)
-                tok = secrets.token_hex(12)
-                with st.lock:
-                    st.sessions[tok] = {"venue": v, "verified": False, "user": st.username}
-                return self._json({"ok": True, "challenge": "2fa"},
-                                  headers={"Set-Cookie": f"{v}_session={tok}; Path=/"})
-            if what == "2fa":
-                c = SimpleCookie(self.headers.get("Cookie", "")).get(f"{v}_session")
-                s = st.sessions.get(c.value) if c else None
-                if s is None or str(body.get("code", "")).strip() != st.code:
-                    return self._json({"ok": False, "error": "Wrong code"}, 403)
-                with st.lock:
-                    s["verified"] = True
-                    s["account"] = None if v == "ig" else "TR"
-                    st.logins[v] += 1
-                return self._json({"ok": True})
-            s = self._session(v)
-            if s is None:
-                return self._json({"error": "session expired"}, 401)
-            if what == "select_account":
-                if body.get("id") not in ("ACC-CFD", "ACC-KO"):
-                    return self._json({"error": "unknown account"}, 400)
-                s["account"] = body["id"]
-                return self._json({"ok": True})
-            if what == "order":
-                acct = s.get("account")
-                if not acct:
-                    return self._json({"status": "REJECTED", "reason": "no account selected"})
-                try:
-                    size, limit = int(body.get("size")), float(body.get("limit"))
-                except (TypeError, ValueError):
-                    return self._json({"status": "REJECTED", "reason": "size/limit not numeric"})
-                args = dict(venue=v, account=acct, pid=str(body.get("product_id")), size=size, limit=limit,
-                            client_ref=str(body.get("client_ref", "")))
-                if st.faults.get("hold_fill") or st.faults.get("fill_delay"):
-                    with st.lock:
-                        st.held.append(args)          # received; the fill comes later (release_held)
-                    return self._send(504, b"upstream timed out", "text/plain")
-                res = venue.execute_order(**args)
-                if res["status"] == "FILLED" and st.faults.pop("crash_after_submit", None):
-                    # the order is on the books, but the browser never gets a confirmation
-                    # (a gateway time-out; a dropped socket would make the browser retry the POST)
-                    return self._send(504, b"upstream timed out", "text/plain")
-                return self._json(res)
-            if what == "stop":
-                with st.lock:
-                    left = int(st.faults.get("stop_fail", 0) or 0)
-                    if left > 0:
-                        venue.count("stop_refused")
-                        if left == 1:
-                            st.faults.pop("stop_fail")
-                        else:
-                            st.faults["stop_fail"] = left - 1
-                        return self._json({"status": "REJECTED", "reason": "stop service unavailable"})
-                    for p in st.positions:
-                        if p["deal_id"] == body.get("deal_id"):
-                            p["stop"] = round(float(body["stop"]), 2)
-                            return self._json({"status": "ACCEPTED", "deal_id": p["deal_id"],
-                                               "stop": p["stop"]})
-                return self._json({"status": "REJECTED", "reason": "unknown position"})
-            if what == "close":
-                with st.lock:
-                    lost = st.faults.get("close_lost")
-                    if lost:          # True: the next close; N: the next N closes
-                        if lost is True or int(lost) <= 1:
-                            st.faults.pop("close_lost")
-                        else:
-                            st.faults["close_lost"] = int(lost) - 1
-                        venue.count("close_lost")
-                        return self._send(504, b"upstream timed out", "text/plain")
-                    expire = st.faults.pop("close_expire", None)
-                    if expire:
-                        for p in list(st.positions):
-                            if expire == "done" and p["deal_id"] == body.get("deal_id"):
-                                venue._close(p, venue.quote(venue.product(p["product_id"]))["bid"], "closed")
-                        st.sessions.clear()
-                        return self._json({"error": "session expired"}, 401)
-                    for p in st.positions:
-                        if p["deal_id"] == body.get("deal_id"):
-                            bid = venue.quote(venue.product(p["product_id"]))["bid"]
-                            rec = venue._close(p, bid, "closed")
-                            if st.faults.pop("close_no_confirm", None):
-                                return self._send(504, b"upstream timed out", "text/plain")
-                            return self._json({"status": "CLOSED", "deal_id": rec["deal_id"],
-                                               "price": rec["exit"], "pnl": rec["pnl"]})
-                return self._json({"status": "REJECTED", "reason": "unknown position"})
-            self._json({"error": "not found"}, 404)
-
-    return Handler
 
 
 def main() -> None:  # pragma: no cover - manual demo helper

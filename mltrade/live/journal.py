@@ -1,20 +1,10 @@
 """SQLite order journal: every venue action is written BEFORE it is sent and updated after.
 
-The venue's positions page is the truth; :meth:`OrderJournal.reconcile` brings the
-journal in line with it (at start, after a confirmation time-out, once per bar):
-
-* unresolved entries (``pending``: we may or may not have clicked; ``submitted``:
-  clicked, no confirmation seen) are matched with the venue by the client
-  reference typed into the ticket (buys) or by deal id (closes, stops): a crash
-  between click and confirmation ends as ``filled`` or ``absent``, never as a
-  second order;
-* a *late fill* (a buy marked ``absent``/``failed``/``rejected`` that the venue
-  shows after all) becomes ``filled`` again;
-* an open journal position the venue no longer has is closed with a ``close``
-  row (the venue's exit price and reason: stop, knock-out, closed at the venue),
-  so the daily loss limit counts it;
-* venue positions the journal doesn't know are reported (the broker adopts or
-  closes them).
+The venue's positions page is the truth; :meth:`OrderJournal.reconcile`
+(:mod:`mltrade.live.journal_reconcile`) brings the journal in line with it (at start, after a
+confirmation time-out, once per bar): unconfirmed orders end as ``filled`` or ``absent`` (never a
+second order), late fills become ``filled`` again, positions gone at the venue are closed with a
+``close`` row (so the daily loss limit counts them), unknown venue positions are reported.
 
 A buy may carry a *decision key* (strategy, session, decision time); a unique
 index refuses a second order for the same key, at submit and on a replay after
@@ -25,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -35,13 +24,13 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional
 
+from mltrade.live.journal_reconcile import Reconciliation
+
 log = logging.getLogger("mltrade.live")
 
 UNRESOLVED = ("pending", "submitted")
 STATUSES = ("pending", "submitted", "filled", "rejected", "failed", "absent", "dry_run", "closed", "paper",
             "knocked_out")
-#: buy statuses that say "no position", which a venue position with the same client ref overrides
-NOT_EXECUTED = ("absent", "failed", "rejected", "knocked_out")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS orders (
@@ -209,29 +198,6 @@ class JournalEntry:
     decision: Optional[str] = None
 
 
-@dataclass
-class ReconcileReport:
-    """Outcome of :meth:`OrderJournal.reconcile`."""
-
-    filled: List[str] = field(default_factory=list)     #: unresolved buys found on the venue
-    absent: List[str] = field(default_factory=list)     #: unresolved buys the venue never executed
-    pending: List[str] = field(default_factory=list)    #: unresolved buys kept in flight (just timed out)
-    late: List[str] = field(default_factory=list)       #: buys given up on that the venue filled after all
-    closed: List[str] = field(default_factory=list)     #: journal positions no longer open at the venue
-    close_filled: List[str] = field(default_factory=list)   #: unconfirmed closes the venue executed
-    close_absent: List[str] = field(default_factory=list)   #: unconfirmed closes the venue did not execute
-    unknown_positions: List[str] = field(default_factory=list)  #: venue positions not in the journal (refs)
-    unknown: List[Any] = field(default_factory=list)    #: ... the venue position objects themselves
-    #: (ref, {field: [journal, venue]}) of open positions whose size, entry, direction or product differ
-    #: at the venue; the journal row now holds the venue's figures (``venue_diff`` notes the difference)
-    mismatched: List[Any] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.filled or self.absent or self.late or self.closed or self.close_filled
-                    or self.close_absent or self.mismatched)
-
-
 def open_sqlite(path: str, schema: str, timeout: float = 5.0, wal: bool = False) -> sqlite3.Connection:
     """Open (creating its folder) the SQLite file at ``path`` in autocommit mode with full syncs and
     ``schema`` applied; ``wal`` turns on write-ahead logging (``:memory:`` stays in memory)."""
@@ -245,8 +211,9 @@ def open_sqlite(path: str, schema: str, timeout: float = 5.0, wal: bool = False)
     return db
 
 
-class OrderJournal:
-    """Order journal in one SQLite file (``:memory:`` for tests); thread-safe."""
+class OrderJournal(Reconciliation):
+    """Order journal in one SQLite file (``:memory:`` for tests); thread-safe; reconciled with the venue
+    by :meth:`~mltrade.live.journal_reconcile.Reconciliation.reconcile`."""
 
     def __init__(self, path: str | Path, venue: str, run_id: Optional[str] = None, lock: Any = None):
         self.path = str(path)
@@ -379,170 +346,6 @@ class OrderJournal:
         rows = self._rows("action = 'close' AND day = ? AND status IN ('filled', 'dry_run')",
                           (day.isoformat(),))
         return float(sum(e.info.get("pnl") or 0.0 for e in rows))
-
-    # -- reconciliation ------------------------------------------------------
-    def reconcile(self, venue_positions: Iterable[Any], closed: Iterable[Any] = (), *,
-                  day: Optional[date] = None, keep_pending: Iterable[str] = ()) -> ReconcileReport:
-        """Bring the journal in line with the venue (the truth); see the module docstring.
-
-        ``venue_positions``/``closed`` are objects with ``client_ref`` and ``deal_id`` (positions also
-        ``size``/``entry``/``barrier``/``bid``; closed ones ``exit``/``pnl``/``reason``). ``day`` dates
-        the close rows of positions closed at the venue (default: the buy's day). Unresolved buys in
-        ``keep_pending`` stay in flight when the venue doesn't show them yet (a confirmation that just
-        timed out); any other unresolved buy the venue doesn't show is ``absent``.
-        """
-        positions, history = list(venue_positions), list(closed)
-        rep = ReconcileReport()
-        open_by_ref = {p.client_ref: p for p in positions if getattr(p, "client_ref", "")}
-        open_by_deal = {p.deal_id: p for p in positions}
-        closed_by_ref = {c.client_ref: c for c in history if getattr(c, "client_ref", "")}
-        closed_by_deal = {c.deal_id: c for c in history}
-        keep = set(keep_pending)
-        foreign = self._running_elsewhere()
-
-        def theirs(e: Optional[JournalEntry]) -> bool:
-            return bool(foreign) and e is not None and e.info.get("run") == foreign
-
-        def fill(e: JournalEntry, p: Any, **extra: Any) -> None:
-            size = getattr(p, "size", e.size)
-            entry = getattr(p, "entry", None)
-            if entry is None and getattr(p, "exit", None) is not None and size:
-                entry = p.exit - (p.pnl or 0.0) / size       # a closed record: entry from exit and P&L
-            self.update(e.ref, "filled", deal_id=p.deal_id, size=size,
-                        price=entry if entry is not None else e.price,
-                        barrier=getattr(p, "barrier", None) or e.barrier,
-                        product_id=getattr(p, "product_id", None) or e.info.get("product_id"),
-                        reconciled=True, **extra)
-
-        for e in self.unresolved():
-            if theirs(e):          # another process (alive, holding the lock) owns it: not ours to judge
-                log.warning("journal: %s %s belongs to run %s, which is still running; left alone",
-                            e.action, e.ref, foreign)
-                continue
-            if e.action == "buy":
-                p = open_by_ref.get(e.ref) or closed_by_ref.get(e.ref)
-                if p is not None:
-                    fill(e, p)
-                    rep.filled.append(e.ref)
-                elif e.ref in keep:
-                    rep.pending.append(e.ref)
-                else:
-                    self.update(e.ref, "absent", reconciled=True)
-                    rep.absent.append(e.ref)
-            elif e.action == "close":
-                parent = self.get(e.parent) if e.parent else None
-                deal = e.deal_id or (parent.deal_id if parent else None)
-                if deal in open_by_deal or parent is None or parent.status != "filled":
-                    self.update(e.ref, "absent", reconciled=True)       # still open: the close never ran
-                    rep.close_absent.append(e.ref)
-                else:
-                    c = closed_by_deal.get(deal)
-                    exit_ = c.exit if c is not None else parent.info.get("last_bid", parent.price or 0.0)
-                    reason = e.info.get("reason", "signal")
-                    if c is not None and c.reason in ("stop", "knockout"):
-                        reason = c.reason           # the venue got there before our close
-                    self.close_position(parent.ref, close_ref=e.ref, price=exit_,
-                                        pnl=c.pnl if c is not None else None, reason=reason,
-                                        reconciled=True)
-                    rep.close_filled.append(e.ref)
-            else:   # a stop whose outcome is unknown: the venue's position row says
-                parent = self.get(e.parent) if e.parent else None
-                vp = open_by_deal.get(e.deal_id or (parent.deal_id if parent else None))
-                if vp is not None and getattr(vp, "stop", None):
-                    self.update(e.ref, "filled", price=vp.stop, reconciled=True)
-                else:
-                    self.update(e.ref, "absent", reconciled=True)
-        # late fills: the venue executed a buy we had given up on
-        # (an open venue position overrides any "not executed"; a closed record only absent/failed ones:
-        # a product knocked out at 0.00 is settled at once and was no trade)
-        candidates = [(p, NOT_EXECUTED) for p in positions] + [(c, ("absent", "failed")) for c in history]
-        for p, late_ok in candidates:
-            ref = getattr(p, "client_ref", "")
-            e = self.get(ref) if ref else None
-            if e is not None and e.action == "buy" and e.status in late_ok and not theirs(e):
-                fill(e, p, late=True, status_before=e.status)
-                rep.late.append(ref)
-                log.error("late fill: order %s (%s) was executed by the venue after all (deal %s)",
-                          ref, e.status, p.deal_id)
-        # journal positions the venue no longer has: stopped out, knocked out or closed there
-        for e in self.open_positions():
-            if theirs(e):
-                continue
-            vp = open_by_deal.get(e.deal_id) if e.deal_id else open_by_ref.get(e.ref)
-            if vp is not None:
-                diff = self._differences(e, vp)
-                if diff:       # the venue's size, entry, direction and product are the truth
-                    fix = {"size": "size", "price": "price", "direction": "direction", "barrier": "barrier",
-                           "product_id": "product_id"}
-                    self.update(e.ref, "filled", **{fix[k]: v[1] for k, v in diff.items()},
-                                venue_diff=diff, corrections=e.info.get("corrections", 0) + 1)
-                    rep.mismatched.append((e.ref, diff))
-                    log.error("position %s (deal %s) differs at the venue: %s; booked at the venue's figures",
-                              e.ref, e.deal_id, ", ".join(f"{k} {a} -> {b}" for k, (a, b) in diff.items()))
-                bid = getattr(vp, "bid", None)
-                if bid is not None and bid != e.info.get("last_bid"):
-                    self.update(e.ref, "filled", last_bid=bid)
-                continue
-            c = closed_by_deal.get(e.deal_id) or closed_by_ref.get(e.ref)
-            if c is not None:
-                reason = c.reason if c.reason in ("stop", "knockout") else "venue_close"
-                exit_, pnl = c.exit, c.pnl
-            else:   # gone without a trace in the history: the last price we saw
-                reason, exit_, pnl = "venue_gone", e.info.get("last_bid", e.price or 0.0), None
-            self.close_position(e.ref, price=exit_, pnl=pnl, reason=reason,
-                                day=day or date.fromisoformat(e.day), venue_close=True)
-            rep.closed.append(e.ref)
-            log.warning("position %s (deal %s) was closed at the venue (%s at %.2f)", e.ref, e.deal_id,
-                        reason, exit_)
-        known = {e.deal_id for e in self.open_positions()}
-        rep.unknown = [p for p in positions if p.deal_id not in known
-                       and not theirs(self.get(p.client_ref) if getattr(p, "client_ref", "") else None)]
-        rep.unknown_positions = [getattr(p, "client_ref", "") or p.deal_id for p in rep.unknown]
-        if rep.changed:
-            log.warning("journal reconciled: %d in-flight buys found filled, %d absent, %d late fills, "
-                        "%d closed at the venue, closes %d done / %d not done",
-                        len(rep.filled), len(rep.absent), len(rep.late), len(rep.closed),
-                        len(rep.close_filled), len(rep.close_absent))
-        return rep
-
-    def _running_elsewhere(self) -> Optional[str]:
-        """The run id of another live process holding this journal's lock (None: none, or it is ours)."""
-        if self.lock is not None or self.path == ":memory:":
-            return None
-        import fcntl
-        lock = Path(self.path + ".lock")
-        if not lock.exists():
-            return None
-        fd = os.open(lock, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        except BlockingIOError:
-            try:
-                return json.loads(lock.read_text(encoding="utf-8") or "{}").get("run")
-            except (OSError, ValueError):
-                return None
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    def _differences(e: JournalEntry, vp: Any) -> Dict[str, list]:
-        """Fields of the open journal position ``e`` that differ from the venue position ``vp``."""
-        out: Dict[str, list] = {}
-        for name, mine, theirs in (("size", e.size, getattr(vp, "size", None)),
-                                   ("price", e.price, getattr(vp, "entry", None)),
-                                   ("direction", e.direction, getattr(vp, "direction", None)),
-                                   ("barrier", e.barrier, getattr(vp, "barrier", None)),
-                                   ("product_id", e.info.get("product_id"), getattr(vp, "product_id", None))):
-            if mine is None or theirs is None or theirs == "":
-                continue
-            if isinstance(theirs, str) or isinstance(mine, str):
-                if str(mine) != str(theirs):
-                    out[name] = [mine, theirs]
-            elif abs(float(mine) - float(theirs)) > 1e-6:
-                out[name] = [mine, theirs]
-        return out
 
     # -- key/value state -----------------------------------------------------
     def set_state(self, key: str, value: Any) -> None:

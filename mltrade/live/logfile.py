@@ -1,7 +1,7 @@
 """Records for the live log file only, for what the command line already says once on its own.
 
 An error the CLI prints (``mltrade: error: ...``) or a refusal it sums up at the end goes to the live
-log file (:func:`mltrade.live.scheduler.setup_logging`) through :func:`file_only`, not to stderr again.
+log file (:func:`mltrade.live.runner.setup_logging`) through :func:`file_only`, not to stderr again.
 """
 from __future__ import annotations
 

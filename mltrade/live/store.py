@@ -253,6 +253,31 @@ class SeleniumStore:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    # -- venue operations (each through call(): a new login on expiry, a screenshot on failure) ------
+    def snapshot(self, name: str = "reconcile") -> Tuple[float, list, list]:
+        """Cash, open positions and closed positions from the venue's positions page."""
+        return self.call(self.venue.snapshot, name=name)
+
+    def cash(self, name: str = "cash") -> float:
+        """The account's cash at the venue."""
+        return self.call(self.venue.cash, name=name)
+
+    def positions(self, name: str = "positions") -> list:
+        """The open positions at the venue."""
+        return self.call(self.venue.positions, name=name)
+
+    def buy(self, direction: int, barrier: float, **kw: Any) -> Any:
+        """Buy the venue's knock-out nearest ``barrier`` (see the venue driver's ``buy``): its fill."""
+        return self.call(self.venue.buy, direction, barrier, name="buy", **kw)
+
+    def place_stop(self, deal_id: str, price: float) -> float:
+        """Place (or move) the stop of position ``deal_id``; returns the stop the venue shows."""
+        return self.call(self.venue.place_stop, deal_id, price, name="stop")
+
+    def close_position(self, deal_id: str) -> float:
+        """Sell position ``deal_id`` at the venue; returns the exit price."""
+        return self.call(self.venue.close, deal_id, name="close")
+
     def _on_login_page(self) -> bool:
         try:
             return bool(self.venue.on_login_page())

@@ -8,8 +8,9 @@ from __future__ import annotations
 import logging
 from typing import Callable, List, Optional
 
-from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, VenueError, VenueFill,
+from mltrade.live.venues.base import (OrderRejected, Venue, VenueError, VenueFill,
                                       pick_level, size_for)
+from mltrade.live.venues.positions import PositionsPageMixin
 
 log = logging.getLogger("mltrade.live")
 

@@ -13,8 +13,9 @@ from typing import Any, Callable, List, Optional
 
 from mltrade.live.finder import Certificate, FinderRules, KnockoutFinder
 from mltrade.live.formats import format_number
-from mltrade.live.venues.base import (OrderRejected, PositionsPageMixin, Venue, VenueError, VenueFill,
+from mltrade.live.venues.base import (OrderRejected, Venue, VenueError, VenueFill,
                                       check_side, size_for)
+from mltrade.live.venues.positions import PositionsPageMixin
 
 log = logging.getLogger("mltrade.live")
 
