@@ -6,9 +6,10 @@ Floors, top to bottom (a module may import its own floor and the floors below)::
     6 live, sweep
     5 llm, backtest, vector_baselines
     4 strategies, report
-    3 models, analyzers, significance
+    3 models, analyzers, significance, evidence, pbo
     2 brokers, feeds
-    1 products, config, calendars, io (and the package root, _lazy)
+    1 products, config, config_files, config_sources, calendars, io, annualise, state, tfquiet
+      (and the package root, _lazy)
 
 Reads the source with ``ast`` (nothing is imported). Prints every internal import
 that goes upward (file:line, where: module level or inside which function),
@@ -35,9 +36,15 @@ FLOORS: Dict[str, int] = {
     "live": 6, "sweep": 6,
     "llm": 5, "backtest": 5, "vector_baselines": 5,
     "strategies": 4, "report": 4,
-    "models": 3, "analyzers": 3, "significance": 3,
+    # evidence (what a run's figures are evidence of) and pbo (overfitting of a search): calculations
+    # on a run's trades and returns, beside significance
+    "models": 3, "analyzers": 3, "significance": 3, "evidence": 3, "pbo": 3,
     "brokers": 2, "feeds": 2,
-    "products": 1, "config": 1, "calendars": 1, "io": 1, "_lazy": 1, "": 1,
+    # config_files (files, ConfigError) under config and config_sources; annualise (sessions per year,
+    # the Sharpe convention) under feeds, analyzers and significance; state ($MLTRADE_STATE_DIR) and
+    # tfquiet (TensorFlow's start-up noise) import nothing of the package
+    "products": 1, "config": 1, "config_files": 1, "config_sources": 1, "calendars": 1, "io": 1,
+    "annualise": 1, "state": 1, "tfquiet": 1, "_lazy": 1, "": 1,
 }
 
 

@@ -78,7 +78,7 @@ def momentum_sharpe(bars, k: int, periods: int = 252) -> float:
     """Annualised Sharpe (ddof 1) of "long if up after ``k`` bars else short, hold to the close", no costs."""
     m = _as_matrix(bars)
     p = m.close[:, k - 1]
-    from mltrade.significance import sharpe
+    from mltrade.annualise import sharpe
 
     return sharpe(np.sign(p - m.open[:, 0]) * np.log(m.close[:, -1] / p), periods)
 
