@@ -218,7 +218,7 @@ def main() -> None:
     if args.search_only:
         return
 
-    from mltrade.backtest import run_strategy
+    from mltrade.strategy_run import run_strategy
     from mltrade.config import load_config
     from mltrade.feeds.sample import sample_intraday
     from mltrade.models.ncp.train import (NCPSettings, FoldTrainer, config_from_params, dataset_for,

@@ -3,165 +3,23 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Type
+from typing import Callable, Optional
 
-import backtrader as bt
 import pandas as pd
 
-from mltrade.analyzers import EquityCurve, KnockoutTrades, daily_returns, performance
-from mltrade.brokers import KnockoutBroker
+from mltrade.analyzers import daily_returns
+from mltrade.baselines.names import baseline_label
+# baseline_results / baseline_runs, bars_for / load_bars, BacktestResult / run_strategy / strategy_kwargs:
+# kept importable from here for mltrade.sweep.study, mltrade.live.scheduler and mltrade.models.ncp.train
+# until their imports name mltrade.baselines.runs, mltrade.feeds.source and mltrade.strategy_run
+from mltrade.baselines.runs import baseline_results, baseline_runs  # noqa: F401
 from mltrade.config import ConfigError
-from mltrade.feeds.bars import IndexData
-# bars_for, load_bars: kept importable from here (sweep/study, models/ncp/train) until their callers import feeds.source
 from mltrade.feeds.source import bars_for, date_of, load_bars  # noqa: F401
-from mltrade.strategies.base import PRODUCT_PARAMS, KnockoutStrategy
+from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.model_info import ModelScope, model_scope
-from mltrade.strategies.reference import BuyAndHold, IntradayMomentum
-from mltrade.products import CertificateSpec
-from mltrade.strategies.registry import get_strategy, is_plain, strategy_params
-
-
-@dataclass
-class BacktestResult:
-    """What a run produced: figures, round trips, per-bar equity, the strategy instance, the report path."""
-
-    summary: dict
-    trades: pd.DataFrame
-    equity: pd.DataFrame
-    strategy: Optional[KnockoutStrategy] = None
-    run_dir: Optional[Path] = None
-    baselines: dict = field(default_factory=dict)            #: name -> summary
-    baseline_results: dict = field(default_factory=dict)     #: name -> BacktestResult (equity, trades)
-
-
-def strategy_kwargs(cls: Type[KnockoutStrategy], cfg: dict, extra: Optional[dict] = None) -> dict:
-    """Product parameters from [product] (unless the class sets ``uses_product_config = False``, like the
-    buy-and-hold tracker) plus [strategy.params], checked against the strategy's params."""
-    valid = strategy_params(cls)
-    product = cfg.get("product", {}) if getattr(cls, "uses_product_config", True) else {}
-    kw = {k: v for k, v in product.items() if k in dict(PRODUCT_PARAMS) and k in valid}
-    for k, v in {**cfg["strategy"].get("params", {}), **(extra or {})}.items():
-        if k not in valid:
-            raise ConfigError(f"strategy.params: unknown parameter '{k}' for {cls.__name__}; "
-                              f"valid: {', '.join(sorted(valid))}")
-        kw[k] = v
-    return kw
-
-
-class _Progress(bt.Analyzer):
-    params = (("total", 0), ("desc", "backtest"))
-
-    def start(self) -> None:
-        from tqdm import tqdm
-        self._bar = tqdm(total=self.p.total, desc=self.p.desc, unit="bar", mininterval=0.5, leave=False)
-        self._n = 0
-
-    def next(self) -> None:
-        self._n += 1
-        if self._n % 2000 == 0:
-            self._bar.update(2000)
-
-    def stop(self) -> None:
-        self._bar.update(self._n % 2000)
-        self._bar.close()
-
-
-def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
-                 progress: bool = False, desc: str = "backtest") -> BacktestResult:
-    """One backtrader run of ``cls`` on ``bars`` with a KnockoutBroker set from [broker]/[backtest]."""
-    b = cfg["broker"]
-    cerebro = bt.Cerebro(stdstats=False, runonce=True, preload=True)
-    data = IndexData(dataframe=bars, exchange=bars.attrs.get("calendar", cfg["backtest"]["exchange"]),
-                     interval=int(cfg["backtest"]["interval"]) if cfg["backtest"]["interval"] else None)
-    cerebro.adddata(data, name="index")
-    # a plain backtrader strategy orders without product=: its certificates come from [product]
-    default = CertificateSpec.from_config(cfg["product"]) if is_plain(cls) else None
-    cerebro.broker = KnockoutBroker(cash=float(cfg["backtest"]["cash"]), commission_fixed=b["commission_fixed"],
-                                    commission_pct=b["commission_pct"], fractional=b["fractional"],
-                                    product=default)
-    cerebro.addstrategy(cls, **kwargs)
-    cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
-    cerebro.addanalyzer(EquityCurve, _name="equity")
-    if progress:
-        cerebro.addanalyzer(_Progress, total=len(bars), desc=desc)
-    strat = cerebro.run()[0]
-    trades = strat.analyzers.ko_trades.to_frame()
-    equity = strat.analyzers.equity.to_frame()
-    from mltrade.annualise import sessions_per_year
-    periods = sessions_per_year(bars.index, bars.attrs.get("calendar") or cfg["backtest"].get("exchange") or None)
-    summary = performance(equity, trades, float(cfg["backtest"]["cash"]), periods=periods)
-    return BacktestResult(summary=summary, trades=trades, equity=equity, strategy=strat)
-
-
-def baseline_kwargs(kwargs: dict) -> dict:
-    """The strategy's certificate, stake and stop parameters that the rule baselines share."""
-    from mltrade.strategies.reference import SessionBaseline
-
-    valid = set(strategy_params(IntradayMomentum)) & set(strategy_params(SessionBaseline))
-    skip = {"direction_rule", "seed", "min_move", "decision_bar", "overlay", "context_candles", "session"}
-    return {k: v for k, v in kwargs.items() if k in valid and k not in skip}
-
-
-def _run_frames(equity: pd.DataFrame, trades: pd.DataFrame, cfg: dict) -> BacktestResult:
-    from mltrade.annualise import sessions_per_year
-    periods = sessions_per_year(equity.index, cfg["backtest"].get("exchange") or None) if len(equity) else None
-    return BacktestResult(summary=performance(equity, trades, float(cfg["backtest"]["cash"]), periods=periods),
-                          trades=trades, equity=equity)
-
-
-def baseline_runs(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
-                  progress: bool = False, scope: Optional[ModelScope] = None, engine: str = "auto") -> dict:
-    """The baselines' summaries ``{name: summary}`` (see :func:`baseline_results`)."""
-    runs = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine)
-    return {k: r.summary for k, r in runs.items()}
-
-
-def baseline_results(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
-                     progress: bool = False, scope: Optional[ModelScope] = None,
-                     engine: str = "auto", distances: Optional[dict] = None) -> dict:
-    """Buy-and-hold (fully invested), always-long and random-direction runs on the same bars.
-
-    The rule baselines trade the strategy's certificates in its session kind (``scope.session``:
-    intraday after ``scope.decision_bar`` candles, day or night). ``engine``: ``auto`` (vectorised
-    engines where they apply, equal to backtrader to the cent), ``backtrader`` (every run through
-    backtrader). ``distances``: day/night baselines' barrier per decision date (the DQN ensemble's own,
-    ``DQNEnsembleStrategy.baseline_distances``). Returns ``{name: BacktestResult}``.
-    """
-    from mltrade import vector_baselines as fast
-    from mltrade.strategies.reference import SessionBaseline
-
-    if engine not in ("auto", "backtrader"):
-        raise ValueError(f"engine: expected 'auto' or 'backtrader', got {engine!r}")
-    scope = scope or ModelScope(cfg["strategy"]["name"], decision_bar=int(kwargs.get("decision_bar", 17)))
-    b = cfg["broker"]
-    cash = float(cfg["backtest"]["cash"])
-    out: dict = {}
-    if engine == "auto":
-        eq, tr = fast.buy_and_hold_frames(bars, cash, float(b["commission_fixed"]), float(b["commission_pct"]),
-                                          bool(b["fractional"]))
-        out["buy_and_hold"] = _run_frames(eq, tr, cfg)
-    else:
-        out["buy_and_hold"] = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
-    common = baseline_kwargs(kwargs)
-    seed = int(cfg["backtest"]["baseline_seed"])
-    for name, rule in (("always_long", "long"), ("random_direction", "random")):
-        if scope.session in ("day", "night"):
-            kw = dict(common, session=scope.session, direction_rule=rule, seed=seed, distances=distances)
-            out[name] = run_strategy(bars, SessionBaseline, kw, cfg, progress, name)
-            continue
-        if engine == "auto":
-            try:
-                res = fast.rule_sweep(bars, common, cfg, rule, scope.decision_bar)
-            except ValueError:
-                res = None          # gaps in the bars, fractional sizing: backtrader below
-            if res is not None:
-                out[name] = _run_frames(*fast.sweep_frames(res, 0), cfg)
-                continue
-        kw = dict(common, decision_bar=scope.decision_bar, direction_rule=rule, seed=seed)
-        out[name] = run_strategy(bars, IntradayMomentum, kw, cfg, progress, name)
-    return out
+from mltrade.strategies.registry import get_strategy, strategy_params
+from mltrade.strategy_run import BacktestResult, run_strategy, strategy_kwargs  # noqa: F401
 
 
 def _extras(strat: KnockoutStrategy):
@@ -244,7 +102,6 @@ def session_returns(equity: pd.DataFrame, start_cash: float) -> pd.Series:
 def significance_of(result: BacktestResult, runs: dict, start_cash: float, reps: int = 2000,
                     seed: int = 0) -> dict:
     """``mltrade.significance.significance`` of the strategy's daily returns against each baseline's."""
-    from mltrade.report import baseline_label
     from mltrade.significance import significance
 
     from mltrade.evidence import qualify_words

@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from mltrade.analyzers import TRADE_COLUMNS, export_csv, export_json  # noqa: E402
+from mltrade.baselines.names import BASELINE_LABELS, baseline_label  # noqa: E402,F401
 from mltrade.io import atomic_write_text  # noqa: E402
 
 SUMMARY_FIELDS = ["strategy", "venue", "mode", "feed", "sessions", "model_id", "out_of_sample", "oos_start", "data",
@@ -41,9 +42,6 @@ SUMMARY_LABELS = {"model_id": "model", "out_of_sample": "out of sample", "oos_st
                   "max_drawdown": "max drawdown", "sharpe": "Sharpe", "sortino": "Sortino",
                   "win_rate": "win rate", "knockouts": "knock-outs", "session_end_exits": "session-end exits",
                   "avg_leverage": "average leverage", "buy_and_hold_return": "index return (buy and hold, no costs)"}
-#: readable names of the baselines in tables, charts and the significance sentence
-BASELINE_LABELS = {"buy_and_hold": "buy-and-hold", "always_long": "always-long",
-                   "random_direction": "random direction"}
 DEFAULT_TITLE = "mltrade backtest"
 #: columns of equity.csv beside the strategy's: one value column per baseline
 BASELINE_VALUE = "value_{}"
@@ -83,11 +81,6 @@ def _png(fig) -> str:
 
 def _img(title: str, b64: str) -> str:
     return f'<h2>{html.escape(title)}</h2>\n<img alt="{html.escape(title)}" src="data:image/png;base64,{b64}"/>'
-
-
-def baseline_label(name: str) -> str:
-    """A baseline's readable name: ``buy_and_hold`` -> ``buy-and-hold``."""
-    return BASELINE_LABELS.get(name, str(name).replace("_", " "))
 
 
 def _fmt(v) -> str:

@@ -4,9 +4,9 @@ Floors, top to bottom (a module may import its own floor and the floors below)::
 
     7 commands (mltrade.commands, mltrade.cli)
     6 live, sweep
-    5 llm, backtest, vector_baselines
-    4 strategies, report
-    3 models, analyzers, significance, evidence, pbo
+    5 llm, backtest, strategy_run, baselines.runs
+    4 strategies, report, baselines.session_strategy
+    3 models, analyzers, significance, evidence, pbo, baselines (the rest of the package)
     2 brokers, feeds
     1 products, config, config_files, config_sources, calendars, io, annualise, state, tfquiet
       (and the package root, _lazy)
@@ -34,8 +34,11 @@ from typing import Dict, List, Optional, Set, Tuple
 FLOORS: Dict[str, int] = {
     "commands": 7, "cli": 7,
     "live": 6, "sweep": 6,
-    "llm": 5, "backtest": 5, "vector_baselines": 5,
+    "llm": 5, "backtest": 5, "strategy_run": 5,
     "strategies": 4, "report": 4,
+    # one package for every baseline, its modules on the floors of what they use (a dotted key is the
+    # floor of that module; the package's other modules take the package's floor)
+    "baselines": 3, "baselines.session_strategy": 4, "baselines.runs": 5,
     # evidence (what a run's figures are evidence of) and pbo (overfitting of a search): calculations
     # on a run's trades and returns, beside significance
     "models": 3, "analyzers": 3, "significance": 3, "evidence": 3, "pbo": 3,
@@ -68,10 +71,14 @@ def module_name(root: Path, path: Path) -> str:
 
 
 def floor_of(module: str, package: str) -> Optional[int]:
-    """The floor of ``module`` (``package.top...``), None for a top-level name not in :data:`FLOORS`."""
-    parts = module.split(".")
-    top = parts[1] if len(parts) > 1 else ""
-    return FLOORS.get(top)
+    """The floor of ``module`` (``package.top...``): its longest dotted name in :data:`FLOORS`
+    (``baselines.runs`` before ``baselines``); None for a top-level name not in it."""
+    parts = module.split(".")[1:]
+    for k in range(len(parts), 0, -1):
+        key = ".".join(parts[:k])
+        if key in FLOORS:
+            return FLOORS[key]
+    return FLOORS.get("") if not parts else None
 
 
 def _resolve(node: ast.ImportFrom, module: str, is_package: bool) -> str:

@@ -1,4 +1,4 @@
-"""The baselines every backtest is shown beside, as full runs (per-bar equity, round trips).
+"""The backtest baselines as frames without backtrader: per-bar equity and round trips, equal to its runs.
 
 * ``buy_and_hold``: the index held fully invested with the same cash: a tracker
   certificate (strike 0, no barrier, no spread, ratio 1e-4 so that whole
@@ -17,6 +17,9 @@ back into the frames a backtrader run gives (:func:`sweep_frames`); buy-and-hold
 is computed in closed form (:func:`buy_and_hold_frames`). Both are checked
 against backtrader runs in the tests; ``engine="backtrader"`` runs everything
 through backtrader (the reference, and the fallback when the bars have gaps).
+
+The sweep engine is imported inside :func:`sweep_frames` and :func:`rule_sweep` only: it sits on a
+higher floor (``mltrade.sweep``) until its kernel moves down beside the brokers.
 """
 from __future__ import annotations
 
@@ -29,8 +32,6 @@ import pandas as pd
 from mltrade.analyzers import trades_frame
 from mltrade.products import KnockoutProduct, bid_price
 
-#: names of the baselines, in table order
-BASELINE_NAMES = ("buy_and_hold", "always_long", "random_direction")
 #: tracker ratio of the buy-and-hold baseline (certificates per index point)
 TRACKER_RATIO = 1e-4
 
