@@ -19,7 +19,8 @@ count of internal imports and how many sit inside functions, the modules over
 ``--max-lines`` lines and the functions over ``--max-function`` lines.
 
 Run: python scripts/house_map.py [--root mltrade] [--max-lines 400] [--max-function 50] [--strict]
-(``--strict``: exit 1 when an upward import or a circle is found, for a later test or CI step.)
+(``--strict``: exit 1 when an upward import or a circle is found.) ``tests/test_house.py`` runs
+:func:`check` and fails on any finding not in its list of known ones.
 """
 from __future__ import annotations
 
@@ -210,6 +211,35 @@ def long_functions(files: Dict[str, Path], limit: int) -> List[Tuple[int, str]]:
     return sorted(out, reverse=True)
 
 
+def upward(edges: List[Edge], package: str) -> List[Edge]:
+    """The edges whose importer sits on a lower floor than the module it imports."""
+    return [e for e in edges if (floor_of(e.src, package) or 0) < (floor_of(e.dst, package) or 0)]
+
+
+def import_circles(edges: List[Edge], module_level_only: bool = False) -> List[List[str]]:
+    """The import circles (see :func:`circles`), less those made only of a package and its own modules."""
+    return [c for c in circles(edges, module_level_only)
+            if not all(_is_ancestor_package(a, b) for a in c for b in c if a != b)]
+
+
+@dataclass
+class Findings:
+    """What breaks the house rules: modules on no floor, upward imports, import circles (every import)."""
+
+    no_floor: List[str]
+    upward: List[Edge]
+    circles: List[List[str]]
+
+
+def check(root: Path) -> Findings:
+    """The house map's checks on the package at ``root`` (what ``--strict`` fails on, plus modules on no floor)."""
+    root = Path(root).resolve()
+    edges, files = collect(root)
+    edges = sorted(set(edges), key=lambda e: (e.path, e.line, e.dst))
+    return Findings(no_floor=sorted(m for m in files if floor_of(m, root.name) is None),
+                    upward=upward(edges, root.name), circles=import_circles(edges))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default=str(Path(__file__).resolve().parent.parent / "mltrade"))
@@ -229,7 +259,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if unknown:
         print(f"modules on no floor (add them to FLOORS): {', '.join(unknown)}")
     edges = sorted(set(edges), key=lambda e: (e.path, e.line, e.dst))   # one per statement and module
-    up = [e for e in edges if (floor_of(e.src, package) or 0) < (floor_of(e.dst, package) or 0)]
+    up = upward(edges, package)
     statements = {(e.path, e.line): e.scope for e in edges}
     inside = sum(1 for scope in statements.values() if scope)
     pairs = {(e.src, e.dst) for e in edges}
@@ -240,8 +270,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"  {e.src} [{floor_of(e.src, package)}] -> {e.dst} [{floor_of(e.dst, package)}]  {where(e)}")
     found = []
     for label, only in (("every import", False), ("module-level imports only", True)):
-        comps = [c for c in circles(edges, only)
-                 if not all(_is_ancestor_package(a, b) for a in c for b in c if a != b)]
+        comps = import_circles(edges, only)
         found += comps
         print(f"\nimport circles, {label} ({len(comps)}):")
         for comp in comps:
