@@ -11,13 +11,20 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
+from mltrade.annualise import DEFAULT_PERIODS, sharpe
 from mltrade.baselines.simulation import TradeCosts, daily_ohlc, decisions_result
 
 __all__ = ["buy_and_hold", "always_long", "random_direction", "baseline_table"]
 
 
-def buy_and_hold(daily: pd.DataFrame, costs: Optional[TradeCosts] = None) -> Dict[str, float]:
-    """The index held from the first open to the last close (no leverage, no costs)."""
+def buy_and_hold(daily: pd.DataFrame, costs: Optional[TradeCosts] = None,
+                 periods_per_year: float = DEFAULT_PERIODS) -> Dict[str, float]:
+    """The index held from the first open to the last close (no leverage, no costs).
+
+    Its Sharpe is the project's (:func:`mltrade.annualise.sharpe`) of one return per session (the
+    first from the open, then close to close), annualised by ``periods_per_year``: the sessions per
+    year of the data's calendar (:func:`mltrade.annualise.sessions_per_year`), by default 252 as
+    :func:`~mltrade.baselines.simulation.summarize` assumes. NaN when the returns do not vary."""
     o, h, lo, c = daily_ohlc(daily)
     if len(o) == 0:
         return {"total_return": 0.0, "sessions": 0}
@@ -26,7 +33,7 @@ def buy_and_hold(daily: pd.DataFrame, costs: Optional[TradeCosts] = None) -> Dic
     r = np.diff(eq) / eq[:-1]
     sd = r.std(ddof=1) if len(r) > 1 else 0.0
     return {"total_return": float(c[-1] / o[0] - 1.0), "trades": 1,
-            "sharpe": float(r.mean() / sd * np.sqrt(252)) if sd > 0 else float("nan"),
+            "sharpe": sharpe(r, periods_per_year) if sd > 0 else float("nan"),
             "max_drawdown": float((eq / peak - 1.0).min()), "sessions": int(len(o))}
 
 

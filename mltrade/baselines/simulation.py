@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mltrade import products as P
+from mltrade.annualise import DEFAULT_PERIODS, sharpe
 
 __all__ = ["REASON_NONE", "REASON_CLOSE", "REASON_STOP", "REASON_KNOCKOUT", "REASONS", "TradeCosts",
            "trade_outcomes", "daily_ohlc", "session_outcome_table", "step_budget", "simulate_budget", "summarize",
@@ -185,7 +186,7 @@ def simulate_budget(entry: np.ndarray, exit_: np.ndarray, costs: TradeCosts) -> 
     return pd.DataFrame(rows, columns=["budget_before", "budget_after", "size", "ret"])
 
 
-def summarize(sim: pd.DataFrame, costs: TradeCosts, periods_per_year: float = 252.0) -> Dict[str, float]:
+def summarize(sim: pd.DataFrame, costs: TradeCosts, periods_per_year: float = DEFAULT_PERIODS) -> Dict[str, float]:
     """Total return, trades, win rate, annualised Sharpe and maximum drawdown of a budget run."""
     if len(sim) == 0:
         return {"total_return": 0.0, "trades": 0, "win_rate": float("nan"), "sharpe": float("nan"),
@@ -198,7 +199,7 @@ def summarize(sim: pd.DataFrame, costs: TradeCosts, periods_per_year: float = 25
     return {"total_return": float(eq[-1] / eq[0] - 1.0), "trades": int(traded.sum()),
             "win_rate": float((r[traded] > 0).mean()) if traded.any() else float("nan"),
             "mean_trade_return": float(r[traded].mean()) if traded.any() else float("nan"),
-            "sharpe": float(r.mean() / sd * np.sqrt(periods_per_year)) if sd > 0 else float("nan"),
+            "sharpe": sharpe(r, periods_per_year) if sd > 0 else float("nan"),
             "max_drawdown": float((eq / peak - 1.0).min()), "final_budget": float(eq[-1]),
             "sessions": int(len(r))}
 
