@@ -135,18 +135,40 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     if scope.missing and train_missing:
         train_default_model(scope, params, cfg, progress, log)
         scope = model_scope(name, params)
+    cfg = _run_range(cfg, scope, start_at_holdout, log)
     bt_cfg = cfg["backtest"]
-    if scope.has_model and start_at_holdout and scope.oos_start:
-        cfg = {**cfg, "backtest": dict(cfg["backtest"], start=scope.oos_start)}   # the caller's stays
-        bt_cfg = cfg["backtest"]
-        log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
-    for key in ("start", "end"):
-        date_of(bt_cfg.get(key) or None, f"backtest.{key}")
     oos = check_range(scope, bt_cfg.get("start") or None, bt_cfg.get("end") or None, allow_in_sample)
     if not oos and name == "dqn" and "oos_only" not in kwargs:
         kwargs["oos_only"] = False      # labelled in-sample: trade the sessions the user asked for
     bars = load_bars(cfg)
     result = run_strategy(bars, cls, kwargs, cfg, progress, name)
+    _describe(result, bars, cfg, cls, kwargs, params, scope, oos)
+    if cfg["backtest"]["baselines"]:
+        result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine,
+                                                   getattr(result.strategy, "baseline_distances", None))
+        result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
+        result.summary["significance"] = significance_of(result, result.baseline_results,
+                                                         float(cfg["backtest"]["cash"]), significance_reps)
+    if report:
+        _write(result, cfg, run_name or f"{name.replace(':', '.')}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+    return result
+
+
+def _run_range(cfg: dict, scope: ModelScope, start_at_holdout: bool, log: Callable[[str], None]) -> dict:
+    """``cfg`` starting at the model's holdout when asked (a copy: the caller's stays); its dates checked."""
+    if scope.has_model and start_at_holdout and scope.oos_start:
+        cfg = {**cfg, "backtest": dict(cfg["backtest"], start=scope.oos_start)}
+        log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
+    for key in ("start", "end"):
+        date_of(cfg["backtest"].get(key) or None, f"backtest.{key}")
+    return cfg
+
+
+def _describe(result: BacktestResult, bars: pd.DataFrame, cfg: dict, cls: type, kwargs: dict, params: dict,
+              scope: ModelScope, oos: bool) -> None:
+    """Add to the run's summary what it ran on and may be taken as: the strategy's own figures, the data,
+    the model's scope, the evidence, the LLM overlay's review (and the model id on its trades)."""
+    name = cfg["strategy"]["name"]
     if hasattr(result.strategy, "summary_extra"):      # e.g. the NCP's learner ladder and figure check
         result.summary.update(result.strategy.summary_extra())
     synthetic = bool(bars.attrs.get("synthetic_intraday", False))
@@ -166,19 +188,14 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
             logging.getLogger("mltrade.llm").info(overlay.summary_line())
     if hasattr(result.strategy, "summary_extras"):      # e.g. the DQN's training ladder and reconciliation
         result.summary.update(result.strategy.summary_extras())
-    if cfg["backtest"]["baselines"]:
-        result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine,
-                                                   getattr(result.strategy, "baseline_distances", None))
-        result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
-        result.summary["significance"] = significance_of(result, result.baseline_results,
-                                                         float(cfg["backtest"]["cash"]), significance_reps)
-    if report:
-        run_name = run_name or f"{name.replace(':', '.')}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-        result.run_dir = Path(cfg["backtest"]["out"]) / run_name
-        from mltrade.report import write_report
-        sections, figures = _extras(result.strategy)
-        write_report(result.run_dir, result.summary, result.trades, result.equity, sections, figures,
-                     baselines=result.baselines or None,
-                     baseline_equity={k: r.equity for k, r in result.baseline_results.items()} or None,
-                     baseline_trades={k: r.trades for k, r in result.baseline_results.items()} or None)
-    return result
+
+
+def _write(result: BacktestResult, cfg: dict, run_name: str) -> None:
+    """The report of the run (and its baselines) into ``<[backtest] out>/<run_name>/``."""
+    result.run_dir = Path(cfg["backtest"]["out"]) / run_name
+    from mltrade.report import write_report
+    sections, figures = _extras(result.strategy)
+    write_report(result.run_dir, result.summary, result.trades, result.equity, sections, figures,
+                 baselines=result.baselines or None,
+                 baseline_equity={k: r.equity for k, r in result.baseline_results.items()} or None,
+                 baseline_trades={k: r.trades for k, r in result.baseline_results.items()} or None)

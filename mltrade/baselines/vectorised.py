@@ -48,7 +48,7 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     the entry bar, cash plus the position at the bid of each bar's close while it is held, the cash
     after the exit from the exit bar on.
     """
-    from mltrade.sweep.evaluator import EXIT_REASONS, TRADED
+    from mltrade.sweep.evaluator import TRADED
 
     g = res.grid
     p = res.params
@@ -75,9 +75,18 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     equity = pd.DataFrame({"value": value[present], "cash": np.where(held, in_cash, value)[present],
                            "close": g.close[present], "in_position": held[present]},
                           index=_local_index(g.times[present], g.tz))
-    s = np.flatnonzero(traded)
+    return equity, _round_trips(res, i, np.flatnonzero(traded))
+
+
+def _round_trips(res, i: int, sets: np.ndarray) -> pd.DataFrame:
+    """The round trips (:data:`~mltrade.analyzers.TRADE_COLUMNS`) of set ``i`` in the sessions ``sets``."""
+    from mltrade.sweep.evaluator import EXIT_REASONS
+
+    g = res.grid
+    p = res.params
+    ratio, fx = float(p["ratio"][i, 0]), float(p["fx"][i, 0])
     rows = []
-    for k in s:
+    for k in sets:
         ent, ext = int(res.entry_bar[i, k]), int(res.exit_bar[i, k])
         ent_t = _local_index(g.times[k:k + 1, ent], g.tz)[0]
         ext_t = _local_index(g.times[k:k + 1, ext], g.tz)[0]
@@ -98,7 +107,7 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
             "return": pnl / (n * px + cin) if n * px + cin else 0.0,
             "leverage": under * ratio * fx / fair if fair > 0 else math.inf, "bars": ext - ent,
         })
-    return equity, trades_frame(rows)
+    return trades_frame(rows)
 
 
 def rule_sweep(bars: pd.DataFrame, kwargs: dict, cfg: dict, rule: str, decision_bar: int):

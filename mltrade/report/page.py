@@ -156,20 +156,9 @@ def _llm_note(summary: dict) -> str:
             f"{llm.get('reviews', 0)} reviews, {llm.get('api_calls', 0)} API calls (details below).</p>")
 
 
-def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.DataFrame,
-                extra_sections: Sequence[Tuple[str, str]] = (),
-                extra_figures: Iterable[Tuple[str, object]] = ()) -> Path:
-    """Render report.html from a run's summary, trades and per-bar equity (strategy and baseline values)."""
-    in_sample = summary.get("out_of_sample") is False
-
-    def label(title: str) -> str:
-        return f"In-sample: {title}" if in_sample else title
-
-    name = html.escape(str(summary.get("strategy", "")))
-    title = str(summary.get("report_title") or DEFAULT_TITLE)
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}: {name}"
-             f"{' (in-sample)' if in_sample else ''}</title><style>{CSS}</style></head><body>",
-             f"<h1>{html.escape(label(title))}: {name}</h1>", str(summary.get("lead") or ""), _scope(summary)]
+def _warnings(summary: dict, in_sample: bool) -> list:
+    """What the page says before any figure: an in-sample run, the model's holdout, synthetic intraday data."""
+    parts = []
     if in_sample:
         parts.append(f"<p class='warn'><b>In-sample run.</b> The range reaches into the data model "
                      f"{html.escape(str(summary.get('model_id')))} was trained, validated or selected on (its "
@@ -186,6 +175,24 @@ def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.D
                      "mostly rising all day). An intraday rule can profit from that knowledge of the close, "
                      "which no trader has: intraday results are illustrations, not evidence (docs/data.md)."
                  + _evidence_sentence(summary) + "</p>")
+    return parts
+
+
+def render_html(run_dir: Path, summary: dict, trades: pd.DataFrame, equity: pd.DataFrame,
+                extra_sections: Sequence[Tuple[str, str]] = (),
+                extra_figures: Iterable[Tuple[str, object]] = ()) -> Path:
+    """Render report.html from a run's summary, trades and per-bar equity (strategy and baseline values)."""
+    in_sample = summary.get("out_of_sample") is False
+
+    def label(title: str) -> str:
+        return f"In-sample: {title}" if in_sample else title
+
+    name = html.escape(str(summary.get("strategy", "")))
+    title = str(summary.get("report_title") or DEFAULT_TITLE)
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}: {name}"
+             f"{' (in-sample)' if in_sample else ''}</title><style>{CSS}</style></head><body>",
+             f"<h1>{html.escape(label(title))}: {name}</h1>", str(summary.get("lead") or ""), _scope(summary)]
+    parts += _warnings(summary, in_sample)
     parts.append(_llm_note(summary))
     parts.append(_headline(summary))
     rows = "".join(f"<tr><th>{html.escape(SUMMARY_LABELS.get(k, k.replace('_', ' ')))}</th>"
