@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional, Tuple
+from typing import Optional
 
 import numpy as np
 
@@ -78,7 +78,7 @@ def pbo(returns: np.ndarray, splits: int = DEFAULT_SPLITS, chunk: int = 1024) ->
     return out
 
 
-def _cscv(r: np.ndarray, s: int, chunk: int) -> Tuple[np.ndarray, np.ndarray, int]:
+def _cscv(r: np.ndarray, s: int, chunk: int) -> tuple[np.ndarray, np.ndarray, int]:
     """For each half/half split of ``s`` contiguous blocks: the logit of the out-of-sample rank of the
     best in-sample trial and its out-of-sample Sharpe; and the number of splits."""
     t, n = r.shape
