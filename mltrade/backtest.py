@@ -11,7 +11,7 @@ import pandas as pd
 from mltrade.analyzers import daily_returns
 from mltrade.baselines.names import baseline_label
 # baseline_results / baseline_runs, bars_for / load_bars, BacktestResult / run_strategy / strategy_kwargs:
-# kept importable from here for mltrade.sweep.study, mltrade.live.scheduler and mltrade.models.ncp.train
+# kept importable from here for mltrade.sweep.study, mltrade.live.scheduler and mltrade.models.ncp.data
 # until their imports name mltrade.baselines.runs, mltrade.feeds.source and mltrade.strategy_run
 from mltrade.baselines.runs import baseline_results, baseline_runs  # noqa: F401
 from mltrade.config import ConfigError
@@ -55,7 +55,9 @@ def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bo
         log(f"trained and kept {summary['model_dir']} ({summary['seconds']} s)"
             + (f"; warning: {summary['below_baselines_reason']}" if summary.get("below_baselines") else ""))
     elif scope.strategy == "ncp":
-        from mltrade.models.ncp.train import NCPSettings, dataset_for, train_final
+        from mltrade.models.ncp.data import dataset_for
+        from mltrade.models.ncp.final import train_final
+        from mltrade.models.ncp.settings import NCPSettings
 
         s = NCPSettings.from_config(cfg)
         want = Path(str(params.get("model_path", ".mltrade/models/ncp/current")))

@@ -29,7 +29,7 @@ def _house_map():
 HM = _house_map()
 
 #: (kind, importer, imported, who removes it). Names match a module or any module inside it
-#: (``mltrade.models.ncp`` covers the modules ncp/train.py is being split into).
+#: (``mltrade.models.ncp`` covers every module of the NCP package).
 KNOWN = [
     ("upward", "mltrade.baselines.vectorised", "mltrade.sweep.evaluator",
      "the sweep helper (issue 22): the vectorised evaluator kernel moves beside the brokers; "
@@ -37,14 +37,15 @@ KNOWN = [
     ("upward", "mltrade.models.dqn.distributed", "mltrade.sweep.study",
      "the storage helper (issue 22): one ground-floor module opens Optuna storages (normalise_url)"),
     ("upward", "mltrade.models.ncp", "mltrade.backtest",
-     "the lead, after the ncp split: models/ncp loads bars from mltrade.feeds.source.bars_for"),
+     "the lead: models/ncp/data.py load_bars imports bars_for from mltrade.feeds.source"),
     ("upward", "mltrade.models.ncp", "mltrade.sweep.study",
-     "the storage helper / the ncp split: the PBO helpers and the storage opener below models"),
+     "the sweep helper (issue 22): encode_returns / decode_returns move to mltrade.pbo; "
+     "models/ncp/search.py imports them from there"),
 ]
 #: (members, who removes it): a circle of exactly these modules (or modules inside them)
 KNOWN_CIRCLES = [
-    (("mltrade.backtest", "mltrade.models.ncp", "mltrade.sweep.study"),
-     "the lead, after the ncp split: models/ncp imports neither mltrade.backtest nor mltrade.sweep.study"),
+    (("mltrade.backtest", "mltrade.models.ncp"),
+     "the lead: models/ncp/data.py imports bars_for from mltrade.feeds.source, not mltrade.backtest"),
 ]
 
 

@@ -8,10 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from mltrade.models.ncp.artifact import format_metrics
 from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
+from mltrade.models.ncp.final import momentum_positions, train_final
+from mltrade.models.ncp.fit import sample_weights
+from mltrade.models.ncp.settings import NCPSettings
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import (NCPSettings, format_metrics, momentum_positions, sample_weights,
-                                      train_final)
 
 SMALL = dict(n_folds=2, train_sessions=100, val_sessions=30, score_sessions=50, embargo=1,
              holdout_sessions=80, max_epochs=12, patience=3, seeds=1, adapt=False, spread=0.0)
