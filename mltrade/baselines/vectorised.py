@@ -48,7 +48,7 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     the entry bar, cash plus the position at the bid of each bar's close while it is held, the cash
     after the exit from the exit bar on.
     """
-    from mltrade.sweep.evaluator import TRADED
+    from mltrade.sweep.evaluator import EXIT_REASONS, TRADED
 
     g = res.grid
     p = res.params
@@ -75,13 +75,12 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     equity = pd.DataFrame({"value": value[present], "cash": np.where(held, in_cash, value)[present],
                            "close": g.close[present], "in_position": held[present]},
                           index=_local_index(g.times[present], g.tz))
-    return equity, _round_trips(res, i, np.flatnonzero(traded))
+    return equity, _round_trips(res, i, np.flatnonzero(traded), EXIT_REASONS)
 
 
-def _round_trips(res, i: int, sets: np.ndarray) -> pd.DataFrame:
-    """The round trips (:data:`~mltrade.analyzers.TRADE_COLUMNS`) of set ``i`` in the sessions ``sets``."""
-    from mltrade.sweep.evaluator import EXIT_REASONS
-
+def _round_trips(res, i: int, sets: np.ndarray, exit_reasons) -> pd.DataFrame:
+    """The round trips (:data:`~mltrade.analyzers.TRADE_COLUMNS`) of set ``i`` in the sessions ``sets``
+    (``exit_reasons``: the engine's exit reason names by code)."""
     g = res.grid
     p = res.params
     ratio, fx = float(p["ratio"][i, 0]), float(p["fx"][i, 0])
@@ -103,7 +102,7 @@ def _round_trips(res, i: int, sets: np.ndarray) -> pd.DataFrame:
             "entry_time": ent_t.isoformat(), "entry_price": px, "entry_underlying": under,
             "exit_time": ext_t.isoformat(), "exit_price": float(res.exit_price[i, k]),
             "exit_underlying": float(res.exit_underlying[i, k]), "fees": fees, "financing": 0.0,
-            "exit_reason": EXIT_REASONS[int(res.exit_reason[i, k])], "pnl": pnl,
+            "exit_reason": exit_reasons[int(res.exit_reason[i, k])], "pnl": pnl,
             "return": pnl / (n * px + cin) if n * px + cin else 0.0,
             "leverage": under * ratio * fx / fair if fair > 0 else math.inf, "bars": ext - ent,
         })
