@@ -224,7 +224,7 @@ def main() -> None:
     if args.search_only:
         return
 
-    from mltrade.backtest import run_strategy
+    from mltrade.strategy_run import run_strategy
     from mltrade.config import load_config
     from mltrade.feeds.sample import sample_intraday
     from mltrade.models.ncp.adapt import ATRAdaptation

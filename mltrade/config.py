@@ -8,31 +8,15 @@ file, the key and what was expected.
 from __future__ import annotations
 
 import copy
-import tomllib
 from pathlib import Path
 from typing import Optional, Union
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_FILE = PACKAGE_DIR / "default_config.toml"
-CONFIG_D = PACKAGE_DIR / "config.d"
+# the files and their errors live one room down, in config_files, so that config_sources (which
+# load_config calls to check values) needs nothing from here: no import circle
+from mltrade.config_files import CONFIG_D, DEFAULT_FILE, PACKAGE_DIR, ConfigError, read_toml  # noqa: F401
+
 #: tables whose keys are free-form (checked later by their consumer)
 FREE_TABLES = {"strategy.params"}
-
-
-class ConfigError(ValueError):
-    """A configuration file or value that does not fit; the message names file and key."""
-
-
-def read_toml(path: Path, error: type = ConfigError, what: str = "config file") -> dict:
-    """Parse a TOML file; a missing or malformed file raises ``error`` naming the file (and the line)."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise error(f"{path}: no such {what}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise error(f"{path}: invalid TOML: {exc}") from None
-
 
 
 def _merge(base: dict, over: dict) -> dict:

@@ -9,7 +9,7 @@ import math
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple, Union
 
-from mltrade.config import CONFIG_D, DEFAULT_FILE, ConfigError, read_toml
+from mltrade.config_files import CONFIG_D, DEFAULT_FILE, ConfigError, read_toml
 
 Key = Tuple[str, str]   #: (section, key); nested tables as "strategy.params"
 

@@ -62,6 +62,26 @@ def pbo(returns: np.ndarray, splits: int = DEFAULT_SPLITS, chunk: int = 1024) ->
         return None
     s = min(splits, 2 * (t // (2 * _MIN_BLOCK)))
     s -= s % 2
+    logits, oos_best, n_combos = _cscv(r, s, chunk)
+    value = float(np.mean(logits <= 0.0))
+    lim = float(math.ceil(np.abs(logits).max() * 2) / 2) or 0.5
+    counts, edges = np.histogram(logits, bins=20, range=(-lim, lim))
+    out = {
+        "pbo": value, "splits": int(s), "combinations": int(n_combos), "trials": int(n), "sessions": int(t),
+        "logit_quantiles": {str(q): float(np.quantile(logits, q / 100)) for q in (5, 25, 50, 75, 95)},
+        "logit_histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+        "prob_oos_loss": float(np.mean(oos_best < 0.0)),
+        "method": (f"CSCV (Bailey, Borwein, López de Prado & Zhu): {s} contiguous blocks, all {n_combos:,} "
+                   f"half/half splits, best in-sample Sharpe ranked among {n:,} trials out of sample"),
+    }
+    out["words"] = pbo_words(out)
+    return out
+
+
+def _cscv(r: np.ndarray, s: int, chunk: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """For each half/half split of ``s`` contiguous blocks: the logit of the out-of-sample rank of the
+    best in-sample trial and its out-of-sample Sharpe; and the number of splits."""
+    t, n = r.shape
     blocks = np.array_split(np.arange(t), s)
     s1 = np.stack([r[b].sum(axis=0) for b in blocks])            # (S, N)
     s2 = np.stack([(r[b] ** 2).sum(axis=0) for b in blocks])
@@ -86,19 +106,7 @@ def pbo(returns: np.ndarray, splits: int = DEFAULT_SPLITS, chunk: int = 1024) ->
         w = rank / (n + 1.0)
         logits[c0:c0 + chunk] = np.log(w / (1.0 - w))
         oos_best[c0:c0 + chunk] = ob
-    value = float(np.mean(logits <= 0.0))
-    lim = float(math.ceil(np.abs(logits).max() * 2) / 2) or 0.5
-    counts, edges = np.histogram(logits, bins=20, range=(-lim, lim))
-    out = {
-        "pbo": value, "splits": int(s), "combinations": int(len(combos)), "trials": int(n), "sessions": int(t),
-        "logit_quantiles": {str(q): float(np.quantile(logits, q / 100)) for q in (5, 25, 50, 75, 95)},
-        "logit_histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
-        "prob_oos_loss": float(np.mean(oos_best < 0.0)),
-        "method": (f"CSCV (Bailey, Borwein, López de Prado & Zhu): {s} contiguous blocks, all {len(combos):,} "
-                   f"half/half splits, best in-sample Sharpe ranked among {n:,} trials out of sample"),
-    }
-    out["words"] = pbo_words(out)
-    return out
+    return logits, oos_best, len(combos)
 
 
 def pbo_words(res: Optional[dict]) -> str:

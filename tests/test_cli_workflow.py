@@ -89,7 +89,7 @@ def test_mid_run_errors_are_located_in_the_users_file(tmp_path):
 
 
 def test_ranges_beyond_the_data_are_clipped_with_one_line(tmp_path, capsys):
-    from mltrade.backtest import bars_for
+    from mltrade.feeds.source import bars_for
     from mltrade.config import ConfigError
     from mltrade.feeds.loader import write_csv
 
@@ -138,7 +138,7 @@ def test_config_new_writes_a_starter_that_loads_and_config_show_says_where(tmp_p
 
 
 def test_data_list_shows_cached_symbols_and_ranges(tmp_path, capsys):
-    from mltrade.backtest import bars_for
+    from mltrade.feeds.source import bars_for
     from mltrade.feeds.cache import cache_path, write_atomic
 
     bars = bars_for("sample", "2018-06-04", "2018-06-05").tz_localize(None)

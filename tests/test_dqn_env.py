@@ -7,7 +7,8 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 from mltrade import products as P
-from mltrade.models.baselines import TradeCosts, buy_and_hold, decisions_result, trade_outcomes
+from mltrade.baselines.daily import buy_and_hold
+from mltrade.baselines.simulation import TradeCosts, decisions_result, trade_outcomes
 from mltrade.models.dqn.env import KnockoutEnv, action_table
 from mltrade.models.dqn.observations import (daily_from_intraday, intraday_observations,
                                              original_observations)

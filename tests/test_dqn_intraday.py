@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.models.baselines import TradeCosts
+from mltrade.baselines.simulation import TradeCosts
 from mltrade.models.dqn.env import KnockoutEnv
 from mltrade.models.dqn.observations import original_observations
 from mltrade.models.dqn.pipeline import IntradaySim, intraday_observations_for

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.models.baselines import TradeCosts, decisions_result, step_budget
+from mltrade.baselines.simulation import TradeCosts, decisions_result, step_budget
 from mltrade.models.dqn.ladder import fixed_budget_returns, session_ladder
 from mltrade.models.dqn.pipeline import below_baselines, session_barriers
 from mltrade.models.dqn.synthetic import planted_daily

@@ -18,7 +18,7 @@ from mltrade.analyzers import KnockoutTrades
 from mltrade.brokers import KnockoutBroker
 from mltrade.feeds.bars import IndexData
 from mltrade.feeds.sample import sample_intraday
-from mltrade.models.baselines import TradeCosts, decisions_result
+from mltrade.baselines.simulation import TradeCosts, decisions_result
 from mltrade.models.dqn.env import KnockoutEnv, action_table
 from mltrade.models.dqn.observations import daily_from_intraday
 from mltrade.models.dqn.vector import VectorKnockoutEnv

@@ -113,7 +113,7 @@ def test_broker_fills_match_the_session_simulation(trained):
     from mltrade.brokers import KnockoutBroker
     from mltrade.feeds.bars import IndexData
     from mltrade.feeds.sample import load_daily
-    from mltrade.models.baselines import REASONS, TradeCosts, trade_outcomes
+    from mltrade.baselines.simulation import REASONS, TradeCosts, trade_outcomes
     from mltrade.strategies.dqn import DQNEnsembleStrategy
 
     tmp, _ = trained
@@ -146,7 +146,7 @@ def test_broker_fills_match_the_session_simulation(trained):
         assert tr["size"] == int((cash - 1.0) / e[0])
         cash += tr["pnl"]
     # the vectorised session simulation with the previous close as barrier reference agrees too
-    from mltrade.models.baselines import decisions_result
+    from mltrade.baselines.simulation import decisions_result
 
     days = pd.DatetimeIndex(pd.to_datetime(trades["entry_time"])).normalize().tz_localize(None)
     dirs = pd.Series(0, index=daily.index)
@@ -168,7 +168,7 @@ def test_night_session_broker_fills_match_the_session_simulation(trained):
     from mltrade.brokers import KnockoutBroker
     from mltrade.feeds.bars import IndexData
     from mltrade.feeds.sample import load_daily
-    from mltrade.models.baselines import TradeCosts, decisions_result
+    from mltrade.baselines.simulation import TradeCosts, decisions_result
     from mltrade.strategies.dqn import DQNEnsembleStrategy
 
     tmp, _ = trained

@@ -5,7 +5,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from mltrade.models.baselines import TradeCosts
+from mltrade.baselines.simulation import TradeCosts
 from mltrade.models.dqn.agent import DQNAgent, build_q_network
 from mltrade.models.dqn.env import KnockoutEnv
 from mltrade.models.dqn.memory import SequentialMemory

@@ -4,10 +4,11 @@ import pandas as pd
 import pytest
 
 from mltrade import evidence as E
-from mltrade.backtest import run_strategy
+from mltrade.strategy_run import run_strategy
 from mltrade.config import load_config
 from mltrade.feeds.sample import generate_intraday, load_daily
-from mltrade.strategies.reference import IntradayMomentum, SessionBaseline
+from mltrade.baselines.session_strategy import SessionBaseline
+from mltrade.strategies.reference import IntradayMomentum
 
 START, END = "2008-09-02", "2008-11-28"     # a wild autumn: stops and knock-outs every week
 

@@ -214,7 +214,8 @@ WEEKDAYS = r"\b(Mon|Tue|Wed|Thu|Fri|Sat|Sun)(day|sday|nesday|rsday|urday)?\b"
 
 
 def test_anonymized_prompts_hide_dates_and_levels_and_barriers_map_back(tmp_path, monkeypatch):
-    from mltrade.backtest import load_bars, run_backtest
+    from mltrade.backtest import run_backtest
+    from mltrade.feeds.source import load_bars
 
     monkeypatch.setenv(ENV, "xai-key")
     answers: list = []

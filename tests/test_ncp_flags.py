@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mltrade.backtest import run_strategy
+from mltrade.strategy_run import run_strategy
 from mltrade.config import load_config
 from mltrade.models.ncp.adapt import ATRAdaptation
 from mltrade.models.ncp.artifact import format_metrics

@@ -7,7 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.backtest import run_backtest, run_strategy
+from mltrade.backtest import run_backtest
+from mltrade.strategy_run import run_strategy
 from mltrade.config import load_config
 from mltrade.feeds.loader import load_csv, write_csv
 from mltrade.models.ncp.adapt import ATRAdaptation

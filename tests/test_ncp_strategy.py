@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.backtest import run_strategy
+from mltrade.strategy_run import run_strategy
 from mltrade.calendars import tag_bars
 from mltrade.config import load_config
 from mltrade.models.ncp.adapt import ATRAdaptation

@@ -10,11 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.backtest import bars_for, baseline_results, baseline_runs, run_strategy, strategy_kwargs
+from mltrade.baselines.runs import baseline_results, baseline_runs
+from mltrade.feeds.source import bars_for
+from mltrade.strategy_run import run_strategy, strategy_kwargs
 from mltrade.cli import main
 from mltrade.config import load_config
 from mltrade.strategies.decision import Decision
-from mltrade.strategies.reference import BuyAndHold, IntradayMomentum, SessionBaseline
+from mltrade.baselines.session_strategy import SessionBaseline
+from mltrade.strategies.reference import BuyAndHold, IntradayMomentum
 from mltrade.strategies.registry import get_strategy
 
 

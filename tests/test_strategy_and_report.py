@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from mltrade.analyzers import EquityCurve, KnockoutStats, KnockoutTrades
-from mltrade.backtest import run_backtest, run_strategy
+from mltrade.backtest import run_backtest
+from mltrade.strategy_run import run_strategy
 from mltrade.brokers import KnockoutBroker
 from mltrade.cli import main
 from mltrade.config import ConfigError, load_config

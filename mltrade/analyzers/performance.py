@@ -18,11 +18,17 @@ import pandas as pd
 
 from mltrade.feeds.bars import _UNIX_ORDINAL
 from mltrade.io import atomic_write_text
-from mltrade.strategies.decision import PROVENANCE_COLUMNS
 
 TRADE_COLUMNS = ["product", "kind", "direction", "strike", "barrier", "ratio", "size", "entry_time",
                  "entry_price", "entry_underlying", "exit_time", "exit_price", "exit_underlying", "fees",
                  "financing", "exit_reason", "pnl", "return", "leverage", "bars"]
+
+#: trades.csv columns that say where a trade's decision came from (filled by
+#: :func:`mltrade.strategies.decision.provenance`). Convention: a strategy puts what it knows in
+#: ``Decision.info`` under these keys (``model_id``, ``agreement`` = share of ensemble votes for the
+#: chosen direction, ``gate_proba`` = the confidence gate's probability, ``p_long`` = a classifier's
+#: probability); an overlay records its verdict as ``info["llm"]["outcome"]``. Absent keys: empty cells.
+PROVENANCE_COLUMNS = ("decision_source", "model_id", "agreement", "gate_proba", "p_long", "llm_action")
 
 
 class BacktraderTrades:
@@ -193,7 +199,7 @@ def performance(equity: pd.DataFrame, trades: pd.DataFrame, start_cash: float,
 
     ``periods``: sessions per year of the data's calendar (annualises Sharpe and Sortino); default
     :func:`mltrade.significance.sessions_per_year` of the equity's dates."""
-    from mltrade.significance import sessions_per_year
+    from mltrade.annualise import sessions_per_year
 
     if periods is None:
         periods = sessions_per_year(equity.index) if len(equity) else 252.0

@@ -74,7 +74,7 @@ def _backtest(args) -> int:
         print(f"  evidence: {s['evidence']} ({s.get('evidence_reason', '')})")
     if s.get("synthetic_intraday"):
         print("  note: sample data — real daily NASDAQ bars, synthetic 5-minute bars")
-    from mltrade.report import baseline_label
+    from mltrade.baselines.names import baseline_label
     for name, b in res.baselines.items():
         print(f"  baseline {baseline_label(name)}: total return {b['total_return']:+.2%}")
     print(f"report: {res.run_dir / 'report.html'}")

@@ -74,7 +74,7 @@ def run(args) -> int:
     for w in s.get("failed_workers", []):
         print(f"warning: worker {w['worker']} died (exit code {w['exitcode']}); its batch in flight is lost, "
               f"the other workers' trials and this report stand", file=sys.stderr)
-    from mltrade.report import baseline_label
+    from mltrade.baselines.names import baseline_label
     from mltrade.sweep.verdict import rounded
     print(f"best trial {s['best_trial']}: {rounded(s['best_params'])} (mean validation log growth "
           f"{s['best_value']:.5f}; exact values in best_config.toml)")

@@ -78,7 +78,7 @@ def momentum_sharpe(bars, k: int, periods: int = 252) -> float:
     """Annualised Sharpe (ddof 1) of "long if up after ``k`` bars else short, hold to the close", no costs."""
     m = _as_matrix(bars)
     p = m.close[:, k - 1]
-    from mltrade.significance import sharpe
+    from mltrade.annualise import sharpe
 
     return sharpe(np.sign(p - m.open[:, 0]) * np.log(m.close[:, -1] / p), periods)
 
@@ -166,7 +166,25 @@ def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0
     opens = sched["open"].to_numpy(dtype="datetime64[ns]")
     nbars = ((sched["close"] - sched["open"]) / pd.Timedelta(minutes=interval)).astype(int).to_numpy()
     nd = len(sched)
-    # unit-volatility paths first (each day's volatility scales them below)
+    rel, wick_hi, wick_lo = _unit_paths(nbars, rng)   # unit volatility: each day's scales them below
+    unit_move = np.array([r[-1] for r in rel])
+    unit_gap = rng.standard_normal(nd) * 0.3
+    short = np.sqrt(nbars / nbars.max())          # a short session moves less
+    eps = rng.standard_normal(nd)
+    sig_day = _day_volatility(vol, base_vol, vol_of_vol, eps, rng, short, unit_gap, unit_move)
+    sig_day = sig_day * short
+    for i in range(nd):
+        rel[i], wick_hi[i], wick_lo[i] = rel[i] * sig_day[i], wick_hi[i] * sig_day[i], wick_lo[i] * sig_day[i]
+    day_move = unit_move * sig_day
+    gaps = unit_gap * sig_day
+    # each session opens at the previous close plus an overnight gap
+    log_open = np.log(price) + np.cumsum(gaps) + np.concatenate([[0.0], np.cumsum(day_move)[:-1]])
+    return _null_frames(sched, opens, nbars, interval, calendar, log_open, rel, wick_hi, wick_lo, vol, seed)
+
+
+def _unit_paths(nbars: np.ndarray, rng: np.random.Generator) -> Tuple[list, list, list]:
+    """Each session's unit-volatility Brownian path (log points from 0) and its bars' high and low wicks."""
+    nd = len(nbars)
     rel, wick_hi, wick_lo = [None] * nd, [None] * nd, [None] * nd
     for n in np.unique(nbars):                       # vectorised over sessions of equal length
         sel = np.flatnonzero(nbars == n)
@@ -176,10 +194,13 @@ def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0
         hi, lo = bridge_extremes(pts[:, :-1], pts[:, 1:], np.broadcast_to(s * s, (len(sel), n)), rng)
         for j, i in enumerate(sel):
             rel[i], wick_hi[i], wick_lo[i] = pts[j], hi[j], lo[j]
-    unit_move = np.array([r[-1] for r in rel])
-    unit_gap = rng.standard_normal(nd) * 0.3
-    short = np.sqrt(nbars / nbars.max())          # a short session moves less
-    eps = rng.standard_normal(nd)
+    return rel, wick_hi, wick_lo
+
+
+def _day_volatility(vol: str, base_vol: float, vol_of_vol: float, eps: np.ndarray, rng: np.random.Generator,
+                    short: np.ndarray, unit_gap: np.ndarray, unit_move: np.ndarray) -> np.ndarray:
+    """Each day's volatility under the ``vol`` model (:data:`NULL_VOLS`), before the short-session scaling."""
+    nd = len(eps)
     if vol == "sv":
         x = np.empty(nd)
         x[0] = 0.0
@@ -197,13 +218,14 @@ def null_world(start: str = "1999-01-01", end: str = "2018-12-31", seed: int = 0
             sig_day[i] = np.sqrt(h)
             move = sig_day[i] * short[i] * (unit_gap[i] + unit_move[i]) / np.sqrt(1.0 + 0.3 ** 2)
             h = (1.0 - a - b) * base_vol ** 2 + a * move ** 2 + b * h
-    sig_day = sig_day * short
-    for i in range(nd):
-        rel[i], wick_hi[i], wick_lo[i] = rel[i] * sig_day[i], wick_hi[i] * sig_day[i], wick_lo[i] * sig_day[i]
-    day_move = unit_move * sig_day
-    gaps = unit_gap * sig_day
-    # each session opens at the previous close plus an overnight gap
-    log_open = np.log(price) + np.cumsum(gaps) + np.concatenate([[0.0], np.cumsum(day_move)[:-1]])
+    return sig_day
+
+
+def _null_frames(sched: pd.DataFrame, opens: np.ndarray, nbars: np.ndarray, interval: int, calendar: str,
+                 log_open: np.ndarray, rel: list, wick_hi: list, wick_lo: list, vol: str,
+                 seed: int) -> Tuple[pd.DataFrame, pd.DataFrame]:
+    """``(daily, bars)`` of the null world's scaled paths, each session opening at ``log_open``."""
+    nd = len(nbars)
     idx_parts, val_parts, daily_rows = [], [], np.empty((nd, 5))
     for i in range(nd):
         n = int(nbars[i])

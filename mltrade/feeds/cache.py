@@ -195,18 +195,7 @@ class BarCache:
                     new += len(bars) - before
                 cov_start, cov_end = w_start, w_end
                 if w_end > now_l - settle:
-                    # recent data may not be published yet (or still forming): cover only up to the
-                    # end of the last bar received, so the next update asks again from there; bars
-                    # arrive in order, so empty windows before a received bar are truly empty
-                    cov_start = pending if pending is not None else w_start
-                    if len(chunk):
-                        last = chunk.index[-1]
-                        if last.tz is not None:
-                            last = last.tz_convert(tz).tz_localize(None)
-                        cov_end = min(w_end, last + step)
-                        pending = cov_end if cov_end < w_end else None
-                    else:
-                        cov_end, pending = cov_start, cov_start
+                    cov_start, cov_end, pending = _settling_cover(w_start, w_end, chunk, pending, tz, step)
                 if cov_end > cov_start:
                     covered = _merge_ranges(covered + [(cov_start, cov_end)])
                 meta = {"symbol": symbol, "interval": interval, "tz": tz,
@@ -217,6 +206,27 @@ class BarCache:
         return UpdateResult(path=p, new_bars=new, total_bars=len(bars),
                             requests=client.stats.requests - req0, credits=client.stats.credits - cred0,
                             ranges=gaps)
+
+
+def _settling_cover(w_start: pd.Timestamp, w_end: pd.Timestamp, chunk: pd.DataFrame,
+                    pending: Optional[pd.Timestamp], tz: str,
+                    step: pd.Timedelta) -> Tuple[pd.Timestamp, pd.Timestamp, Optional[pd.Timestamp]]:
+    """``(cover start, cover end, pending)`` of a window that ends within the settling time.
+
+    Recent data may not be published yet (or still forming): cover only up to the end of the last bar
+    received, so the next update asks again from there; bars arrive in order, so empty windows before
+    a received bar are truly empty. ``pending``: where the uncovered stretch began (None: nothing open).
+    """
+    cov_start = pending if pending is not None else w_start
+    if len(chunk):
+        last = chunk.index[-1]
+        if last.tz is not None:
+            last = last.tz_convert(tz).tz_localize(None)
+        cov_end = min(w_end, last + step)
+        pending = cov_end if cov_end < w_end else None
+    else:
+        cov_end, pending = cov_start, cov_start
+    return cov_start, cov_end, pending
 
 
 def _bound(t, tz) -> Optional[pd.Timestamp]:

@@ -131,7 +131,18 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
     if empty.any():
         _fail(path, int(lines[empty.to_numpy()][0]), f"empty value in column '{tcol}'")
     index = _parse_times(text, path, lines, tcol, tz).as_unit("ns")  # pandas 3 parses to microseconds
-    # numbers
+    df = pd.DataFrame(_numbers(raw, cols, path, lines), index=index)
+    df.index.name = "datetime"
+    if "volume" not in df:
+        df["volume"] = 0.0
+    _check_rows(df, path, lines)
+    df.attrs.update(source=str(path), synthetic_intraday=False)
+    df.attrs.update(_read_meta(path))
+    return df
+
+
+def _numbers(raw: pd.DataFrame, cols: dict, path: Path, lines: np.ndarray) -> dict:
+    """The price (and volume) columns of the raw text as floats; the first bad value fails naming its line."""
     out = {}
     for name in REQUIRED + (("volume",) if "volume" in cols else ()):
         col = raw[cols[name]].str.strip()
@@ -141,10 +152,12 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
             i = int(np.flatnonzero(bad.to_numpy())[0])
             _fail(path, int(lines[i]), f"column '{name}': expected a number, got {col.iloc[i]!r}")
         out[name] = num.to_numpy(dtype=float)
-    df = pd.DataFrame(out, index=index)
-    df.index.name = "datetime"
-    if "volume" not in df:
-        df["volume"] = 0.0
+    return out
+
+
+def _check_rows(df: pd.DataFrame, path: Path, lines: np.ndarray) -> None:
+    """Fail at the first row with a non-positive price, negative volume, high below low, open or close
+    outside the bar, or a duplicate or unsorted timestamp."""
     nonpos = (df[list(REQUIRED)] <= 0).any(axis=1).to_numpy()
     if nonpos.any():
         i = int(np.flatnonzero(nonpos)[0])
@@ -170,9 +183,6 @@ def load_csv(path: Union[str, Path], tz: Optional[str] = None) -> pd.DataFrame:
         if (d < 0).any():
             i = int(np.flatnonzero(d < 0)[0]) + 1
             _fail(path, int(lines[i]), f"timestamps not sorted ascending: {df.index[i]} after {df.index[i - 1]}")
-    df.attrs.update(source=str(path), synthetic_intraday=False)
-    df.attrs.update(_read_meta(path))
-    return df
 
 
 def meta_path(path: Union[str, Path]) -> Path:

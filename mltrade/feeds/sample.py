@@ -156,6 +156,13 @@ def _bridge_block(z: np.ndarray, e_hi: np.ndarray, e_lo: np.ndarray, u: np.ndarr
         dr = d[rev][:, None]
         pts[rev] = dr - pts[rev][:, ::-1]
         bh[rev], bl[rev] = dr - bl[rev][:, ::-1], dr - bh[rev][:, ::-1]
+    return _stretch_to_extremes(pts, bh, bl, d, hr, lr)
+
+
+def _stretch_to_extremes(pts: np.ndarray, bh: np.ndarray, bl: np.ndarray, d: np.ndarray, hr: np.ndarray,
+                         lr: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The chosen path (points from 0 to ``d``) and its bar highs/lows, stretched beyond the open-close band
+    so that they reach the day's log high ``hr`` and low ``lr``."""
     pts[:, 0], pts[:, -1] = 0.0, d
     pmax, pmin = bh.max(axis=1, keepdims=True), bl.min(axis=1, keepdims=True)
     top, bot = np.maximum(d, 0.0)[:, None], np.minimum(d, 0.0)[:, None]
@@ -199,44 +206,58 @@ def generate_intraday(daily: pd.DataFrame, seed: int = 42, interval: int = 5,
         chunk = max(1, _CHUNK_ELEMENTS // (CANDIDATES * n))
         for c0 in range(0, len(sel_all), chunk):
             sel = sel_all[c0:c0 + chunk]
-            m = len(sel)
-            z = np.empty((m, CANDIDATES, n), np.float32)
-            e_hi, e_lo = np.empty_like(z), np.empty_like(z)
-            u = np.empty((m, CANDIDATES))
-            noise = np.empty((m, n))
-            for i, g in enumerate(_day_streams(seed, ordinals[sel])):
-                g.standard_normal(dtype=np.float32, out=z[i])
-                g.standard_exponential(dtype=np.float32, out=e_hi[i])
-                g.standard_exponential(dtype=np.float32, out=e_lo[i])
-                g.standard_normal(out=u[i])
-                noise[i] = g.lognormal(0.0, 0.25, n)
-            o = daily["open"].to_numpy(dtype=float)[sel]
-            h = daily["high"].to_numpy(dtype=float)[sel]
-            lo = daily["low"].to_numpy(dtype=float)[sel]
-            c = daily["close"].to_numpy(dtype=float)[sel]
-            pts, xh, xl = _bridge_block(z, e_hi, e_lo, u, sig_day[sel], np.log(c / o), np.log(h / o),
-                                        np.log(lo / o))
-            del z, e_hi, e_lo
-            H, L = h[:, None], lo[:, None]
-            prices = np.clip(o[:, None] * np.exp(pts), L, H)
-            prices[:, 0], prices[:, -1] = o, c
-            bo, bc = prices[:, :-1], prices[:, 1:]
-            bh = np.minimum(np.maximum(o[:, None] * np.exp(xh), np.maximum(bo, bc)), H)
-            bl = np.maximum(np.minimum(o[:, None] * np.exp(xl), np.minimum(bo, bc)), L)
-            rows = np.arange(m)
-            bh[rows, np.argmax(xh, axis=1)] = h   # the day's extremes, exactly
-            bl[rows, np.argmin(xl, axis=1)] = lo
-            w = _u_shape(n)[None, :] * noise
-            bv = np.floor(vol_all[sel][:, None] * w / w.sum(axis=1, keepdims=True))
+            pieces.append(_chunk_bars(daily, sel, n, seed, ordinals, sig_day, vol_all))
             starts = opens_utc.to_numpy(dtype="datetime64[ns]")[sel][:, None] + np.arange(n)[None, :] * step
             pieces_idx.append(starts.ravel())
-            pieces.append(np.stack([bo.ravel(), bh.ravel(), bl.ravel(), bc.ravel(), bv.ravel()], axis=1))
     idx = np.concatenate(pieces_idx)
     vals = np.concatenate(pieces)
     order = np.argsort(idx, kind="stable")
     return _frame(idx[order], vals[order], tz, dict(
         symbol=daily.attrs.get("symbol", SAMPLE_SYMBOL), calendar=calendar, interval=interval,
         synthetic_intraday=True, seed=seed, generator_version=GENERATOR_VERSION, source=SAMPLE_SOURCE))
+
+
+def _draws(seed: int, ordinals: np.ndarray, n: int) -> Tuple[np.ndarray, ...]:
+    """Each day's random draws from its own stream (:func:`_day_streams`), in the generator's order: the
+    candidates' normals and exponentials (days, K, n), their volatility draws (days, K), volume noise (days, n)."""
+    m = len(ordinals)
+    z = np.empty((m, CANDIDATES, n), np.float32)
+    e_hi, e_lo = np.empty_like(z), np.empty_like(z)
+    u = np.empty((m, CANDIDATES))
+    noise = np.empty((m, n))
+    for i, g in enumerate(_day_streams(seed, ordinals)):
+        g.standard_normal(dtype=np.float32, out=z[i])
+        g.standard_exponential(dtype=np.float32, out=e_hi[i])
+        g.standard_exponential(dtype=np.float32, out=e_lo[i])
+        g.standard_normal(out=u[i])
+        noise[i] = g.lognormal(0.0, 0.25, n)
+    return z, e_hi, e_lo, u, noise
+
+
+def _chunk_bars(daily: pd.DataFrame, sel: np.ndarray, n: int, seed: int, ordinals: np.ndarray,
+                sig_day: np.ndarray, vol_all: np.ndarray) -> np.ndarray:
+    """(days * n, 5) open, high, low, close, volume of the ``n`` bars of each of the days ``sel``."""
+    m = len(sel)
+    z, e_hi, e_lo, u, noise = _draws(seed, ordinals[sel], n)
+    o = daily["open"].to_numpy(dtype=float)[sel]
+    h = daily["high"].to_numpy(dtype=float)[sel]
+    lo = daily["low"].to_numpy(dtype=float)[sel]
+    c = daily["close"].to_numpy(dtype=float)[sel]
+    pts, xh, xl = _bridge_block(z, e_hi, e_lo, u, sig_day[sel], np.log(c / o), np.log(h / o),
+                                np.log(lo / o))
+    del z, e_hi, e_lo
+    H, L = h[:, None], lo[:, None]
+    prices = np.clip(o[:, None] * np.exp(pts), L, H)
+    prices[:, 0], prices[:, -1] = o, c
+    bo, bc = prices[:, :-1], prices[:, 1:]
+    bh = np.minimum(np.maximum(o[:, None] * np.exp(xh), np.maximum(bo, bc)), H)
+    bl = np.maximum(np.minimum(o[:, None] * np.exp(xl), np.minimum(bo, bc)), L)
+    rows = np.arange(m)
+    bh[rows, np.argmax(xh, axis=1)] = h   # the day's extremes, exactly
+    bl[rows, np.argmin(xl, axis=1)] = lo
+    w = _u_shape(n)[None, :] * noise
+    bv = np.floor(vol_all[sel][:, None] * w / w.sum(axis=1, keepdims=True))
+    return np.stack([bo.ravel(), bh.ravel(), bl.ravel(), bc.ravel(), bv.ravel()], axis=1)
 
 
 def _frame(idx_utc: np.ndarray, vals: np.ndarray, tz: str, attrs: dict) -> pd.DataFrame:

@@ -11,6 +11,8 @@ from typing import Any, Optional, Protocol
 
 import pandas as pd
 
+from mltrade.analyzers.performance import PROVENANCE_COLUMNS  # noqa: F401 (the columns provenance() fills)
+
 
 @dataclass
 class Decision:
@@ -50,13 +52,6 @@ class DecisionOverlay(Protocol):
     """Anything that can review a decision before it is executed."""
 
     def review(self, decision: Decision, context: DecisionContext) -> Decision: ...
-
-
-#: trades.csv columns that say where a trade's decision came from. Convention: a strategy puts what it
-#: knows in ``Decision.info`` under these keys (``model_id``, ``agreement`` = share of ensemble votes for
-#: the chosen direction, ``gate_proba`` = the confidence gate's probability, ``p_long`` = a classifier's
-#: probability); an overlay records its verdict as ``info["llm"]["outcome"]``. Absent keys: empty cells.
-PROVENANCE_COLUMNS = ("decision_source", "model_id", "agreement", "gate_proba", "p_long", "llm_action")
 
 
 def provenance(decision: Decision) -> dict:

@@ -141,7 +141,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         """The training-time figure of the kept model, the training-time session simulation of this run's
         decisions with this run's cash and costs, and the differences between the two set-ups (empty: the
         backtest's own figure must equal the simulation to the cent)."""
-        from mltrade.models.baselines import TradeCosts, decisions_result
+        from mltrade.baselines.simulation import TradeCosts, decisions_result
         from mltrade.models.registry import read_json
 
         t = self._oos_table()

@@ -1,4 +1,4 @@
-"""The baselines every backtest is shown beside, as full runs (per-bar equity, round trips).
+"""The backtest baselines as frames without backtrader: per-bar equity and round trips, equal to its runs.
 
 * ``buy_and_hold``: the index held fully invested with the same cash: a tracker
   certificate (strike 0, no barrier, no spread, ratio 1e-4 so that whole
@@ -17,6 +17,9 @@ back into the frames a backtrader run gives (:func:`sweep_frames`); buy-and-hold
 is computed in closed form (:func:`buy_and_hold_frames`). Both are checked
 against backtrader runs in the tests; ``engine="backtrader"`` runs everything
 through backtrader (the reference, and the fallback when the bars have gaps).
+
+The sweep engine is imported inside :func:`sweep_frames` and :func:`rule_sweep` only: it sits on a
+higher floor (``mltrade.sweep``) until its kernel moves down beside the brokers.
 """
 from __future__ import annotations
 
@@ -29,8 +32,6 @@ import pandas as pd
 from mltrade.analyzers import trades_frame
 from mltrade.products import KnockoutProduct, bid_price
 
-#: names of the baselines, in table order
-BASELINE_NAMES = ("buy_and_hold", "always_long", "random_direction")
 #: tracker ratio of the buy-and-hold baseline (certificates per index point)
 TRACKER_RATIO = 1e-4
 
@@ -74,9 +75,17 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     equity = pd.DataFrame({"value": value[present], "cash": np.where(held, in_cash, value)[present],
                            "close": g.close[present], "in_position": held[present]},
                           index=_local_index(g.times[present], g.tz))
-    s = np.flatnonzero(traded)
+    return equity, _round_trips(res, i, np.flatnonzero(traded), EXIT_REASONS)
+
+
+def _round_trips(res, i: int, sets: np.ndarray, exit_reasons) -> pd.DataFrame:
+    """The round trips (:data:`~mltrade.analyzers.TRADE_COLUMNS`) of set ``i`` in the sessions ``sets``
+    (``exit_reasons``: the engine's exit reason names by code)."""
+    g = res.grid
+    p = res.params
+    ratio, fx = float(p["ratio"][i, 0]), float(p["fx"][i, 0])
     rows = []
-    for k in s:
+    for k in sets:
         ent, ext = int(res.entry_bar[i, k]), int(res.exit_bar[i, k])
         ent_t = _local_index(g.times[k:k + 1, ent], g.tz)[0]
         ext_t = _local_index(g.times[k:k + 1, ext], g.tz)[0]
@@ -93,11 +102,11 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
             "entry_time": ent_t.isoformat(), "entry_price": px, "entry_underlying": under,
             "exit_time": ext_t.isoformat(), "exit_price": float(res.exit_price[i, k]),
             "exit_underlying": float(res.exit_underlying[i, k]), "fees": fees, "financing": 0.0,
-            "exit_reason": EXIT_REASONS[int(res.exit_reason[i, k])], "pnl": pnl,
+            "exit_reason": exit_reasons[int(res.exit_reason[i, k])], "pnl": pnl,
             "return": pnl / (n * px + cin) if n * px + cin else 0.0,
             "leverage": under * ratio * fx / fair if fair > 0 else math.inf, "bars": ext - ent,
         })
-    return equity, trades_frame(rows)
+    return trades_frame(rows)
 
 
 def rule_sweep(bars: pd.DataFrame, kwargs: dict, cfg: dict, rule: str, decision_bar: int):
