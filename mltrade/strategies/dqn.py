@@ -57,7 +57,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
 
     def __init__(self) -> None:
         super().__init__()
-        from mltrade.models.dqn.pipeline import load_bundle
+        from mltrade.models.dqn.bundle import load_bundle
         from mltrade.models.registry import ModelRegistry
 
         if self.p.session == "intraday":
@@ -84,7 +84,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         self._live_bars: Dict = {}
         self.history_note = ""
         if not self.p.live:
-            from mltrade.models.dqn.pipeline import training_history
+            from mltrade.models.dqn.bundle import training_history
 
             self.daily = _daily_of(self.data.p.dataframe)
             history = None
@@ -111,7 +111,7 @@ class DQNEnsembleStrategy(KnockoutStrategy):
         """``{decision date: barrier distance}``: the ensemble's own barrier of each traded session (the
         vote's distance, else the agents' median, gaps: the range's median), for the backtest's always-long
         and random baselines, as training's baselines trade it (None in live mode)."""
-        from mltrade.models.dqn.pipeline import session_barriers
+        from mltrade.models.dqn.simulation import session_barriers
 
         t = self._oos_table()
         if self.p.live or not len(t) or not self.plan:
