@@ -232,6 +232,26 @@ class LLMOverlay:
         out.update(self.anonymization())
         if bars is None:
             return out
+        ml_pnl, llm_pnl, priced, per_outcome = self._price_reviews(bars, pricing, compound, fraction, start_cash)
+        out["pricing"] = {**pricing, "compound": compound, "stake_fraction": fraction}
+        if compound:
+            out["ml_only_final_cash"] = round(start_cash + ml_pnl, 6)
+            out["overlay_final_cash"] = round(start_cash + llm_pnl, 6)
+        out["sessions_priced"] = priced
+        out["ml_only_pnl"] = round(ml_pnl, 6)
+        out["overlay_pnl"] = round(llm_pnl, 6)
+        out["overlay_minus_ml"] = round(llm_pnl - ml_pnl, 6)
+        out["by_outcome"] = per_outcome
+        if trades is not None:
+            sessions = {r.session for r in self.records}
+            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, sessions), 6)
+        return out
+
+    def _price_reviews(self, bars: pd.DataFrame, pricing: dict, compound: bool, fraction: float,
+                       start_cash: float) -> tuple:
+        """``(ML-only P&L, overlay P&L, reviews priced, P&L by outcome)`` of every review with a time, each
+        decision priced by :func:`price_decision` (``compound``: in time order, each book staking
+        ``fraction`` of its own cash)."""
         ml_pnl = llm_pnl = 0.0
         priced = 0
         per_outcome: dict = {}
@@ -250,19 +270,7 @@ class LLMOverlay:
             po["n"] += 1
             po["ml_pnl"] += ml["pnl"]
             po["overlay_pnl"] += ov["pnl"]
-        out["pricing"] = {**pricing, "compound": compound, "stake_fraction": fraction}
-        if compound:
-            out["ml_only_final_cash"] = round(start_cash + ml_pnl, 6)
-            out["overlay_final_cash"] = round(start_cash + llm_pnl, 6)
-        out["sessions_priced"] = priced
-        out["ml_only_pnl"] = round(ml_pnl, 6)
-        out["overlay_pnl"] = round(llm_pnl, 6)
-        out["overlay_minus_ml"] = round(llm_pnl - ml_pnl, 6)
-        out["by_outcome"] = per_outcome
-        if trades is not None:
-            sessions = {r.session for r in self.records}
-            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, sessions), 6)
-        return out
+        return ml_pnl, llm_pnl, priced, per_outcome
 
     def anonymization(self) -> dict:
         """``{"anonymized": bool}`` plus, when on, the seed and the run's price map
