@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mltrade.models.dqn.pipeline import constant_outputs
+from mltrade.models.dqn.inference import constant_outputs
 from mltrade.models.registry import ModelRegistry
 
 
@@ -67,7 +67,8 @@ def test_registry_metadata_keys_of_a_kept_bundle(tmp_path):
     from mltrade.models.dqn.gate import ConfidenceGate
     from mltrade.models.dqn.linear import Scaler
     from mltrade.models.dqn.memory import SequentialMemory
-    from mltrade.models.dqn.pipeline import FoldResult, save_bundle
+    from mltrade.models.dqn.bundle import save_bundle
+    from mltrade.models.dqn.fold import FoldResult
 
     agents = []
     for seed in (1, 2):                      # a real (tiny, untrained) ensemble of two agents

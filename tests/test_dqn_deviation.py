@@ -125,7 +125,7 @@ def trained(tmp_path_factory):
 
 def test_pipeline_with_53_values_keeps_and_loads_the_model(trained):
     from mltrade.feeds.sample import load_daily
-    from mltrade.models.dqn.pipeline import load_bundle
+    from mltrade.models.dqn.bundle import load_bundle
     from mltrade.models.registry import ModelRegistry
 
     tmp, cfg, summary = trained

@@ -46,7 +46,7 @@ def _bundle(registry) -> tuple:
     """Kept specs, Q-values of every kept agent on the whole range, metrics of the registry's model."""
     from mltrade.feeds.sample import load_daily
     from mltrade.models.dqn.observations import build_observations
-    from mltrade.models.dqn.pipeline import load_bundle
+    from mltrade.models.dqn.bundle import load_bundle
     from mltrade.models.registry import ModelRegistry
 
     reg = ModelRegistry(registry)

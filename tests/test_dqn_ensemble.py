@@ -183,7 +183,7 @@ def test_vote_matches_a_plain_count(actions):
 
 def test_default_target_network_updates_within_the_default_steps():
     from mltrade.config import load_config
-    from mltrade.models.dqn.pipeline import ensemble_config_from
+    from mltrade.models.dqn.data import ensemble_config_from
 
     ec = ensemble_config_from(load_config()["dqn"])
     assert ec.target_model_update < 1 or ec.target_model_update < ec.steps

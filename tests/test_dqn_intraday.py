@@ -6,7 +6,7 @@ import pytest
 from mltrade.baselines.simulation import TradeCosts
 from mltrade.models.dqn.env import KnockoutEnv
 from mltrade.models.dqn.observations import original_observations
-from mltrade.models.dqn.pipeline import IntradaySim, intraday_observations_for
+from mltrade.models.dqn.simulation import IntradaySim, intraday_observations_for
 
 N = 6
 
@@ -53,7 +53,7 @@ def trained(tmp_path_factory, bars):
 
 
 def test_intraday_pipeline_keeps_and_loads_the_model(trained, bars):
-    from mltrade.models.dqn.pipeline import load_bundle
+    from mltrade.models.dqn.bundle import load_bundle
     from mltrade.models.registry import ModelRegistry
 
     tmp, summary = trained

@@ -8,7 +8,8 @@ import pytest
 
 from mltrade.baselines.simulation import TradeCosts, decisions_result, step_budget
 from mltrade.models.dqn.ladder import fixed_budget_returns, session_ladder
-from mltrade.models.dqn.pipeline import below_baselines, session_barriers
+from mltrade.models.dqn.fold import below_baselines
+from mltrade.models.dqn.simulation import session_barriers
 from mltrade.models.dqn.synthetic import planted_daily
 from mltrade.models.walkforward import walk_forward_folds
 

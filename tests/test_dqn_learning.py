@@ -19,7 +19,7 @@ N, TRAIN, VAL, TEST, EMBARGO = 900, 450, 150, 290, 2
 
 def _train(daily, tmp_path):
     from mltrade.models.dqn.observations import build_observations
-    from mltrade.models.dqn.pipeline import train_session_fold
+    from mltrade.models.dqn.fold import train_session_fold
     from mltrade.models.walkforward import walk_forward_folds
 
     cfg = dict(load_config()["dqn"])

@@ -52,7 +52,7 @@ def test_ncp_search_pbo_over_complete_trials_null_and_planted():
 
 def test_dqn_selection_pbo_planted_candidate_and_too_few():
     from mltrade.commands.train_dqn import selection_pbo_line
-    from mltrade.models.dqn.pipeline import selection_pbo
+    from mltrade.models.dqn.fold import selection_pbo
     rng = np.random.default_rng(5)
     cands = [rng.standard_normal(100) * 0.01 for _ in range(12)]
     null = selection_pbo(cands)

@@ -39,14 +39,10 @@ from typing import Any, Dict, Optional, Union
 
 import backtrader as bt
 
+from mltrade.brokers.book_legs import LONG_INFO, SHORT_INFO, BookLegs
 from mltrade.products import CertificateSpec, KnockoutProduct, unwind_price
 
 Default = Union[KnockoutProduct, CertificateSpec]
-
-#: stock-like accounting for the strategy's Trade objects (profit = size * price change)
-_LONG_INFO = bt.CommInfoBase(commission=0.0, percabs=True)
-#: a short certificate held in a negative position gains when its price rises: P&L sign flipped
-_SHORT_INFO = bt.CommInfoBase(commission=0.0, percabs=True, mult=-1.0)
 
 
 class CertificateSizing(bt.CommInfoBase):
@@ -63,7 +59,7 @@ class CertificateSizing(bt.CommInfoBase):
         return int(cash // unit) if unit > 0 else 0
 
 
-class DefaultBook(bt.brokers.BackBroker):
+class DefaultBook(BookLegs, bt.brokers.BackBroker):
     """backtrader's BackBroker for one KnockoutBroker's orders without ``product=`` (see the module doc)."""
 
     def __init__(self, owner, default: Default) -> None:
@@ -99,7 +95,7 @@ class DefaultBook(bt.brokers.BackBroker):
         self._fresh()
 
     def getcommissioninfo(self, data):
-        return _LONG_INFO
+        return LONG_INFO
 
     # ------------------------------------------------------------------ pricing
     def _fx(self, product: KnockoutProduct) -> float:
@@ -155,6 +151,8 @@ class DefaultBook(bt.brokers.BackBroker):
         return super().sell(owner, data, size, *args, **kwargs)
 
     def _execute(self, order, ago=None, price=None, cash=None, position=None, dtcoc=None):
+        """backtrader's execution (``ago is None``: the Margin check at submission, returning the cash left)
+        priced on certificates: the closing leg, then the opening leg, recorded on the order and position."""
         if ago is not None and price is None:
             return None
         size = order.executed.remsize
@@ -172,91 +170,13 @@ class DefaultBook(bt.brokers.BackBroker):
         level = float(level)
         old_size, old_price = pos.size, pos.price
         _, _, opened, closed = bt.Position(old_size, old_price).update(size, level)
-        spec = self.spec is not None
-        first = True
-        cp = closedvalue = closedcomm = pnl = 0.0
-        if closed:
-            n = abs(closed)
-            held = self._held.get(data) or self._product_for(order, 1 if old_size > 0 else -1, data)
-            fx = self._fx(held)
-            if old_size > 0 or spec:      # certificates sold at their bid
-                cp = held.bid_scalar(level, fx)
-                cash += n * cp
-                pnl = n * (cp - old_price)
-            else:                         # a tracker's short covered at the ask
-                cp = held.fair_scalar(level, fx)
-                cash -= n * cp
-                pnl = n * (old_price - cp)
-            closedvalue = -closed * old_price if not spec else n * old_price
-            closedcomm = self._fee(n, cp, first)
-            first = False
-            cash -= closedcomm
-            if not pseudo:
-                self.cash = cash
-        op = openedvalue = openedcomm = 0.0
-        popened, refused, product = opened, None, None
-        if opened:
-            n = abs(opened)
-            direction = 1 if opened > 0 else -1
-            product = self._product_for(order, direction, data)
-            fx = self._fx(product)
-            short_sale = not spec and direction < 0
-            if short_sale and not product.is_tracker:
-                refused = "no_short_certificate"
-            elif (not spec and self._dead_fixed) or (direction * product.direction > 0 and (
-                    level <= product.barrier if product.direction > 0 else level >= product.barrier)):
-                refused = "knocked_out"
-            if refused is None:
-                op = product.bid_scalar(level, fx) if short_sale else product.fair_scalar(level, fx)
-                if op <= 0 and not short_sale:
-                    refused = "no_quote"
-            if refused is not None:
-                opened = 0
-            else:
-                openedvalue = opened * op if not spec else n * op
-                cash += n * op if short_sale else -n * op
-                openedcomm = self._fee(n, op, first)
-                cash -= openedcomm
-                if cash < 0.0:
-                    opened = 0
-                    openedvalue = openedcomm = 0.0
-                elif not pseudo:
-                    self.cash = cash
+        close, cash = self._close_leg(order, data, closed, old_size, old_price, level, cash, pseudo)
+        open_, cash = self._open_leg(order, data, opened, level, cash, pseudo, first=not closed)
         if pseudo:
             return cash   # a refusal is reported at execution, with its reason
-        dt = dtcoc or data.datetime[ago]
-        when = data.datetime.datetime()
-        short_closed = spec and closed and old_size < 0
-        if closed:
-            pos.update(closed, cp, when)
-            if not pos.size:
-                self._held.pop(data, None)
-        if opened:
-            pos.update(opened, op, when)
-            self._held[data] = product
-            self._owners[data] = order.owner
-        if closed or opened:
-            if closed and opened and cp != op:
-                order.execute(dt, closed, cp, closed, closedvalue, closedcomm, 0, 0.0, 0.0,
-                              None, pnl, 0, 0.0)
-                order.execute(dt, opened, op, 0, 0.0, 0.0, opened, openedvalue, openedcomm,
-                              None, 0.0, pos.size, pos.price)
-            else:
-                order.execute(dt, closed + opened, cp if closed else op, closed, closedvalue, closedcomm,
-                              opened, openedvalue, openedcomm, None, pnl, pos.size, pos.price)
-            order.addcomminfo(_SHORT_INFO if short_closed or (spec and opened < 0 and not closed)
-                              else _LONG_INFO)
-            self.notify(order)
-            self._ococheck(order)
-        if popened and not opened:
-            if refused is not None:
-                order.addinfo(reject_reason=refused)
-                order.reject()
-            else:
-                order.margin()
-            self.notify(order)
-            self._ococheck(order)
-            self._bracketize(order, cancel=True)
+        self._record_execution(order, ago, dtcoc, pos, close, open_, old_size)
+        if opened and not open_.size:
+            self._refuse_opening(order, open_.refused)
         return None
 
     # ------------------------------------------------------------------ knock-outs
@@ -368,6 +288,6 @@ class DefaultBook(bt.brokers.BackBroker):
             self._dead_fixed = True
         order.execute(data.datetime[0], closed, residual, closed, n * entry, 0.0, 0, 0.0, 0.0,
                       None, n * (residual - entry), 0, 0.0)
-        order.addcomminfo(_SHORT_INFO if closed > 0 and self.spec is not None else _LONG_INFO)
+        order.addcomminfo(SHORT_INFO if closed > 0 and self.spec is not None else LONG_INFO)
         self.notify(order)
         self._ko_side[data] = 1 if closed < 0 else -1

@@ -15,6 +15,9 @@ dependencies (and its own retry/format logic) without covering those needs.
 The key travels in the ``Authorization: apikey <key>`` header (supported by
 TwelveData), so it never appears in URLs, logs or exception texts; every
 message is also scrubbed of the key as a second line of defence.
+
+The errors live in :mod:`mltrade.feeds.twelvedata_errors`, the bars' pure functions (parsing, merging,
+intervals) in :mod:`mltrade.feeds.twelvedata_bars`; both are re-exported here.
 """
 from __future__ import annotations
 
@@ -23,64 +26,29 @@ import datetime
 import email.utils
 import logging
 import os
-import re
 import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Iterator, Optional, Tuple, Union
+from typing import Callable, Deque, Iterator, Optional, Tuple
 
-import numpy as np
 import pandas as pd
 import requests
+
+# the bars' functions and the errors are part of this module's face (mltrade.feeds.cache, twelvedata_feed,
+# mltrade.commands.data_fetch and the tests import them from here)
+from mltrade.feeds.twelvedata_bars import (INTERVALS, DateLike, _empty_frame, _guess_tz,  # noqa: F401
+                                           _localise, _to_local_naive, drop_incomplete, interval_minutes,
+                                           merge_bars, parse_time_series)
+from mltrade.feeds.twelvedata_errors import (TwelveDataAuthError, TwelveDataError,  # noqa: F401
+                                             TwelveDataRateLimitError, TwelveDataRequestError,
+                                             TwelveDataServerError, short_reason)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_BASE_URL = "https://api.twelvedata.com"
 MAX_OUTPUTSIZE = 5000
-#: TwelveData interval name -> length in minutes (``None``: daily or longer, dates only)
-INTERVALS = {"1min": 1, "5min": 5, "15min": 15, "30min": 30, "45min": 45, "1h": 60, "2h": 120,
-             "4h": 240, "1day": None, "1week": None, "1month": None}
 _NO_DATA = "no data is available"
-DateLike = Union[str, pd.Timestamp]
-
-
-class TwelveDataError(RuntimeError):
-    """Base class of every error raised by the client (never contains the API key)."""
-
-
-class TwelveDataAuthError(TwelveDataError):
-    """401/403: the key is missing, wrong or not allowed to use this endpoint/symbol."""
-
-
-class TwelveDataRequestError(TwelveDataError):
-    """400/404 (bad parameters, unknown symbol) or another non-retryable API error."""
-
-
-class TwelveDataRateLimitError(TwelveDataError):
-    """Still rate limited (429) after the allowed retries."""
-
-
-class TwelveDataServerError(TwelveDataError):
-    """5xx, time-outs, connection failures or malformed bodies after the allowed retries."""
-
-
-def interval_minutes(interval: str) -> Optional[int]:
-    """Minutes of a TwelveData interval (``"5min"`` -> 5), ``None`` for daily or longer."""
-    if interval not in INTERVALS:
-        raise ValueError(f"interval: expected one of {list(INTERVALS)}, got {interval!r}")
-    return INTERVALS[interval]
-
-
-def short_reason(exc: BaseException) -> str:
-    """The root cause of a connection failure in a few words ("[Errno 111] Connection refused",
-    "Name or service not known"), not urllib3's whole chain with the URL."""
-    text = str(exc)
-    m = re.search(r"\[Errno -?\d+\] [^'\")(]+", text) or re.search(
-        r"Name or service not known|Temporary failure in name resolution|timed out|Connection refused|"
-        r"Connection reset by peer", text)
-    return m.group(0).strip() if m else text[:160]
-
 
 class RateLimiter:
     """Sliding-window limiter: at most ``credits`` credits spent in any ``period`` seconds.
@@ -268,47 +236,56 @@ class TwelveDataClient:
                 last = f"{what}: connection failed ({type(exc).__name__}: {self._scrub(short_reason(exc))})"
                 log.debug("%s; retry %d/%d", last, attempt + 1, self.max_retries)
                 continue
-            try:
-                body = resp.json()
-            except ValueError:
-                body = None
-            code = resp.status_code
-            message = ""
-            if isinstance(body, dict) and body.get("status") == "error":
-                code = int(body.get("code", code) or code)
-                message = str(body.get("message", ""))
-            elif code >= 400 and body is None:
-                message = resp.text[:200]
-            if resp.status_code in (429, 503) or code in (429, 503):
-                wait = self._retry_after(resp)
-            if code == 429:
-                if wait is None:
-                    self.limiter.penalise()
-                    self._penalised = True
-                last = f"{what}: rate limited (HTTP 429): {message}"
-                log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
-                if attempt == self.max_retries:
-                    raise self._fail(TwelveDataRateLimitError,
-                                     f"{last} — still limited after {self.max_retries} retries; "
-                                     f"lower credits_per_minute")
-                continue
-            if code >= 500:
-                last = f"{what}: server error HTTP {code}: {message or resp.text[:200]}"
-                log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
-                continue
-            if code in (401, 403):
-                raise self._fail(TwelveDataAuthError, f"{what}: HTTP {code} (authentication): {message}")
-            if code >= 400:
-                if _NO_DATA in message.lower():  # an empty window, not a failure: no warning
-                    raise TwelveDataRequestError(self._scrub(f"{what}: HTTP {code}: {message}"))
-                raise self._fail(TwelveDataRequestError, f"{what}: HTTP {code}: {message}")
-            if not isinstance(body, dict):
-                last = (f"{what}: malformed answer (expected a JSON object), starts with "
-                        f"{resp.text[:80]!r}")
-                log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
-                continue
-            return body
+            body, why, wait = self._answer(resp, what, attempt)
+            if body is not None:
+                return body
+            last = why
         raise self._fail(TwelveDataServerError, f"{last} — gave up after {self.max_retries} retries")
+
+    def _answer(self, resp: requests.Response, what: str, attempt: int) -> tuple:
+        """``(body, "", wait)`` of a successful answer, or ``(None, why, wait)`` to retry it (``wait``: the
+        seconds of a ``Retry-After`` header, or None); raises on answers a retry cannot change."""
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        code = resp.status_code
+        message = ""
+        if isinstance(body, dict) and body.get("status") == "error":
+            code = int(body.get("code", code) or code)
+            message = str(body.get("message", ""))
+        elif code >= 400 and body is None:
+            message = resp.text[:200]
+        wait = None
+        if resp.status_code in (429, 503) or code in (429, 503):
+            wait = self._retry_after(resp)
+        if code == 429:
+            if wait is None:
+                self.limiter.penalise()
+                self._penalised = True
+            last = f"{what}: rate limited (HTTP 429): {message}"
+            log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+            if attempt == self.max_retries:
+                raise self._fail(TwelveDataRateLimitError,
+                                 f"{last} — still limited after {self.max_retries} retries; "
+                                 f"lower credits_per_minute")
+            return None, last, wait
+        if code >= 500:
+            last = f"{what}: server error HTTP {code}: {message or resp.text[:200]}"
+            log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+            return None, last, wait
+        if code in (401, 403):
+            raise self._fail(TwelveDataAuthError, f"{what}: HTTP {code} (authentication): {message}")
+        if code >= 400:
+            if _NO_DATA in message.lower():  # an empty window, not a failure: no warning
+                raise TwelveDataRequestError(self._scrub(f"{what}: HTTP {code}: {message}"))
+            raise self._fail(TwelveDataRequestError, f"{what}: HTTP {code}: {message}")
+        if not isinstance(body, dict):
+            last = (f"{what}: malformed answer (expected a JSON object), starts with "
+                    f"{resp.text[:80]!r}")
+            log.debug("%s; retry %d/%d", self._scrub(last), attempt + 1, self.max_retries)
+            return None, last, wait
+        return body, "", wait
 
     # -- time_series -----------------------------------------------------------
     def time_series_page(self, symbol: str, interval: str, start: Optional[pd.Timestamp] = None,
@@ -398,96 +375,6 @@ class TwelveDataClient:
         """All bars in ``[start, end)``: ascending, exchange timezone, duplicates removed."""
         parts = [b for _, _, b in self.iter_windows(symbol, interval, start, end, tz, complete_only)]
         return merge_bars(parts) if parts else _empty_frame(interval)
-
-
-# ---------------------------------------------------------------------------
-# Parsing and merging (pure functions)
-# ---------------------------------------------------------------------------
-def _empty_frame(interval: str, tz: Optional[str] = None) -> pd.DataFrame:
-    idx = pd.DatetimeIndex([], name="datetime")
-    if INTERVALS.get(interval) and tz:
-        idx = idx.tz_localize(tz)
-    return pd.DataFrame({c: pd.Series([], dtype=float) for c in ("open", "high", "low", "close", "volume")},
-                        index=idx)
-
-
-def parse_time_series(body: dict, interval: str, symbol: str = "") -> pd.DataFrame:
-    """Turn a ``time_series`` JSON body into ascending bars (tz-aware for intraday intervals)."""
-    where = f"TwelveData time_series {symbol} {interval}".strip()
-    values = body.get("values")
-    meta = body.get("meta") or {}
-    if values is None:
-        raise TwelveDataServerError(f"{where}: answer has no 'values' field (keys: {sorted(body)})")
-    if not isinstance(values, list):
-        raise TwelveDataServerError(f"{where}: 'values' is not a list")
-    tz = meta.get("exchange_timezone") or _guess_tz(symbol)
-    if not values:
-        return _empty_frame(interval, tz if INTERVALS.get(interval) else None)
-    frame = pd.DataFrame(values)
-    missing = {"datetime", "open", "high", "low", "close"} - set(frame.columns)
-    if missing:
-        raise TwelveDataServerError(f"{where}: bars lack field(s) {sorted(missing)}")
-    try:
-        idx = pd.DatetimeIndex(pd.to_datetime(frame["datetime"], format="mixed"), name="datetime")
-        idx = idx.as_unit("ns")
-        data = {c: pd.to_numeric(frame[c]).astype(float).to_numpy() for c in ("open", "high", "low", "close")}
-    except (ValueError, TypeError) as exc:
-        raise TwelveDataServerError(f"{where}: unparseable bar values ({exc})") from None
-    data["volume"] = (pd.to_numeric(frame["volume"], errors="coerce").fillna(0.0).astype(float).to_numpy()
-                      if "volume" in frame else np.zeros(len(frame)))
-    if INTERVALS.get(interval):
-        idx = idx.tz_localize(tz, ambiguous="NaT", nonexistent="NaT")
-    else:
-        idx = idx.normalize()
-    out = pd.DataFrame(data, index=idx)
-    out = out[out.index.notna()]
-    return merge_bars([out])
-
-
-def merge_bars(parts: list) -> pd.DataFrame:
-    """Concatenate bar frames, sort ascending, keep the LAST occurrence of a duplicated timestamp."""
-    parts = [p for p in parts if p is not None and len(p)]
-    if not parts:
-        return _empty_frame("1day")
-    tzs = {str(p.index.tz) for p in parts}
-    if len(tzs) > 1:
-        tz = str(parts[0].index.tz)
-        parts = [p.tz_convert(tz) if p.index.tz is not None else p for p in parts]
-    df = pd.concat(parts) if len(parts) > 1 else parts[0].copy()
-    df = df[~df.index.duplicated(keep="last")].sort_index(kind="stable")
-    df.index.name = "datetime"
-    return df[["open", "high", "low", "close", "volume"]]
-
-
-def drop_incomplete(bars: pd.DataFrame, interval: str, now: pd.Timestamp, tz: str = "UTC") -> pd.DataFrame:
-    """Drop bars still forming at ``now``.
-
-    Intraday: ``start + interval > now``; daily: today (in ``tz``) or later.
-    """
-    minutes = interval_minutes(interval)
-    if minutes:
-        return bars[np.asarray(bars.index + pd.Timedelta(minutes=minutes) <= now)]
-    today = now.tz_convert(tz).tz_localize(None).normalize()
-    return bars[np.asarray(bars.index < today)]
-
-
-def _guess_tz(symbol: str) -> str:
-    from mltrade.calendars import calendar_for_symbol, timezone_of
-    try:
-        return timezone_of(calendar_for_symbol(symbol))
-    except ValueError:
-        return "UTC"
-
-
-def _to_local_naive(t: DateLike, tz: str) -> pd.Timestamp:
-    ts = pd.Timestamp(t)
-    if ts.tz is not None:
-        ts = ts.tz_convert(tz).tz_localize(None)
-    return ts
-
-
-def _localise(t: pd.Timestamp, tz) -> pd.Timestamp:
-    return t.tz_localize(tz) if tz is not None else t
 
 
 def client_from_config(cfg: Optional[dict] = None, **overrides) -> TwelveDataClient:

@@ -12,25 +12,27 @@ every case. With ``anonymize`` the model sees no dates and rescaled prices
 apply. Every review is kept as an :class:`OverlayRecord` with an outcome and a
 reason code, for :meth:`LLMOverlay.summary` and :meth:`LLMOverlay.report_section`;
 per-review log lines are DEBUG, :meth:`LLMOverlay.summary_line` sums a run up.
+
+The ML-only pricing the summary compares with lives in :mod:`mltrade.llm.session_pricing`; the ``[llm]``
+section and :func:`~mltrade.llm.build.build_overlay` in :mod:`mltrade.llm.build`.
 """
 from __future__ import annotations
 
 import html
 import logging
-import math
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import pandas as pd
 
 from mltrade.llm.anonymize import PriceMap, anonymize_request, barrier_to_real
-from mltrade.llm.cache import MODES, ReplayCache, Responder
-from mltrade.llm.client import DEFAULT_BASE_URL, DEFAULT_KEY_ENV, DEFAULT_MODEL, LLMCallError, LLMClient
+from mltrade.llm.cache import Responder
+from mltrade.llm.client import LLMCallError
 from mltrade.llm.contract import (OUTCOMES, REASONS, ContractError, ContractRules, LLMRequest, LLMResponse,
                                   leverage, parse_text, validate)
 from mltrade.llm.prompt import build_messages, repair_messages
-from mltrade.products import KnockoutProduct
+from mltrade.llm.session_pricing import price_decision, strategy_inputs, trades_pnl_on_sessions
 from mltrade.strategies.decision import Decision, DecisionContext
 
 log = logging.getLogger("mltrade.llm")
@@ -216,7 +218,7 @@ class LLMOverlay:
         each time, as a strategy that stakes its cash does; without it every
         session stakes ``stake_fraction * stake``.
         """
-        bars, trades, pricing = _from_strategy(strategy, bars, trades, pricing)
+        bars, trades, pricing = strategy_inputs(strategy, bars, trades, pricing)
         pricing = dict(pricing)
         compound = bool(pricing.pop("compound", False))
         fraction = float(pricing.pop("stake_fraction", None) or 1.0)
@@ -230,6 +232,26 @@ class LLMOverlay:
         out.update(self.anonymization())
         if bars is None:
             return out
+        ml_pnl, llm_pnl, priced, per_outcome = self._price_reviews(bars, pricing, compound, fraction, start_cash)
+        out["pricing"] = {**pricing, "compound": compound, "stake_fraction": fraction}
+        if compound:
+            out["ml_only_final_cash"] = round(start_cash + ml_pnl, 6)
+            out["overlay_final_cash"] = round(start_cash + llm_pnl, 6)
+        out["sessions_priced"] = priced
+        out["ml_only_pnl"] = round(ml_pnl, 6)
+        out["overlay_pnl"] = round(llm_pnl, 6)
+        out["overlay_minus_ml"] = round(llm_pnl - ml_pnl, 6)
+        out["by_outcome"] = per_outcome
+        if trades is not None:
+            sessions = {r.session for r in self.records}
+            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, sessions), 6)
+        return out
+
+    def _price_reviews(self, bars: pd.DataFrame, pricing: dict, compound: bool, fraction: float,
+                       start_cash: float) -> tuple:
+        """``(ML-only P&L, overlay P&L, reviews priced, P&L by outcome)`` of every review with a time, each
+        decision priced by :func:`price_decision` (``compound``: in time order, each book staking
+        ``fraction`` of its own cash)."""
         ml_pnl = llm_pnl = 0.0
         priced = 0
         per_outcome: dict = {}
@@ -248,19 +270,7 @@ class LLMOverlay:
             po["n"] += 1
             po["ml_pnl"] += ml["pnl"]
             po["overlay_pnl"] += ov["pnl"]
-        out["pricing"] = {**pricing, "compound": compound, "stake_fraction": fraction}
-        if compound:
-            out["ml_only_final_cash"] = round(start_cash + ml_pnl, 6)
-            out["overlay_final_cash"] = round(start_cash + llm_pnl, 6)
-        out["sessions_priced"] = priced
-        out["ml_only_pnl"] = round(ml_pnl, 6)
-        out["overlay_pnl"] = round(llm_pnl, 6)
-        out["overlay_minus_ml"] = round(llm_pnl - ml_pnl, 6)
-        out["by_outcome"] = per_outcome
-        if trades is not None:
-            sessions = {r.session for r in self.records}
-            out["strategy_trades_pnl"] = round(trades_pnl_on_sessions(trades, sessions), 6)
-        return out
+        return ml_pnl, llm_pnl, priced, per_outcome
 
     def anonymization(self) -> dict:
         """``{"anonymized": bool}`` plus, when on, the seed and the run's price map
@@ -336,204 +346,7 @@ class LLMOverlay:
         return "LLM overlay", "\n".join(parts)
 
 
-def pricing_for(strategy: Any) -> dict:
-    """:func:`price_decision` settings matching a ``KnockoutStrategy`` and its ``KnockoutBroker``.
-
-    ``stake``: the strategy's fixed ``stake`` (``compound`` False) or, when it stakes its
-    cash (all of it, or ``stake_fraction`` of it), the broker's starting cash with
-    ``compound`` True so :meth:`LLMOverlay.summary` carries the cash from session to session.
-    ``commission``/``commission_pct``: the broker's fixed and proportional fees.
-    """
-    p, broker = strategy.p, strategy.broker
-    fixed_stake = getattr(p, "stake", None)
-    stake = fixed_stake or getattr(broker, "startingcash", None) or broker.getcash()
-    bp = getattr(broker, "p", None)
-    out = {"ratio": float(p.ratio), "spread": float(p.spread), "fx": float(p.fx),
-           "commission": float(getattr(bp, "commission_fixed", 0.0) or 0.0),
-           "commission_pct": float(getattr(bp, "commission_pct", 0.0) or 0.0), "stake": float(stake),
-           "kind": getattr(p, "kind", "turbo"), "barrier_buffer": float(getattr(p, "barrier_buffer", 0.0)),
-           "compound": not fixed_stake}
-    fraction = getattr(p, "stake_fraction", None)
-    if not fixed_stake and fraction:
-        out["stake_fraction"] = float(fraction)
-    return out
-
-
-def _from_strategy(strategy: Any, bars: Optional[pd.DataFrame], trades: Any, pricing: dict):
-    if strategy is None:
-        return bars, trades, pricing
-    if bars is None:
-        bars = getattr(strategy.data.p, "dataframe", None)
-    if trades is None:
-        trades = getattr(strategy.broker, "roundtrips", None)
-    return bars, trades, {**pricing_for(strategy), **pricing}
-
-
 def _side(direction: int, barrier: Optional[float]) -> str:
     if not direction:
         return "no trade"
     return f"{'Long' if direction > 0 else 'Short'} @ {barrier:.2f}"
-
-
-# --------------------------------------------------------------------------
-# ML-only pricing over a session (small on purpose)
-# --------------------------------------------------------------------------
-def price_decision(decision: Decision, bars: pd.DataFrame, *, ratio: float = 0.01, spread: float = 0.01,
-                   fx: float = 1.0, commission: float = 1.0, stake: float = 1000.0,
-                   stop: Optional[float] = None, kind: str = "turbo", barrier_buffer: float = 0.0,
-                   commission_pct: float = 0.0) -> dict:
-    """P&L of a certificate bought for ``decision`` and held over the rest of its session.
-
-    Entry: the open of the first bar after ``decision.time`` on the same date (at
-    the ask), whole certificates ``floor((stake - commission) / (ask * (1 + commission_pct)))``
-    as the ``KnockoutBroker`` sizes a stake. Exit, bar
-    by bar: knock-out (open through the barrier, or no stop and the bar's worst
-    price touches it: paid 0), stop (certificate bid at or below ``stop * entry``:
-    at the open's bid if it gapped below, else at the stop level), or the
-    session's last close at the bid. Each fill pays the broker's fee ``commission +
-    commission_pct * size * price``; a knock-out pays none (as the broker).
-    ``stop`` defaults to ``decision.stop``. On daily bars (naive dates) the
-    trade is the next session, from its open to its close. A mini future (``kind``) pays its
-    residual at the bar's worst price after a knock-out; financing is ignored
-    within a session.
-    """
-    none = {"pnl": 0.0, "entry": None, "exit": None, "size": 0, "fees": 0.0, "exit_reason": "no_trade"}
-    if not decision.direction or decision.time is None:
-        return none
-    barrier = decision.barrier_level()
-    if barrier is None:
-        return none
-    t = pd.Timestamp(decision.time)
-    idx = bars.index
-    local = idx.tz_localize(None) if getattr(idx, "tz", None) is not None else idx
-    if t.tzinfo is not None:
-        tz = getattr(idx, "tz", None)
-        t = t.tz_convert(tz).tz_localize(None) if tz is not None else t.tz_localize(None)
-    if getattr(idx, "tz", None) is None and bool((local == local.normalize()).all()):
-        session = bars.loc[local > t].iloc[:1]  # daily bars: the next session, open to close
-    else:
-        session = bars.loc[(local > t) & (local.normalize() == t.normalize())]
-    if session.empty:
-        return {**none, "exit_reason": "no_bars"}
-    stop = decision.stop if stop is None else stop
-    o, h, lo, c = (session[k].to_numpy(float) for k in ("open", "high", "low", "close"))
-    d = decision.direction
-    if (d > 0 and o[0] <= barrier) or (d < 0 and o[0] >= barrier):
-        return {**none, "exit_reason": "knocked_out_before_entry"}
-    product = KnockoutProduct.for_index(d, float(o[0]), barrier=barrier, ratio=ratio, spread=spread, fx=fx,
-                                        kind=kind, barrier_buffer=barrier_buffer)
-    entry = float(product.ask(o[0]))
-    size = math.floor((stake - commission) / (entry * (1.0 + commission_pct)) + 1e-9) if entry > 0 else 0
-    if size <= 0:
-        return {**none, "entry": entry, "exit_reason": "stake_too_small"}
-    worst = lo if d > 0 else h
-    stop_level = None if not stop else stop * entry
-    exit_price, reason = float(product.bid(c[-1])), "session_end"
-    for i in range(len(o)):
-        if bool(product.knocked_out_by(o[i], o[i])):
-            exit_price, reason = float(product.residual(worst[i])), "knockout"
-            break
-        if stop_level is not None:
-            if float(product.bid(o[i])) <= stop_level:
-                exit_price, reason = float(product.bid(o[i])), "stop"
-                break
-            if float(product.bid(worst[i])) <= stop_level:
-                exit_price, reason = stop_level, "stop"
-                break
-        if bool(product.knocked_out_by(lo[i], h[i])):
-            exit_price, reason = float(product.residual(worst[i])), "knockout"
-            break
-    fees = commission + commission_pct * size * entry
-    if reason != "knockout":
-        fees += commission + commission_pct * size * exit_price
-    pnl = size * (exit_price - entry) - fees
-    return {"pnl": float(pnl), "entry": entry, "exit": exit_price, "size": size, "fees": float(fees),
-            "exit_reason": reason}
-
-
-def trades_pnl_on_sessions(trades: Any, sessions: Iterable[Any]) -> float:
-    """Sum of closed trades' P&L whose entry falls on one of ``sessions`` (dates).
-
-    ``trades``: a DataFrame or list of dicts with an entry time column
-    (``entry_time``/``open_time``/``dt_open``/``entry_dt``) and a P&L column
-    (``pnl_net``/``pnlcomm``/``pnl``).
-    """
-    df = trades if isinstance(trades, pd.DataFrame) else pd.DataFrame(list(trades))
-    if df.empty:
-        return 0.0
-    tcol = next((c for c in ("entry_time", "open_time", "dt_open", "entry_dt", "opened") if c in df.columns),
-                None)
-    pcol = next((c for c in ("pnl_net", "pnlcomm", "net_pnl", "pnl") if c in df.columns), None)
-    if tcol is None or pcol is None:
-        raise ValueError(f"trades: expected an entry time column and a P&L column, got {list(df.columns)}")
-    wanted = {s for s in sessions if s is not None}
-    dates = pd.to_datetime(df[tcol]).map(lambda x: x.date())
-    return float(df.loc[dates.isin(wanted), pcol].astype(float).sum())
-
-
-# --------------------------------------------------------------------------
-# configuration
-# --------------------------------------------------------------------------
-CONFIG_DEFAULTS: dict = {
-    "enabled": False,
-    "mode": "dry",
-    "base_url": DEFAULT_BASE_URL,
-    "model": DEFAULT_MODEL,
-    "api_key_env": DEFAULT_KEY_ENV,
-    "temperature": 0.7,
-    "max_tokens": 1024,
-    "timeout": 30.0,
-    "max_retries": 2,
-    "structured_output": True,
-    "candles": 17,
-    "on_failure": "ml",
-    "repair": True,
-    "closer_barrier": "refuse",
-    "max_leverage": 50.0,
-    "leverage_mode": "clamp",
-    "cache_path": ".mltrade/llm-cache.sqlite",     # under $MLTRADE_STATE_DIR (mltrade.state)
-    "anonymize": True,
-    "anonymize_seed": 0,
-    "max_consecutive_failures": 5,
-}
-
-
-def build_overlay(config: dict, live: bool = False) -> LLMOverlay:
-    """An :class:`LLMOverlay` from the ``[llm]`` section (or a whole config holding one).
-
-    ``live``: for live trading, where prompts keep real dates and prices (``anonymize`` applies to
-    backtests, whose future a model may remember). Modes that call the API check the key here."""
-    section = config.get("llm", config) if isinstance(config, dict) else None
-    if not isinstance(section, dict):
-        raise ValueError(f"llm: expected a table of settings, got {type(config).__name__}")
-    unknown = sorted(set(section) - set(CONFIG_DEFAULTS))
-    if unknown:
-        raise ValueError(f"[llm]: unknown key(s) {unknown}; valid keys: {sorted(CONFIG_DEFAULTS)}")
-    cfg = {**CONFIG_DEFAULTS, **section}
-    if cfg["mode"] not in MODES:
-        raise ValueError(f"[llm] mode: expected one of {MODES}, got {cfg['mode']!r}")
-    max_lev = cfg["max_leverage"]
-    if max_lev is not None and (not isinstance(max_lev, (int, float)) or isinstance(max_lev, bool)):
-        raise ValueError(f"[llm] max_leverage: expected a number (0 = no cap), got {max_lev!r}")
-    for name in ("anonymize", "repair", "structured_output"):
-        if not isinstance(cfg[name], bool):
-            raise ValueError(f"[llm] {name}: expected true or false, got {cfg[name]!r}")
-    if not isinstance(cfg["anonymize_seed"], int) or isinstance(cfg["anonymize_seed"], bool):
-        raise ValueError(f"[llm] anonymize_seed: expected an integer, got {cfg['anonymize_seed']!r}")
-    rules = ContractRules(closer_barrier=cfg["closer_barrier"],
-                          max_leverage=None if not max_lev or math.isinf(max_lev) else float(max_lev),
-                          leverage_mode=cfg["leverage_mode"])
-    client = None
-    if cfg["mode"] != "dry":
-        client = LLMClient(base_url=cfg["base_url"], model=cfg["model"], api_key_env=cfg["api_key_env"],
-                           temperature=cfg["temperature"], max_tokens=cfg["max_tokens"],
-                           timeout=cfg["timeout"],
-                           max_retries=cfg["max_retries"], structured=cfg["structured_output"])
-    if client is not None and cfg["mode"] in ("live", "record"):
-        client.check_key(cfg["mode"])  # before anything is created: a missing key fails at start
-    from mltrade.state import relocate
-    cache = ReplayCache(relocate(cfg["cache_path"])) if cfg["mode"] in ("record", "replay") else None
-    return LLMOverlay(Responder(cfg["mode"], client, cache, max_failures=cfg.get("max_consecutive_failures", 0)),
-                      rules, candles=cfg["candles"],
-                      on_failure=cfg["on_failure"], repair=bool(cfg["repair"]),
-                      anonymize=bool(cfg["anonymize"]) and not live, seed=cfg["anonymize_seed"])

@@ -176,6 +176,40 @@ class ModelRegistry:
         written completely before the ``current`` link is swapped atomically.
         """
         self._check_name(name)
+        value, sel, hold = self._checked_offer(name, metrics, metric, selection_range, holdout_range)
+        kept = self.metrics(name)
+        old, comparable, higher_is_better = self._kept_rank(name, kept, metric, sel, hold, higher_is_better)
+        refused = f"degenerate: {degenerate_reason or 'constant validation outputs'}" if degenerate else ""
+        keep = not refused and (force or self.better(value, old, higher_is_better))
+        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "metric": metric, "value": value,
+                 "kept_value": old, "kept": bool(keep), "selection_range": list(sel),
+                 "holdout_range": list(hold), "degenerate": bool(degenerate)}
+        if warning:
+            entry["warning"] = str(warning)
+        if kept is not None and not comparable:
+            entry["note"] = ("kept version was ranked on other ranges or before selection ranges were "
+                             "recorded: not comparable, the candidate replaces it" if not refused else
+                             "kept version not comparable")
+        if refused:
+            entry["refused"] = refused
+        base = self.root / name
+        base.mkdir(parents=True, exist_ok=True)
+        if keep:
+            selection = {"metric": metric, "value": value, "higher_is_better": bool(higher_is_better),
+                         "selection_range": list(sel), "holdout_range": list(hold)}
+            if warning:
+                selection["warning"] = str(warning)
+            entry["version"] = self._keep_version(name, write, metrics, config, selection)
+        history = self.history(name)
+        history.append(entry)
+        write_json_atomic(base / "history.json", history)
+        return bool(keep)
+
+    @staticmethod
+    def _checked_offer(name: str, metrics: dict, metric: str, selection_range: Optional[Sequence[Any]],
+                       holdout_range: Optional[Sequence[Any]]) -> tuple:
+        """``(value, selection range, holdout range)`` of an offer, checked: a finite metric measured on a
+        range that ends before the holdout starts."""
         if metric not in metrics:
             raise ValueError(f"offer({name!r}): metrics has no key {metric!r}; keys: {sorted(metrics)}")
         value = metrics[metric]
@@ -193,7 +227,13 @@ class ModelRegistry:
                              f"{sel[1]}, which reaches the holdout starting {hold[0]}; rank models on "
                              "validation data only (the holdout is scored and reported, never used to "
                              "choose)")
-        kept = self.metrics(name)
+        return value, sel, hold
+
+    @staticmethod
+    def _kept_rank(name: str, kept: Optional[dict], metric: str, sel: Sequence[Any], hold: Sequence[Any],
+                   higher_is_better: bool) -> tuple:
+        """``(kept value or None, comparable, higher_is_better)``: the kept version's figure when it was
+        ranked on the same selection and holdout ranges (then by the same metric and direction)."""
         kept_sel = kept.get("_selection") if kept else None
         old = None
         comparable = isinstance(kept_sel, dict) and kept_sel.get("selection_range") == list(sel) \
@@ -205,49 +245,33 @@ class ModelRegistry:
             old = kept_sel.get("value")
             old = float(old) if old is not None else None
             higher_is_better = bool(kept_sel.get("higher_is_better", higher_is_better))
-        refused = f"degenerate: {degenerate_reason or 'constant validation outputs'}" if degenerate else ""
-        keep = not refused and (force or self.better(value, old, higher_is_better))
-        entry = {"time": time.strftime("%Y-%m-%dT%H:%M:%S"), "metric": metric, "value": value,
-                 "kept_value": old, "kept": bool(keep), "selection_range": list(sel),
-                 "holdout_range": list(hold), "degenerate": bool(degenerate)}
-        if warning:
-            entry["warning"] = str(warning)
-        if kept is not None and not comparable:
-            entry["note"] = ("kept version was ranked on other ranges or before selection ranges were "
-                             "recorded: not comparable, the candidate replaces it" if not refused else
-                             "kept version not comparable")
-        if refused:
-            entry["refused"] = refused
+        return old, comparable, higher_is_better
+
+    def _keep_version(self, name: str, write: Callable[[Path], None], metrics: dict, config: dict,
+                      selection: dict) -> str:
+        """Write the candidate completely into a new version folder (``write``, ``metrics.json`` with its
+        ``_selection`` record, ``config.json``), then swap the ``current`` link atomically and remove the
+        previous version; returns the new version's name."""
         base = self.root / name
-        base.mkdir(parents=True, exist_ok=True)
-        if keep:
-            stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**9}"
-            staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
-            try:
-                write(staging)
-                full = dict(metrics)
-                full["_metric"] = metric
-                full["_higher_is_better"] = bool(higher_is_better)
-                full["_selection"] = {"metric": metric, "value": value,
-                                      "higher_is_better": bool(higher_is_better),
-                                      "selection_range": list(sel), "holdout_range": list(hold)}
-                if warning:
-                    full["_selection"]["warning"] = str(warning)
-                write_json_atomic(staging / "metrics.json", full)
-                write_json_atomic(staging / "config.json", config)
-                final = base / f"v-{stamp}"
-                os.replace(staging, final)
-            except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
-                raise
-            link_tmp = base / f".current-{stamp}"
-            os.symlink(final.name, link_tmp)
-            previous = self.path(name)
-            os.replace(link_tmp, base / "current")
-            if previous is not None and previous != final.resolve():
-                shutil.rmtree(previous, ignore_errors=True)
-            entry["version"] = final.name
-        history = self.history(name)
-        history.append(entry)
-        write_json_atomic(base / "history.json", history)
-        return bool(keep)
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}-{time.monotonic_ns() % 10**9}"
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=base))
+        try:
+            write(staging)
+            full = dict(metrics)
+            full["_metric"] = selection["metric"]
+            full["_higher_is_better"] = selection["higher_is_better"]
+            full["_selection"] = selection
+            write_json_atomic(staging / "metrics.json", full)
+            write_json_atomic(staging / "config.json", config)
+            final = base / f"v-{stamp}"
+            os.replace(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        link_tmp = base / f".current-{stamp}"
+        os.symlink(final.name, link_tmp)
+        previous = self.path(name)
+        os.replace(link_tmp, base / "current")
+        if previous is not None and previous != final.resolve():
+            shutil.rmtree(previous, ignore_errors=True)
+        return final.name

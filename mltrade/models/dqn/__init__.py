@@ -19,9 +19,12 @@ Modules
 * :mod:`.ensemble` agents per session, ``vote``, ``deviation_stats``, ``DeviationStore``.
 * :mod:`.gate` ``ConfidenceGate`` (logistic regression, threshold tuned on validation), ``drawdown_block``.
 * :mod:`.pipeline` ``train_walk_forward`` (used by ``mltrade train dqn``; ``[dqn] mode = "intraday"``
-  trains one ensemble that decides after ``n_candles`` bars, ``IntradaySim`` prices it), ``load_bundle`` / ``decide``
-  (used by :class:`mltrade.strategies.dqn.DQNEnsembleStrategy`). Agents, gates and the registry choose on
-  validation only; the holdout is scored once and reported; constant validation outputs are ``degenerate``.
+  trains one ensemble that decides after ``n_candles`` bars, ``IntradaySim`` prices it). Its steps:
+  :mod:`.data` (bars, observations, folds), :mod:`.fold` (one fold: train, select, gate, score),
+  :mod:`.simulation` (``IntradaySim``, pricing decisions), :mod:`.inference` (``decide``),
+  :mod:`.bundle` (``save_bundle`` / ``load_bundle``, used by :class:`mltrade.strategies.dqn.DQNEnsembleStrategy`).
+  Agents, gates and the registry choose on validation only; the holdout is scored once and reported;
+  constant validation outputs are ``degenerate``.
 * :mod:`.synthetic` null-world and planted-pattern daily bars for the learning tests.
 
 The modules import top-down without a circle (``docs/dqn.md`` shows the layering).

@@ -42,7 +42,7 @@ class VoteResult:
     counts: np.ndarray          #: (T, 3) votes for long, no trade, short
     #: the ensemble's barrier distance of each session: the vote's distance where it trades, else the median
     #: of the agents' trading actions' distances (NaN where no agent trades); the baselines and the learner
-    #: ladder trade it (:func:`mltrade.models.dqn.pipeline.session_barriers`)
+    #: ladder trade it (:func:`mltrade.models.dqn.simulation.session_barriers`)
     barrier: Optional[np.ndarray] = None
 
     def frame(self, index: Any = None) -> pd.DataFrame:

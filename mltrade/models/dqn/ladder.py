@@ -6,7 +6,7 @@ the best simple learner), its test range (the holdout) is scored once; the learn
 training + validation for the holdout (the ladder's rule). Same objective: the session's return of the
 DQN's certificate trade with the whole budget (``[dqn] budget``, whole certificates, fees, stop,
 knock-out: :mod:`mltrade.models.baselines`, priced by :mod:`mltrade.products`) on the ensemble's own
-barrier of that session (:func:`mltrade.models.dqn.pipeline.session_barriers`), so a rung differs from
+barrier of that session (:func:`mltrade.models.dqn.simulation.session_barriers`), so a rung differs from
 the ensemble only in the direction it takes. The ensemble's rung is its gated decisions, scored the same
 way (no trade = 0). Each session is priced at the start budget (sessions independent, as the ladder
 needs), so the ladder's figures are log-products of per-session returns, not the compounded budget.
