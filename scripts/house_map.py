@@ -8,7 +8,7 @@ Floors, top to bottom (a module may import its own floor and the floors below)::
     4 strategies, report
     3 models, analyzers, significance
     2 brokers, feeds
-    1 products, config, calendars, io (and the package root, _lazy)
+    1 products, config, calendars, io, optuna_storage (and the package root, _lazy)
 
 Reads the source with ``ast`` (nothing is imported). Prints every internal import
 that goes upward (file:line, where: module level or inside which function),
@@ -37,7 +37,7 @@ FLOORS: Dict[str, int] = {
     "strategies": 4, "report": 4,
     "models": 3, "analyzers": 3, "significance": 3,
     "brokers": 2, "feeds": 2,
-    "products": 1, "config": 1, "calendars": 1, "io": 1, "_lazy": 1, "": 1,
+    "products": 1, "config": 1, "calendars": 1, "io": 1, "_lazy": 1, "optuna_storage": 1, "": 1,
 }
 
 

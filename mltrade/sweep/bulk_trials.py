@@ -22,16 +22,9 @@ import random
 import time
 from typing import Dict, Sequence
 
+from mltrade.optuna_storage import rdb_of
+
 log = logging.getLogger(__name__)
-
-
-def _rdb_backend(study):
-    """The study's ``RDBStorage`` (under Optuna's cache wrapper), or None for another storage."""
-    from optuna.storages import RDBStorage
-
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, RDBStorage) else None
 
 
 def add_finished_trials(study, trials: Sequence) -> None:
@@ -39,7 +32,7 @@ def add_finished_trials(study, trials: Sequence) -> None:
     trials = list(trials)
     if not trials:
         return
-    backend = _rdb_backend(study)
+    backend = rdb_of(study)
     if backend is None:
         study.add_trials(trials)
         return

@@ -27,8 +27,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
-import socket
 import tempfile
 import threading
 import time
@@ -38,6 +36,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
+
+from mltrade.optuna_storage import WorkerIdentity, normalise_url, open_storage, redact
 
 __all__ = ["Job", "DistributedTraining", "run_key", "default_study_name"]
 
@@ -79,15 +79,6 @@ class Job:
     @classmethod
     def from_dict(cls, d: dict) -> "Job":
         return cls(int(d["fold"]), str(d["session"]), int(d["candidate"]))
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        if ":" in cred:
-            return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
-    return url
 
 
 def _pack(agent: Any) -> bytes:
@@ -157,8 +148,6 @@ class DistributedTraining:
             raise ValueError("DistributedTraining: give the [dqn] config or the name of an existing study")
         if int(heartbeat) < 1:
             raise ValueError(f"heartbeat: expected whole seconds >= 1, got {heartbeat!r}")
-        from mltrade.sweep.study import normalise_url
-
         self.url = normalise_url(url)
         self.study_name = study or default_study_name(cfg or {})
         self.artifacts = Path(artifacts) if artifacts else None
@@ -166,7 +155,7 @@ class DistributedTraining:
         self.grace = int(grace) if grace is not None else 3 * self.heartbeat
         self.log = log
         self.check_config = bool(check_config)
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker or WorkerIdentity.here().name
         self._storage = self._open_storage()
         self.study, self.created = self._create_or_load(cfg)
         self.study_id = self._storage.get_study_id_from_name(self.study_name)
@@ -177,33 +166,11 @@ class DistributedTraining:
     # ----------------------------------------------------------------- the study
     def _open_storage(self) -> Any:
         import optuna
-        import sqlalchemy.exc
 
         # Optuna's heartbeat (and fail_stale_trials) are marked experimental: say it once, in the docs
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        sqlite = self.url.startswith("sqlite")
-        kw = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-        for attempt in range(10):
-            try:
-                storage = optuna.storages.RDBStorage(
-                    self.url, engine_kwargs=kw, heartbeat_interval=self.heartbeat, grace_period=self.grace,
-                    heartbeat_stale_trial_callback=self._requeue)
-                if sqlite:
-                    from sqlalchemy import event
-
-                    @event.listens_for(storage.engine, "connect")
-                    def _wal(conn: Any, _record: Any) -> None:
-                        cur = conn.cursor()
-                        cur.execute("PRAGMA journal_mode=WAL")
-                        cur.close()
-                    storage.engine.dispose()
-                return storage
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
-                    sqlalchemy.exc.ProgrammingError) as exc:
-                # processes starting together on an empty database race to create Optuna's schema
-                if attempt == 9:
-                    raise ValueError(f"storage: cannot open {_redact(self.url)}: {exc}") from exc
-                time.sleep(0.5 + 0.5 * attempt)
+        return open_storage(self.url, heartbeat_interval=self.heartbeat, grace_period=self.grace,
+                            heartbeat_stale_trial_callback=self._requeue)
 
     def _create_or_load(self, cfg: Optional[dict]) -> Tuple[Any, bool]:
         import optuna
@@ -218,7 +185,7 @@ class DistributedTraining:
         try:
             return optuna.load_study(study_name=self.study_name, storage=self._storage), False
         except KeyError as exc:
-            raise ValueError(f"study {self.study_name!r}: no such study in {_redact(self.url)}") from exc
+            raise ValueError(f"study {self.study_name!r}: no such study in {redact(self.url)}") from exc
 
     def _ready(self, cfg: Optional[dict]) -> Tuple[dict, List[Job]]:
         """The creator stores the config and enqueues the jobs; everyone else waits for them."""
@@ -488,6 +455,6 @@ class DistributedTraining:
         sessions = sorted({j.session for j in self.jobs})
         per = len(self.jobs) // max(1, folds * len(sessions))
         how = "created" if self.created else "joined"
-        return (f"study {self.study_name} in {_redact(self.url)} ({how}): {len(self.jobs)} jobs "
+        return (f"study {self.study_name} in {redact(self.url)} ({how}): {len(self.jobs)} jobs "
                 f"({folds} fold(s) x {','.join(sessions)} x {per} candidates); agents -> "
                 f"{self.artifacts / self.study_name if self.artifacts else 'the RDB'}")
