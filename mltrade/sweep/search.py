@@ -1,7 +1,7 @@
 """The search loop of one sweep worker: ask a batch, drop what the study already holds, score fold by fold, tell.
 
 Per batch: mirror the shared study's finished trials (every worker's) into an in-memory study, ask
-``batch`` trials there (TPE, constant liar), drop every
+``batch`` trials there (TPE, one fit per batch: :mod:`mltrade.sweep.batch_sampler`), drop every
 parameter set the study already holds or another worker claimed (claims are atomic in the database,
 :mod:`mltrade.sweep.coordination`), score the rest fold by fold with one vectorised evaluation per fold
 (the median pruner drops weak trials after each fold), then add the finished trials, with their session
@@ -31,12 +31,13 @@ IDLE_BATCHES = 3
 
 
 def local_study(seed: int):
-    """The worker's in-memory study: TPE (50 random start-up trials, multivariate, constant liar) and a median
-    pruner."""
+    """The worker's in-memory study: batch TPE (50 random start-up trials, multivariate) and a median pruner."""
     import optuna
 
+    from mltrade.sweep.batch_sampler import BatchTPESampler
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=50, multivariate=True, constant_liar=True)
+    sampler = BatchTPESampler(seed=seed, n_startup_trials=50, multivariate=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=20, n_warmup_steps=0)
     return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
