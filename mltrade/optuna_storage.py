@@ -10,6 +10,7 @@ One place for what each of them needs before its first trial:
   PostgreSQL connection before use, retried while processes starting together race to create
   Optuna's schema;
 * :func:`open_study`: create (or load, resuming) a named study in it, under the same retries;
+* :class:`Heartbeat`: a running trial's Optuna heartbeat, recorded from a thread while it works;
 * :class:`WorkerIdentity`: who runs trials (host, process id, random token), unique across machines
   and restarts, with a sampler seed derived from it.
 
@@ -23,6 +24,7 @@ import os
 import re
 import secrets
 import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, TypeVar
@@ -30,7 +32,7 @@ from typing import Any, Callable, Optional, TypeVar
 log = logging.getLogger(__name__)
 
 __all__ = ["normalise_url", "redact", "engine_kwargs", "open_storage", "open_study", "rdb_of", "WorkerIdentity",
-           "SQLITE_PRAGMAS", "OPEN_ATTEMPTS"]
+           "retrying", "Heartbeat", "SQLITE_PRAGMAS", "OPEN_ATTEMPTS"]
 
 #: pragmas run on every new SQLite connection
 SQLITE_PRAGMAS = ("journal_mode=WAL", "synchronous=NORMAL")
@@ -163,3 +165,28 @@ class WorkerIdentity:
         """This process's identity (``token``: a random 6-hex-digit one unless given)."""
         host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname() or "host")[:60]
         return cls(host, os.getpid(), token or secrets.token_hex(3))
+
+
+class Heartbeat:
+    """Records a trial's Optuna heartbeat every ``interval`` seconds in a thread (a context manager): a worker
+    that dies stops beating, and after the storage's grace period any live process may take its trial over."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.storage.record_heartbeat(self.trial_id)
+            except Exception:  # noqa: BLE001 - a missed beat is retried; a dead database fails the job itself
+                pass
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
