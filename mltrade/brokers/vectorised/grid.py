@@ -112,18 +112,7 @@ def session_grid(bars: pd.DataFrame, exchange: str = "XNAS", interval: int = 5) 
     Sessions must be complete and without missing bars, except that the first
     session may start late and the last may end early (as a data span cut mid-session).
     """
-    missing = {"open", "high", "low", "close"} - set(bars.columns)
-    if missing:
-        raise ValueError(f"bars: missing columns {sorted(missing)}; expected open, high, low, close")
-    if len(bars) == 0:
-        raise ValueError("bars: expected at least one bar")
-    idx = bars.index
-    if not isinstance(idx, pd.DatetimeIndex):
-        raise ValueError("bars: expected a DatetimeIndex of bar start times")
-    if idx.tz is None:
-        idx = idx.tz_localize(timezone_of(exchange))
-    if not (idx.is_monotonic_increasing and idx.is_unique):
-        raise ValueError("bars: timestamps must be strictly increasing")
+    idx = _bar_index(bars, exchange)
     tags = tag_bars(idx, exchange, int(interval))
     if not tags.in_session.all():
         bad = int(np.flatnonzero(~tags.in_session)[0])
@@ -134,20 +123,7 @@ def session_grid(bars: pd.DataFrame, exchange: str = "XNAS", interval: int = 5) 
     starts = np.flatnonzero(change)
     ends = np.r_[starts[1:], len(sess)] - 1
     col = tags.bar.astype(int)
-    step_ok = np.r_[True, (col[1:] == col[:-1] + 1) | change[1:]]
-    if not step_ok.all():
-        bad = int(np.flatnonzero(~step_ok)[0])
-        raise ValueError(f"bars: session {sess[bad]} has missing bars before row {bad} ({idx[bad]}): "
-                         f"bar number {col[bad]} follows {col[bad - 1]}; the evaluator needs gap-free sessions")
-    if len(starts) > 1 and col[starts[1:]].any():
-        s = int(np.flatnonzero(col[starts[1:]] != 0)[0]) + 1
-        raise ValueError(f"bars: session {sess[starts[s]]} starts at bar {col[starts[s]]}, expected bar 0 "
-                         f"(only the first session may start late)")
-    left = tags.left.astype(int)
-    if len(ends) > 1 and left[ends[:-1]].any():
-        s = int(np.flatnonzero(left[ends[:-1]] != 0)[0])
-        raise ValueError(f"bars: session {sess[ends[s]]} ends {left[ends[s]]} bars before its close "
-                         f"(only the last session may end early)")
+    _check_sessions(idx, sess, change, starts, ends, col, tags.left.astype(int))
     n_s = len(starts)
     width = int(col.max()) + 1
     grid = {}
@@ -163,6 +139,40 @@ def session_grid(bars: pd.DataFrame, exchange: str = "XNAS", interval: int = 5) 
         raise ValueError(f"bars: session {sess[starts[s]]} spans two UTC days; not supported by the evaluator")
     return SessionGrid(pd.DatetimeIndex(sess[starts]), grid["open"], grid["high"], grid["low"], grid["close"],
                        col[starts], col[ends], days[starts], times, str(idx.tz))
+
+
+def _bar_index(bars: pd.DataFrame, exchange: str) -> pd.DatetimeIndex:
+    """The bars' start times in the exchange's time zone (checked: OHLC columns, increasing timestamps)."""
+    missing = {"open", "high", "low", "close"} - set(bars.columns)
+    if missing:
+        raise ValueError(f"bars: missing columns {sorted(missing)}; expected open, high, low, close")
+    if len(bars) == 0:
+        raise ValueError("bars: expected at least one bar")
+    idx = bars.index
+    if not isinstance(idx, pd.DatetimeIndex):
+        raise ValueError("bars: expected a DatetimeIndex of bar start times")
+    if idx.tz is None:
+        idx = idx.tz_localize(timezone_of(exchange))
+    if not (idx.is_monotonic_increasing and idx.is_unique):
+        raise ValueError("bars: timestamps must be strictly increasing")
+    return idx
+
+
+def _check_sessions(idx, sess, change, starts, ends, col, left) -> None:
+    """Gap-free sessions; only the first may start late and only the last may end early."""
+    step_ok = np.r_[True, (col[1:] == col[:-1] + 1) | change[1:]]
+    if not step_ok.all():
+        bad = int(np.flatnonzero(~step_ok)[0])
+        raise ValueError(f"bars: session {sess[bad]} has missing bars before row {bad} ({idx[bad]}): "
+                         f"bar number {col[bad]} follows {col[bad - 1]}; the evaluator needs gap-free sessions")
+    if len(starts) > 1 and col[starts[1:]].any():
+        s = int(np.flatnonzero(col[starts[1:]] != 0)[0]) + 1
+        raise ValueError(f"bars: session {sess[starts[s]]} starts at bar {col[starts[s]]}, expected bar 0 "
+                         f"(only the first session may start late)")
+    if len(ends) > 1 and left[ends[:-1]].any():
+        s = int(np.flatnonzero(left[ends[:-1]] != 0)[0])
+        raise ValueError(f"bars: session {sess[ends[s]]} ends {left[ends[s]]} bars before its close "
+                         f"(only the last session may end early)")
 
 
 def utc_day_numbers(index: pd.DatetimeIndex) -> np.ndarray:

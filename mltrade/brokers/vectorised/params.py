@@ -25,19 +25,7 @@ def param_sets(sets: Sequence[Mapping] | Mapping[str, object], n: Optional[int] 
 
     Unknown names are rejected; missing ones take :data:`DEFAULTS`.
     """
-    if isinstance(sets, Mapping):
-        cols = dict(sets)
-        lens = {len(v) for v in cols.values() if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1}
-        if len(lens) > 1:
-            raise ValueError(f"params: array parameters have different lengths {sorted(lens)}")
-        n = lens.pop() if lens else (n or 1)
-    else:
-        sets = list(sets)
-        n = len(sets)
-        if n == 0:
-            raise ValueError("params: expected at least one parameter set")
-        keys = set().union(*[s.keys() for s in sets])
-        cols = {k: [s.get(k, DEFAULTS.get(k)) for s in sets] for k in keys}
+    cols, n = _columns(sets, n)
     unknown = set(cols) - set(DEFAULTS)
     if unknown:
         raise ValueError(f"params: unknown parameter(s) {sorted(unknown)}; valid: {', '.join(sorted(DEFAULTS))}")
@@ -49,40 +37,62 @@ def param_sets(sets: Sequence[Mapping] | Mapping[str, object], n: Optional[int] 
             if len(vals) != 1:
                 raise ValueError(f"params: {name} must be the same for all sets of one evaluation, got {sorted(vals)}")
             out[name] = np.asarray(vals.pop())
-            continue
-        if name == "kind":
-            arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
-            bad = [k for k in set(arr.tolist()) if k not in ("turbo", "minifuture")]
-            if bad:
-                raise ValueError(f"params: kind must be 'turbo' or 'minifuture', got {bad}")
-            out["is_mini"] = (arr == "minifuture")[:, None]
-            continue
-        if name == "direction_rule":
-            arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
-            bad = sorted({str(r) for r in arr.tolist() if r not in DIRECTION_RULES})
-            if bad:
-                raise ValueError(f"params: direction_rule must be one of {', '.join(DIRECTION_RULES)}, got {bad}")
-            out["rule"] = np.asarray([DIRECTION_RULES.index(r) for r in arr.tolist()], dtype=np.int8)[:, None]
-            continue
-        if name == "seed":
-            arr = np.broadcast_to(np.asarray(v, dtype=object), (n,))
-            seeds = []
-            for i, x in enumerate(arr.tolist()):
-                if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
-                    seeds.append(int(x))     # any size: random.Random takes arbitrary integers
-                elif isinstance(x, (float, np.floating)) and np.isfinite(x) and float(x).is_integer():
-                    seeds.append(int(x))
-                else:
-                    raise ValueError(f"params: set {i}: seed = {x!r}, expected an integer (the random "
-                                     f"direction rule must be reproducible)")
-            big = any(abs(x) >= 2 ** 63 for x in seeds)
-            out["seed"] = np.asarray(seeds, dtype=object if big else np.int64)[:, None]
-            continue
-        arr = np.asarray([np.nan if x is None else x for x in np.broadcast_to(np.asarray(v, dtype=object), (n,))],
-                         dtype=float)
-        out[name] = arr[:, None]
+        elif name in _CODED:
+            key, code = _CODED[name]
+            out[key] = code(np.broadcast_to(np.asarray(v, dtype=object), (n,)))
+        else:
+            arr = np.asarray([np.nan if x is None else x for x in np.broadcast_to(np.asarray(v, dtype=object), (n,))],
+                             dtype=float)
+            out[name] = arr[:, None]
     _check_ranges(out)
     return out
+
+
+def _columns(sets: Sequence[Mapping] | Mapping[str, object], n: Optional[int]):
+    """``(name -> value or per-set values, number of sets)`` of either form :func:`param_sets` takes."""
+    if isinstance(sets, Mapping):
+        cols = dict(sets)
+        lens = {len(v) for v in cols.values() if isinstance(v, (list, tuple, np.ndarray)) and np.ndim(v) == 1}
+        if len(lens) > 1:
+            raise ValueError(f"params: array parameters have different lengths {sorted(lens)}")
+        return cols, (lens.pop() if lens else (n or 1))
+    sets = list(sets)
+    if not sets:
+        raise ValueError("params: expected at least one parameter set")
+    keys = set().union(*[s.keys() for s in sets])
+    return {k: [s.get(k, DEFAULTS.get(k)) for s in sets] for k in keys}, len(sets)
+
+
+def _kind(arr: np.ndarray) -> np.ndarray:
+    bad = [k for k in set(arr.tolist()) if k not in ("turbo", "minifuture")]
+    if bad:
+        raise ValueError(f"params: kind must be 'turbo' or 'minifuture', got {bad}")
+    return (arr == "minifuture")[:, None]
+
+
+def _rule(arr: np.ndarray) -> np.ndarray:
+    bad = sorted({str(r) for r in arr.tolist() if r not in DIRECTION_RULES})
+    if bad:
+        raise ValueError(f"params: direction_rule must be one of {', '.join(DIRECTION_RULES)}, got {bad}")
+    return np.asarray([DIRECTION_RULES.index(r) for r in arr.tolist()], dtype=np.int8)[:, None]
+
+
+def _seed(arr: np.ndarray) -> np.ndarray:
+    seeds = []
+    for i, x in enumerate(arr.tolist()):
+        if isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_)):
+            seeds.append(int(x))     # any size: random.Random takes arbitrary integers
+        elif isinstance(x, (float, np.floating)) and np.isfinite(x) and float(x).is_integer():
+            seeds.append(int(x))
+        else:
+            raise ValueError(f"params: set {i}: seed = {x!r}, expected an integer (the random "
+                             f"direction rule must be reproducible)")
+    big = any(abs(x) >= 2 ** 63 for x in seeds)
+    return np.asarray(seeds, dtype=object if big else np.int64)[:, None]
+
+
+#: parameters turned into codes: name -> (key in the normalised sets, coder of the per-set values)
+_CODED = {"kind": ("is_mini", _kind), "direction_rule": ("rule", _rule), "seed": ("seed", _seed)}
 
 
 def _check_ranges(p: Dict[str, np.ndarray]) -> None:
