@@ -22,7 +22,10 @@ worker processes (its wall time is the figure for 2 cores on an idle machine).
 Wall times on a shared machine depend on the load printed beside them: the
 CPU seconds are the steadier figure.
 
-Run: python benchmarks/bench_sweep_loop.py [--trials 1000] [--year 2017] [--rounds 2] [--jobs 2]
+``--seeds N`` also runs both paths with seeds 1..N and prints each one's best validation value and
+held-out test return: the search's quality beside its speed.
+
+Run: python benchmarks/bench_sweep_loop.py [--trials 1000] [--year 2017] [--rounds 2] [--seeds 4] [--jobs 2]
 """
 from __future__ import annotations
 
@@ -79,7 +82,8 @@ def today_local_study(seed: int):
     return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
 
-def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool) -> dict:
+def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool, seed: int = 42,
+              quiet: bool = False) -> dict:
     import optuna
 
     import mltrade.report
@@ -110,7 +114,7 @@ def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool) -> dic
         with tempfile.TemporaryDirectory() as tmp:
             cfg = load_config(None)
             s = SweepSettings(strategy="momentum", trials=trials, jobs=jobs, start=f"{year}-01-01",
-                              end=f"{year}-12-31", out=tmp, progress=False)
+                              end=f"{year}-12-31", out=tmp, progress=False, seed=seed)
             kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             t, c = time.perf_counter(), time.process_time()
             summary = optimize(cfg, s)
@@ -122,6 +126,8 @@ def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool) -> dic
         if today:
             se.local_study = wrapped
         ph.restore()
+    if quiet:
+        return {"wall": wall, "cpu": cpu + child, "summary": summary, "files": files}
     print(f"{label}: {trials} trials, jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} s CPU of this process "
           f"{f'+ {child:.1f} s CPU of its worker processes ' if child > 0 else ''}"
           f"(search {summary['search_seconds']:.1f} s wall; load average now {os.getloadavg()[0]:.1f} on "
@@ -138,12 +144,29 @@ def spread(xs) -> str:
     return f"median {statistics.median(xs):.2f}x (min {min(xs):.2f}, max {max(xs):.2f}, {len(xs)} rounds)"
 
 
+def quality(args) -> None:
+    """Best validation value and held-out test return of both paths over several sampler seeds."""
+    print(f"search quality over seeds 1..{args.seeds} (best mean validation log growth; held-out total return "
+          "of the best trial through the broker):")
+    wins = 0
+    for seed in range(1, args.seeds + 1):
+        got = {today: one_sweep("", args.trials, args.year, 1, today=today, seed=seed, quiet=True)["summary"]
+               for today in (True, False)}
+        a, b = got[True], got[False]
+        wins += b["best_value"] >= a["best_value"]
+        print(f"    seed {seed}: today {a['best_value']:.4f} (test {a['test_best']['total_return']:+.2%}), "
+              f"now {b['best_value']:.4f} (test {b['test_best']['total_return']:+.2%})")
+    print(f"    the new path's best is at least today's in {wins} of {args.seeds} seeds")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--year", type=int, default=2017)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of today's and the new path")
     ap.add_argument("--jobs", type=int, default=0, help="also run the new path with this many workers (0: skip)")
+    ap.add_argument("--seeds", type=int, default=0,
+                    help="also compare the search's quality: both paths with [sweep] seed 1..N (0: skip)")
     args = ap.parse_args()
     t, c = time.perf_counter(), time.process_time()
     import mltrade.sweep.study  # noqa: F401  (imports are counted once, here)
@@ -173,6 +196,8 @@ def main() -> None:
         print(f"{'today' if today else 'now  '}: wall {statistics.median(x['wall'] for x in xs):.1f} s, CPU "
               f"{statistics.median(x['cpu'] for x in xs):.1f} s (median of {len(xs)}); best value "
               f"{statistics.median(x['summary']['best_value'] for x in xs):.4f}")
+    if args.seeds:
+        quality(args)
     if args.jobs > 1:
         one_sweep(f"now, {args.jobs} workers", args.trials, args.year, args.jobs, today=False)
     print("target: <= 15 s end to end on 2 cores")
