@@ -6,26 +6,21 @@ interleaved rounds (today, now, now, today, ...: load that changes during the
 run falls on both paths alike):
 
 * today: the worker's in-memory study asks with Optuna's ``TPESampler``
-  (multivariate, constant liar), which fits its two Parzen estimators again
-  for every trial asked (the path of ``main`` before this benchmark);
-* now: ``BatchTPESampler`` (:mod:`mltrade.sweep.batch_sampler`) fits them once
-  per batch and draws the batch's proposals from that fit.
+  (multivariate, constant liar), which recomputes every trial's parameters,
+  the good/other split and both Parzen estimators at every ask (the path of
+  ``main`` before this benchmark);
+* now: ``BatchTPESampler`` (:mod:`mltrade.sweep.batch_sampler`) keeps what a
+  batch does not change and builds only the other trials' estimator per ask.
 
-Both search the same space with the same seed, score the same number of
-trials on the same folds, confirm, test and write the same files; they
-propose different trials, so their best trials differ: each run prints its
-best value, pruned count, SPA p-value and deflated Sharpe (the search's
-quality beside its speed). Prints wall and CPU seconds of each run and of its
+Both must propose the same trials and so choose the same best trial with the
+same value, pruning, SPA p-value and deflated Sharpe, and write the same files
+(checked every round). Prints wall and CPU seconds of each run and of its
 phases, the ratio today / now of each round and their spread, the load
 average and the cores. With ``--jobs 2`` a last run of the new path uses two
-worker processes (its wall time is the figure for 2 cores on an idle machine).
-Wall times on a shared machine depend on the load printed beside them: the
-CPU seconds are the steadier figure.
+worker processes (another draw of trials). Wall times on a shared machine
+depend on the load printed beside them: the CPU seconds are the steadier figure.
 
-``--seeds N`` also runs both paths with seeds 1..N and prints each one's best validation value and
-held-out test return: the search's quality beside its speed.
-
-Run: python benchmarks/bench_sweep_loop.py [--trials 1000] [--year 2017] [--rounds 2] [--seeds 4] [--jobs 2]
+Run: python benchmarks/bench_sweep_loop.py [--trials 1000] [--year 2017] [--rounds 2] [--jobs 2]
 """
 from __future__ import annotations
 
@@ -82,8 +77,7 @@ def today_local_study(seed: int):
     return optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
 
-def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool, seed: int = 42,
-              quiet: bool = False) -> dict:
+def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool) -> dict:
     import optuna
 
     import mltrade.report
@@ -114,7 +108,7 @@ def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool, seed: 
         with tempfile.TemporaryDirectory() as tmp:
             cfg = load_config(None)
             s = SweepSettings(strategy="momentum", trials=trials, jobs=jobs, start=f"{year}-01-01",
-                              end=f"{year}-12-31", out=tmp, progress=False, seed=seed)
+                              end=f"{year}-12-31", out=tmp, progress=False)
             kids = resource.getrusage(resource.RUSAGE_CHILDREN)
             t, c = time.perf_counter(), time.process_time()
             summary = optimize(cfg, s)
@@ -126,8 +120,6 @@ def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool, seed: 
         if today:
             se.local_study = wrapped
         ph.restore()
-    if quiet:
-        return {"wall": wall, "cpu": cpu + child, "summary": summary, "files": files}
     print(f"{label}: {trials} trials, jobs {jobs}: {wall:.1f} s wall, {cpu:.1f} s CPU of this process "
           f"{f'+ {child:.1f} s CPU of its worker processes ' if child > 0 else ''}"
           f"(search {summary['search_seconds']:.1f} s wall; load average now {os.getloadavg()[0]:.1f} on "
@@ -144,29 +136,12 @@ def spread(xs) -> str:
     return f"median {statistics.median(xs):.2f}x (min {min(xs):.2f}, max {max(xs):.2f}, {len(xs)} rounds)"
 
 
-def quality(args) -> None:
-    """Best validation value and held-out test return of both paths over several sampler seeds."""
-    print(f"search quality over seeds 1..{args.seeds} (best mean validation log growth; held-out total return "
-          "of the best trial through the broker):")
-    wins = 0
-    for seed in range(1, args.seeds + 1):
-        got = {today: one_sweep("", args.trials, args.year, 1, today=today, seed=seed, quiet=True)["summary"]
-               for today in (True, False)}
-        a, b = got[True], got[False]
-        wins += b["best_value"] >= a["best_value"]
-        print(f"    seed {seed}: today {a['best_value']:.4f} (test {a['test_best']['total_return']:+.2%}), "
-              f"now {b['best_value']:.4f} (test {b['test_best']['total_return']:+.2%})")
-    print(f"    the new path's best is at least today's in {wins} of {args.seeds} seeds")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--year", type=int, default=2017)
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds of today's and the new path")
     ap.add_argument("--jobs", type=int, default=0, help="also run the new path with this many workers (0: skip)")
-    ap.add_argument("--seeds", type=int, default=0,
-                    help="also compare the search's quality: both paths with [sweep] seed 1..N (0: skip)")
     args = ap.parse_args()
     t, c = time.perf_counter(), time.process_time()
     import mltrade.sweep.study  # noqa: F401  (imports are counted once, here)
@@ -185,19 +160,19 @@ def main() -> None:
             label = f"round {r + 1}, {'today' if today else 'now'}"
             got[today] = one_sweep(label, args.trials, args.year, 1, today=today)
             runs[today].append(got[today])
-        if got[True]["files"] != got[False]["files"]:
-            raise SystemExit("the two paths wrote different files")
+        a, b = got[True]["summary"], got[False]["summary"]
+        keys = ("best_trial", "best_value", "best_params", "trials_pruned", "spa_pvalue", "deflated_sharpe", "pbo")
+        if got[True]["files"] != got[False]["files"] or any(a[k] != b[k] for k in keys):
+            raise SystemExit("the two paths chose or wrote differently")
         walls.append(got[True]["wall"] / got[False]["wall"])
         cpus.append(got[True]["cpu"] / got[False]["cpu"])
-        print(f"round {r + 1}: today / now {walls[-1]:.2f}x wall, {cpus[-1]:.2f}x CPU")
+        print(f"round {r + 1}: today / now {walls[-1]:.2f}x wall, {cpus[-1]:.2f}x CPU; same best trial, value, "
+              f"pruning, significance and files: True")
     print(f"today / now: wall {spread(walls)}; CPU {spread(cpus)}")
     for today in (True, False):
         xs = runs[today]
         print(f"{'today' if today else 'now  '}: wall {statistics.median(x['wall'] for x in xs):.1f} s, CPU "
-              f"{statistics.median(x['cpu'] for x in xs):.1f} s (median of {len(xs)}); best value "
-              f"{statistics.median(x['summary']['best_value'] for x in xs):.4f}")
-    if args.seeds:
-        quality(args)
+              f"{statistics.median(x['cpu'] for x in xs):.1f} s (median of {len(xs)})")
     if args.jobs > 1:
         one_sweep(f"now, {args.jobs} workers", args.trials, args.year, args.jobs, today=False)
     print("target: <= 15 s end to end on 2 cores")

@@ -1,4 +1,4 @@
-"""BatchTPESampler: one Parzen fit per batch (not one per ask), proposals inside the space, distinct, seeded."""
+"""BatchTPESampler: the proposals of Optuna's TPESampler(constant liar), with the finished trials' work done once."""
 from __future__ import annotations
 
 import optuna
@@ -9,48 +9,50 @@ from mltrade.sweep.space import suggest
 SPACE = {"decision_bar": (3, 60), "distance": (0.01, 0.1), "stop": (0.3, 0.95), "rule": ["momentum", "long"]}
 
 
-def _study(seed: int = 3):
+def _value(p: dict) -> float:
+    return -p["distance"] + 0.001 * p["decision_bar"] + (0.01 if p["rule"] == "long" else 0.0)
+
+
+def _sweep(sampler, batches: int = 4, batch: int = 15) -> list:
+    """Ask a batch, then tell it (a third pruned, one failed), as the sweep does; every proposal in order."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction="maximize", sampler=BatchTPESampler(seed=seed, n_startup_trials=10))
-    for _ in range(30):                     # finished trials to fit on: the value favours small distances
-        t = study.ask()
-        p = suggest(t, SPACE)
-        study.tell(t, -p["distance"] + 0.001 * p["decision_bar"])
-    return study
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    out = []
+    for _ in range(batches):
+        asked = [study.ask() for _ in range(batch)]
+        params = [suggest(t, SPACE) for t in asked]
+        out += params
+        for i, (t, p) in enumerate(zip(asked, params)):
+            if i == 0:
+                study.tell(t, state=optuna.trial.TrialState.FAIL)
+            elif i % 3 == 0:
+                t.report(_value(p), 0)
+                study.tell(t, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(t, _value(p))
+    return out
 
 
-def _batch(study, n: int):
-    study.sampler.new_batch(n)
-    asked = [study.ask() for _ in range(n)]
-    params = [suggest(t, SPACE) for t in asked]
-    for t in asked:
-        study.tell(t, 0.0)
-    return params
+def test_it_proposes_what_tpe_with_constant_liar_proposes():
+    want = _sweep(optuna.samplers.TPESampler(seed=3, n_startup_trials=10, multivariate=True, constant_liar=True))
+    got = _sweep(BatchTPESampler(seed=3, n_startup_trials=10, multivariate=True))
+    assert got == want
+    assert got != _sweep(BatchTPESampler(seed=4, n_startup_trials=10, multivariate=True))
 
 
-def test_a_batch_is_drawn_from_one_fit_inside_the_space(monkeypatch):
-    study = _study()
-    fits = []
+def test_the_finished_trials_are_read_once_per_batch(monkeypatch):
+    calls = []
     real = BatchTPESampler._build_parzen_estimator
 
     def counted(self, *a, **kw):
-        fits.append(1)
+        calls.append(1)
         return real(self, *a, **kw)
 
     monkeypatch.setattr(BatchTPESampler, "_build_parzen_estimator", counted)
-    params = _batch(study, 20)
-    assert len(fits) == 2                   # good and other estimators, once for the 20 proposals
-    assert len({tuple(sorted(p.items())) for p in params}) == 20
-    for p in params:
-        assert 3 <= p["decision_bar"] <= 60 and isinstance(p["decision_bar"], int)
-        assert 0.01 <= p["distance"] <= 0.1 and 0.3 <= p["stop"] <= 0.95 and p["rule"] in ("momentum", "long")
-    # the fit is TPE's: proposals lean to the small distances the finished trials favour
-    assert sum(p["distance"] for p in params) / len(params) < 0.055
-    fits.clear()
-    _batch(study, 5)                        # the next batch fits again, on the trials finished by then
-    assert len(fits) == 2
-
-
-def test_the_same_seed_proposes_the_same_batch():
-    assert _batch(_study(seed=5), 8) == _batch(_study(seed=5), 8)
-    assert _batch(_study(seed=5), 8) != _batch(_study(seed=6), 8)
+    _sweep(BatchTPESampler(seed=3, n_startup_trials=10, multivariate=True), batches=3, batch=15)
+    assert len(calls) == 2          # the good trials' estimator, once per batch after the start-up one
+    calls.clear()
+    monkeypatch.setattr(optuna.samplers.TPESampler, "_build_parzen_estimator", counted)
+    _sweep(optuna.samplers.TPESampler(seed=3, n_startup_trials=10, multivariate=True, constant_liar=True),
+           batches=3, batch=15)
+    assert len(calls) == 2 * 2 * 15  # TPESampler: both estimators at every ask of the two fitted batches

@@ -1,7 +1,8 @@
 """The search loop of one sweep worker: ask a batch, drop what the study already holds, score fold by fold, tell.
 
 Per batch: mirror the shared study's finished trials (every worker's) into an in-memory study, ask
-``batch`` trials there (TPE, one fit per batch: :mod:`mltrade.sweep.batch_sampler`), drop every
+``batch`` trials there (TPE with constant liar; :mod:`mltrade.sweep.batch_sampler` keeps what a batch does not
+change between asks), drop every
 parameter set the study already holds or another worker claimed (claims are atomic in the database,
 :mod:`mltrade.sweep.coordination`), score the rest fold by fold with one vectorised evaluation per fold
 (the median pruner drops weak trials after each fold), then add the finished trials, with their session
@@ -31,7 +32,8 @@ IDLE_BATCHES = 3
 
 
 def local_study(seed: int):
-    """The worker's in-memory study: batch TPE (50 random start-up trials, multivariate) and a median pruner."""
+    """The worker's in-memory study: TPE (50 random start-up trials, multivariate, constant liar; the batch
+    version of Optuna's ``TPESampler``, same proposals) and a median pruner."""
     import optuna
 
     from mltrade.sweep.batch_sampler import BatchTPESampler
@@ -69,8 +71,6 @@ def propose(mirror: Mirror, space: dict, n: int, claims: Claims, worker: str) ->
     import optuna
 
     local = mirror.local
-    if hasattr(local.sampler, "new_batch"):
-        local.sampler.new_batch(n)
     asked = [local.ask() for _ in range(n)]
     params = [suggest(t, space) for t in asked]
     keys = [params_key(p) for p in params]
