@@ -95,6 +95,8 @@ def one_sweep(label: str, trials: int, year: int, jobs: int, today: bool) -> dic
         se.local_study, wrapped = today_local_study, se.local_study
     ph.wrap(se, "suggest", "sampling (in-memory study)")
     ph.wrap(se, "add_finished_trials", "storage writes (one per batch)")
+    ph.wrap(se.Mirror, "sync", "storage reads (mirror the study)")
+    ph.wrap(se, "tell", "tell the in-memory study")
     ph.wrap(Scorer, "vector_fold", "scoring (vectorised kernel)")
     ph.wrap(optuna.trial.Trial, "should_prune", "pruning decisions")
     ph.wrap(Scorer, "broker_run", "broker runs (confirm, test)")

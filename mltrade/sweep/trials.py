@@ -54,7 +54,7 @@ def fold_values(trial) -> Dict[str, float]:
 def trials_table(study) -> pd.DataFrame:
     """One row per trial: number, state, value, per-fold values and parameters."""
     rows = []
-    for t in study.trials:
+    for t in study.get_trials(deepcopy=False):
         row = {"number": t.number, "state": t.state.name, "value": t.value,
                "worker": worker_of(t), **fold_values(t),
                **{f"param_{k}": v for k, v in t.params.items()}}
