@@ -16,7 +16,8 @@ import time
 from mltrade.config import load_config
 from mltrade.feeds import artefacts as A
 from mltrade.feeds.sample import sample_intraday
-from mltrade.sweep.study import SweepSettings, optimize
+from mltrade.sweep.settings import SweepSettings
+from mltrade.sweep.study import optimize
 
 
 def run(bars, name: str, a) -> dict:

@@ -63,8 +63,9 @@ def main() -> None:
     from mltrade.feeds.sample import sample_intraday
     from mltrade.strategies.reference import IntradayMomentum
     from mltrade.sweep.broker_run import run_broker
-    from mltrade.sweep.evaluator import evaluate, param_sets, session_grid
-    from mltrade.sweep.study import SweepSettings, optimize
+    from mltrade.brokers.vectorised import evaluate, param_sets, session_grid
+    from mltrade.sweep.settings import SweepSettings
+    from mltrade.sweep.study import optimize
     from sweep_before import evaluate_before
 
     bars = sample_intraday(f"{args.year}-01-01", f"{args.year}-12-31")

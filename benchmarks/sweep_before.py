@@ -15,9 +15,9 @@ import numpy as np
 
 from mltrade.products import (ask_price, barrier_from_distance, bid_price, residual_value, round_barrier_safe,
                               underlying_for_bid, unwind_price)
-from mltrade.sweep.evaluator import (EXIT_KNOCKOUT, EXIT_NONE, EXIT_SESSION_END, EXIT_STOP, NO_TRADE,
-                                     REJECTED_CASH, REJECTED_KNOCKOUT, RULE_LONG, RULE_RANDOM, TRADED,
-                                     SessionGrid, Signals, random_directions)
+from mltrade.brokers.vectorised import (EXIT_KNOCKOUT, EXIT_NONE, EXIT_SESSION_END, EXIT_STOP, NO_TRADE,
+                                       REJECTED_CASH, REJECTED_KNOCKOUT, RULE_LONG, RULE_RANDOM, TRADED,
+                                       SessionGrid, Signals, random_directions)
 
 SignalFn = object
 

@@ -18,13 +18,15 @@ the NCP search and the DQN candidate selection pass their trials' per-session va
 """
 from __future__ import annotations
 
+import base64
 import itertools
 import math
+import zlib
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["pbo", "pbo_words", "pbo_or_reason", "pbo_details", "DEFAULT_SPLITS"]
+__all__ = ["pbo", "pbo_words", "pbo_or_reason", "pbo_details", "DEFAULT_SPLITS", "encode_returns", "decode_returns"]
 
 #: number of contiguous blocks S (C(16, 8) = 12,870 splits)
 DEFAULT_SPLITS = 16
@@ -153,3 +155,14 @@ def pbo_details(res: Optional[dict]) -> str:
     loss = res.get("prob_oos_loss")
     return res.get("words", pbo_words(res)) + tail + ("" if loss is None else
                                                        f"; chosen trial loses out of sample in {loss:.0%} of splits")
+
+
+def encode_returns(returns: np.ndarray) -> str:
+    """Per-session returns as compact text for a trial attribute (zlib-compressed little-endian float64, base64):
+    how every search stores the returns :func:`pbo` later reads."""
+    return base64.b64encode(zlib.compress(np.asarray(returns, dtype="<f8").tobytes(), 6)).decode("ascii")
+
+
+def decode_returns(text: str) -> np.ndarray:
+    """The inverse of :func:`encode_returns`."""
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f8").copy()

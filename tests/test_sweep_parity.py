@@ -19,9 +19,9 @@ from mltrade.feeds.sample import sample_intraday
 from mltrade.strategies.reference import IntradayMomentum
 from mltrade.strategies.signal import SignalStrategy
 from mltrade.sweep.broker_run import run_broker
-from mltrade.sweep.evaluator import (EXIT_KNOCKOUT, EXIT_SESSION_END, EXIT_STOP, TRADED, evaluate, evaluate_bars,
-                                     param_sets,
-                                     session_grid, signals_from_mapping)
+from mltrade.brokers.vectorised import (EXIT_KNOCKOUT, EXIT_SESSION_END, EXIT_STOP, TRADED, evaluate, evaluate_bars,
+                                       param_sets, session_grid)
+from mltrade.sweep.signals import signals_from_mapping
 
 CENT = 0.005
 HSET = settings(max_examples=15, deadline=None, derandomize=True,
@@ -235,7 +235,7 @@ def test_evaluate_bars_takes_model_directions_and_checks_them():
 
 
 def test_chunked_evaluation_equals_one_piece(monkeypatch):
-    import mltrade.sweep.evaluator as ev
+    import mltrade.brokers.vectorised.kernel as ev
 
     grid = session_grid(sample_span(50, 6))
     sets = [{"decision_bar": 5 + i, "distance": 0.01 + 0.002 * i} for i in range(7)]

@@ -11,7 +11,7 @@ import optuna
 import pytest
 
 from mltrade.sweep.coordination import params_key
-from mltrade.sweep.study import worker_of
+from mltrade.sweep.trials import worker_of
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -54,7 +54,8 @@ def test_two_worker_processes_share_one_postgres_study(pg_url, tmp_path):
 
 def test_jobs_option_runs_worker_processes_on_postgres(pg_url, tmp_path):
     from mltrade.config import load_config
-    from mltrade.sweep.study import SweepSettings, optimize
+    from mltrade.sweep.settings import SweepSettings
+    from mltrade.sweep.study import optimize
 
     name = f"pgjobs-{uuid.uuid4().hex[:8]}"
     s = SweepSettings(strategy="momentum", trials=50, jobs=2, storage=pg_url, study=name, start="2016-01-01",

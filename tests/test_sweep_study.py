@@ -13,7 +13,11 @@ import pytest
 from mltrade.backtest import run_backtest
 from mltrade.cli import main
 from mltrade.config import load_config
-from mltrade.sweep.study import SweepSettings, make_layout, optimize, suggest, trials_table
+from mltrade.sweep.layout import make_layout
+from mltrade.sweep.settings import SweepSettings
+from mltrade.sweep.space import suggest
+from mltrade.sweep.study import optimize
+from mltrade.sweep.trials import trials_table
 
 
 @lru_cache(maxsize=1)
@@ -132,11 +136,11 @@ def test_cli_rejects_bad_settings(tmp_path, capsys):
 
 
 def test_storage_urls_are_normalised_and_redacted(tmp_path):
-    from mltrade.sweep.study import _redact, normalise_url
+    from mltrade.optuna_storage import normalise_url, redact
 
     assert normalise_url("postgresql://u:pw@h:5432/db").startswith("postgresql+")
     assert normalise_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
-    assert _redact("postgresql+psycopg://u:secret@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
+    assert redact("postgresql+psycopg://u:secret@h:5432/db") == "postgresql+psycopg://u:***@h:5432/db"
     assert settings(tmp_path).storage_url().startswith(f"sqlite:///{tmp_path.resolve()}")
 
 

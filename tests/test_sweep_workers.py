@@ -17,10 +17,15 @@ import pytest
 
 from mltrade.calendars import sessions
 from mltrade.config import load_config
+from mltrade.optuna_storage import WorkerIdentity, rdb_of
 from mltrade.sweep import study as st
-from mltrade.sweep.coordination import Claims, WorkerIdentity, params_key
-from mltrade.sweep.study import (Scorer, SweepSettings, create_study, optimize, run_of, run_trials, significance,
-                                 trial_returns, worker_of)
+from mltrade.sweep.coordination import Claims, params_key
+from mltrade.sweep.scoring import Scorer
+from mltrade.sweep.search import run_trials
+from mltrade.sweep.settings import SweepSettings
+from mltrade.sweep.significance import significance
+from mltrade.sweep.study import create_study, optimize
+from mltrade.sweep.trials import run_of, trial_returns, worker_of
 
 START, END = "2019-01-01", "2019-12-31"
 
@@ -94,7 +99,7 @@ def test_two_workers_started_together_never_score_the_same_parameters(tmp_path):
     for name in per_worker:
         assert re.fullmatch(r"[A-Za-z0-9._-]+-\d+-[0-9a-f]{6}", name), name
     # each took its own slot (and so its own sampler seed): their first draws differ
-    assert sorted(Claims(st._rdb(study), study._study_id).workers()) == sorted(per_worker)
+    assert sorted(Claims(rdb_of(study), study._study_id).workers()) == sorted(per_worker)
     first = {w: [params_key(t.params) for t in trials if worker_of(t) == w][:20] for w in per_worker}
     a, b = first.values()
     assert not set(a) & set(b)
@@ -107,7 +112,7 @@ def test_claims_are_atomic_across_racing_workers(tmp_path):
     held = {}
 
     def claim(name: str) -> None:
-        c = Claims(st._rdb(study), study._study_id)
+        c = Claims(rdb_of(study), study._study_id)
         held[name] = set()
         for i in range(0, len(keys), 50):
             held[name] |= c.claim(keys[i:i + 50][::-1] if name == "b" else keys[i:i + 50], name)
@@ -119,7 +124,7 @@ def test_claims_are_atomic_across_racing_workers(tmp_path):
         t.join()
     assert set().union(*held.values()) == set(keys)
     assert sum(len(v) for v in held.values()) == len(keys)     # each key held by exactly one worker
-    c = Claims(st._rdb(study), study._study_id)
+    c = Claims(rdb_of(study), study._study_id)
     assert [c.register(n) for n in ("w0", "w1", "w2")] == [0, 1, 2]
     assert c.workers() == ["w0", "w1", "w2"]
 
@@ -279,5 +284,5 @@ def test_deleting_a_study_deletes_its_claims(tmp_path):
     assert run_trials(scorer, create_study(s), 10, 10, progress=False) == 3
     optuna.delete_study(study_name="again", storage=s.storage_url())
     study = create_study(s)
-    assert Claims(st._rdb(study), study._study_id).workers() == []
+    assert Claims(rdb_of(study), study._study_id).workers() == []
     assert run_trials(scorer, study, 10, 10, progress=False) == 3

@@ -48,7 +48,7 @@ def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
     the entry bar, cash plus the position at the bid of each bar's close while it is held, the cash
     after the exit from the exit bar on.
     """
-    from mltrade.sweep.evaluator import EXIT_REASONS, TRADED
+    from mltrade.brokers.vectorised import EXIT_REASONS, TRADED
 
     g = res.grid
     p = res.params
@@ -111,7 +111,7 @@ def _round_trips(res, i: int, sets: np.ndarray, exit_reasons) -> pd.DataFrame:
 
 def rule_sweep(bars: pd.DataFrame, kwargs: dict, cfg: dict, rule: str, decision_bar: int):
     """Evaluate the ``rule`` baseline (``long`` or ``random``) on the sweep engine (one parameter set)."""
-    from mltrade.sweep.evaluator import DEFAULTS, evaluate, session_grid
+    from mltrade.brokers.vectorised import DEFAULTS, evaluate, session_grid
 
     b = cfg["broker"]
     if b.get("fractional"):

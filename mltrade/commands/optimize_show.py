@@ -35,7 +35,9 @@ def run(args) -> int:
     import optuna
 
     from mltrade.config import load_config
-    from mltrade.sweep.study import SweepSettings, create_study, fold_values, worker_of
+    from mltrade.sweep.settings import SweepSettings
+    from mltrade.sweep.study import create_study
+    from mltrade.sweep.trials import fold_values, worker_of
     from mltrade.sweep.verdict import rounded
 
     cfg = load_config(args.config)

@@ -39,7 +39,7 @@ def register(sub) -> None:
 
 def settings_from(cfg: dict, args) -> "SweepSettings":
     """[sweep] settings overridden by the command-line flags."""
-    from mltrade.sweep.study import SweepSettings
+    from mltrade.sweep.settings import SweepSettings
 
     s = dict(cfg.get("sweep", {}))
     s["strategy"] = cfg["strategy"]["name"]

@@ -22,16 +22,9 @@ import random
 import time
 from typing import Dict, Sequence
 
+from mltrade.optuna_storage import rdb_of
+
 log = logging.getLogger(__name__)
-
-
-def _rdb_backend(study):
-    """The study's ``RDBStorage`` (under Optuna's cache wrapper), or None for another storage."""
-    from optuna.storages import RDBStorage
-
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)
-    return backend if isinstance(backend, RDBStorage) else None
 
 
 def add_finished_trials(study, trials: Sequence) -> None:
@@ -39,7 +32,7 @@ def add_finished_trials(study, trials: Sequence) -> None:
     trials = list(trials)
     if not trials:
         return
-    backend = _rdb_backend(study)
+    backend = rdb_of(study)
     if backend is None:
         study.add_trials(trials)
         return
@@ -70,62 +63,16 @@ def _utc_naive(value):
 
 
 def _write(backend, study_id: int, trials: Sequence) -> None:
-    from optuna import distributions
     from optuna.storages._rdb import models
-    from sqlalchemy import func, insert, select, update
+    from sqlalchemy import insert
 
     session = backend.scoped_session()
     try:
         # the lock Optuna takes for a new trial: numbers are counted under it
         models.StudyModel.find_or_raise_by_id(study_id, session, for_update=True)
-        known: Dict[str, object] = {}
-        for name in sorted({n for t in trials for n in t.distributions}):
-            row = session.execute(select(models.TrialParamModel.distribution_json)
-                                  .join(models.TrialModel).where(models.TrialModel.study_id == study_id)
-                                  .where(models.TrialParamModel.param_name == name).limit(1)).first()
-            if row is not None:
-                known[name] = distributions.json_to_distribution(row[0])
-        for t in trials:
-            for name, dist in t.distributions.items():
-                if name in known:
-                    distributions.check_distribution_compatibility(known[name], dist)
-                else:
-                    known[name] = dist
-        trial_table = models.TrialModel.__table__
-        ids = session.execute(
-            insert(trial_table).returning(trial_table.c.trial_id, sort_by_parameter_order=True),
-            [{"study_id": study_id, "number": None, "state": t.state, "datetime_start": _utc_naive(t.datetime_start),
-              "datetime_complete": _utc_naive(t.datetime_complete)} for t in trials]).scalars().all()
-        first = min(ids)
-        base = session.execute(select(func.count(trial_table.c.trial_id)).where(
-            trial_table.c.study_id == study_id, trial_table.c.trial_id < first)).scalar()
-        later = sorted(session.execute(select(trial_table.c.trial_id).where(
-            trial_table.c.study_id == study_id, trial_table.c.trial_id >= first)).scalars())
-        rank = {tid: base + k for k, tid in enumerate(later)}
-        session.execute(update(trial_table).where(trial_table.c.trial_id == _bind("tid")).values(
-            number=_bind("num")), [{"tid": tid, "num": rank[tid]} for tid in ids])
-        rows: Dict[object, list] = {m: [] for m in (models.TrialValueModel, models.TrialParamModel,
-                                                   models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
-                                                   models.TrialIntermediateValueModel)}
-        for tid, t in zip(ids, trials):
-            for objective, v in enumerate(t.values if t.values is not None else []):
-                stored, kind = models.TrialValueModel.value_to_stored_repr(v)
-                rows[models.TrialValueModel].append({"trial_id": tid, "objective": objective, "value": stored,
-                                                     "value_type": kind})
-            for name, value in t.params.items():
-                dist = t.distributions[name]
-                rows[models.TrialParamModel].append({"trial_id": tid, "param_name": name,
-                                                     "param_value": dist.to_internal_repr(value),
-                                                     "distribution_json": distributions.distribution_to_json(dist)})
-            for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs),
-                                 (models.TrialSystemAttributeModel, t.system_attrs)):
-                rows[model].extend({"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items())
-            for step, value in t.intermediate_values.items():
-                stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
-                rows[models.TrialIntermediateValueModel].append({"trial_id": tid, "step": step,
-                                                                 "intermediate_value": stored,
-                                                                 "intermediate_value_type": kind})
-        for model, batch in rows.items():
+        _check_distributions(session, study_id, trials)
+        ids = _insert_numbered(session, study_id, trials)
+        for model, batch in _rows(ids, trials).items():
             if batch:
                 session.execute(insert(model.__table__), batch)
         session.commit()
@@ -134,6 +81,77 @@ def _write(backend, study_id: int, trials: Sequence) -> None:
         raise
     finally:
         session.close()
+
+
+def _check_distributions(session, study_id: int, trials: Sequence) -> None:
+    """Refuse a parameter whose distribution conflicts with the study's (or another new trial's), as Optuna does."""
+    from optuna import distributions
+    from optuna.storages._rdb import models
+    from sqlalchemy import select
+
+    known: Dict[str, object] = {}
+    for name in sorted({n for t in trials for n in t.distributions}):
+        row = session.execute(select(models.TrialParamModel.distribution_json)
+                              .join(models.TrialModel).where(models.TrialModel.study_id == study_id)
+                              .where(models.TrialParamModel.param_name == name).limit(1)).first()
+        if row is not None:
+            known[name] = distributions.json_to_distribution(row[0])
+    for t in trials:
+        for name, dist in t.distributions.items():
+            if name in known:
+                distributions.check_distribution_compatibility(known[name], dist)
+            else:
+                known[name] = dist
+
+
+def _insert_numbered(session, study_id: int, trials: Sequence) -> list:
+    """Insert the trial rows; number them as Optuna does (the count of the study's trials with a smaller id)."""
+    from optuna.storages._rdb import models
+    from sqlalchemy import func, insert, select, update
+
+    trial_table = models.TrialModel.__table__
+    ids = session.execute(
+        insert(trial_table).returning(trial_table.c.trial_id, sort_by_parameter_order=True),
+        [{"study_id": study_id, "number": None, "state": t.state, "datetime_start": _utc_naive(t.datetime_start),
+          "datetime_complete": _utc_naive(t.datetime_complete)} for t in trials]).scalars().all()
+    first = min(ids)
+    base = session.execute(select(func.count(trial_table.c.trial_id)).where(
+        trial_table.c.study_id == study_id, trial_table.c.trial_id < first)).scalar()
+    later = sorted(session.execute(select(trial_table.c.trial_id).where(
+        trial_table.c.study_id == study_id, trial_table.c.trial_id >= first)).scalars())
+    rank = {tid: base + k for k, tid in enumerate(later)}
+    session.execute(update(trial_table).where(trial_table.c.trial_id == _bind("tid")).values(
+        number=_bind("num")), [{"tid": tid, "num": rank[tid]} for tid in ids])
+    return ids
+
+
+def _rows(ids: Sequence[int], trials: Sequence) -> Dict[object, list]:
+    """Rows of the value, parameter, attribute and intermediate-value tables, per table, in Optuna's encodings."""
+    from optuna import distributions
+    from optuna.storages._rdb import models
+
+    rows: Dict[object, list] = {m: [] for m in (models.TrialValueModel, models.TrialParamModel,
+                                               models.TrialUserAttributeModel, models.TrialSystemAttributeModel,
+                                               models.TrialIntermediateValueModel)}
+    for tid, t in zip(ids, trials):
+        for objective, v in enumerate(t.values if t.values is not None else []):
+            stored, kind = models.TrialValueModel.value_to_stored_repr(v)
+            rows[models.TrialValueModel].append({"trial_id": tid, "objective": objective, "value": stored,
+                                                 "value_type": kind})
+        for name, value in t.params.items():
+            dist = t.distributions[name]
+            rows[models.TrialParamModel].append({"trial_id": tid, "param_name": name,
+                                                 "param_value": dist.to_internal_repr(value),
+                                                 "distribution_json": distributions.distribution_to_json(dist)})
+        for model, attrs in ((models.TrialUserAttributeModel, t.user_attrs),
+                             (models.TrialSystemAttributeModel, t.system_attrs)):
+            rows[model].extend({"trial_id": tid, "key": k, "value_json": json.dumps(v)} for k, v in attrs.items())
+        for step, value in t.intermediate_values.items():
+            stored, kind = models.TrialIntermediateValueModel.intermediate_value_to_stored_repr(value)
+            rows[models.TrialIntermediateValueModel].append({"trial_id": tid, "step": step,
+                                                             "intermediate_value": stored,
+                                                             "intermediate_value_type": kind})
+    return rows
 
 
 def _bind(name: str):

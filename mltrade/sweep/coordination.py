@@ -1,4 +1,6 @@
-"""Workers that share one Optuna study: a unique identity each, a sampler seed each, no parameter set scored twice.
+"""Workers that share one Optuna study: a slot and a sampler seed each, no parameter set scored twice.
+
+Each worker's unique name is :class:`mltrade.optuna_storage.WorkerIdentity` (host, pid, random token).
 
 Optuna's RDB storage has no notion of "this parameter set is taken". Beside
 its tables the sweep keeps one of its own, ``mltrade_sweep_claims``
@@ -18,35 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import re
-import secrets
-import socket
 import time
-from dataclasses import dataclass
-from typing import List, Optional, Sequence, Set
+from typing import List, Sequence, Set
 
 TABLE = "mltrade_sweep_claims"
-
-
-@dataclass(frozen=True)
-class WorkerIdentity:
-    """Who runs trials: host, process id and a random token (unique across machines and restarts)."""
-
-    host: str
-    pid: int
-    token: str
-
-    @property
-    def name(self) -> str:
-        """``host-pid-token``: the worker's name in trial ids and reports (no ``:``)."""
-        return f"{self.host}-{self.pid}-{self.token}"
-
-    @classmethod
-    def here(cls, token: Optional[str] = None) -> "WorkerIdentity":
-        """This process's identity (``token``: a random 6-hex-digit one unless given)."""
-        host = re.sub(r"[^A-Za-z0-9._-]", "_", socket.gethostname() or "host")[:60]
-        return cls(host, os.getpid(), token or secrets.token_hex(3))
 
 
 def params_key(params: dict) -> str:

@@ -24,119 +24,20 @@ machines, ``sqlite:///`` for one). Its layout::
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-import os
-import socket
-import tempfile
-import threading
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from mltrade.models.dqn.jobs import UNTRAINED_KEYS, Job, canonical, default_study_name, run_key
+from mltrade.models.dqn.packing import pack, unpack
+from mltrade.optuna_storage import Heartbeat, WorkerIdentity, normalise_url, open_storage, redact
+
 __all__ = ["Job", "DistributedTraining", "run_key", "default_study_name"]
-
-#: [dqn] keys that do not change the trained agents (left out of the run's hash and config check)
-UNTRAINED_KEYS = ("registry", "name")
-
-
-def _canonical(cfg: dict) -> dict:
-    return {k: v for k, v in sorted(cfg.items()) if k not in UNTRAINED_KEYS}
-
-
-def run_key(cfg: dict) -> str:
-    """A short hash of the ``[dqn]`` settings that shape the agents (the default study name's suffix)."""
-    text = json.dumps(_canonical(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
-
-
-def default_study_name(cfg: dict) -> str:
-    """``dqn-<run_key>``: the same config on every machine names the same study."""
-    return f"dqn-{run_key(cfg)}"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One candidate agent: fold index, session kind, candidate index."""
-
-    fold: int
-    session: str
-    candidate: int
-
-    @property
-    def key(self) -> str:
-        """``f<fold>-<session>-c<candidate>``."""
-        return f"f{self.fold}-{self.session}-c{self.candidate:03d}"
-
-    def to_dict(self) -> dict:
-        return {"fold": self.fold, "session": self.session, "candidate": self.candidate}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Job":
-        return cls(int(d["fold"]), str(d["session"]), int(d["candidate"]))
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        if ":" in cred:
-            return f"{scheme}://{cred.split(':', 1)[0]}:***@{host}"
-    return url
-
-
-def _pack(agent: Any) -> bytes:
-    """An agent as one JSON document: its Keras file (base64) and its keras-rl2 config."""
-    with tempfile.TemporaryDirectory(prefix="mltrade-dqn-") as d:
-        path = Path(d) / "agent.keras"
-        agent.save(path)
-        doc = {"keras": base64.b64encode(path.read_bytes()).decode("ascii"),
-               "config": json.loads(path.with_suffix(".json").read_text())}
-    return json.dumps(doc, sort_keys=True).encode()
-
-
-def _unpack(blob: bytes, where: str) -> Any:
-    from mltrade.models.dqn.agent import DQNAgent
-
-    try:
-        doc = json.loads(blob)
-        raw = base64.b64decode(doc["keras"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{where}: not a packed DQN agent ({exc})") from exc
-    with tempfile.TemporaryDirectory(prefix="mltrade-dqn-") as d:
-        path = Path(d) / "agent.keras"
-        path.write_bytes(raw)
-        path.with_suffix(".json").write_text(json.dumps(doc["config"]))
-        return DQNAgent.load(path)
-
-
-class _Heartbeat:
-    """Records the trial's Optuna heartbeat every ``interval`` seconds in a thread."""
-
-    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
-        self.storage, self.trial_id, self.interval = storage, trial_id, interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.storage.record_heartbeat(self.trial_id)
-            except Exception:  # noqa: BLE001 - a missed beat is retried; a dead database fails the job itself
-                pass
-
-    def __enter__(self) -> "_Heartbeat":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 class DistributedTraining:
@@ -157,8 +58,6 @@ class DistributedTraining:
             raise ValueError("DistributedTraining: give the [dqn] config or the name of an existing study")
         if int(heartbeat) < 1:
             raise ValueError(f"heartbeat: expected whole seconds >= 1, got {heartbeat!r}")
-        from mltrade.sweep.study import normalise_url
-
         self.url = normalise_url(url)
         self.study_name = study or default_study_name(cfg or {})
         self.artifacts = Path(artifacts) if artifacts else None
@@ -166,7 +65,7 @@ class DistributedTraining:
         self.grace = int(grace) if grace is not None else 3 * self.heartbeat
         self.log = log
         self.check_config = bool(check_config)
-        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker = worker or WorkerIdentity.here().name
         self._storage = self._open_storage()
         self.study, self.created = self._create_or_load(cfg)
         self.study_id = self._storage.get_study_id_from_name(self.study_name)
@@ -177,33 +76,11 @@ class DistributedTraining:
     # ----------------------------------------------------------------- the study
     def _open_storage(self) -> Any:
         import optuna
-        import sqlalchemy.exc
 
         # Optuna's heartbeat (and fail_stale_trials) are marked experimental: say it once, in the docs
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-        sqlite = self.url.startswith("sqlite")
-        kw = {"connect_args": {"timeout": 60}} if sqlite else {"pool_pre_ping": True}
-        for attempt in range(10):
-            try:
-                storage = optuna.storages.RDBStorage(
-                    self.url, engine_kwargs=kw, heartbeat_interval=self.heartbeat, grace_period=self.grace,
-                    heartbeat_stale_trial_callback=self._requeue)
-                if sqlite:
-                    from sqlalchemy import event
-
-                    @event.listens_for(storage.engine, "connect")
-                    def _wal(conn: Any, _record: Any) -> None:
-                        cur = conn.cursor()
-                        cur.execute("PRAGMA journal_mode=WAL")
-                        cur.close()
-                    storage.engine.dispose()
-                return storage
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError,
-                    sqlalchemy.exc.ProgrammingError) as exc:
-                # processes starting together on an empty database race to create Optuna's schema
-                if attempt == 9:
-                    raise ValueError(f"storage: cannot open {_redact(self.url)}: {exc}") from exc
-                time.sleep(0.5 + 0.5 * attempt)
+        return open_storage(self.url, heartbeat_interval=self.heartbeat, grace_period=self.grace,
+                            heartbeat_stale_trial_callback=self._requeue)
 
     def _create_or_load(self, cfg: Optional[dict]) -> Tuple[Any, bool]:
         import optuna
@@ -218,7 +95,7 @@ class DistributedTraining:
         try:
             return optuna.load_study(study_name=self.study_name, storage=self._storage), False
         except KeyError as exc:
-            raise ValueError(f"study {self.study_name!r}: no such study in {_redact(self.url)}") from exc
+            raise ValueError(f"study {self.study_name!r}: no such study in {redact(self.url)}") from exc
 
     def _ready(self, cfg: Optional[dict]) -> Tuple[dict, List[Job]]:
         """The creator stores the config and enqueues the jobs; everyone else waits for them."""
@@ -237,8 +114,8 @@ class DistributedTraining:
             time.sleep(1.0)
         stored = attrs["config"]
         if cfg is not None and self.check_config:
-            diff = sorted(k for k in set(_canonical(cfg)) | set(_canonical(stored))
-                          if _canonical(cfg).get(k) != _canonical(stored).get(k))
+            diff = sorted(k for k in set(canonical(cfg)) | set(canonical(stored))
+                          if canonical(cfg).get(k) != canonical(stored).get(k))
             if diff:
                 raise ValueError(f"study {self.study_name!r} was created with a different [dqn] config "
                                  f"(keys {diff}); use the same config, or another --study")
@@ -372,10 +249,10 @@ class DistributedTraining:
         tid, t = claimed
         job = Job.from_dict(t.user_attrs["job"])
         t0 = time.time()
-        with _Heartbeat(self._storage, tid, self.heartbeat):
+        with Heartbeat(self._storage, tid, self.heartbeat):
             try:
                 agent, score, spec = self.train_job(job)
-                blob = _pack(agent)
+                blob = pack(agent)
                 where = self._store(job, t.number, blob)
             except BaseException:
                 try:
@@ -446,7 +323,7 @@ class DistributedTraining:
             blob = p.read_bytes()
         if hashlib.sha256(blob).hexdigest() != t.user_attrs["sha256"]:
             raise ValueError(f"job {job.key}: artefact {where} does not match the sha256 its worker recorded")
-        return _unpack(blob, f"job {job.key} ({where})")
+        return unpack(blob, f"job {job.key} ({where})")
 
     def assemble(self, cfg: Optional[dict] = None, progress: bool = False,
                  log: Optional[Callable[[str], None]] = None) -> dict:
@@ -488,6 +365,6 @@ class DistributedTraining:
         sessions = sorted({j.session for j in self.jobs})
         per = len(self.jobs) // max(1, folds * len(sessions))
         how = "created" if self.created else "joined"
-        return (f"study {self.study_name} in {_redact(self.url)} ({how}): {len(self.jobs)} jobs "
+        return (f"study {self.study_name} in {redact(self.url)} ({how}): {len(self.jobs)} jobs "
                 f"({folds} fold(s) x {','.join(sessions)} x {per} candidates); agents -> "
                 f"{self.artifacts / self.study_name if self.artifacts else 'the RDB'}")
