@@ -141,7 +141,7 @@ def test_search_workers_have_own_seeds_and_never_score_a_parameter_set_twice(ds,
     # each the long, the short or no trade of its own session; the duplicate keeps none
     from mltrade.models.ncp.data import split
     from mltrade.models.ncp.search import RETURNS_ATTR, search_pbo
-    from mltrade.sweep.study import decode_returns
+    from mltrade.pbo import decode_returns
     r = decode_returns(t0.user_attrs[RETURNS_ATTR])
     folds, _ = split(ds, s)
     sub = ds.subset(np.concatenate([np.arange(f.test_start, f.test_stop) for f in folds]))

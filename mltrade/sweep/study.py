@@ -36,7 +36,6 @@ import pandas as pd
 
 from mltrade.optuna_storage import WorkerIdentity, open_study
 # kept importable here for mltrade.models.ncp until it imports them from mltrade.pbo
-from mltrade.pbo import decode_returns, encode_returns  # noqa: F401
 from mltrade.sweep.finish import finish
 from mltrade.sweep.scoring import Scorer
 from mltrade.sweep.search import run_trials

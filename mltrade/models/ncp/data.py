@@ -15,6 +15,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import pandas as pd
 
+from mltrade.feeds.source import bars_for
 from mltrade.models.ncp.dataset import NCPDataset, build_dataset
 from mltrade.models.ncp.history import daily_history_for
 from mltrade.models.ncp.settings import NCPSettings
@@ -23,8 +24,6 @@ from mltrade.models.walkforward import Fold, walk_forward_folds
 
 def load_bars(s: NCPSettings) -> pd.DataFrame:
     """The intraday bars the settings name (sample, CSV file or twelvedata:SYMBOL cache), cut to start/end."""
-    from mltrade.backtest import bars_for
-
     return bars_for(s.data, s.start, s.end, seed=int(s.seed), interval=int(s.interval), field="ncp")
 
 
@@ -41,7 +40,8 @@ def dataset_for(s: NCPSettings, bars: Optional[pd.DataFrame] = None,
 #: settings that change the dataset (the cache key holds them, the data's fingerprint and the code's)
 _DATASET_KEYS = ("data", "start", "end", "seed", "exchange", "interval", "n_candles", "distance",
                  "seq_distance", "stop", "ratio", "spread", "fx", "kind", "barrier_buffer", "daily_history")
-_DATASET_CODE = ("feeds/sample.py", "feeds/loader.py", "models/features.py", "models/ncp/dataset.py",
+_DATASET_CODE = ("feeds/sample.py", "feeds/loader.py", "models/features.py", "models/feature_specs.py",
+                 "models/feature_bars.py", "models/intraday_features.py", "models/ncp/dataset.py",
                  "calendars.py", "products.py")
 
 

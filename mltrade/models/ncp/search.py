@@ -2,9 +2,7 @@
 the search's overfitting (PBO), the best trial, and :func:`optimize` (search, then the final model)."""
 from __future__ import annotations
 
-import hashlib
 import os
-import socket
 import time
 import uuid
 from pathlib import Path
@@ -12,12 +10,14 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from mltrade import pbo
 from mltrade.models.ncp.data import cached_dataset, dataset_key, fold_datasets, load_dataset, save_dataset, split
 from mltrade.models.ncp.dataset import NCPDataset
 from mltrade.models.ncp.final import FinalResult, train_final
 from mltrade.models.ncp.fit import configure_tensorflow, device_name, fold_predictions, use_jit
 from mltrade.models.ncp.scoring import constant_output, describe_constant, trade_returns
 from mltrade.models.ncp.settings import LAYOUT, _RUN_ONLY, NCPSettings
+from mltrade.optuna_storage import WorkerIdentity, open_study, redact
 
 
 def suggest_params(trial, s: NCPSettings) -> Dict[str, Any]:
@@ -61,9 +61,10 @@ def evaluate_params(params: Dict[str, Any], ds: NCPDataset, folds: list, s: NCPS
 
 
 def worker_identity() -> Tuple[str, int]:
-    """A unique worker name (host, pid, random) and a sampler seed of its own derived from it."""
-    name = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    return name, int(hashlib.sha256(name.encode()).hexdigest()[:8], 16)
+    """A unique worker name (host, pid, random; :class:`mltrade.optuna_storage.WorkerIdentity`) and a
+    sampler seed of its own derived from it."""
+    w = WorkerIdentity.here()
+    return w.name, w.seed
 
 
 def _study(s: NCPSettings, storage: str, seed: int, n_trials: Optional[int]):
@@ -73,8 +74,7 @@ def _study(s: NCPSettings, storage: str, seed: int, n_trials: Optional[int]):
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup, constant_liar=True)
     # prune after the first fold, once two trials have finished
     pruner = optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=0)
-    return optuna.create_study(study_name=s.study, storage=storage, direction="maximize", sampler=sampler,
-                               pruner=pruner, load_if_exists=True)
+    return open_study(storage, s.study, sampler=sampler, pruner=pruner)
 
 
 def _same_params(a: dict, b: dict) -> bool:
@@ -156,9 +156,8 @@ RETURNS_ATTR = "ncp_returns"
 
 
 def encode_returns(returns: np.ndarray) -> str:
-    """Per-session returns as trial-attribute text (the sweep's encoding, :func:`mltrade.sweep.study.encode_returns`)."""
-    from mltrade.sweep.study import encode_returns as enc
-    return enc(returns)
+    """Per-session returns as trial-attribute text (the sweep's encoding, :func:`mltrade.pbo.encode_returns`)."""
+    return pbo.encode_returns(returns)
 
 
 def search_pbo(study) -> dict:
@@ -166,11 +165,9 @@ def search_pbo(study) -> dict:
     complete trials' per-session validation returns (same sessions: every complete trial ran every fold);
     pruned trials and trials stored before the returns were kept are left out."""
     import optuna
-    from mltrade.pbo import pbo_or_reason
-    from mltrade.sweep.study import decode_returns
-    cols = [decode_returns(t.user_attrs[RETURNS_ATTR]) for t in study.trials
+    cols = [pbo.decode_returns(t.user_attrs[RETURNS_ATTR]) for t in study.trials
             if t.state == optuna.trial.TrialState.COMPLETE and RETURNS_ATTR in t.user_attrs]
-    res = pbo_or_reason(cols)
+    res = pbo.pbo_or_reason(cols)
     res["complete_trials"] = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     return res
 
@@ -212,7 +209,7 @@ def optimize(s: NCPSettings, n_trials: Optional[int] = None, storage: Optional[s
         if url.startswith("sqlite:///") and not os.path.isabs(url[len("sqlite:///"):]):
             url = "sqlite:///" + os.path.abspath(url[len("sqlite:///"):])
         _run_workers(s, url, n, jobs, ds, from_settings, log, timeout)
-        study = optuna.load_study(study_name=s.study, storage=url)
+        study = open_study(url, s.study, load_only=True)
     best = choose_best(study)
     why = " (every completed trial is degenerate)" if best.user_attrs.get("degenerate") else ""
     log(f"best trial {best.number} (validation folds): {s.objective} = {best.value:.4f}{why} "
@@ -231,7 +228,7 @@ def _check_settings(study, s: NCPSettings, url: str) -> None:
     stored = study.user_attrs.get("settings")
     if stored is not None and stored != mine and study.trials:
         diff = sorted(k for k in set(stored) | set(mine) if stored.get(k) != mine.get(k))
-        raise ValueError(f"study {s.study!r} in {url} was run with other settings "
+        raise ValueError(f"study {s.study!r} in {redact(url)} was run with other settings "
                          f"({', '.join(diff)}): its scores are not comparable; use another --study name")
     study.set_user_attr("settings", mine)
 
@@ -267,7 +264,7 @@ def best_params(s: NCPSettings, storage: Optional[str] = None) -> Optional[Dict[
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        study = optuna.load_study(study_name=s.study, storage=storage or s.storage_url())
+        study = open_study(storage or s.storage_url(), s.study, load_only=True)
         return dict(choose_best(study).params)
     except (KeyError, ValueError, RuntimeError):
         return None
