@@ -52,7 +52,7 @@ def test_planted_world_learnt_out_of_sample_with_ladder(tmp_path):
     assert 0.15 < m["holdout_long_share"] < 0.85          # not a constant bet
     assert m["model"]["direction_accuracy"] > 0.65         # the planted sign, on sessions it never saw
     lad = m["ladder"]
-    assert set(lad["rungs"]) == {"always_long", "always_short", "random", "rule", "logistic", "hgb", "ncp"}
+    assert set(lad["rungs"]) == {"always_long", "always_short", "random", "rule", "logistic", "hgb", "no_trade", "ncp"}
     # the ladder's NCP holdout row is the training holdout figure (one truth inside the run)
     assert lad["rungs"]["ncp"]["holdout"]["log_product"] == pytest.approx(m["model"]["log_product"], abs=1e-9)
     assert lad["rungs"]["ncp"]["holdout"]["n_sessions"] == m["model"]["sessions"] == 80
