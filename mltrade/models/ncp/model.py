@@ -221,31 +221,32 @@ def fit_skip_logistic(model, cfg: NCPConfig, daily: np.ndarray, seq: np.ndarray,
     model's own input standardisation, which must be set first). ``val`` = ``(daily, seq, y, w)``: the
     early-stopping sessions, whose (weighted) log-loss chooses C in ``cs``; without them C is
     ``1 / (2 skip_l2 n)``, the joint skip's penalty. ``w``: per-session loss weights (the training loss's).
-    Returns ``{"C": ..., "val_loss": ...}``."""
+    Returns ``{"C": ..., "val_loss": ...}`` (``C`` None: one class in the training sessions, skip left as it
+    is)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
     X = skip_inputs(daily, seq)
     y = (np.asarray(y) > 0).astype(int)
-    if len(np.unique(y)) < 2:   # one class: the intercept only
-        coef, b, C, vl = np.zeros(X.shape[1]), float(np.log((y.mean() + 1e-3) / (1 - y.mean() + 1e-3))), 0.0, None
-        sc = StandardScaler().fit(X)
+    if len(np.unique(y)) < 2:
+        # one class: no logistic regression to fit; the skip stays as it is (zero) and the network alone
+        # learns the constant
+        return {"C": None, "val_loss": None}
+    sc = StandardScaler().fit(X)
+    Z = sc.transform(X)
+    kw = {} if w is None else {"sample_weight": np.asarray(w, float)}
+    if val is not None and len(val[2]):
+        Zv, yv = sc.transform(skip_inputs(val[0], val[1])), (np.asarray(val[2]) > 0).astype(int)
+        best = None
+        for c in cs:
+            m = LogisticRegression(C=float(c), max_iter=2000).fit(Z, y, **kw)
+            vl = _logloss(yv, m.predict_proba(Zv)[:, 1], val[3])
+            if best is None or vl < best[0] - 1e-12:
+                best = (vl, float(c), m)
+        vl, C, m = best
     else:
-        sc = StandardScaler().fit(X)
-        Z = sc.transform(X)
-        kw = {} if w is None else {"sample_weight": np.asarray(w, float)}
-        if val is not None and len(val[2]):
-            Zv, yv = sc.transform(skip_inputs(val[0], val[1])), (np.asarray(val[2]) > 0).astype(int)
-            best = None
-            for c in cs:
-                m = LogisticRegression(C=float(c), max_iter=2000).fit(Z, y, **kw)
-                vl = _logloss(yv, m.predict_proba(Zv)[:, 1], val[3])
-                if best is None or vl < best[0] - 1e-12:
-                    best = (vl, float(c), m)
-            vl, C, m = best
-        else:
-            C = 1.0 / (2.0 * max(cfg.skip_l2, 1e-12) * len(y))
-            m, vl = LogisticRegression(C=C, max_iter=2000).fit(Z, y, **kw), None
-        coef, b = m.coef_.reshape(-1).astype(float), float(m.intercept_[0])
+        C = 1.0 / (2.0 * max(cfg.skip_l2, 1e-12) * len(y))
+        m, vl = LogisticRegression(C=C, max_iter=2000).fit(Z, y, **kw), None
+    coef, b = m.coef_.reshape(-1).astype(float), float(m.intercept_[0])
     # the model's skip sees z = (x - mean) / std per column (its Standardize layers); the scaler's u =
     # (x - mu) / sd: w.u + b = (w std / sd).z + b + w.(mean - mu) / sd
     dn, sn = model.get_layer("daily_norm"), model.get_layer("candles_norm")
