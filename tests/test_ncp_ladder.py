@@ -71,3 +71,21 @@ def test_random_walk_edge_not_significant(tmp_path):
     v = res.metrics["ladder"]["verdict"]
     for key in ("spa_pvalue_validation", "spa_pvalue_holdout"):
         assert v[key] is not None and v[key] > 0.05, (key, v)
+
+
+@pytest.mark.slow
+def test_sample_default_ncp_learns_at_least_the_logistic_regression(tmp_path):
+    """Issue 17 target 2a: on the sample the default NCP (`mltrade train ncp --defaults` settings and
+    parameters, LTC) is not degenerate and its log-product is at least the ladder's logistic regression's on
+    the same sessions, on validation (where it is chosen) and on the holdout (~1-3 min)."""
+    from mltrade.config import load_config
+    from mltrade.models.ncp.train import dataset_for
+    s = dataclasses.replace(NCPSettings.from_config(load_config(None, None)), state_dir=str(tmp_path))
+    assert s.cell == "ltc" and s.data == "sample"
+    res = train_final({"epochs": s.max_epochs}, dataset_for(s), s, offer=False)
+    m = res.metrics
+    assert not m["degenerate"], m["degenerate_reason"]
+    r = m["ladder"]["rungs"]
+    for part in ("validation", "holdout"):
+        assert r["ncp"][part]["log_product"] >= r["logistic"][part]["log_product"] - 1e-9, (part, r)
+    assert r["ncp"]["holdout"]["log_product"] > r["always_long"]["holdout"]["log_product"]
