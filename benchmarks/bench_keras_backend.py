@@ -233,7 +233,7 @@ def leg_ncp_step(cell: str, steps: int, shared: str) -> dict:
     cfg = NCPConfig(n_daily=32, cell=cell)
     weights = os.path.join(shared, f"ncp_{cell}.npz")
     if keras.backend.backend() == "tensorflow":
-        from mltrade.models.ncp.train import FoldTrainer
+        from mltrade.models.ncp.fit import FoldTrainer
 
         trainer = FoldTrainer(cfg, epochs=1, batch_size=n, patience=1)
         model = trainer.model

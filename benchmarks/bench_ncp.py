@@ -6,7 +6,7 @@ Prints each figure beside its baseline in the same run (ratios) and the device T
 Search legs run in fresh processes (TensorFlow's thread pools are fixed at start), same settings, same
 search space and objective; "old" is the previous path (Keras ``fit`` with an EarlyStopping callback per
 fold, the model's default thread pools, one process, pruning from the 5th trial), kept here as the
-baseline; "new" is ``mltrade.models.ncp.train.optimize`` (compiled loop, folds cut once per study,
+baseline; "new" is ``mltrade.models.ncp.search.optimize`` (compiled loop, folds cut once per study,
 pruning after the first fold, one worker process per core with one thread each, dataset cache).
 Run: python benchmarks/bench_ncp.py [--trials 20] [--max-epochs 20] [--skip-search] [--search-only]
 """
@@ -68,9 +68,10 @@ def _legacy_objective(s, ds, folds, stats):
     """The previous trial objective: a Keras ``fit`` per fold with EarlyStopping (restore best weights)."""
     import keras
     import numpy as np
+    from mltrade.models.ncp.fit import DEFAULT_PARAMS, config_from_params
     from mltrade.models.ncp.model import build_model, predict_proba, set_input_stats
-    from mltrade.models.ncp.train import (DEFAULT_PARAMS, config_from_params, directions, performance,
-                                          suggest_params)
+    from mltrade.models.ncp.scoring import directions, performance
+    from mltrade.models.ncp.search import suggest_params
     import optuna
 
     def objective(trial):
@@ -109,12 +110,15 @@ def _legacy_objective(s, ds, folds, stats):
 def search_leg(leg: str, trials: int, max_epochs: int, state: str) -> dict:
     """Run one leg of the search comparison in this process; returns its figures."""
     import optuna
-    from mltrade.models.ncp.train import NCPSettings, configure_tensorflow, dataset_for, optimize, split
+    from mltrade.models.ncp.data import dataset_for, split
+    from mltrade.models.ncp.fit import configure_tensorflow
+    from mltrade.models.ncp.search import optimize
+    from mltrade.models.ncp.settings import NCPSettings
     s = NCPSettings(max_epochs=max_epochs, state_dir=state, study=f"bench-{leg}")
     load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     if leg == "old":
-        from mltrade.models.ncp.train import device_name
+        from mltrade.models.ncp.fit import device_name
         device = device_name()
         ds = dataset_for(s)
         folds, _ = split(ds, s)
@@ -130,7 +134,8 @@ def search_leg(leg: str, trials: int, max_epochs: int, state: str) -> dict:
         ds = None
         lines = []
         import re
-        from mltrade.models.ncp.train import run_trials, cached_dataset, _jobs
+        from mltrade.models.ncp.data import cached_dataset
+        from mltrade.models.ncp.search import _jobs, run_trials
         jobs = _jobs(s)
         if jobs == 1:
             ds = cached_dataset(s)
@@ -147,7 +152,8 @@ def search_leg(leg: str, trials: int, max_epochs: int, state: str) -> dict:
 def optimize_search_only(s, trials: int, jobs: int, lines: list) -> None:
     """The new path's worker processes (as ``optimize`` starts them), without the final model."""
     import multiprocessing as mp
-    from mltrade.models.ncp.train import _study, _worker_main, cached_dataset, dataset_key
+    from mltrade.models.ncp.data import cached_dataset, dataset_key
+    from mltrade.models.ncp.search import _study, _worker_main
     cached_dataset(s)
     _study(s, s.storage_url(), 0, trials)
     cache = os.path.join(s.state_dir, "cache", f"ncp-dataset-{dataset_key(s)}.npz")
@@ -211,7 +217,7 @@ def main() -> None:
     if args.search_leg:
         print(json.dumps(search_leg(args.search_leg, args.trials, args.max_epochs, args.state)))
         return
-    from mltrade.models.ncp.train import device_name
+    from mltrade.models.ncp.fit import device_name
     print(f"device: {device_name()}")
     if not args.skip_search:
         compare_search(args.trials, args.max_epochs)
@@ -221,9 +227,11 @@ def main() -> None:
     from mltrade.backtest import run_strategy
     from mltrade.config import load_config
     from mltrade.feeds.sample import sample_intraday
-    from mltrade.models.ncp.train import (NCPSettings, FoldTrainer, config_from_params, dataset_for,
-                                          load_artifact, write_artifact)
     from mltrade.models.ncp.adapt import ATRAdaptation
+    from mltrade.models.ncp.artifact import load_artifact, write_artifact
+    from mltrade.models.ncp.data import dataset_for
+    from mltrade.models.ncp.fit import FoldTrainer, config_from_params
+    from mltrade.models.ncp.settings import NCPSettings
     from mltrade.strategies.ncp import NCPStrategy
     from mltrade.strategies.reference import IntradayMomentum
 

@@ -47,8 +47,10 @@ def null_dataset(s, seed: int = 1):
 def run(world: str, cell: str, overrides: dict | None = None, params: dict | None = None) -> dict:
     from mltrade.config import load_config
     from mltrade.models.ladder import format_ladder
-    from mltrade.models.ncp.train import (DEFAULT_PARAMS, NCPSettings, configure_tensorflow, dataset_for,
-                                          train_final)
+    from mltrade.models.ncp.data import dataset_for
+    from mltrade.models.ncp.final import train_final
+    from mltrade.models.ncp.fit import DEFAULT_PARAMS, configure_tensorflow
+    from mltrade.models.ncp.settings import NCPSettings
     s = NCPSettings.from_config(load_config(None, {"ncp": overrides} if overrides else None))
     s = dataclasses.replace(s, cell=cell, state_dir=tempfile.mkdtemp(prefix="bench-ncp-"))
     device = configure_tensorflow(s.threads)

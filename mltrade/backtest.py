@@ -289,7 +289,9 @@ def train_default_model(scope: ModelScope, params: dict, cfg: dict, progress: bo
         log(f"trained and kept {summary['model_dir']} ({summary['seconds']} s)"
             + (f"; warning: {summary['below_baselines_reason']}" if summary.get("below_baselines") else ""))
     elif scope.strategy == "ncp":
-        from mltrade.models.ncp.train import NCPSettings, dataset_for, train_final
+        from mltrade.models.ncp.data import dataset_for
+        from mltrade.models.ncp.final import train_final
+        from mltrade.models.ncp.settings import NCPSettings
 
         s = NCPSettings.from_config(cfg)
         want = Path(str(params.get("model_path", ".mltrade/models/ncp/current")))

@@ -7,10 +7,11 @@ import pytest
 from mltrade.backtest import run_strategy
 from mltrade.config import load_config
 from mltrade.models.ncp.adapt import ATRAdaptation
+from mltrade.models.ncp.artifact import format_metrics
 from mltrade.models.ncp.dataset import build_inputs
 from mltrade.models.ncp.model import NCPConfig, build_model
+from mltrade.models.ncp.scoring import constant_output, describe_constant, directions
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import constant_output, describe_constant, directions, format_metrics
 from mltrade.strategies.ncp import NCPStrategy
 
 

@@ -8,10 +8,12 @@ import dataclasses
 import numpy as np
 import pytest
 
+from mltrade.models.ncp.artifact import format_metrics
 from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
+from mltrade.models.ncp.final import momentum_positions, train_final
+from mltrade.models.ncp.fit import sample_weights
+from mltrade.models.ncp.settings import NCPSettings
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import (NCPSettings, format_metrics, momentum_positions, sample_weights,
-                                      train_final)
 
 SMALL = dict(n_folds=2, train_sessions=100, val_sessions=30, score_sessions=50, embargo=1,
              holdout_sessions=80, max_epochs=12, patience=3, seeds=1, adapt=False, spread=0.0)
@@ -79,7 +81,7 @@ def test_sample_default_ncp_learns_at_least_the_logistic_regression(tmp_path):
     parameters, LTC) is not degenerate and its log-product is at least the ladder's logistic regression's on
     the same sessions, on validation (where it is chosen) and on the holdout (~1-3 min)."""
     from mltrade.config import load_config
-    from mltrade.models.ncp.train import dataset_for
+    from mltrade.models.ncp.data import dataset_for
     s = dataclasses.replace(NCPSettings.from_config(load_config(None, None)), state_dir=str(tmp_path))
     assert s.cell == "ltc" and s.data == "sample"
     res = train_final({"epochs": s.max_epochs}, dataset_for(s), s, offer=False)

@@ -9,9 +9,11 @@ import pytest
 from scipy.stats import binomtest
 
 from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
-from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import FoldTrainer, NCPSettings, config_from_params, directions
+from mltrade.models.ncp.fit import FoldTrainer, config_from_params
 from mltrade.models.ncp.model import predict_proba
+from mltrade.models.ncp.scoring import directions
+from mltrade.models.ncp.settings import NCPSettings
+from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
 from mltrade.models.walkforward import single_split
 
 PARAMS = {"dense1": 16, "dense2": 8, "dense_dropout": 0.1, "ltc_units": 10, "ltc_units2": 6, "branch_head": 4,

@@ -11,10 +11,13 @@ from mltrade.backtest import run_backtest, run_strategy
 from mltrade.config import load_config
 from mltrade.feeds.loader import load_csv, write_csv
 from mltrade.models.ncp.adapt import ATRAdaptation
+from mltrade.models.ncp.artifact import write_artifact
+from mltrade.models.ncp.data import dataset_for
 from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
+from mltrade.models.ncp.history import load_daily_history
 from mltrade.models.ncp.model import NCPConfig, build_model
+from mltrade.models.ncp.settings import NCPSettings
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import NCPSettings, dataset_for, load_daily_history, write_artifact
 from mltrade.pbo import pbo_or_reason
 from mltrade.strategies.ncp import NCPStrategy
 

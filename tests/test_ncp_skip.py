@@ -9,7 +9,8 @@ import pytest
 from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
 from mltrade.models.ncp.model import NCPConfig, predict_proba, skip_inputs
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import FoldTrainer, NCPSettings, _significant_gain, config_from_params
+from mltrade.models.ncp.fit import FoldTrainer, _significant_gain, config_from_params
+from mltrade.models.ncp.settings import NCPSettings
 
 PARAMS = {"dense1": 8, "dense2": 4, "ltc_units": 6, "ltc_units2": 5, "head_units": 4, "branch_head": 2}
 
@@ -26,7 +27,7 @@ def test_untrained_ncp_is_the_ladders_logistic_regression_exactly(ds):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from mltrade.models.ncp.train import ladder_inputs
+    from mltrade.models.ncp.final import ladder_inputs
     s = NCPSettings(cell="cfc")
     tr = FoldTrainer(config_from_params(PARAMS, ds.daily.shape[1], s, 0), epochs=0, batch_size=32, patience=2)
     train, val, test = ds.subset(slice(0, 100)), ds.subset(slice(101, 130)), ds.subset(slice(131, len(ds)))

@@ -9,10 +9,10 @@ from mltrade.backtest import run_strategy
 from mltrade.calendars import tag_bars
 from mltrade.config import load_config
 from mltrade.models.ncp.adapt import ATRAdaptation
+from mltrade.models.ncp.artifact import write_artifact
 from mltrade.models.ncp.dataset import build_inputs
 from mltrade.models.ncp.model import NCPConfig, build_model, predict_proba
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import write_artifact
 from mltrade.strategies.ncp import NCPStrategy, confidence_distance
 from mltrade.strategies.registry import get_strategy
 

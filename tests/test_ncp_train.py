@@ -6,9 +6,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from mltrade.models.ncp.artifact import format_metrics
+from mltrade.models.ncp.data import dataset_for, split
+from mltrade.models.ncp.final import train_final
+from mltrade.models.ncp.scoring import directions, performance, score
+from mltrade.models.ncp.search import best_params, optimize
+from mltrade.models.ncp.settings import NCPSettings
 from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-from mltrade.models.ncp.train import (NCPSettings, best_params, dataset_for, directions, format_metrics, optimize,
-                                      performance, score, split, train_final)
 
 PARAMS = {"dense1": 8, "dense2": 4, "ltc_units": 6, "ltc_units2": 5, "head_units": 4, "epochs": 3}
 
@@ -119,7 +123,7 @@ def test_constant_model_is_degenerate_not_kept_and_holdout_constant_is_flagged(d
 @pytest.mark.slow
 def test_search_workers_have_own_seeds_and_never_score_a_parameter_set_twice(ds, tmp_path):
     import optuna
-    from mltrade.models.ncp.train import run_trials, worker_identity
+    from mltrade.models.ncp.search import run_trials, worker_identity
     (a, sa), (b, sb) = worker_identity(), worker_identity()
     assert a != b and sa != sb
     s = _settings(tmp_path, max_epochs=3)
@@ -135,7 +139,8 @@ def test_search_workers_have_own_seeds_and_never_score_a_parameter_set_twice(ds,
     assert {t0.user_attrs["worker"], t1.user_attrs["worker"]} == {"w1", "w2"}
     # the scored trial keeps its per-session returns on the folds' scored ranges (what PBO is computed on):
     # each the long, the short or no trade of its own session; the duplicate keeps none
-    from mltrade.models.ncp.train import RETURNS_ATTR, search_pbo, split
+    from mltrade.models.ncp.data import split
+    from mltrade.models.ncp.search import RETURNS_ATTR, search_pbo
     from mltrade.sweep.study import decode_returns
     r = decode_returns(t0.user_attrs[RETURNS_ATTR])
     folds, _ = split(ds, s)
@@ -164,7 +169,7 @@ def test_two_local_worker_processes_share_one_study(ds, tmp_path):
 
 def test_dataset_cache_round_trip_and_key(tmp_path, ds):
     from mltrade.feeds.loader import write_csv
-    from mltrade.models.ncp.train import cached_dataset, dataset_key, load_dataset, save_dataset
+    from mltrade.models.ncp.data import cached_dataset, dataset_key, load_dataset, save_dataset
     p = save_dataset(ds, str(tmp_path / "d.npz"))
     back = load_dataset(p)
     for k in ("dates", "daily", "seq", "atr", "price", "label", "long_return", "short_return", "long_exit"):
@@ -193,7 +198,7 @@ def test_dataset_cache_round_trip_and_key(tmp_path, ds):
 @pytest.mark.slow
 def test_cli_train_ncp_writes_a_loadable_model_or_says_why_not(tmp_path, monkeypatch, capsys):
     from mltrade.cli import main
-    from mltrade.models.ncp.train import load_artifact
+    from mltrade.models.ncp.artifact import load_artifact
     monkeypatch.chdir(tmp_path)
     cfg = tmp_path / "c.toml"
     cfg.write_text('[ncp]\nstart = "2017-06-01"\nend = "2018-12-31"\ncell = "cfc"\nmax_epochs = 2\n'
@@ -233,8 +238,8 @@ def test_optimize_cli_is_registered_and_validates_trials(tmp_path):
 
 @pytest.mark.slow
 def test_compiled_training_loop_traces_once_and_restores_the_best_epoch(ds):
+    from mltrade.models.ncp.fit import FoldTrainer, _bce, config_from_params
     from mltrade.models.ncp.model import predict_proba
-    from mltrade.models.ncp.train import FoldTrainer, _bce, config_from_params
     s = NCPSettings(cell="cfc")
     trainer = FoldTrainer(config_from_params(dict(PARAMS, learning_rate=0.02), ds.daily.shape[1], s, 1),
                           epochs=6, batch_size=16, patience=2)

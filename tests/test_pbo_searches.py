@@ -21,7 +21,7 @@ def test_pbo_or_reason_says_why_and_never_raises():
 
 def _study(cols, states=None):
     import optuna
-    from mltrade.models.ncp.train import RETURNS_ATTR, encode_returns
+    from mltrade.models.ncp.search import RETURNS_ATTR, encode_returns
     study = optuna.create_study(direction="maximize")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     for k, c in enumerate(cols):
@@ -35,7 +35,7 @@ def _study(cols, states=None):
 
 def test_ncp_search_pbo_over_complete_trials_null_and_planted():
     import optuna
-    from mltrade.models.ncp.train import search_pbo
+    from mltrade.models.ncp.search import search_pbo
     rng = np.random.default_rng(4)
     r = rng.standard_normal((300, 40)) * 0.01
     null = search_pbo(_study(list(r.T)))

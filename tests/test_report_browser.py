@@ -66,10 +66,10 @@ def _ncp_report(root: Path) -> Path:
     from mltrade.config import load_config
     from mltrade.feeds.loader import write_csv
     from mltrade.models.ncp.adapt import ATRAdaptation
+    from mltrade.models.ncp.artifact import write_artifact
     from mltrade.models.ncp.dataset import PayoffSpec, build_dataset
     from mltrade.models.ncp.model import NCPConfig, build_model
     from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-    from mltrade.models.ncp.train import write_artifact
 
     bars = synthetic_market("2017-01-03", 24, planted=True, seed=11)
     hist = synthetic_daily_history(bars, 260, seed=12)

@@ -213,10 +213,10 @@ def test_trades_carry_the_decisions_provenance(month):
 def ncp_world(tmp_path_factory):
     from mltrade.feeds.loader import write_csv
     from mltrade.models.ncp.adapt import ATRAdaptation
+    from mltrade.models.ncp.artifact import write_artifact
     from mltrade.models.ncp.dataset import build_inputs
     from mltrade.models.ncp.model import NCPConfig, build_model
     from mltrade.models.ncp.synthetic import synthetic_daily_history, synthetic_market
-    from mltrade.models.ncp.train import write_artifact
 
     root = tmp_path_factory.mktemp("oos")
     bars = synthetic_market("2017-01-03", 24, planted=True, seed=11)

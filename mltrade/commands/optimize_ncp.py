@@ -35,7 +35,8 @@ def run(args) -> int:
     import time
 
     from mltrade.commands.train_ncp import report_result, settings_from_args
-    from mltrade.models.ncp.train import configure_tensorflow, optimize
+    from mltrade.models.ncp.fit import configure_tensorflow
+    from mltrade.models.ncp.search import optimize
 
     s = settings_from_args(args)
     if args.study:

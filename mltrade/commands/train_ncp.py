@@ -42,7 +42,7 @@ def add_common_arguments(p) -> None:
 def settings_from_args(args):
     """``NCPSettings`` from the config file and the command-line flags."""
     from mltrade.config import load_config
-    from mltrade.models.ncp.train import NCPSettings
+    from mltrade.models.ncp.settings import NCPSettings
 
     o = {}
     for flag, key in (("data", "data"), ("start", "start"), ("end", "end"), ("cell", "cell"),
@@ -56,7 +56,8 @@ def settings_from_args(args):
 
 
 def _params(args, s) -> dict:
-    from mltrade.models.ncp.train import DEFAULT_PARAMS, best_params
+    from mltrade.models.ncp.fit import DEFAULT_PARAMS
+    from mltrade.models.ncp.search import best_params
     if args.params:
         text = args.params
         if not text.lstrip().startswith("{"):
@@ -81,7 +82,7 @@ def _params(args, s) -> dict:
 
 def report_result(res, s) -> None:
     """Print the holdout figures and whether the registry kept the model."""
-    from mltrade.models.ncp.train import format_metrics
+    from mltrade.models.ncp.artifact import format_metrics
     print(format_metrics(res.metrics))
     ad = res.adaptation
     bins = ", ".join(f"bin {t['bin']} {t['range']}: {t['action']} (n={t['count']})" for t in ad.table)
@@ -104,7 +105,9 @@ def report_result(res, s) -> None:
 
 def run(args) -> int:
     """Train once with the chosen parameters and offer the model to the registry."""
-    from mltrade.models.ncp.train import cached_dataset, configure_tensorflow, train_final
+    from mltrade.models.ncp.data import cached_dataset
+    from mltrade.models.ncp.final import train_final
+    from mltrade.models.ncp.fit import configure_tensorflow
 
     s = settings_from_args(args)
     print(f"device: {configure_tensorflow(s.threads)}")

@@ -1,0 +1,120 @@
+"""The ``[ncp]`` settings (:class:`NCPSettings`): validated at construction, with the certificate from ``[product]``."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from mltrade.models.ncp.dataset import PayoffSpec
+from mltrade.models.ncp.history import load_daily_history
+from mltrade.models.registry import ModelRegistry
+
+
+OBJECTIVES = ("product", "sharpe")
+LOSSES = ("weighted", "bce")
+#: settings that do not change what a trial's score means (a study may resume with other values)
+_RUN_ONLY = {"trials", "storage", "state_dir", "search_seed", "study", "jobs", "threads", "jit_compile",
+             "dataset_cache", "model_name"}
+#: version of the fold layout (:func:`split`); a study run under another layout is not resumed
+LAYOUT = 2
+
+
+@dataclass
+class NCPSettings:
+    """The ``[ncp]`` config section plus the certificate from ``[product]``."""
+
+    data: str = "sample"
+    start: str = "2012-01-01"
+    end: str = "2018-12-31"
+    seed: int = 42
+    exchange: str = "XNAS"
+    interval: int = 5
+    n_candles: int = 17
+    distance: float = 0.04
+    seq_distance: float = 0.04
+    stop: float = 0.71
+    cell: str = "ltc"
+    objective: str = "product"
+    threshold: float = 0.5
+    n_folds: int = 2
+    train_sessions: int = 250     #: fold training window; with ``expanding`` the first fold's minimum
+    expanding: bool = True        #: training windows start at the first session (all history before)
+    loss: str = "bce"             #: "bce": cross-entropy; "weighted": weighted by |r_long - r_short|
+    class_balance: bool = False   #: both classes carry the same total weight in the loss
+    seeds: int = 2                #: models per fit with different seeds, probabilities averaged
+    val_sessions: int = 120
+    score_sessions: int = 120
+    embargo: int = 1
+    holdout_sessions: int = 120
+    max_epochs: int = 20
+    patience: int = 4
+    trials: int = 20
+    storage: str = ""
+    study: str = "ncp"
+    search_seed: int = 0
+    state_dir: str = ".mltrade"
+    model_name: str = "ncp"
+    atr_bins: int = 3
+    adapt_min_count: int = 20
+    adapt: bool = True
+    ratio: float = 0.01
+    spread: float = 0.01
+    fx: float = 1.0
+    kind: str = "turbo"
+    barrier_buffer: float = 0.0
+    daily_history: str = ""       #: daily CSV before the data, for indicator warm-up ("" = none)
+    jobs: int = 0                 #: search worker processes here (0 = one per CPU core; 1 on a GPU)
+    threads: int = 1              #: TensorFlow CPU threads per worker (0 = TensorFlow's default)
+    jit_compile: str = "auto"     #: XLA-compile the train step: "auto" (GPU only), "on", "off"
+    dataset_cache: bool = True    #: keep built datasets under state_dir/cache (keyed by data + settings)
+
+    def __post_init__(self) -> None:
+        if self.daily_history:
+            load_daily_history(self.daily_history, "ncp.daily_history")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"ncp.objective: expected one of {OBJECTIVES}, got {self.objective!r}")
+        if not 0.5 <= self.threshold < 1:
+            raise ValueError(f"ncp.threshold: expected a value in [0.5, 1), got {self.threshold!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"ncp.loss: expected one of {LOSSES}, got {self.loss!r}")
+        if isinstance(self.seeds, bool) or int(self.seeds) < 1:
+            raise ValueError(f"ncp.seeds: expected a positive integer, got {self.seeds!r}")
+        if self.cell not in ("ltc", "cfc"):
+            raise ValueError(f"ncp.cell: expected 'ltc' or 'cfc', got {self.cell!r}")
+        if str(self.jit_compile) not in ("auto", "on", "off"):
+            raise ValueError(f"ncp.jit_compile: expected 'auto', 'on' or 'off', got {self.jit_compile!r}")
+        for k in ("jobs", "threads"):
+            if isinstance(getattr(self, k), bool) or int(getattr(self, k)) < 0:
+                raise ValueError(f"ncp.{k}: expected an integer >= 0, got {getattr(self, k)!r}")
+        for k in ("n_folds", "train_sessions", "score_sessions", "holdout_sessions", "max_epochs",
+                  "n_candles"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"ncp.{k}: expected a positive integer, got {getattr(self, k)!r}")
+
+    @classmethod
+    def from_config(cls, cfg: dict) -> "NCPSettings":
+        """Settings from a loaded config (``[ncp]`` and the certificate keys of ``[product]``)."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in cfg.get("product", {}).items() if k in ("ratio", "spread", "fx", "kind",
+                                                                         "barrier_buffer")}
+        for k, v in cfg.get("ncp", {}).items():
+            if k not in known:
+                raise ValueError(f"ncp.{k}: unknown key; valid: {', '.join(sorted(known))}")
+            kw[k] = v
+        return cls(**kw)
+
+    def payoff(self) -> PayoffSpec:
+        return PayoffSpec(distance=self.distance, stop=self.stop, ratio=self.ratio, spread=self.spread,
+                          fx=self.fx, kind=self.kind, barrier_buffer=self.barrier_buffer)
+
+    def storage_url(self) -> str:
+        if self.storage:
+            return self.storage
+        path = Path(self.state_dir) / "optuna" / "ncp.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
+
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(Path(self.state_dir) / "models")
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
