@@ -11,7 +11,11 @@ volatility, :func:`mltrade.feeds.artefacts.null_world`: nothing to learn, the NC
 simple learner should not be significant, SPA p > 0.05).
 
 Run: python benchmarks/bench_ncp_ladder.py [--world sample|null|both] [--cell ltc|cfc] [--json out.json]
-     [--set KEY=VALUE ...] [--param KEY=VALUE ...]
+     [--set KEY=VALUE ...] [--param KEY=VALUE ...] [--check]
+
+``--check`` (issue 17 targets 2a and 2c; exit status 1 when one fails): on the sample the NCP is not degenerate
+and its validation and holdout log-products are at least the logistic regression's on the same sessions; on
+the null world its SPA p-values against the best simple learner are above 0.05.
 """
 from __future__ import annotations
 
@@ -75,6 +79,7 @@ def main() -> None:
                     help="override an [ncp] setting (TOML value), e.g. --set seeds=1")
     ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                     help="override a model parameter (TOML value), e.g. --param skip_l2=0.3")
+    ap.add_argument("--check", action="store_true", help="exit 1 unless the issue-17 targets hold (see above)")
     a = ap.parse_args()
     worlds = ["sample", "null"] if a.world == "both" else [a.world]
     import tomllib
@@ -84,6 +89,30 @@ def main() -> None:
     if a.json:
         with open(a.json, "w") as fh:
             json.dump(out, fh, indent=1, default=str)
+    if a.check:
+        failed = [m for r in out for m in check(r)]
+        for m in failed:
+            print(f"CHECK FAILED: {m}")
+        print("checks: " + ("FAILED" if failed else "passed"))
+        raise SystemExit(1 if failed else 0)
+
+
+def check(r: dict) -> list:
+    """What fails of the world's targets (issue 17: 2a on the sample, 2c on the null world)."""
+    rungs, v = r["ladder"]["rungs"], r["ladder"]["verdict"]
+    bad = []
+    if r["world"] == "sample":
+        if r["degenerate"]:
+            bad.append("sample: the default NCP is degenerate")
+        for part in ("validation", "holdout"):
+            n, lg = rungs["ncp"][part]["log_product"], rungs["logistic"][part]["log_product"]
+            if n < lg - 1e-9:
+                bad.append(f"sample: NCP {part} log-product {n:+.3f} < logistic {lg:+.3f}")
+    else:
+        for key in ("spa_pvalue_validation", "spa_pvalue_holdout"):
+            if v[key] is not None and v[key] <= 0.05:
+                bad.append(f"null world: {key} = {v[key]:.3f} <= 0.05 (an edge where there is none)")
+    return bad
 
 
 if __name__ == "__main__":

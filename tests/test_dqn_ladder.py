@@ -60,7 +60,7 @@ def test_session_ladder_finds_a_planted_signal_and_scores_the_ensemble_on_the_sa
     test = pd.DataFrame({"trade_direction": np.ones(fold.test_stop - fold.test_start, int), "distance": 0.1})
     lad = session_ladder(obs, daily, fold, barrier, val, test, costs, result, spa_reps=200)
     r = lad["rungs"]
-    assert set(r) == {"always_long", "always_short", "random", "logistic", "hgb", "ensemble"}
+    assert set(r) == {"always_long", "always_short", "random", "logistic", "hgb", "no_trade", "ensemble"}
     assert lad["verdict"]["best_simple"] in ("logistic", "hgb")
     assert r["logistic"]["holdout"]["log_product"] > r["always_long"]["holdout"]["log_product"] + 1.0
     # the "ensemble" never trades on validation and is always long on the holdout: it is those rungs

@@ -239,7 +239,7 @@ def test_ladder_in_metrics_and_cli_lines(trained):
     lines = report_lines(metrics)
     for session in ("day", "night"):
         lad = metrics["ladder"][session]
-        assert set(lad["rungs"]) == {"always_long", "always_short", "random", "logistic", "hgb",
+        assert set(lad["rungs"]) == {"always_long", "always_short", "random", "logistic", "hgb", "no_trade",
                                      f"{session} ensemble"}
         assert lad["validation_sessions"] == 100 and lad["holdout_sessions"] == 60
         v = lad["verdict"]

@@ -47,7 +47,7 @@ def test_selection_uses_validation_only():
     rule[200:300] *= -1
     lad = Ladder(X, split, fn, rule_positions=rule, random_seeds=range(3), spa_reps=200)
     r = lad.rungs["rule"]
-    others = [n for n in ("always_long", "always_short", "logistic", "hgb")]
+    others = [n for n in ("always_long", "always_short", "logistic", "hgb", "no_trade")]
     assert all(r.hold["log_product"] > lad.rungs[n].hold["log_product"] for n in others)
     assert all(r.val["log_product"] < lad.rungs[n].val["log_product"] for n in others)
     best = lad.best_simple()
@@ -84,6 +84,36 @@ def test_model_verdict_spa_and_outputs():
     assert v2["spa_pvalue_validation"] is not None
     if v2["best_simple"] == "always_long":
         assert v2["beats_on_validation"] is False and ": no" in v2["words"]
+
+
+def test_no_trade_rung_is_the_floor_of_the_best_simple_learner():
+    X, r_long, fn = _world(n=700, seed=2)
+    split = LadderSplit.expanding(500, n_folds=1, val_size=150, holdout=np.arange(500, 700))
+    lad = Ladder(X, split, fn, random_seeds=range(3), spa_reps=200)
+    nt = lad.rungs["no_trade"]
+    assert nt.val["log_product"] == 0.0 and nt.hold["log_product"] == 0.0 and nt.val["trades"] == 0
+    assert nt.val["sharpe"] == 0.0 and nt.val["long_share"] == 0.0
+    # where a learner makes money on validation it is the best simple learner, not no-trade
+    assert lad.best_simple() in ("logistic", "hgb")
+    assert "no_trade" in format_ladder(lad.to_dict())
+
+    # a market where every side of every session loses (costs above any move): nothing simple makes money
+    rng = np.random.default_rng(4)
+    loss_l, loss_s = -0.002 - rng.uniform(0, 0.01, 700), -0.002 - rng.uniform(0, 0.01, 700)
+
+    def losing(pos, rows):
+        pos = np.asarray(pos)
+        return np.where(pos > 0, loss_l[rows], np.where(pos < 0, loss_s[rows], 0.0))
+
+    lad = Ladder(X, split, losing, random_seeds=range(3), spa_reps=200)
+    assert all(lad.rungs[n].val["log_product"] < 0 for n in ("always_long", "always_short", "logistic", "hgb"))
+    assert lad.best_simple() == "no_trade"
+    # a model that loses less than every learner still does not beat the best simple learner: not trading
+    val, hold = split.validation, split.holdout
+    lad.add_model("ncp", 0.1 * losing(np.ones(len(val), int), val), 0.1 * losing(np.ones(len(hold), int), hold))
+    v = lad.verdict()
+    assert v["best_simple"] == "no_trade" and v["beats_on_validation"] is False
+    assert "(no-trade: no simple learner makes money on validation)" in v["words"] and ": no (" in v["words"]
 
 
 def test_bad_inputs_are_named():

@@ -49,8 +49,10 @@ def test_first_backtest_trains_refuses_in_one_line_then_backtests(tmp_path, monk
     bars = synthetic_market("2012-01-01", 340, planted=True, seed=11)
     write_csv(bars, csv)
     write_csv(synthetic_daily_history(bars, 260, seed=11), hist)
-    # a threshold no probability reaches: the model never trades, the registry refuses it
-    rc = main(["backtest", "--strategy", "ncp", "--config", _config(tmp_path, csv, hist, 0.99, epochs=1), "--no-baselines"])
+    # a threshold no probability reaches: the model never trades, the registry refuses it (0.99 is reached:
+    # the NCP starts as a logistic regression, confident on the planted sessions)
+    rc = main(["backtest", "--strategy", "ncp", "--config", _config(tmp_path, csv, hist, 0.9999999, epochs=1),
+               "--no-baselines"])
     out, err = capsys.readouterr()
     assert rc == 2
     lines = [ln for ln in err.splitlines() if ln.startswith("mltrade: error:")]

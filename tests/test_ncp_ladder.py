@@ -54,7 +54,7 @@ def test_planted_world_learnt_out_of_sample_with_ladder(tmp_path):
     assert 0.15 < m["holdout_long_share"] < 0.85          # not a constant bet
     assert m["model"]["direction_accuracy"] > 0.65         # the planted sign, on sessions it never saw
     lad = m["ladder"]
-    assert set(lad["rungs"]) == {"always_long", "always_short", "random", "rule", "logistic", "hgb", "ncp"}
+    assert set(lad["rungs"]) == {"always_long", "always_short", "random", "rule", "logistic", "hgb", "no_trade", "ncp"}
     # the ladder's NCP holdout row is the training holdout figure (one truth inside the run)
     assert lad["rungs"]["ncp"]["holdout"]["log_product"] == pytest.approx(m["model"]["log_product"], abs=1e-9)
     assert lad["rungs"]["ncp"]["holdout"]["n_sessions"] == m["model"]["sessions"] == 80
@@ -73,3 +73,21 @@ def test_random_walk_edge_not_significant(tmp_path):
     v = res.metrics["ladder"]["verdict"]
     for key in ("spa_pvalue_validation", "spa_pvalue_holdout"):
         assert v[key] is not None and v[key] > 0.05, (key, v)
+
+
+@pytest.mark.slow
+def test_sample_default_ncp_learns_at_least_the_logistic_regression(tmp_path):
+    """Issue 17 target 2a: on the sample the default NCP (`mltrade train ncp --defaults` settings and
+    parameters, LTC) is not degenerate and its log-product is at least the ladder's logistic regression's on
+    the same sessions, on validation (where it is chosen) and on the holdout (~1-3 min)."""
+    from mltrade.config import load_config
+    from mltrade.models.ncp.data import dataset_for
+    s = dataclasses.replace(NCPSettings.from_config(load_config(None, None)), state_dir=str(tmp_path))
+    assert s.cell == "ltc" and s.data == "sample"
+    res = train_final({"epochs": s.max_epochs}, dataset_for(s), s, offer=False)
+    m = res.metrics
+    assert not m["degenerate"], m["degenerate_reason"]
+    r = m["ladder"]["rungs"]
+    for part in ("validation", "holdout"):
+        assert r["ncp"][part]["log_product"] >= r["logistic"][part]["log_product"] - 1e-9, (part, r)
+    assert r["ncp"]["holdout"]["log_product"] > r["always_long"]["holdout"]["log_product"]

@@ -3,6 +3,11 @@
 Every ML run (NCP, DQN) shows, on the same sessions, how far simpler things get:
 
 * ``always_long`` / ``always_short`` — constant positions;
+* ``no_trade`` — never trades (every session flat: the caller's flat return, 0 for the NCP and the DQN,
+  so log-product 0 and Sharpe 0). The floor: it is a candidate
+  for "the best simple learner", chosen only when every simple learner loses on validation (ties go to the
+  learner), so a model that loses money never "beats the best simple learner" — to beat it the model has
+  to make money; the verdict then says that no simple learner makes money on validation;
 * ``random`` — a random direction per session, figures averaged over several seeds (a luck reference,
   never chosen as "the best simple learner");
 * ``rule`` — an optional caller-supplied rule baseline (e.g. the momentum rule), given as positions;
@@ -37,10 +42,11 @@ import numpy as np
 
 ReturnsFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
-#: rungs that are candidates for "the best simple learner" (random is a luck reference only)
-LEARNERS = ("always_long", "always_short", "rule", "logistic", "hgb")
+#: rungs that are candidates for "the best simple learner" (random is a luck reference only; no_trade is
+#: last: the floor, chosen only when every learner before it is below it on validation)
+LEARNERS = ("always_long", "always_short", "rule", "logistic", "hgb", "no_trade")
 LABELS = {"always_long": "always-long", "always_short": "always-short", "random": "random",
-          "rule": "rule", "logistic": "logistic", "hgb": "gradient boosting"}
+          "rule": "rule", "logistic": "logistic", "hgb": "gradient boosting", "no_trade": "no-trade"}
 LOGISTIC_C = (0.001, 0.01, 0.1, 1.0, 10.0)
 HGB_GRID: Tuple[Dict[str, float], ...] = (
     {"max_depth": 2, "learning_rate": 0.05, "max_iter": 100},
@@ -200,6 +206,7 @@ class Ladder:
             self._add("rule", rp[val], rp[hold], {"name": rule_name})
         self._learner("logistic", [{"C": c} for c in logistic_c], self._logistic)
         self._learner("hgb", [dict(g) for g in hgb_grid], self._hgb)
+        self._add("no_trade", np.zeros(len(val), int), np.zeros(len(hold), int))
 
     # ---- figures --------------------------------------------------------------------------
     def _returns(self, positions: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -335,7 +342,8 @@ class Ladder:
         out.update({"model": self.model_name, "model_validation": m.val[self.objective],
                     "model_holdout": m.hold[self.objective], "beats_on_validation": bool(beats),
                     "spa_pvalue_validation": pv, "spa_pvalue_holdout": ph})
-        lab = LABELS.get(best, best)
+        lab = LABELS.get(best, best) + (": no simple learner makes money on validation"
+                                        if best == "no_trade" else "")
         out["words"] = (f"{self.model_name} beats the best simple learner ({lab}) on validation: "
                         f"{'yes' if beats else 'no'} ({self.objective} {m.val[self.objective]:+.3f} vs "
                         f"{b.val[self.objective]:+.3f}, SPA p={_fmt_p(pv)}); holdout "

@@ -10,7 +10,7 @@ from typing import Any, Callable, Dict, Optional
 import numpy as np
 
 from mltrade.models.ncp.dataset import NCPDataset
-from mltrade.models.ncp.model import NCPConfig, build_model, predict_proba, set_input_stats
+from mltrade.models.ncp.model import NCPConfig, build_model, fit_skip_logistic, predict_proba, set_input_stats
 from mltrade.models.ncp.scoring import directions, performance
 from mltrade.models.ncp.settings import LOSSES, NCPSettings
 
@@ -34,7 +34,8 @@ def config_from_params(params: Dict[str, Any], n_daily: int, s: NCPSettings, see
                      head_units=int(p["head_units"]), head_dropout=float(p["head_dropout"]),
                      head_slope=float(p["head_slope"]), learning_rate=float(p["learning_rate"]),
                      weight_decay=float(p.get("weight_decay", 0.0)), skip_l2=float(p.get("skip_l2", 0.0)),
-                     seed=seed)
+                     skip_fit=str(p.get("skip_fit", "logistic")),
+                     residual_z=float(p.get("residual_z", NCPConfig.residual_z)), seed=seed)
 
 
 def configure_tensorflow(threads: int = 1) -> str:
@@ -87,6 +88,22 @@ def _bce(y: np.ndarray, p: np.ndarray, w: Optional[np.ndarray] = None) -> float:
     return float(ll.mean() if w is None else (ll * w).sum() / max(float(np.sum(w)), 1e-12))
 
 
+def _session_bce(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Per-session cross-entropy."""
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    y = np.asarray(y, float)
+    return -(y * np.log(p) + (1 - y) * np.log(1 - p))
+
+
+def _significant_gain(gain: np.ndarray, z: float) -> bool:
+    """Whether per-session loss gains (weighted) have a mean above ``z`` standard errors (paired, one-sided;
+    ``z`` = 0: any positive mean gain)."""
+    g = np.asarray(gain, float)
+    if len(g) == 0 or g.mean() <= 0:
+        return False
+    return z <= 0 or (len(g) > 1 and g.mean() > z * g.std(ddof=1) / math.sqrt(len(g)))
+
+
 def sample_weights(ds: NCPDataset, loss: str = "weighted", class_balance: bool = True) -> np.ndarray:
     """Per-session loss weights (mean 1): ``weighted`` = |log(1+r_long) - log(1+r_short)|, what choosing the
     wrong side of the session costs in the objective (log-product), so the loss is the trading objective's
@@ -126,12 +143,18 @@ class FoldTrainer:
         self.loss, self.class_balance = loss, bool(class_balance)
         self.batch_size, self.patience = int(batch_size), int(patience)
         self.model = build_model(cfg)
-        self.model.optimizer.build(self.model.trainable_variables)
+        #: the skip solved as a logistic regression before the network trains (then frozen: the optimizer,
+        #: its weight decay included, only sees the network's weights)
+        self.skip_logistic = bool(cfg.skip) and cfg.skip_fit == "logistic"
+        frozen = {id(v) for v in self.model.get_layer("skip_logit").trainable_variables} \
+            if self.skip_logistic else set()
+        self._vars = [v for v in self.model.trainable_variables if id(v) not in frozen]
+        self.model.optimizer.build(self._vars)
         self._w0 = self.model.get_weights()
         self._opt0 = [v.numpy() for v in self.model.optimizer.variables]
         self.epochs_run = 0            #: epochs trained by all fits of this trainer
         self.train_seconds = 0.0       #: time spent in those epochs (compile included)
-        model, opt = self.model, self.model.optimizer
+        model, opt, tvars = self.model, self.model.optimizer, self._vars
 
         def step(xd, xs, y, w):
             with tf.GradientTape() as tape:
@@ -141,8 +164,8 @@ class FoldTrainer:
                 loss = tf.reduce_sum(ll * w) / tf.reduce_sum(w)
                 if model.losses:  # the skip's L2 penalty
                     loss = loss + tf.add_n(model.losses)
-            grads = tape.gradient(loss, model.trainable_variables)
-            opt.apply(grads, model.trainable_variables)
+            grads = tape.gradient(loss, tvars)
+            opt.apply(grads, tvars)
             return loss
 
         # plain tensor code: no AutoGraph conversion (it can't read the closure and would warn)
@@ -172,6 +195,20 @@ class FoldTrainer:
         pad[n:] = 0.0
         self.history = _History()
         best, best_w, wait = math.inf, None, 0
+        self.skip_info: dict = {}
+        if self.skip_logistic:
+            # the skip first, to convergence; the network's output starts at zero, so the model is now that
+            # logistic regression, and early stopping keeps it unless an epoch lowers the validation loss
+            has_val = val is not None and len(val) > 0
+            self.skip_info = fit_skip_logistic(self.model, self.cfg, train.daily, train.seq, train.label, sw,
+                                               (val.daily, val.seq, val.label, vw) if has_val else None)
+            if has_val:
+                p0 = predict_proba(self.model, val.daily, val.seq)
+                best = _bce(val.label, p0, vw)
+                best_w = self.model.get_weights()
+                self.history.history["val_loss_start"] = [best]
+                ll0 = _session_bce(val.label, p0) * (1.0 if vw is None else vw)
+        kept = best   # validation loss of the weights kept (restored at the end)
         bar = None
         if verbose:
             from tqdm.auto import tqdm
@@ -185,13 +222,19 @@ class FoldTrainer:
             self.history.history["loss"].append(float(np.mean(losses)))
             self.epochs_run += 1
             if val is not None and len(val):
-                vl = _bce(val.label, predict_proba(self.model, val.daily, val.seq), vw)
+                pv = predict_proba(self.model, val.daily, val.seq)
+                vl = _bce(val.label, pv, vw)
                 self.history.history["val_loss"].append(vl)
                 if bar is not None:
                     bar.set_postfix(loss=f"{np.mean(losses):.4f}", val_loss=f"{vl:.4f}")
                     bar.update(1)
                 if vl < best:
-                    best, best_w, wait = vl, self.model.get_weights(), 0
+                    best, wait = vl, 0
+                    # over the logistic skip, the network's epoch is kept only when it lowers the
+                    # validation loss by residual_z standard errors of the per-session gain (paired)
+                    if not self.skip_logistic or _significant_gain(
+                            ll0 - _session_bce(val.label, pv) * (1.0 if vw is None else vw), self.cfg.residual_z):
+                        kept, best_w = vl, self.model.get_weights()
                 else:
                     wait += 1
                     if wait >= self.patience:
@@ -202,6 +245,7 @@ class FoldTrainer:
             bar.close()
         if best_w is not None:
             self.model.set_weights(best_w)
+        self.val_loss = kept   #: validation loss of the returned weights (inf without validation)
         self.train_seconds += time.perf_counter() - t0
         return self.model
 

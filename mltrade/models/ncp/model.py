@@ -18,6 +18,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 CELLS = ("ltc", "cfc")
+SKIP_FITS = ("logistic", "joint")
+#: the logistic skip's C grid: the learner ladder's (mltrade.models.ladder.LOGISTIC_C)
+SKIP_C = (0.001, 0.01, 0.1, 1.0, 10.0)
 
 
 @dataclass
@@ -43,7 +46,18 @@ class NCPConfig:
     #: logit (zero-initialised, like the network's own output layer): the model starts as a logistic
     #: regression on its inputs and the network learns what the linear path leaves
     skip: bool = True
-    skip_l2: float = 0.03                   #: L2 penalty on the skip's weights (per-session mean loss)
+    #: how the skip is fitted: "logistic" = solved first, to convergence, as an L2 logistic regression on the
+    #: training sessions (the ladder's standardisation and C grid, C chosen by the loss on the fit's
+    #: early-stopping sessions), then frozen while the network learns the residual (its output starts at
+    #: zero, and early stopping can keep it there, so the model is at least that logistic regression);
+    #: "joint" = zero-initialised and trained with the network by gradient descent (skip_l2 penalty)
+    skip_fit: str = "logistic"
+    #: with the logistic skip, an epoch of the network is kept (early stopping) only when it lowers the
+    #: validation loss below the logistic's by residual_z standard errors of the per-session gain (paired,
+    #: one-sided): a gain of a few 1e-4 in log-loss on ~120 sessions is noise, and it flips decisions
+    residual_z: float = 2.0
+    skip_l2: float = 0.03                   #: L2 penalty on the skip's weights (per-session mean loss; "joint",
+    #: and the logistic's C = 1 / (2 skip_l2 n) when a fit has no early-stopping sessions)
     ode_unfolds: int = 3                    #: LTC solver steps per candle (ncps' default 6; 3 is ~2x faster)
     seed: int = 0
     extra: dict = field(default_factory=dict)
@@ -51,6 +65,8 @@ class NCPConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell: expected one of {CELLS}, got {self.cell!r}")
+        if self.skip_fit not in SKIP_FITS:
+            raise ValueError(f"skip_fit: expected one of {SKIP_FITS}, got {self.skip_fit!r}")
         for name in ("ltc_units", "ltc_units2"):
             v = getattr(self, name)
             if not isinstance(v, (int, np.integer)) or v < 5:
@@ -166,7 +182,7 @@ def build_model(cfg: NCPConfig, daily_sample: Optional[np.ndarray] = None,
         logit = keras.layers.Dense(1, kernel_initializer="zeros", name="head_logit")(h)
         candles = keras.layers.Flatten(name="candles_flat")(snorm_out)
         lin = keras.layers.Concatenate(name="skip_inputs")([daily_norm_out, candles])
-        reg = keras.regularizers.L2(cfg.skip_l2) if cfg.skip_l2 > 0 else None
+        reg = keras.regularizers.L2(cfg.skip_l2) if cfg.skip_l2 > 0 and cfg.skip_fit == "joint" else None
         lin = keras.layers.Dense(1, kernel_initializer="zeros", kernel_regularizer=reg, name="skip_logit")(lin)
         out = keras.layers.Activation("sigmoid", name="p_long")(keras.layers.Add(name="logit")([logit, lin]))
     else:
@@ -180,6 +196,68 @@ def build_model(cfg: NCPConfig, daily_sample: Optional[np.ndarray] = None,
            else keras.optimizers.Adam(cfg.learning_rate))
     model.compile(optimizer=opt, loss="binary_crossentropy")
     return model
+
+
+def skip_inputs(daily: np.ndarray, seq: np.ndarray) -> np.ndarray:
+    """The skip's raw inputs, one row per session: the daily features, then the candles flattened
+    (candle by candle; the order of the model's ``skip_inputs`` and of the ladder's ``ladder_inputs``)."""
+    d = np.nan_to_num(np.asarray(daily, "float64"))
+    s = np.nan_to_num(np.asarray(seq, "float64"))
+    return np.concatenate([d, s.reshape(len(s), -1)], axis=1)
+
+
+def _logloss(y: np.ndarray, p: np.ndarray, w: Optional[np.ndarray]) -> float:
+    p = np.clip(np.asarray(p, float), 1e-7, 1 - 1e-7)
+    ll = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    return float(ll.mean() if w is None else (ll * w).sum() / max(float(np.sum(w)), 1e-12))
+
+
+def fit_skip_logistic(model, cfg: NCPConfig, daily: np.ndarray, seq: np.ndarray, y: np.ndarray,
+                      w: Optional[np.ndarray] = None, val: Optional[tuple] = None,
+                      cs: Sequence[float] = SKIP_C) -> dict:
+    """Solve the skip as an L2 logistic regression (scikit-learn, ``StandardScaler`` then
+    ``LogisticRegression``: the ladder's logistic) on the training sessions and write it into the model's
+    ``skip_logit`` layer, exactly (its weights are mapped from the scaler's space into the space of the
+    model's own input standardisation, which must be set first). ``val`` = ``(daily, seq, y, w)``: the
+    early-stopping sessions, whose (weighted) log-loss chooses C in ``cs``; without them C is
+    ``1 / (2 skip_l2 n)``, the joint skip's penalty. ``w``: per-session loss weights (the training loss's).
+    Returns ``{"C": ..., "val_loss": ...}`` (``C`` None: one class in the training sessions, skip left as it
+    is)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+    X = skip_inputs(daily, seq)
+    y = (np.asarray(y) > 0).astype(int)
+    if len(np.unique(y)) < 2:
+        # one class: no logistic regression to fit; the skip stays as it is (zero) and the network alone
+        # learns the constant
+        return {"C": None, "val_loss": None}
+    sc = StandardScaler().fit(X)
+    Z = sc.transform(X)
+    kw = {} if w is None else {"sample_weight": np.asarray(w, float)}
+    if val is not None and len(val[2]):
+        Zv, yv = sc.transform(skip_inputs(val[0], val[1])), (np.asarray(val[2]) > 0).astype(int)
+        best = None
+        for c in cs:
+            m = LogisticRegression(C=float(c), max_iter=2000).fit(Z, y, **kw)
+            vl = _logloss(yv, m.predict_proba(Zv)[:, 1], val[3])
+            if best is None or vl < best[0] - 1e-12:
+                best = (vl, float(c), m)
+        vl, C, m = best
+    else:
+        C = 1.0 / (2.0 * max(cfg.skip_l2, 1e-12) * len(y))
+        m, vl = LogisticRegression(C=C, max_iter=2000).fit(Z, y, **kw), None
+    coef, b = m.coef_.reshape(-1).astype(float), float(m.intercept_[0])
+    # the model's skip sees z = (x - mean) / std per column (its Standardize layers); the scaler's u =
+    # (x - mu) / sd: w.u + b = (w std / sd).z + b + w.(mean - mu) / sd
+    dn, sn = model.get_layer("daily_norm"), model.get_layer("candles_norm")
+    mean = np.concatenate([np.asarray(dn.mean), np.tile(np.asarray(sn.mean), cfg.n_candles)]).astype(float)
+    std = np.concatenate([np.asarray(dn.std), np.tile(np.asarray(sn.std), cfg.n_candles)]).astype(float)
+    coef = coef / sc.scale_
+    kernel = coef * std
+    bias = b + float(np.dot(coef, mean - sc.mean_))
+    model.get_layer("skip_logit").set_weights([kernel.reshape(-1, 1).astype("float32"),
+                                               np.array([bias], "float32")])
+    return {"C": C, "val_loss": vl}
 
 
 def average_models(models: Sequence[Any]):
