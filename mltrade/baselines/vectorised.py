@@ -12,7 +12,7 @@
   (bought at a session's close, sold at the next open), on the same bars.
 
 Intraday rule baselines run on the vectorised sweep engine
-(:mod:`mltrade.sweep.evaluator`, equal to the broker to the cent) and are turned
+(:mod:`mltrade.brokers.vectorised`, equal to the broker to the cent) and are turned
 back into the frames a backtrader run gives (:func:`sweep_frames`); buy-and-hold
 is computed in closed form (:func:`buy_and_hold_frames`). Both are checked
 against backtrader runs in the tests; ``engine="backtrader"`` runs everything
@@ -42,7 +42,7 @@ def _local_index(times_utc: np.ndarray, tz: str) -> pd.DatetimeIndex:
 
 
 def sweep_frames(res, i: int = 0) -> Tuple[pd.DataFrame, pd.DataFrame]:
-    """(per-bar equity, round trips) of set ``i`` of a :class:`~mltrade.sweep.evaluator.SweepResult`.
+    """(per-bar equity, round trips) of set ``i`` of a :class:`~mltrade.brokers.vectorised.SweepResult`.
 
     The equity is what :class:`~mltrade.analyzers.EquityCurve` records on the same run: cash before
     the entry bar, cash plus the position at the bid of each bar's close while it is held, the cash

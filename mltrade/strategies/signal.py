@@ -1,6 +1,6 @@
 """``SignalStrategy``: trades a given per-session signal (direction, optional barrier distance).
 
-The reference run for the vectorised sweep evaluator (:mod:`mltrade.sweep.evaluator`):
+The reference run for the vectorised sweep evaluator (:mod:`mltrade.brokers.vectorised`):
 on the close of session bar ``decision_bar - 1`` it opens the session's
 certificate (filled at the next bar's open), holds it until the stop, the
 knock-out or the session's last bar, exactly like ``IntradayMomentum`` but with

@@ -23,7 +23,7 @@ its ``seed``) is a per-set parameter; the random rule replays the strategy's
 Modules: :mod:`.grid` (bars by session and bar number, first-touch look-ups), :mod:`.params`
 (names, defaults, normalised parameter sets), :mod:`.signals` (what the strategy decides per session),
 :mod:`.kernel` (:func:`evaluate`), :mod:`.result` (:class:`SweepResult`). The sweep
-(:mod:`mltrade.sweep`) and the vectorised baselines (:mod:`mltrade.vector_baselines`) call it.
+(:mod:`mltrade.sweep`) and the vectorised baselines (:mod:`mltrade.baselines.vectorised`) call it.
 
 Only the per-certificate path is vectorised over sessions; the cash (whole
 certificates, fees, compounding) is a cheap loop over sessions vectorised

@@ -172,6 +172,36 @@ class FoldTrainer:
         self._step = tf.function(tf.autograph.experimental.do_not_convert(step),
                                  jit_compile=bool(jit_compile), reduce_retracing=True)
 
+    def _start_from_skip(self, train: NCPDataset, val: Optional[NCPDataset], sw: np.ndarray,
+                         vw: Optional[np.ndarray]) -> tuple:
+        """(validation loss, weights, per-session validation loss) to start early stopping from.
+
+        With the logistic skip, the skip is solved first, to convergence; the network's output starts at
+        zero, so the model is that logistic regression, and early stopping keeps it unless an epoch lowers
+        the validation loss. Without it: (inf, None, None)."""
+        self.skip_info: dict = {}
+        if not self.skip_logistic:
+            return math.inf, None, None
+        has_val = val is not None and len(val) > 0
+        self.skip_info = fit_skip_logistic(self.model, self.cfg, train.daily, train.seq, train.label, sw,
+                                           (val.daily, val.seq, val.label, vw) if has_val else None)
+        if not has_val:
+            return math.inf, None, None
+        p0 = predict_proba(self.model, val.daily, val.seq)
+        best = _bce(val.label, p0, vw)
+        self.history.history["val_loss_start"] = [best]
+        return best, self.model.get_weights(), _session_bce(val.label, p0) * (1.0 if vw is None else vw)
+
+    def _train_epoch(self, rng, xd: np.ndarray, xs: np.ndarray, y: np.ndarray, sw: np.ndarray,
+                     pad: np.ndarray, bs: int) -> list:
+        """One epoch of shuffled batches of size ``bs`` (the last one padded with weight 0); the batch losses."""
+        n = len(y)
+        nb = -(-n // bs)
+        perm = rng.permutation(n)
+        idx = np.concatenate([perm, perm[:nb * bs - n]])
+        return [float(self._step(xd[j], xs[j], y[j], sw[j] * pad[b * bs:(b + 1) * bs]))
+                for b, j in enumerate(np.split(idx, nb))]
+
     def fit(self, train: NCPDataset, val: Optional[NCPDataset] = None, verbose: int = 0):
         """Train from the initial weights on ``train`` (early stopping on the same weighted loss on
         ``val``, best epoch restored); ``verbose`` shows a progress bar of the epochs. Returns the model."""
@@ -194,20 +224,8 @@ class FoldTrainer:
         pad = np.ones(nb * bs, "float32")
         pad[n:] = 0.0
         self.history = _History()
-        best, best_w, wait = math.inf, None, 0
-        self.skip_info: dict = {}
-        if self.skip_logistic:
-            # the skip first, to convergence; the network's output starts at zero, so the model is now that
-            # logistic regression, and early stopping keeps it unless an epoch lowers the validation loss
-            has_val = val is not None and len(val) > 0
-            self.skip_info = fit_skip_logistic(self.model, self.cfg, train.daily, train.seq, train.label, sw,
-                                               (val.daily, val.seq, val.label, vw) if has_val else None)
-            if has_val:
-                p0 = predict_proba(self.model, val.daily, val.seq)
-                best = _bce(val.label, p0, vw)
-                best_w = self.model.get_weights()
-                self.history.history["val_loss_start"] = [best]
-                ll0 = _session_bce(val.label, p0) * (1.0 if vw is None else vw)
+        best, best_w, ll0 = self._start_from_skip(train, val, sw, vw)
+        wait = 0
         kept = best   # validation loss of the weights kept (restored at the end)
         bar = None
         if verbose:
@@ -215,10 +233,7 @@ class FoldTrainer:
             bar = tqdm(total=self.epochs, desc=f"NCP training (seed {self.cfg.seed})", unit="epoch",
                        leave=False)
         for epoch in range(self.epochs):
-            perm = rng.permutation(n)
-            idx = np.concatenate([perm, perm[:nb * bs - n]])
-            losses = [float(self._step(xd[j], xs[j], y[j], sw[j] * pad[b * bs:(b + 1) * bs]))
-                      for b, j in enumerate(np.split(idx, nb))]
+            losses = self._train_epoch(rng, xd, xs, y, sw, pad, bs)
             self.history.history["loss"].append(float(np.mean(losses)))
             self.epochs_run += 1
             if val is not None and len(val):
