@@ -9,7 +9,7 @@ Floors, top to bottom (a module may import its own floor and the floors below)::
     3 models, analyzers, significance, evidence, pbo, baselines (the rest of the package)
     2 brokers, feeds
     1 products, config, config_files, config_sources, calendars, io, annualise, state, tfquiet,
-      optuna_storage (and the package root, _lazy)
+      optuna_storage, settings (and the package root, _lazy)
 
 Reads the source with ``ast`` (nothing is imported). Prints every internal import
 that goes upward (file:line, where: module level or inside which function),
@@ -49,7 +49,7 @@ FLOORS: Dict[str, int] = {
     # tfquiet (TensorFlow's start-up noise) import nothing of the package; optuna_storage opens the
     # Optuna storages of the sweep, the NCP search and distributed DQN training
     "products": 1, "config": 1, "config_files": 1, "config_sources": 1, "calendars": 1, "io": 1,
-    "annualise": 1, "state": 1, "tfquiet": 1, "optuna_storage": 1, "_lazy": 1, "": 1,
+    "annualise": 1, "state": 1, "tfquiet": 1, "optuna_storage": 1, "settings": 1, "_lazy": 1, "": 1,
 }
 
 

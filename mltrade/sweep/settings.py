@@ -1,31 +1,31 @@
 """What a sweep needs besides the loaded configuration: ``[sweep]`` settings, validated."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from mltrade.optuna_storage import normalise_url
+from mltrade.settings import section
 
 
-@dataclass
+@section("sweep", own=("strategy", "progress"))
 class SweepSettings:
-    """Everything a sweep needs besides the loaded configuration."""
+    """Everything a sweep needs besides the loaded configuration (defaults: ``config.d/sweep.toml``)."""
 
-    strategy: str = "momentum"
-    trials: int = 1000
-    jobs: int = 1
-    storage: str = ""             #: Optuna RDB URL; "" = SQLite file in the output folder
-    study: str = ""               #: study name; "" = "<strategy>-<start>-<end>"
-    engine: str = "vector"        #: vector | broker
-    start: str = "2014-01-01"     #: the backtest's default range ([sweep] start = "" takes [backtest] start)
-    end: str = "2018-12-31"
-    folds: int = 3
-    test_frac: float = 0.25
-    batch: int = 100
-    top: int = 3
-    seed: int = 42
-    out: str = "reports/sweeps"
-    progress: bool = True
+    strategy: str = "momentum"    #: the strategy swept (the command takes ``[strategy] name``)
+    trials: int
+    jobs: int
+    storage: str                  #: Optuna RDB URL; "" = SQLite file in the output folder
+    study: str                    #: study name; "" = "<strategy>-<start>-<end>"
+    engine: str                   #: vector | broker
+    start: str                    #: "" = the command takes ``[backtest] start``
+    end: str
+    folds: int
+    test_frac: float
+    batch: int
+    top: int
+    seed: int
+    out: str
+    progress: bool = True         #: a progress bar on the terminal
 
     def study_name(self) -> str:
         """The study's name in the storage."""

@@ -1,12 +1,13 @@
 """The ``[ncp]`` settings (:class:`NCPSettings`): validated at construction, with the certificate from ``[product]``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 
 from mltrade.models.ncp.dataset import PayoffSpec
 from mltrade.models.ncp.history import load_daily_history
 from mltrade.models.registry import ModelRegistry
+from mltrade.settings import section, shipped_section
 
 
 OBJECTIVES = ("product", "sharpe")
@@ -16,56 +17,59 @@ _RUN_ONLY = {"trials", "storage", "state_dir", "search_seed", "study", "jobs", "
              "dataset_cache", "model_name"}
 #: version of the fold layout (:func:`split`); a study run under another layout is not resumed
 LAYOUT = 2
+#: the certificate keys taken from ``[product]`` (their defaults are that section's)
+_PRODUCT_KEYS = ("ratio", "spread", "fx", "kind", "barrier_buffer")
+_PRODUCT = shipped_section("product")
 
 
-@dataclass
+@section("ncp", own=_PRODUCT_KEYS)
 class NCPSettings:
-    """The ``[ncp]`` config section plus the certificate from ``[product]``."""
+    """The ``[ncp]`` config section (defaults: ``config.d/ncp.toml``) plus the certificate from ``[product]``."""
 
-    data: str = "sample"
-    start: str = "2012-01-01"
-    end: str = "2018-12-31"
-    seed: int = 42
-    exchange: str = "XNAS"
-    interval: int = 5
-    n_candles: int = 17
-    distance: float = 0.04
-    seq_distance: float = 0.04
-    stop: float = 0.71
-    cell: str = "ltc"
-    objective: str = "product"
-    threshold: float = 0.5
-    n_folds: int = 2
-    train_sessions: int = 250     #: fold training window; with ``expanding`` the first fold's minimum
-    expanding: bool = True        #: training windows start at the first session (all history before)
-    loss: str = "bce"             #: "bce": cross-entropy; "weighted": weighted by |r_long - r_short|
-    class_balance: bool = False   #: both classes carry the same total weight in the loss
-    seeds: int = 2                #: models per fit with different seeds, probabilities averaged
-    val_sessions: int = 120
-    score_sessions: int = 120
-    embargo: int = 1
-    holdout_sessions: int = 120
-    max_epochs: int = 20
-    patience: int = 4
-    trials: int = 20
-    storage: str = ""
-    study: str = "ncp"
-    search_seed: int = 0
-    state_dir: str = ".mltrade"
-    model_name: str = "ncp"
-    atr_bins: int = 3
-    adapt_min_count: int = 20
-    adapt: bool = True
-    ratio: float = 0.01
-    spread: float = 0.01
-    fx: float = 1.0
-    kind: str = "turbo"
-    barrier_buffer: float = 0.0
-    daily_history: str = ""       #: daily CSV before the data, for indicator warm-up ("" = none)
-    jobs: int = 0                 #: search worker processes here (0 = one per CPU core; 1 on a GPU)
-    threads: int = 1              #: TensorFlow CPU threads per worker (0 = TensorFlow's default)
-    jit_compile: str = "auto"     #: XLA-compile the train step: "auto" (GPU only), "on", "off"
-    dataset_cache: bool = True    #: keep built datasets under state_dir/cache (keyed by data + settings)
+    data: str
+    start: str
+    end: str
+    seed: int
+    exchange: str
+    interval: int
+    n_candles: int
+    distance: float
+    seq_distance: float
+    stop: float
+    cell: str
+    objective: str
+    threshold: float
+    n_folds: int
+    train_sessions: int  #: fold training window; with ``expanding`` the first fold's minimum
+    expanding: bool  #: training windows start at the first session (all history before)
+    loss: str  #: "bce": cross-entropy; "weighted": weighted by |r_long - r_short|
+    class_balance: bool  #: both classes carry the same total weight in the loss
+    seeds: int  #: models per fit with different seeds, probabilities averaged
+    val_sessions: int
+    score_sessions: int
+    embargo: int
+    holdout_sessions: int
+    max_epochs: int
+    patience: int
+    trials: int
+    storage: str
+    study: str
+    search_seed: int
+    state_dir: str
+    model_name: str
+    atr_bins: int
+    adapt_min_count: int
+    adapt: bool
+    ratio: float = _PRODUCT["ratio"]
+    spread: float = _PRODUCT["spread"]
+    fx: float = _PRODUCT["fx"]
+    kind: str = _PRODUCT["kind"]
+    barrier_buffer: float = _PRODUCT["barrier_buffer"]
+    daily_history: str  #: daily CSV before the data, for indicator warm-up ("" = none)
+    jobs: int  #: search worker processes here (0 = one per CPU core; 1 on a GPU)
+    threads: int  #: TensorFlow CPU threads per worker (0 = TensorFlow's default)
+    jit_compile: str  #: XLA-compile the train step: "auto" (GPU only), "on", "off"
+    dataset_cache: bool  #: keep built datasets under state_dir/cache (keyed by data + settings)
 
     def __post_init__(self) -> None:
         if self.daily_history:
@@ -94,8 +98,7 @@ class NCPSettings:
     def from_config(cls, cfg: dict) -> "NCPSettings":
         """Settings from a loaded config (``[ncp]`` and the certificate keys of ``[product]``)."""
         known = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in cfg.get("product", {}).items() if k in ("ratio", "spread", "fx", "kind",
-                                                                         "barrier_buffer")}
+        kw = {k: v for k, v in cfg.get("product", {}).items() if k in _PRODUCT_KEYS}
         for k, v in cfg.get("ncp", {}).items():
             if k not in known:
                 raise ValueError(f"ncp.{k}: unknown key; valid: {', '.join(sorted(known))}")
