@@ -16,6 +16,7 @@ from mltrade.baselines.names import baseline_label
 from mltrade.baselines.runs import baseline_results, baseline_runs  # noqa: F401
 from mltrade.config import ConfigError
 from mltrade.feeds.source import bars_for, date_of, load_bars  # noqa: F401
+from mltrade.settings import settings_of
 from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.model_info import ModelScope, model_scope
 from mltrade.strategies.registry import get_strategy, strategy_params
@@ -129,7 +130,7 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
     default is to refuse; either way an in-sample run says so in every figure and
     ``summary["out_of_sample"]``); ``train_missing`` trains the default model when there is none.
     """
-    name = cfg["strategy"]["name"]
+    name = settings_of(cfg).strategy.name
     cls = get_strategy(name)
     kwargs = strategy_kwargs(cls, cfg, extra_params)
     params = {**strategy_params(cls), **kwargs}
@@ -138,19 +139,19 @@ def run_backtest(cfg: dict, run_name: Optional[str] = None, progress: bool = Fal
         train_default_model(scope, params, cfg, progress, log)
         scope = model_scope(name, params)
     cfg = _run_range(cfg, scope, start_at_holdout, log)
-    bt_cfg = cfg["backtest"]
-    oos = check_range(scope, bt_cfg.get("start") or None, bt_cfg.get("end") or None, allow_in_sample)
+    run = settings_of(cfg).backtest
+    oos = check_range(scope, run.start or None, run.end or None, allow_in_sample)
     if not oos and name == "dqn" and "oos_only" not in kwargs:
         kwargs["oos_only"] = False      # labelled in-sample: trade the sessions the user asked for
     bars = load_bars(cfg)
     result = run_strategy(bars, cls, kwargs, cfg, progress, name)
     _describe(result, bars, cfg, cls, kwargs, params, scope, oos)
-    if cfg["backtest"]["baselines"]:
+    if run.baselines:
         result.baseline_results = baseline_results(bars, cls, kwargs, cfg, progress, scope, engine,
                                                    getattr(result.strategy, "baseline_distances", None))
         result.baselines = {k: r.summary for k, r in result.baseline_results.items()}
         result.summary["significance"] = significance_of(result, result.baseline_results,
-                                                         float(cfg["backtest"]["cash"]), significance_reps)
+                                                         float(run.cash), significance_reps)
     if report:
         _write(result, cfg, run_name or f"{name.replace(':', '.')}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
     return result
@@ -161,8 +162,9 @@ def _run_range(cfg: dict, scope: ModelScope, start_at_holdout: bool, log: Callab
     if scope.has_model and start_at_holdout and scope.oos_start:
         cfg = {**cfg, "backtest": dict(cfg["backtest"], start=scope.oos_start)}
         log(f"model {scope.model_id}: out-of-sample from its holdout start {scope.oos_start}")
+    run = settings_of(cfg).backtest
     for key in ("start", "end"):
-        date_of(cfg["backtest"].get(key) or None, f"backtest.{key}")
+        date_of(getattr(run, key) or None, f"backtest.{key}")
     return cfg
 
 
@@ -170,11 +172,12 @@ def _describe(result: BacktestResult, bars: pd.DataFrame, cfg: dict, cls: type, 
               scope: ModelScope, oos: bool) -> None:
     """Add to the run's summary what it ran on and may be taken as: the strategy's own figures, the data,
     the model's scope, the evidence, the LLM overlay's review (and the model id on its trades)."""
-    name = cfg["strategy"]["name"]
+    s = settings_of(cfg)
+    name = s.strategy.name
     if hasattr(result.strategy, "summary_extra"):      # e.g. the NCP's learner ladder and figure check
         result.summary.update(result.strategy.summary_extra())
     synthetic = bool(bars.attrs.get("synthetic_intraday", False))
-    result.summary.update(strategy=name, data=str(cfg["backtest"]["data"]), synthetic_intraday=synthetic,
+    result.summary.update(strategy=name, data=str(s.backtest.data), synthetic_intraday=synthetic,
                           data_source=bars.attrs.get("source", ""), params={k: v for k, v in kwargs.items()
                                                                              if k != "overlay"})
     result.summary.update(out_of_sample=oos if scope.has_model else None, **scope.to_dict())
@@ -194,7 +197,7 @@ def _describe(result: BacktestResult, bars: pd.DataFrame, cfg: dict, cls: type, 
 
 def _write(result: BacktestResult, cfg: dict, run_name: str) -> None:
     """The report of the run (and its baselines) into ``<[backtest] out>/<run_name>/``."""
-    result.run_dir = Path(cfg["backtest"]["out"]) / run_name
+    result.run_dir = Path(settings_of(cfg).backtest.out) / run_name
     from mltrade.report import write_report
     sections, figures = _extras(result.strategy)
     write_report(result.run_dir, result.summary, result.trades, result.equity, sections, figures,

@@ -19,6 +19,7 @@ from mltrade.brokers import KnockoutBroker
 from mltrade.config import ConfigError
 from mltrade.feeds.bars import IndexData
 from mltrade.products import CertificateSpec
+from mltrade.settings import settings_of
 from mltrade.strategies.base import PRODUCT_PARAMS, KnockoutStrategy
 from mltrade.strategies.registry import is_plain, strategy_params
 
@@ -42,9 +43,10 @@ def strategy_kwargs(cls: Type[KnockoutStrategy], cfg: dict, extra: Optional[dict
     """Product parameters from [product] (unless the class sets ``uses_product_config = False``, like the
     buy-and-hold tracker) plus [strategy.params], checked against the strategy's params."""
     valid = strategy_params(cls)
-    product = cfg.get("product", {}) if getattr(cls, "uses_product_config", True) else {}
+    s = settings_of(cfg)
+    product = s.product.to_dict() if getattr(cls, "uses_product_config", True) else {}
     kw = {k: v for k, v in product.items() if k in dict(PRODUCT_PARAMS) and k in valid}
-    for k, v in {**cfg["strategy"].get("params", {}), **(extra or {})}.items():
+    for k, v in {**s.strategy.params, **(extra or {})}.items():
         if k not in valid:
             raise ConfigError(f"strategy.params: unknown parameter '{k}' for {cls.__name__}; "
                               f"valid: {', '.join(sorted(valid))}")
@@ -73,16 +75,16 @@ class _Progress(bt.Analyzer):
 def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, cfg: dict,
                  progress: bool = False, desc: str = "backtest") -> BacktestResult:
     """One backtrader run of ``cls`` on ``bars`` with a KnockoutBroker set from [broker]/[backtest]."""
-    b = cfg["broker"]
+    s = settings_of(cfg)
+    b, run = s.broker, s.backtest
     cerebro = bt.Cerebro(stdstats=False, runonce=True, preload=True)
-    data = IndexData(dataframe=bars, exchange=bars.attrs.get("calendar", cfg["backtest"]["exchange"]),
-                     interval=int(cfg["backtest"]["interval"]) if cfg["backtest"]["interval"] else None)
+    data = IndexData(dataframe=bars, exchange=bars.attrs.get("calendar", run.exchange),
+                     interval=int(run.interval) if run.interval else None)
     cerebro.adddata(data, name="index")
     # a plain backtrader strategy orders without product=: its certificates come from [product]
-    default = CertificateSpec.from_config(cfg["product"]) if is_plain(cls) else None
-    cerebro.broker = KnockoutBroker(cash=float(cfg["backtest"]["cash"]), commission_fixed=b["commission_fixed"],
-                                    commission_pct=b["commission_pct"], fractional=b["fractional"],
-                                    product=default)
+    default = CertificateSpec.from_config(s.product.to_dict()) if is_plain(cls) else None
+    cerebro.broker = KnockoutBroker(cash=float(run.cash), commission_fixed=b.commission_fixed,
+                                    commission_pct=b.commission_pct, fractional=b.fractional, product=default)
     cerebro.addstrategy(cls, **kwargs)
     cerebro.addanalyzer(KnockoutTrades, _name="ko_trades")
     cerebro.addanalyzer(EquityCurve, _name="equity")
@@ -91,6 +93,6 @@ def run_strategy(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: dict, 
     strat = cerebro.run()[0]
     trades = strat.analyzers.ko_trades.to_frame()
     equity = strat.analyzers.equity.to_frame()
-    periods = sessions_per_year(bars.index, bars.attrs.get("calendar") or cfg["backtest"].get("exchange") or None)
-    summary = performance(equity, trades, float(cfg["backtest"]["cash"]), periods=periods)
+    periods = sessions_per_year(bars.index, bars.attrs.get("calendar") or run.exchange or None)
+    summary = performance(equity, trades, float(run.cash), periods=periods)
     return BacktestResult(summary=summary, trades=trades, equity=equity, strategy=strat)

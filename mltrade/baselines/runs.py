@@ -20,6 +20,7 @@ from mltrade.strategies.base import KnockoutStrategy
 from mltrade.strategies.model_info import ModelScope
 from mltrade.strategies.reference import BuyAndHold, IntradayMomentum
 from mltrade.strategies.registry import strategy_params
+from mltrade.settings import settings_of
 from mltrade.strategy_run import BacktestResult, run_strategy
 
 __all__ = ["baseline_kwargs", "baseline_runs", "baseline_results"]
@@ -34,8 +35,9 @@ def baseline_kwargs(kwargs: dict) -> dict:
 
 def _run_frames(equity: pd.DataFrame, trades: pd.DataFrame, cfg: dict) -> BacktestResult:
     """A :class:`BacktestResult` of frames computed without backtrader, summed up as a run's are."""
-    periods = sessions_per_year(equity.index, cfg["backtest"].get("exchange") or None) if len(equity) else None
-    return BacktestResult(summary=performance(equity, trades, float(cfg["backtest"]["cash"]), periods=periods),
+    run = settings_of(cfg).backtest
+    periods = sessions_per_year(equity.index, run.exchange or None) if len(equity) else None
+    return BacktestResult(summary=performance(equity, trades, float(run.cash), periods=periods),
                           trades=trades, equity=equity)
 
 
@@ -59,18 +61,19 @@ def baseline_results(bars: pd.DataFrame, cls: Type[KnockoutStrategy], kwargs: di
     """
     if engine not in ("auto", "backtrader"):
         raise ValueError(f"engine: expected 'auto' or 'backtrader', got {engine!r}")
-    scope = scope or ModelScope(cfg["strategy"]["name"], decision_bar=int(kwargs.get("decision_bar", 17)))
-    b = cfg["broker"]
-    cash = float(cfg["backtest"]["cash"])
+    s = settings_of(cfg)
+    scope = scope or ModelScope(s.strategy.name, decision_bar=int(kwargs.get("decision_bar", 17)))
+    b = s.broker
+    cash = float(s.backtest.cash)
     out: dict = {}
     if engine == "auto":
-        eq, tr = fast.buy_and_hold_frames(bars, cash, float(b["commission_fixed"]), float(b["commission_pct"]),
-                                          bool(b["fractional"]))
+        eq, tr = fast.buy_and_hold_frames(bars, cash, float(b.commission_fixed), float(b.commission_pct),
+                                          bool(b.fractional))
         out["buy_and_hold"] = _run_frames(eq, tr, cfg)
     else:
         out["buy_and_hold"] = run_strategy(bars, BuyAndHold, {}, cfg, progress, "buy-and-hold")
     common = baseline_kwargs(kwargs)
-    seed = int(cfg["backtest"]["baseline_seed"])
+    seed = int(s.backtest.baseline_seed)
     for name, rule in (("always_long", "long"), ("random_direction", "random")):
         if scope.session in ("day", "night"):
             kw = dict(common, session=scope.session, direction_rule=rule, seed=seed, distances=distances)

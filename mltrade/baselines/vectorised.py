@@ -31,6 +31,7 @@ import pandas as pd
 
 from mltrade.analyzers import trades_frame
 from mltrade.products import KnockoutProduct, bid_price
+from mltrade.settings import settings_of
 
 #: tracker ratio of the buy-and-hold baseline (certificates per index point)
 TRACKER_RATIO = 1e-4
@@ -113,17 +114,16 @@ def rule_sweep(bars: pd.DataFrame, kwargs: dict, cfg: dict, rule: str, decision_
     """Evaluate the ``rule`` baseline (``long`` or ``random``) on the sweep engine (one parameter set)."""
     from mltrade.brokers.vectorised import DEFAULTS, evaluate, session_grid
 
-    b = cfg["broker"]
-    if b.get("fractional"):
+    s = settings_of(cfg)
+    b, run = s.broker, s.backtest
+    if b.fractional:
         raise ValueError("fractional certificates: the sweep engine buys whole certificates")
     ps = {k: kwargs[k] for k in DEFAULTS if k in kwargs and k not in ("direction_rule", "seed", "min_move",
                                                                       "decision_bar")}
-    ps.update(decision_bar=int(decision_bar), direction_rule=rule, seed=int(cfg["backtest"]["baseline_seed"]),
-              cash=float(cfg["backtest"]["cash"]), commission_fixed=float(b["commission_fixed"]),
-              commission_pct=float(b["commission_pct"]))
+    ps.update(decision_bar=int(decision_bar), direction_rule=rule, seed=int(run.baseline_seed),
+              cash=float(run.cash), commission_fixed=float(b.commission_fixed), commission_pct=float(b.commission_pct))
     ps = {k: (np.nan if v is None else v) for k, v in ps.items()}
-    grid = session_grid(bars, bars.attrs.get("calendar", cfg["backtest"]["exchange"]),
-                        int(cfg["backtest"]["interval"] or 5))
+    grid = session_grid(bars, bars.attrs.get("calendar", run.exchange), int(run.interval or 5))
     return evaluate(grid, [ps])
 
 

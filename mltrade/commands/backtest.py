@@ -47,6 +47,7 @@ def _overrides(args) -> dict:
 def _backtest(args) -> int:
     from mltrade.backtest import run_backtest
     from mltrade.config import load_config
+    from mltrade.settings import BacktestSettings, settings_of
 
     cfg = load_config(args.config, _overrides(args))
     extra = {}
@@ -54,12 +55,12 @@ def _backtest(args) -> int:
         from mltrade.llm import build_overlay
         extra["overlay"] = build_overlay(cfg)
         extra["context_candles"] = int(cfg["llm"]["candles"])
-    defaults = load_config()["backtest"]
-    start_at_holdout = args.start is None and cfg["backtest"].get("start") == defaults["start"]
-    if str(cfg["backtest"]["data"]) != "sample":
+    defaults, run = BacktestSettings(), settings_of(cfg).backtest
+    start_at_holdout = args.start is None and run.start == defaults.start
+    if str(run.data) != "sample":
         # the packaged 2014-2018 range is the sample's: other data default to their own range
         for key in ("start", "end"):
-            if getattr(args, key) is None and cfg["backtest"].get(key) == defaults[key]:
+            if getattr(args, key) is None and getattr(run, key) == getattr(defaults, key):
                 cfg["backtest"][key] = ""
     res = run_backtest(cfg, run_name=args.name, progress=not args.quiet, extra_params=extra,
                        start_at_holdout=start_at_holdout, allow_in_sample=args.allow_in_sample,

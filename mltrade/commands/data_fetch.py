@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import re
 import sys
@@ -32,12 +33,10 @@ def register(sub) -> None:
     add_fetch_arguments(p)
 
 
-def _section(config_path) -> dict:
-    try:
-        from mltrade.config import load_config
-    except ImportError:  # pragma: no cover - the lead's loader is part of the package
-        return {}
-    return dict(load_config(config_path).get("twelvedata", {}))
+def _section(config_path) -> "TwelveDataSettings":
+    from mltrade.config import load_config
+    from mltrade.settings import TwelveDataSettings, settings_of  # noqa: F401 (the annotation)
+    return settings_of(load_config(config_path)).twelvedata
 
 
 def run_fetch(args: argparse.Namespace) -> int:
@@ -51,10 +50,10 @@ def run_fetch(args: argparse.Namespace) -> int:
     interval_minutes(args.interval)
     sec = _section(args.config)
     if args.base_url:
-        sec["base_url"] = args.base_url
+        sec = dataclasses.replace(sec, base_url=args.base_url)
     if args.credits_per_minute:
-        sec["credits_per_minute"] = args.credits_per_minute
-    data_dir = os.path.expanduser(args.data_dir or sec.get("data_dir", ".mltrade/data"))
+        sec = dataclasses.replace(sec, credits_per_minute=args.credits_per_minute)
+    data_dir = os.path.expanduser(args.data_dir or sec.data_dir)
     try:
         start = pd.Timestamp(args.start)
         end = pd.Timestamp(args.end) if args.end else None

@@ -41,9 +41,10 @@ def cached(data_dir) -> list:
 def run(args) -> int:
     from mltrade.config import load_config
     from mltrade.feeds.sample import load_daily
+    from mltrade.settings import settings_of
 
     cfg = load_config(args.config)
-    data_dir = args.data_dir or cfg.get("twelvedata", {}).get("data_dir", ".mltrade/data")
+    data_dir = args.data_dir or settings_of(cfg).twelvedata.data_dir
     daily = load_daily()
     print(f"sample: NASDAQ Composite daily bars {daily.index[0].date()} .. {daily.index[-1].date()} "
           f"({len(daily):,} sessions; 5-minute bars synthetic): --data sample")

@@ -35,13 +35,14 @@ def run(args) -> int:
     import optuna
 
     from mltrade.config import load_config
+    from mltrade.settings import from_table
     from mltrade.sweep.settings import SweepSettings
     from mltrade.sweep.study import create_study
     from mltrade.sweep.trials import fold_values, worker_of
     from mltrade.sweep.verdict import rounded
 
     cfg = load_config(args.config)
-    out = args.out or cfg.get("sweep", {}).get("out", "reports/sweeps")
+    out = args.out or from_table(SweepSettings, cfg.get("sweep"), "sweep").out
     settings = SweepSettings(study=args.study, out=out, storage=args.storage or "")
     folder = Path(out) / args.study
     if not args.storage and not (folder / "study.db").is_file():

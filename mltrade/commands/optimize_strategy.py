@@ -39,16 +39,17 @@ def register(sub) -> None:
 
 def settings_from(cfg: dict, args) -> "SweepSettings":
     """[sweep] settings overridden by the command-line flags."""
+    from mltrade.settings import BacktestSettings, from_table, settings_of
     from mltrade.sweep.settings import SweepSettings
 
-    s = dict(cfg.get("sweep", {}))
-    s["strategy"] = cfg["strategy"]["name"]
-    from mltrade.config import default_config
-    packaged = default_config()["backtest"]
+    s = dataclasses.asdict(from_table(SweepSettings, cfg.get("sweep"), "sweep"))
+    typed = settings_of(cfg)
+    s["strategy"] = typed.strategy.name
+    packaged = BacktestSettings()
     for k in ("start", "end"):   # one default range: the backtest's (the sample's 2014-2018; other data: all of it)
         if not s.get(k):
-            v = cfg["backtest"].get(k, "")
-            s[k] = "" if str(cfg["backtest"]["data"]) != "sample" and v == packaged[k] else v
+            v = getattr(typed.backtest, k)
+            s[k] = "" if str(typed.backtest.data) != "sample" and v == getattr(packaged, k) else v
     for k in ("strategy", "trials", "jobs", "storage", "study", "engine", "start", "end", "folds", "batch", "out"):
         v = getattr(args, k, None)
         if v is not None:

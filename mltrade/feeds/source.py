@@ -14,6 +14,7 @@ import pandas as pd
 from mltrade.config import ConfigError
 from mltrade.feeds.loader import load_csv
 from mltrade.feeds.sample import sample_intraday
+from mltrade.settings import settings_of
 
 #: a requested start or end this many days beyond the first / last bar is reported as clipped
 CLIP_SLACK_DAYS = 5
@@ -51,9 +52,9 @@ def bars_for(source: str, start: Optional[str] = None, end: Optional[str] = None
 
 def load_bars(cfg: dict) -> pd.DataFrame:
     """The bars a config's [backtest] section asks for (see :func:`bars_for`)."""
-    b = cfg["backtest"]
-    return bars_for(b["data"], b.get("start"), b.get("end"), seed=b["seed"], interval=b["interval"],
-                    data_dir=cfg.get("twelvedata", {}).get("data_dir", ".mltrade/data"))
+    s = settings_of(cfg)
+    b = s.backtest
+    return bars_for(b.data, b.start, b.end, seed=b.seed, interval=b.interval, data_dir=s.twelvedata.data_dir)
 
 
 def date_of(value: Optional[str], name: str) -> Optional[pd.Timestamp]:

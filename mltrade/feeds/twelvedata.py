@@ -30,7 +30,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Deque, Iterator, Optional, Tuple
+from typing import Callable, Deque, Iterator, Optional, Tuple, Union
 
 import pandas as pd
 import requests
@@ -43,6 +43,7 @@ from mltrade.feeds.twelvedata_bars import (INTERVALS, DateLike, _empty_frame, _g
 from mltrade.feeds.twelvedata_errors import (TwelveDataAuthError, TwelveDataError,  # noqa: F401
                                              TwelveDataRateLimitError, TwelveDataRequestError,
                                              TwelveDataServerError, short_reason)
+from mltrade.settings import TwelveDataSettings, from_table
 
 log = logging.getLogger(__name__)
 
@@ -377,17 +378,14 @@ class TwelveDataClient:
         return merge_bars(parts) if parts else _empty_frame(interval)
 
 
-def client_from_config(cfg: Optional[dict] = None, **overrides) -> TwelveDataClient:
-    """Build a client from the ``[twelvedata]`` config section (and keyword overrides)."""
-    sec = dict((cfg or {}).get("twelvedata", {}) if cfg and "twelvedata" in cfg else (cfg or {}))
-    kw = dict(api_key=sec.get("api_key") or None, api_key_env=sec.get("api_key_env", "TWELVEDATA_API_KEY"),
-              base_url=sec.get("base_url", DEFAULT_BASE_URL),
-              credits_per_minute=int(sec.get("credits_per_minute", 8)),
-              timeout=float(sec.get("timeout", 30.0)), max_retries=int(sec.get("max_retries", 5)),
-              backoff_base=float(sec.get("backoff_base", 1.0)),
-              backoff_max=float(sec.get("backoff_max", 60.0)),
-              rate_period=float(sec.get("credit_window", 60.0)),
-              outputsize=int(sec.get("outputsize", MAX_OUTPUTSIZE)))
+def client_from_config(cfg: Union[None, dict, TwelveDataSettings] = None, **overrides) -> TwelveDataClient:
+    """A client from a loaded config, its ``[twelvedata]`` table or the typed section (and keyword overrides)."""
+    table = (cfg or {}).get("twelvedata", {}) if isinstance(cfg, dict) and "twelvedata" in cfg else cfg
+    s = table if isinstance(table, TwelveDataSettings) else from_table(TwelveDataSettings, table, "twelvedata")
+    kw = dict(api_key=s.api_key or None, api_key_env=s.api_key_env, base_url=s.base_url, timeout=float(s.timeout),
+              credits_per_minute=int(s.credits_per_minute), max_retries=int(s.max_retries),
+              backoff_base=float(s.backoff_base), backoff_max=float(s.backoff_max),
+              rate_period=float(s.credit_window), outputsize=int(s.outputsize))
     kw.update({k: v for k, v in overrides.items() if v is not None})
     return TwelveDataClient(**kw)
 

@@ -105,7 +105,8 @@ class TwelveDataFeed(IndexData):
         data_dir = self.p.data_dir
         if data_dir is None:
             from mltrade.config import load_config
-            data_dir = load_config().get("twelvedata", {}).get("data_dir", ".mltrade/data")
+            from mltrade.settings import settings_of
+            data_dir = settings_of(load_config()).twelvedata.data_dir
         cache = BarCache(data_dir)
         df = cache.load(self.p.symbol, self.p.td_interval, self.p.start, self.p.end)
         if df.empty:

@@ -10,6 +10,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 
 from mltrade.optuna_storage import redact
+from mltrade.settings import settings_of
 from mltrade.sweep.outputs import write_outputs, write_trials
 from mltrade.sweep.scoring import Scorer
 from mltrade.sweep.settings import SweepSettings
@@ -74,7 +75,7 @@ def held_out(scorer: Scorer, best: dict, defaults: dict) -> HeldOut:
     test_best = scorer.broker_run(best, a, b)
     test_default = scorer.broker_run(defaults, a, b)
     res = HeldOut(test_best, test_default, {"default params": test_default.summary})
-    if scorer.cfg["backtest"].get("baselines", True):
+    if settings_of(scorer.cfg).backtest.baselines:
         res.baseline_runs = scorer.baselines(best, a, b, results=True)
         res.baselines.update({k: r.summary for k, r in res.baseline_runs.items()})
     if scorer.signal is not None:

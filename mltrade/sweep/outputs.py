@@ -2,6 +2,7 @@
 (with its figures) and ``sweep.json``."""
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Dict, Optional
 import numpy as np
 import pandas as pd
 
+from mltrade.settings import settings_of
 from mltrade.sweep.scoring import Scorer
 from mltrade.sweep.settings import SweepSettings
 
@@ -61,16 +63,16 @@ def write_best_config(path: Path, scorer: Scorer, params: dict) -> Path:
     """The best parameters as a config file ``mltrade backtest --config`` accepts (run on the test range)."""
     from mltrade.feeds.loader import atomic_write_text
 
-    c = scorer.cfg
+    c = settings_of(scorer.cfg)
     lo, hi = scorer.layout.describe()["test"]
     lines = [f"# best parameters of sweep study {scorer.s.study_name()!r} ({scorer.s.strategy});",
              "# searched on the validation folds, the [backtest] range below is the held-out test range",
-             "[backtest]", f'data = {_toml(c["backtest"]["data"])}', f"start = {_toml(lo)}", f"end = {_toml(hi)}",
-             f'cash = {_toml(float(c["backtest"]["cash"]))}', "", "[broker]"]
-    lines += [f"{k} = {_toml(v)}" for k, v in c["broker"].items()]
-    lines += ["", "[product]"] + [f"{k} = {_toml(v)}" for k, v in c["product"].items()]
+             "[backtest]", f"data = {_toml(c.backtest.data)}", f"start = {_toml(lo)}", f"end = {_toml(hi)}",
+             f"cash = {_toml(float(c.backtest.cash))}", "", "[broker]"]
+    lines += [f"{k} = {_toml(v)}" for k, v in dataclasses.asdict(c.broker).items()]
+    lines += ["", "[product]"] + [f"{k} = {_toml(v)}" for k, v in c.product.to_dict().items()]
     lines += ["", "[strategy]", f"name = {_toml(scorer.s.strategy)}", "", "[strategy.params]"]
-    merged = {**c["strategy"].get("params", {}), **params}
+    merged = {**c.strategy.params, **params}
     lines += [f"{k} = {_toml(v)}" for k, v in merged.items() if v is not None]
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

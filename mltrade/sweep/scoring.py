@@ -2,7 +2,7 @@
 
 The vectorised kernel (:mod:`mltrade.brokers.vectorised`) scores a whole batch of sets in one call where it
 reproduces the strategy (:data:`~mltrade.sweep.signals.VECTOR_SIGNALS`); the full backtrader runs
-(``mltrade.backtest.run_strategy``) score one set at a time, confirm the best and run the held-out test.
+(``mltrade.strategy_run.run_strategy``) score one set at a time, confirm the best and run the held-out test.
 """
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from mltrade.brokers.vectorised import DEFAULTS, SignalFn, evaluate, param_sets, session_grid
+from mltrade.settings import settings_of
 from mltrade.sweep.layout import make_layout
 from mltrade.sweep.settings import SweepSettings
 from mltrade.sweep.signals import VECTOR_SIGNALS
@@ -26,7 +27,7 @@ class Scorer:
     """Scores parameter sets on the validation folds / test range, vectorised or through the broker."""
 
     def __init__(self, cfg: dict, settings: SweepSettings, bars: Optional[pd.DataFrame] = None) -> None:
-        from mltrade.backtest import load_bars
+        from mltrade.feeds.source import load_bars
         from mltrade.strategies.registry import get_strategy
 
         self.cfg, self.s = cfg, settings
@@ -38,8 +39,9 @@ class Scorer:
             c["backtest"]["start"], c["backtest"]["end"] = settings.start, settings.end
             bars = load_bars(c)
         self.bars = bars
-        self.exchange = cfg["backtest"]["exchange"]
-        self.interval = int(cfg["backtest"]["interval"])
+        run = settings_of(cfg).backtest
+        self.exchange = run.exchange
+        self.interval = int(run.interval)
         self.grid = session_grid(bars, self.exchange, self.interval)
         self.layout = make_layout(self.grid.sessions, settings.folds, settings.test_frac)
         # engine broker: every trial is scored through backtrader (slow, honest); vector: the numpy evaluator
@@ -54,7 +56,7 @@ class Scorer:
 
     def _vector_signal(self) -> Optional[SignalFn]:
         spec = VECTOR_SIGNALS.get(self.cls.__name__)
-        if spec is None or bool(self.cfg["broker"].get("fractional", False)):
+        if spec is None or bool(settings_of(self.cfg).broker.fractional):
             return None
         fn, fixed = spec
         for k, v in fixed.items():
@@ -89,8 +91,8 @@ class Scorer:
         return self.bars[(self.bars.index >= lo) & (self.bars.index < hi)]
 
     def broker_run(self, params: dict, a: int, b: int):
-        """``mltrade.backtest.run_strategy`` of the strategy with ``params`` on sessions ``[a, b)``."""
-        from mltrade.backtest import run_strategy, strategy_kwargs
+        """``mltrade.strategy_run.run_strategy`` of the strategy with ``params`` on sessions ``[a, b)``."""
+        from mltrade.strategy_run import run_strategy, strategy_kwargs
 
         c = copy.deepcopy(self.cfg)
         c["strategy"]["name"] = self.s.strategy
@@ -98,9 +100,10 @@ class Scorer:
         return run_strategy(self._slice(a, b), self.cls, strategy_kwargs(self.cls, c), c)
 
     def baselines(self, params: dict, a: int, b: int, results: bool = False) -> Dict[str, dict]:
-        """``mltrade.backtest.baseline_runs`` (buy-and-hold, always long, random direction) on sessions ``[a, b)``
+        """``mltrade.baselines.runs.baseline_runs`` (buy-and-hold, always long, random direction) on sessions ``[a, b)``
         (with ``results``: ``baseline_results``, each with its equity and trades)."""
-        from mltrade.backtest import baseline_results, baseline_runs, strategy_kwargs
+        from mltrade.baselines.runs import baseline_results, baseline_runs
+        from mltrade.strategy_run import strategy_kwargs
 
         c = copy.deepcopy(self.cfg)
         c["strategy"]["name"] = self.s.strategy
